@@ -1,0 +1,1 @@
+SELECT orderId, status FROM orders WHERE status IN ('PENDING', 'REFUNDED');

@@ -1,0 +1,1 @@
+SELECT orderId FROM orders WHERE NOT (orderValue > 50) AND NOT (currency = 'USD');

@@ -1,0 +1,1 @@
+SELECT orderId, customerId FROM orders WHERE customerId ~ '^c-0001';

@@ -1,0 +1,1 @@
+SELECT orderId FROM orders WHERE shipping['city'] ~* '^p';

@@ -1,0 +1,1 @@
+SELECT orderId, status, orderValue FROM orders;

@@ -1,0 +1,1 @@
+SELECT orderId, customerId, status, orderValue, currency, coupon FROM orders;

@@ -1,0 +1,1 @@
+SELECT orderId, named_struct('city', shipping['city'], 'country', shipping['country'], 'express', shipping['express'], 'zone', CASE WHEN shipping['country'] = 'US' THEN 'NA' ELSE 'EU' END) AS shipping, orderValue - 10 AS net FROM orders;

@@ -1,0 +1,1 @@
+SELECT named_struct('country', shipping['country'], 'status', status) AS _id, count(*) AS n, avg(orderValue) AS avgValue, max(orderValue) AS maxValue, min(orderValue) AS minValue FROM orders GROUP BY shipping['country'], status;

@@ -1,0 +1,1 @@
+SELECT count(*) AS cancelled FROM orders WHERE status = 'CANCELLED';

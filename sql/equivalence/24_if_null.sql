@@ -1,0 +1,1 @@
+SELECT orderId, coalesce(coupon, 'NONE') AS coupon FROM orders;

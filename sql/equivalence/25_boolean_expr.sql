@@ -1,0 +1,1 @@
+SELECT orderId FROM orders WHERE orderValue > 100 AND NOT (currency = 'USD');

@@ -1,0 +1,111 @@
+//! The `fluxion` command line: `run`, `validate`, `explain`. Keep the flags stable: external
+//! checks call exactly these.
+
+mod explain;
+mod run;
+mod validate;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::Result;
+
+/// Fluxion: MongoDB-style JSON pipelines and SQL over files, compiled to DataFusion plans.
+#[derive(Debug, Parser)]
+#[command(name = "fluxion", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a job file, or a pipeline / SQL query over --input files. Results go to stdout as
+    /// JSON lines unless --output (or the job's sink) says otherwise.
+    Run(RunArgs),
+    /// Check a pipeline or job file; print its first error with its JSON path.
+    Validate {
+        /// A pipeline file (array of stages or {"pipeline": [...]}) or a job file.
+        file: PathBuf,
+    },
+    /// Print the logical plan, the physical plan and the equivalent SQL of a pipeline.
+    Explain(ExplainArgs),
+}
+
+/// Inputs given on the command line.
+#[derive(Debug, clap::Args)]
+pub struct InputArgs {
+    /// An input file or URL, optionally named: `--input orders=data/orders.jsonl`. Unnamed
+    /// inputs are the table `input`. Repeatable.
+    #[arg(long = "input", value_name = "[NAME=]PATH")]
+    pub inputs: Vec<String>,
+    /// Input format when the extension does not tell (jsonl, csv, parquet).
+    #[arg(long = "input-format", value_name = "FORMAT")]
+    pub input_format: Option<String>,
+}
+
+/// Arguments of `fluxion run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// A job file (source, pipeline or sql, sink).
+    pub job: Option<PathBuf>,
+    /// A pipeline file; it reads the first --input.
+    #[arg(long, conflicts_with_all = ["job", "sql"])]
+    pub pipeline: Option<PathBuf>,
+    /// A SQL query over the --input tables.
+    #[arg(long, conflicts_with = "job")]
+    pub sql: Option<String>,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    /// Write results to this file or URL instead of stdout (format from the extension).
+    #[arg(long, value_name = "PATH")]
+    pub output: Option<String>,
+    /// Output format when the extension does not tell (jsonl, csv, parquet).
+    #[arg(long = "output-format", value_name = "FORMAT")]
+    pub output_format: Option<String>,
+}
+
+/// Arguments of `fluxion explain`.
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// A pipeline file or a job file.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+}
+
+/// Runs the parsed command line.
+pub async fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(args) => run::run(args).await,
+        Command::Validate { file } => validate::validate(&file),
+        Command::Explain(args) => explain::explain(args).await,
+    }
+}
+
+/// Splits `NAME=PATH`; a bare path is named `input`.
+pub(crate) fn split_input(s: &str) -> (&str, &str) {
+    if let Some((name, path)) = s.split_once('=') {
+        let is_ident = !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        if is_ident {
+            return (name, path);
+        }
+    }
+    ("input", s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_input;
+
+    #[test]
+    fn input_names() {
+        assert_eq!(split_input("orders=a/b.jsonl"), ("orders", "a/b.jsonl"));
+        assert_eq!(split_input("a/b.jsonl"), ("input", "a/b.jsonl"));
+        assert_eq!(split_input("s3://b/k=v.csv"), ("input", "s3://b/k=v.csv"));
+    }
+}

@@ -1,0 +1,97 @@
+//! `fluxion run`: a job file, or `--pipeline` / `--sql` over `--input` files.
+
+use crate::connect::{Format, file, stdout};
+use crate::dsl::Pipeline;
+use crate::engine::Engine;
+use crate::job::{Job, Query, SinkConfig};
+use crate::{Error, Result};
+
+use super::{InputArgs, RunArgs, split_input};
+
+pub(super) async fn run(args: RunArgs) -> Result<()> {
+    let engine = Engine::new();
+    let (query, table, sink) = if let Some(path) = &args.job {
+        if !args.inputs.inputs.is_empty() || args.output.is_some() {
+            return Err(Error::config(
+                "run",
+                "a job file brings its own source and sink; drop --input/--output",
+            ));
+        }
+        let job = Job::load(path)?;
+        let (location, options) = job.source_location()?;
+        engine
+            .register_file_with(job.table(), &location, &options)
+            .await?;
+        let sink = match &job.sink {
+            SinkConfig::Stdout => None,
+            SinkConfig::File { path, format } => Some((
+                path.clone(),
+                format.as_deref().map(Format::from_name).transpose()?,
+            )),
+        };
+        (job.query()?, job.table().to_string(), sink)
+    } else {
+        let query = match (&args.pipeline, &args.sql) {
+            (Some(p), None) => Query::Pipeline(read_pipeline(p)?),
+            (None, Some(sql)) => Query::Sql(sql.clone()),
+            _ => {
+                return Err(Error::config(
+                    "run",
+                    "give a job file, or --pipeline P.json or --sql \"…\" with --input",
+                ));
+            }
+        };
+        let first = register_inputs(&engine, &args.inputs).await?;
+        let sink = args
+            .output
+            .clone()
+            .map(|o| {
+                (
+                    o,
+                    args.output_format
+                        .as_deref()
+                        .map(Format::from_name)
+                        .transpose(),
+                )
+            })
+            .map(|(o, f)| f.map(|f| (o, f)))
+            .transpose()?;
+        (query, first, sink)
+    };
+    let df = match &query {
+        Query::Pipeline(p) => engine.pipeline(&table, p).await?,
+        Query::Sql(sql) => engine.sql(sql).await?,
+    };
+    let rows = match sink {
+        None => stdout::write_stdout(df).await?,
+        Some((path, format)) => file::write_file(engine.context(), df, &path, format).await?,
+    };
+    tracing::info!(rows, "run finished");
+    Ok(())
+}
+
+/// Reads a pipeline file (an array of stages or `{"pipeline": [...]}`).
+pub(super) fn read_pipeline(path: &std::path::Path) -> Result<Pipeline> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::config(path.display().to_string(), e.to_string()))?;
+    Pipeline::from_json_str(&text)
+}
+
+/// Registers every `--input`; returns the name of the first.
+pub(super) async fn register_inputs(engine: &Engine, inputs: &InputArgs) -> Result<String> {
+    if inputs.inputs.is_empty() {
+        return Err(Error::config("run", "at least one --input is required"));
+    }
+    let format = inputs
+        .input_format
+        .as_deref()
+        .map(Format::from_name)
+        .transpose()?;
+    let mut first = None;
+    for spec in &inputs.inputs {
+        let (name, path) = split_input(spec);
+        engine.register_file(name, path, format).await?;
+        first.get_or_insert_with(|| name.to_string());
+    }
+    Ok(first.expect("non-empty"))
+}

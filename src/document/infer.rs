@@ -1,0 +1,199 @@
+//! Schema inference for JSON documents, with Fluxion's widening rule.
+//!
+//! | values seen for one field          | Arrow type                                   |
+//! |------------------------------------|----------------------------------------------|
+//! | only integers                      | `Int64`                                      |
+//! | integers and doubles               | `Float64`                                    |
+//! | only strings / booleans            | `Utf8` / `Boolean`                           |
+//! | only objects                       | `Struct` of the union of their fields        |
+//! | only arrays                        | `List` of the widened element type           |
+//! | anything else mixed                | `Utf8`: strings as they are, other values as their JSON text |
+//! | only nulls                         | `Null`                                       |
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema};
+use indexmap::IndexMap;
+use serde_json::Value;
+
+/// The inferred shape of one field's values.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shape {
+    Null,
+    Bool,
+    Int,
+    Float,
+    String,
+    Object(IndexMap<String, Shape>),
+    Array(Box<Shape>),
+    /// Conflicting types, stored as JSON text. `complex` is set when some values are objects
+    /// or arrays, which the fast Arrow decoder cannot turn into text by itself.
+    Text {
+        complex: bool,
+    },
+}
+
+impl Shape {
+    /// The shape of one JSON value.
+    pub fn of(v: &Value) -> Shape {
+        match v {
+            Value::Null => Shape::Null,
+            Value::Bool(_) => Shape::Bool,
+            Value::Number(n) if n.is_i64() => Shape::Int,
+            Value::Number(_) => Shape::Float,
+            Value::String(_) => Shape::String,
+            Value::Array(items) => Shape::Array(Box::new(
+                items.iter().map(Shape::of).fold(Shape::Null, Shape::merge),
+            )),
+            Value::Object(map) if map.is_empty() => Shape::Text { complex: true },
+            Value::Object(map) => {
+                Shape::Object(map.iter().map(|(k, v)| (k.clone(), Shape::of(v))).collect())
+            }
+        }
+    }
+
+    /// The shape that holds the values of both `self` and `other`.
+    pub fn merge(self, other: Shape) -> Shape {
+        use Shape::*;
+        match (self, other) {
+            (Null, x) | (x, Null) => x,
+            (Bool, Bool) => Bool,
+            (Int, Int) => Int,
+            (Int | Float, Int | Float) => Float,
+            (String, String) => String,
+            (Object(mut a), Object(b)) => {
+                for (k, v) in b {
+                    match a.get_mut(&k) {
+                        Some(old) => *old = std::mem::replace(old, Null).merge(v),
+                        None => {
+                            a.insert(k, v);
+                        }
+                    }
+                }
+                Object(a)
+            }
+            (Array(a), Array(b)) => Array(Box::new(a.merge(*b))),
+            (a, b) => Text {
+                complex: a.is_complex() || b.is_complex(),
+            },
+        }
+    }
+
+    fn is_complex(&self) -> bool {
+        matches!(
+            self,
+            Shape::Object(_) | Shape::Array(_) | Shape::Text { complex: true }
+        )
+    }
+
+    /// True when decoding needs the slow path that rewrites values into JSON text.
+    pub fn needs_rewrite(&self) -> bool {
+        match self {
+            Shape::Text { complex } => *complex,
+            Shape::Object(fields) => fields.values().any(Shape::needs_rewrite),
+            Shape::Array(e) => e.needs_rewrite(),
+            _ => false,
+        }
+    }
+
+    /// The Arrow type for this shape.
+    pub fn data_type(&self) -> DataType {
+        match self {
+            Shape::Null => DataType::Null,
+            Shape::Bool => DataType::Boolean,
+            Shape::Int => DataType::Int64,
+            Shape::Float => DataType::Float64,
+            Shape::String | Shape::Text { .. } => DataType::Utf8,
+            Shape::Object(fields) => DataType::Struct(fields_of(fields)),
+            Shape::Array(e) => {
+                let elem = match e.as_ref() {
+                    // An array that was always empty: give it a concrete element type.
+                    Shape::Null => DataType::Utf8,
+                    other => other.data_type(),
+                };
+                DataType::List(Arc::new(Field::new_list_field(elem, true)))
+            }
+        }
+    }
+
+    /// Rewrites `v` in place so that the Arrow decoder accepts it for this shape: objects and
+    /// arrays under a `Text` shape become their JSON text.
+    pub fn conform(&self, v: &mut Value) {
+        match (self, v) {
+            (Shape::Text { .. }, v @ (Value::Object(_) | Value::Array(_))) => {
+                *v = Value::String(v.to_string());
+            }
+            (Shape::Object(fields), Value::Object(map)) => {
+                for (k, shape) in fields {
+                    if let Some(x) = map.get_mut(k) {
+                        shape.conform(x);
+                    }
+                }
+            }
+            (Shape::Array(e), Value::Array(items)) => items.iter_mut().for_each(|x| e.conform(x)),
+            _ => {}
+        }
+    }
+}
+
+fn fields_of(fields: &IndexMap<String, Shape>) -> Fields {
+    fields
+        .iter()
+        .map(|(k, s)| Field::new(k, s.data_type(), true))
+        .collect()
+}
+
+/// The schema for documents of shape `top` (an object shape; anything else is empty).
+pub fn schema_of(top: &Shape) -> Schema {
+    match top {
+        Shape::Object(fields) => Schema::new(fields_of(fields)),
+        _ => Schema::empty(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn infer(docs: &[Value]) -> Shape {
+        docs.iter().map(Shape::of).fold(Shape::Null, Shape::merge)
+    }
+
+    #[test]
+    fn widens_numbers_and_merges_objects_in_first_seen_order() {
+        let s = infer(&[
+            json!({"a": 1, "b": {"x": 1}}),
+            json!({"c": true, "a": 2.5, "b": {"y": "s"}}),
+        ]);
+        let schema = schema_of(&s);
+        let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(schema.field(0).data_type(), &DataType::Float64);
+        let DataType::Struct(inner) = schema.field(1).data_type() else {
+            panic!("struct")
+        };
+        assert_eq!(inner.len(), 2);
+    }
+
+    #[test]
+    fn conflicting_types_become_json_text() {
+        let s = infer(&[json!({"v": 1}), json!({"v": "one"})]);
+        assert_eq!(schema_of(&s).field(0).data_type(), &DataType::Utf8);
+        assert!(!s.needs_rewrite());
+        let s = infer(&[json!({"v": {"k": 1}}), json!({"v": 3})]);
+        assert!(s.needs_rewrite());
+        let mut doc = json!({"v": {"k": 1}});
+        s.conform(&mut doc);
+        assert_eq!(doc, json!({"v": "{\"k\":1}"}));
+    }
+
+    #[test]
+    fn arrays_widen_their_elements() {
+        let s = infer(&[json!({"t": [1, 2]}), json!({"t": [2.5]}), json!({"t": []})]);
+        let DataType::List(f) = schema_of(&s).field(0).data_type().clone() else {
+            panic!("list")
+        };
+        assert_eq!(f.data_type(), &DataType::Float64);
+    }
+}

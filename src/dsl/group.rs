@@ -1,0 +1,136 @@
+//! `$group`: the `_id` grouping expression and the accumulators.
+
+use serde_json::Value;
+
+use super::expression::Expression;
+use super::path::JsonPath;
+use crate::Result;
+
+/// Accumulators `$group` accepts.
+pub static ACCUMULATORS: &[&str] = &[
+    "$sum",
+    "$avg",
+    "$min",
+    "$max",
+    "$count",
+    "$first",
+    "$last",
+    "$push",
+    "$addToSet",
+];
+
+/// A parsed `$group` stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    /// The grouping key; a constant (e.g. `null`) groups every document together.
+    pub id: Expression,
+    /// Output fields in the order written.
+    pub fields: Vec<Accumulator>,
+}
+
+/// One output field of `$group`: `"total": {"$sum": "$amount"}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accumulator {
+    pub name: String,
+    /// The accumulator's name, e.g. `$sum`.
+    pub op: &'static str,
+    /// Its argument (`Literal(null)` for `$count`).
+    pub arg: Expression,
+    pub path: JsonPath,
+}
+
+impl Group {
+    /// Parses the document of a `$group` stage.
+    pub fn parse(v: &Value, at: &JsonPath) -> Result<Group> {
+        let Value::Object(map) = v else {
+            return Err(at.err("$group expects a document with an _id and accumulators"));
+        };
+        let id = match map.get("_id") {
+            Some(id) => Expression::parse(id, &at.key("_id"))?,
+            None => return Err(at.err("$group requires an _id (use null to group all documents)")),
+        };
+        let mut fields = Vec::new();
+        for (name, spec) in map.iter().filter(|(k, _)| *k != "_id") {
+            let here = at.key(name);
+            if name.contains('.') || name.starts_with('$') {
+                return Err(here.err(format!(
+                    "field name \"{name}\" must not contain '.' or start with '$'"
+                )));
+            }
+            let Value::Object(acc) = spec else {
+                return Err(here.err("expects an accumulator object, e.g. {\"$sum\": \"$amount\"}"));
+            };
+            if acc.len() != 1 {
+                return Err(
+                    here.err("expects exactly one accumulator, e.g. {\"$sum\": \"$amount\"}")
+                );
+            }
+            let (op_name, arg) = acc.iter().next().expect("one key");
+            let op = ACCUMULATORS
+                .iter()
+                .find(|a| **a == op_name)
+                .ok_or_else(|| here.err(format!("unknown accumulator \"{op_name}\"")))?;
+            let arg_at = here.key(op_name);
+            let arg = if *op == "$count" {
+                match arg {
+                    Value::Object(m) if m.is_empty() => Expression::Literal(Value::Null),
+                    _ => {
+                        return Err(arg_at.err("$count takes no arguments: write {\"$count\": {}}"));
+                    }
+                }
+            } else {
+                if matches!(arg, Value::Array(_)) {
+                    return Err(arg_at.err(format!(
+                        "the {op_name} accumulator is a unary operator, not an array of arguments"
+                    )));
+                }
+                Expression::parse(arg, &arg_at)?
+            };
+            fields.push(Accumulator {
+                name: name.clone(),
+                op,
+                arg,
+                path: here,
+            });
+        }
+        Ok(Group { id, fields })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_the_quickstart_group() {
+        let g = Group::parse(
+            &json!({"_id": "$customerId", "orderCount": {"$count": {}}, "lifetimeValue": {"$sum": "$orderValue"}}),
+            &JsonPath::root().index(1).key("$group"),
+        )
+        .unwrap();
+        assert_eq!(g.fields.len(), 2);
+        assert_eq!(g.fields[0].op, "$count");
+        assert_eq!(g.fields[1].name, "lifetimeValue");
+    }
+
+    #[test]
+    fn unknown_accumulator_names_its_path() {
+        let e = Group::parse(
+            &json!({"_id": null, "lifetimeValue": {"$summ": "$orderValue"}}),
+            &JsonPath::root().index(1).key("$group"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "pipeline[1].$group.lifetimeValue: unknown accumulator \"$summ\""
+        );
+        assert!(Group::parse(&json!({"n": {"$sum": 1}}), &JsonPath::root()).is_err());
+        assert!(
+            Group::parse(&json!({"_id": null, "n": {"$count": 1}}), &JsonPath::root()).is_err()
+        );
+        assert!(
+            Group::parse(&json!({"_id": null, "a.b": {"$sum": 1}}), &JsonPath::root()).is_err()
+        );
+    }
+}

@@ -1,0 +1,104 @@
+//! The embedded entry point: a DataFusion session with Fluxion's settings, tables from
+//! connectors, and pipelines (JSON or SQL) turned into DataFrames over those tables.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+
+use crate::Result;
+use crate::connect::Format;
+use crate::connect::file::{self, FileOptions};
+use crate::document::decode::{JsonlOptions, decode};
+use crate::dsl::Pipeline;
+use crate::plan;
+
+/// A Fluxion session: tables plus the planner for both pipeline spellings.
+#[derive(Clone)]
+pub struct Engine {
+    ctx: SessionContext,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Engine {
+    /// A session with Fluxion's SQL settings: identifiers keep their case, so camelCase
+    /// document fields (`orderValue`) work unquoted in SQL.
+    pub fn new() -> Self {
+        let mut config = SessionConfig::new().with_information_schema(true);
+        config.options_mut().sql_parser.enable_ident_normalization = false;
+        Engine {
+            ctx: SessionContext::new_with_config(config),
+        }
+    }
+
+    /// The underlying DataFusion session.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Registers the file(s) at `location` as table `name` (format from the extension when
+    /// `format` is `None`).
+    pub async fn register_file(
+        &self,
+        name: &str,
+        location: &str,
+        format: Option<Format>,
+    ) -> Result<()> {
+        let options = FileOptions {
+            format,
+            schema: None,
+        };
+        file::register_source(&self.ctx, name, location, &options).await
+    }
+
+    /// Registers the file(s) at `location` as table `name`, read as `options` say (format,
+    /// declared schema).
+    pub async fn register_file_with(
+        &self,
+        name: &str,
+        location: &str,
+        options: &FileOptions,
+    ) -> Result<()> {
+        file::register_source(&self.ctx, name, location, options).await
+    }
+
+    /// Registers in-memory batches as table `name`.
+    pub fn register_batches(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<()> {
+        let table = MemTable::try_new(schema, vec![batches])?;
+        self.ctx.register_table(name, Arc::new(table))?;
+        Ok(())
+    }
+
+    /// Registers JSON lines held in memory as table `name`, with the same schema rules as
+    /// JSON-lines files.
+    pub fn register_jsonl(&self, name: &str, data: &[u8]) -> Result<()> {
+        let decoded = decode(data, name, &JsonlOptions::default())?;
+        let table = MemTable::try_new(decoded.schema, decoded.partitions)?;
+        self.ctx.register_table(name, Arc::new(table))?;
+        Ok(())
+    }
+
+    /// Compiles `pipeline` over table `table`.
+    pub async fn pipeline(&self, table: &str, pipeline: &Pipeline) -> Result<DataFrame> {
+        let scan = self.ctx.table(table).await?.into_unoptimized_plan();
+        let plan = plan::compile(pipeline, scan)?;
+        Ok(DataFrame::new(self.ctx.state(), plan))
+    }
+
+    /// Plans a SQL query over the registered tables.
+    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        Ok(self.ctx.sql(sql).await?)
+    }
+}

@@ -1,0 +1,110 @@
+//! The crate's one error type and its `Result` alias.
+//!
+//! Every variant says who has to act: the user (a malformed pipeline, a bad job file, an input
+//! that cannot be read as declared), an external system (object store, file system), or us (an
+//! engine bug surfaced by DataFusion). The CLI prints `Display` as a single line, so messages
+//! never contain a backtrace and always name *where* the problem is.
+
+use std::fmt;
+
+/// Result alias used throughout Fluxion.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in Fluxion.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A pipeline that does not follow the DSL's grammar or cannot be compiled.
+    /// `path` is the JSON path of the offending value, e.g. `pipeline[1].$group.total`.
+    #[error("{path}: {message}")]
+    Pipeline { path: String, message: String },
+
+    /// A job file or command-line option that is malformed or inconsistent.
+    #[error("{context}: {message}")]
+    Config { context: String, message: String },
+
+    /// Input data that cannot be read as declared (bad JSON line, unreadable file…).
+    /// `position` names the source and where in it, e.g. `orders.jsonl:12`.
+    #[error("{position}: {message}")]
+    Input { position: String, message: String },
+
+    /// A failure of an external system: the file system or an object store.
+    #[error("{context}: {source}")]
+    External {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// An error raised by DataFusion while planning or executing a compiled plan.
+    #[error("{0}")]
+    DataFusion(Box<datafusion::error::DataFusionError>),
+}
+
+impl Error {
+    /// A pipeline error at `path`.
+    pub fn pipeline(path: impl fmt::Display, message: impl Into<String>) -> Self {
+        Error::Pipeline {
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// A configuration (job file, CLI) error.
+    pub fn config(context: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config {
+            context: context.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A problem with input data at `position`.
+    pub fn input(position: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Input {
+            position: position.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A failure of an external system while doing `context`.
+    pub fn external(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::External {
+            context: context.into(),
+            source: Box::new(source),
+        }
+    }
+
+    /// True when the user can fix the error by changing the pipeline, job or input.
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            Error::Pipeline { .. } | Error::Config { .. } | Error::Input { .. }
+        )
+    }
+}
+
+impl From<datafusion::error::DataFusionError> for Error {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        // Errors we raised inside DataFusion callbacks travel back wrapped; unwrap them so the
+        // user sees our message, not DataFusion's "External error: …" prefix.
+        match e {
+            datafusion::error::DataFusionError::External(inner) => {
+                match inner.downcast::<Error>() {
+                    Ok(ours) => *ours,
+                    Err(other) => Error::DataFusion(Box::new(
+                        datafusion::error::DataFusionError::External(other),
+                    )),
+                }
+            }
+            other => Error::DataFusion(Box::new(other)),
+        }
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for Error {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        Error::DataFusion(Box::new(e.into()))
+    }
+}

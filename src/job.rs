@@ -1,0 +1,201 @@
+//! Job files: a source, a pipeline (JSON stages or SQL) and a sink in one JSON document.
+//!
+//! ```json
+//! {"name": "orders-ltv",
+//!  "source": {"type": "file", "path": "data/orders.jsonl", "format": "jsonl"},
+//!  "pipeline": [{"$match": {"status": "PAID"}}],
+//!  "sink": {"type": "stdout"}}
+//! ```
+//! Relative paths are resolved against the job file's directory, so a job runs the same from
+//! any working directory.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use std::sync::Arc;
+
+use crate::connect::Format;
+use crate::connect::file::FileOptions;
+use crate::document::declared::parse_schema;
+use crate::dsl::Pipeline;
+use crate::{Error, Result};
+
+/// A parsed job file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    /// The job's name (used in logs and, later, metrics).
+    pub name: Option<String>,
+    pub source: SourceConfig,
+    /// JSON stages; exclusive with `sql`.
+    pub pipeline: Option<Value>,
+    /// A SQL query over the source's table; exclusive with `pipeline`.
+    pub sql: Option<String>,
+    #[serde(default)]
+    pub sink: SinkConfig,
+}
+
+/// Where documents come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// A file, directory or object-store URL.
+    File {
+        path: String,
+        format: Option<String>,
+        /// The table name SQL uses (default `input`).
+        table: Option<String>,
+        /// A declared document schema (see `document::declared`); inferred when absent.
+        schema: Option<Value>,
+    },
+}
+
+/// Where results go.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// JSON lines on standard output.
+    #[default]
+    Stdout,
+    /// One file (JSON lines, CSV or Parquet).
+    File {
+        path: String,
+        format: Option<String>,
+    },
+}
+
+/// What a job runs: stages or SQL.
+#[derive(Debug, Clone)]
+pub enum Query {
+    Pipeline(Pipeline),
+    Sql(String),
+}
+
+impl Job {
+    /// Reads and checks the job file at `path`.
+    pub fn load(path: &Path) -> Result<Job> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(path.display().to_string(), e.to_string()))?;
+        let mut job = Job::from_json_str(&text, &path.display().to_string())?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        job.resolve_paths(base);
+        Ok(job)
+    }
+
+    /// Parses a job from JSON text; `name` is used in errors.
+    pub fn from_json_str(text: &str, name: &str) -> Result<Job> {
+        let job: Job =
+            serde_json::from_str(text).map_err(|e| Error::config(name, e.to_string()))?;
+        job.query_checked(name)?;
+        Ok(job)
+    }
+
+    /// True when `v` looks like a job file rather than a bare pipeline.
+    pub fn is_job(v: &Value) -> bool {
+        v.as_object().is_some_and(|m| m.contains_key("source"))
+    }
+
+    /// The job's query, parsed.
+    pub fn query(&self) -> Result<Query> {
+        self.query_checked(self.name.as_deref().unwrap_or("job"))
+    }
+
+    fn query_checked(&self, name: &str) -> Result<Query> {
+        match (&self.pipeline, &self.sql) {
+            (Some(p), None) => Ok(Query::Pipeline(Pipeline::from_value(p)?)),
+            (None, Some(s)) => Ok(Query::Sql(s.clone())),
+            _ => Err(Error::config(
+                name,
+                "a job needs exactly one of \"pipeline\" or \"sql\"",
+            )),
+        }
+    }
+
+    /// The table name the source is registered under.
+    pub fn table(&self) -> &str {
+        match &self.source {
+            SourceConfig::File { table, .. } => table.as_deref().unwrap_or("input"),
+        }
+    }
+
+    /// The source's location and how to read it.
+    pub fn source_location(&self) -> Result<(String, FileOptions)> {
+        let context = self.name.as_deref().unwrap_or("job");
+        match &self.source {
+            SourceConfig::File {
+                path,
+                format,
+                schema,
+                ..
+            } => {
+                let format = format.as_deref().map(Format::from_name).transpose()?;
+                let schema = schema
+                    .as_ref()
+                    .map(|s| parse_schema(s, context, "source.schema").map(Arc::new))
+                    .transpose()?;
+                Ok((path.clone(), FileOptions { format, schema }))
+            }
+        }
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut String| {
+            let is_url = p.contains("://");
+            if !is_url && Path::new(p.as_str()).is_relative() {
+                *p = base.join(p.as_str()).display().to_string();
+            }
+        };
+        match &mut self.source {
+            SourceConfig::File { path, .. } => fix(path),
+        }
+        if let SinkConfig::File { path, .. } = &mut self.sink {
+            fix(path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_job_and_resolves_relative_paths() {
+        let text = r#"{"name": "x", "source": {"type": "file", "path": "data/o.jsonl"},
+                       "pipeline": [{"$limit": 1}], "sink": {"type": "file", "path": "out/r.parquet"}}"#;
+        let mut job = Job::from_json_str(text, "job.json").unwrap();
+        job.resolve_paths(Path::new("/jobs"));
+        assert_eq!(job.source_location().unwrap().0, "/jobs/data/o.jsonl");
+        assert!(matches!(job.query().unwrap(), Query::Pipeline(_)));
+        assert!(
+            matches!(&job.sink, SinkConfig::File { path, .. } if path == "/jobs/out/r.parquet")
+        );
+    }
+
+    #[test]
+    fn rejects_bad_jobs_with_their_name() {
+        let e = Job::from_json_str(r#"{"source": {"type": "file", "path": "x"}}"#, "j.json")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "j.json: a job needs exactly one of \"pipeline\" or \"sql\""
+        );
+        let e = Job::from_json_str(r#"{"source": {"type": "kafkaa"}, "sql": "x"}"#, "j.json")
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("j.json: unknown variant `kafkaa`"),
+            "{e}"
+        );
+        let e = Job::from_json_str(
+            r#"{"source": {"type": "file", "path": "x"}, "pipeline": [{"$bad": 1}]}"#,
+            "j.json",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with("pipeline[0]: unknown stage"),
+            "{e}"
+        );
+    }
+}

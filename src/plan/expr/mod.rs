@@ -1,0 +1,243 @@
+//! Aggregation expressions compiled to DataFusion [`Expr`]s.
+//!
+//! [`ExprCompiler`] walks the DSL's [`Expression`] AST against the schema of the plan the
+//! expression reads from. Types are known at plan time, so MongoDB's dynamic rules (which
+//! operand types an operator accepts, the cross-type comparison order) are resolved here once
+//! per plan instead of once per row. Each operator family is one file.
+
+mod arithmetic;
+mod boolean;
+mod comparison;
+mod conditional;
+mod string;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::functions::core::expr_fn::named_struct;
+use datafusion::functions_nested::expr_fn::make_array;
+use datafusion::logical_expr::{Expr, ExprSchemable, lit};
+use serde_json::Value;
+
+use super::field;
+use crate::Result;
+use crate::dsl::JsonPath;
+use crate::dsl::expression::{Expression, Family};
+
+pub use boolean::truthy;
+
+/// The coarse type classes MongoDB's rules are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Null,
+    Number,
+    String,
+    Document,
+    Array,
+    Bool,
+    Date,
+    Other,
+}
+
+impl Kind {
+    /// The class of an Arrow type.
+    pub fn of(ty: &DataType) -> Kind {
+        use DataType::*;
+        match ty {
+            Null => Kind::Null,
+            Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Float16 | Float32
+            | Float64 | Decimal32(..) | Decimal64(..) | Decimal128(..) | Decimal256(..) => {
+                Kind::Number
+            }
+            Utf8 | LargeUtf8 | Utf8View => Kind::String,
+            Struct(_) | Map(..) => Kind::Document,
+            List(_) | LargeList(_) | FixedSizeList(..) | ListView(_) | LargeListView(_) => {
+                Kind::Array
+            }
+            Boolean => Kind::Bool,
+            Timestamp(..) | Date32 | Date64 => Kind::Date,
+            _ => Kind::Other,
+        }
+    }
+
+    /// Position in MongoDB's cross-type comparison order (null < numbers < strings <
+    /// documents < arrays < … < booleans < dates).
+    pub fn bson_rank(self) -> i64 {
+        match self {
+            Kind::Null => 1,
+            Kind::Number => 2,
+            Kind::String => 3,
+            Kind::Document => 4,
+            Kind::Array => 5,
+            Kind::Other => 6,
+            Kind::Bool => 8,
+            Kind::Date => 9,
+        }
+    }
+
+    /// A name for error messages, in MongoDB's vocabulary.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Null => "null",
+            Kind::Number => "number",
+            Kind::String => "string",
+            Kind::Document => "object",
+            Kind::Array => "array",
+            Kind::Bool => "bool",
+            Kind::Date => "date",
+            Kind::Other => "unsupported type",
+        }
+    }
+}
+
+/// A compiled expression with its Arrow type.
+#[derive(Debug, Clone)]
+pub struct Typed {
+    pub expr: Expr,
+    pub ty: DataType,
+}
+
+impl Typed {
+    pub fn kind(&self) -> Kind {
+        Kind::of(&self.ty)
+    }
+}
+
+/// Compiles expressions that read from one input schema.
+pub struct ExprCompiler<'a> {
+    schema: &'a DFSchema,
+}
+
+impl<'a> ExprCompiler<'a> {
+    pub fn new(schema: &'a DFSchema) -> Self {
+        ExprCompiler { schema }
+    }
+
+    /// The schema expressions are compiled against.
+    pub fn schema(&self) -> &DFSchema {
+        self.schema
+    }
+
+    /// Compiles `e` (found at `at`) to a DataFusion expression.
+    pub fn compile(&self, e: &Expression, at: &JsonPath) -> Result<Expr> {
+        Ok(self.typed(e, at)?.expr)
+    }
+
+    /// Compiles `e` and reports its type.
+    pub fn typed(&self, e: &Expression, at: &JsonPath) -> Result<Typed> {
+        let expr = match e {
+            Expression::Literal(v) => return Ok(literal(v)),
+            Expression::Field(path) => {
+                let (expr, ty) = field::resolve(self.schema, path, at)?;
+                return Ok(Typed { expr, ty });
+            }
+            Expression::Variable { name, .. } => {
+                return Err(at.err(format!("the variable $${name} is not supported yet")));
+            }
+            Expression::Array(items) => {
+                if items.is_empty() {
+                    return Ok(literal(&Value::Array(vec![])));
+                }
+                let args = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| self.compile(item, &at.index(i)))
+                    .collect::<Result<Vec<_>>>()?;
+                make_array(args)
+            }
+            Expression::Document(fields) => {
+                if fields.is_empty() {
+                    return Err(at.err("an empty document cannot be represented as a column"));
+                }
+                let mut args = Vec::with_capacity(fields.len() * 2);
+                for (name, value) in fields {
+                    args.push(lit(name.as_str()));
+                    args.push(self.compile(value, &at.key(name))?);
+                }
+                named_struct(args)
+            }
+            Expression::Operator(op) => {
+                let args = op
+                    .args
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| self.typed(a, &op.path.index(i)))
+                    .collect::<Result<Vec<_>>>()?;
+                let at = &op.path;
+                match op.family {
+                    Family::Arithmetic => arithmetic::compile(op.name, args, at)?,
+                    Family::Comparison => comparison::compile(op.name, args, at)?,
+                    Family::Boolean => boolean::compile(op.name, args, at)?,
+                    Family::Conditional => conditional::compile(op.name, args, at)?,
+                    Family::String => string::compile(op.name, args, at)?,
+                }
+            }
+        };
+        self.with_type(expr, at)
+    }
+
+    /// Attaches the type DataFusion computes for `expr`.
+    pub fn with_type(&self, expr: Expr, at: &JsonPath) -> Result<Typed> {
+        let ty = expr
+            .get_type(self.schema)
+            .map_err(|e| at.err(format!("cannot type this expression: {e}")))?;
+        Ok(Typed { expr, ty })
+    }
+}
+
+/// A JSON constant as a typed literal. Integers that fit are `Int64`, other numbers `Float64`.
+pub fn literal(v: &Value) -> Typed {
+    let scalar = scalar(v);
+    let ty = scalar.data_type();
+    Typed {
+        expr: lit(scalar),
+        ty,
+    }
+}
+
+/// A JSON value as a DataFusion scalar (objects become structs, arrays lists).
+pub fn scalar(v: &Value) -> ScalarValue {
+    match v {
+        Value::Null => ScalarValue::Null,
+        Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => ScalarValue::Int64(Some(i)),
+            None => ScalarValue::Float64(n.as_f64()),
+        },
+        Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
+        Value::Array(items) => {
+            let values: Vec<ScalarValue> = items.iter().map(scalar).collect();
+            let elem_ty = values
+                .iter()
+                .map(ScalarValue::data_type)
+                .find(|t| !t.is_null())
+                .unwrap_or(DataType::Utf8);
+            let values: Vec<ScalarValue> = values
+                .into_iter()
+                .map(|s| {
+                    if s.is_null() {
+                        ScalarValue::try_from(&elem_ty).unwrap_or(ScalarValue::Null)
+                    } else {
+                        s.cast_to(&elem_ty).unwrap_or(ScalarValue::Null)
+                    }
+                })
+                .collect();
+            ScalarValue::List(ScalarValue::new_list_nullable(&values, &elem_ty))
+        }
+        Value::Object(map) => {
+            let mut builder = datafusion::common::scalar::ScalarStructBuilder::new();
+            for (k, v) in map {
+                let s = scalar(v);
+                builder = builder.with_scalar(
+                    datafusion::arrow::datatypes::Field::new(k, s.data_type(), true),
+                    s,
+                );
+            }
+            builder.build().unwrap_or(ScalarValue::Null)
+        }
+    }
+}
+
+/// A typed NULL of `ty`, so that CASE branches keep one type.
+pub fn typed_null(ty: &DataType) -> Expr {
+    lit(ScalarValue::try_from(ty).unwrap_or(ScalarValue::Null))
+}

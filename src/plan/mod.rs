@@ -1,0 +1,34 @@
+//! Planning: a parsed pipeline compiled onto a DataFusion [`LogicalPlan`].
+//!
+//! Each stage rewrites the plan built so far, so a pipeline is a chain of ordinary logical
+//! operators (filter, projection, aggregate, sort, limit) that DataFusion's optimizer and
+//! physical planner treat exactly like the plan of the equivalent SQL query.
+
+pub mod expr;
+pub mod field;
+pub mod stages;
+
+use datafusion::logical_expr::LogicalPlan;
+
+use crate::Result;
+use crate::dsl::{Pipeline, StageKind};
+
+/// Compiles `pipeline` on top of `input` (usually a table scan).
+pub fn compile(pipeline: &Pipeline, input: LogicalPlan) -> Result<LogicalPlan> {
+    let mut plan = input;
+    for stage in &pipeline.stages {
+        let at = &stage.path;
+        plan = match &stage.kind {
+            StageKind::Match(q) => stages::match_stage::plan(plan, q, at)?,
+            StageKind::Project(p) => stages::project::plan_project(plan, p, at)?,
+            StageKind::AddFields(t) => stages::project::plan_add_fields(plan, t, at)?,
+            StageKind::Unset(t) => stages::project::plan_unset(plan, t, at)?,
+            StageKind::Group(g) => stages::group::plan(plan, g, at)?,
+            StageKind::Sort(keys) => stages::sort::plan(plan, keys, at)?,
+            StageKind::Limit(n) => stages::limit::plan_limit(plan, *n)?,
+            StageKind::Skip(n) => stages::limit::plan_skip(plan, *n)?,
+            StageKind::Count(field) => stages::count::plan(plan, field)?,
+        };
+    }
+    Ok(plan)
+}

@@ -1,0 +1,105 @@
+//! `$group` compiled to a DataFusion aggregate.
+//!
+//! The grouping key becomes the `_id` column, first in the output as MongoDB shows it. A
+//! compound key (`{"_id": {"c": "$customer", "y": "$year"}}`) groups by each member and is
+//! reassembled into a sub-document afterwards. A constant key groups everything into one
+//! document — and, as in MongoDB, into *no* document when the input is empty.
+
+use datafusion::common::Column;
+use datafusion::functions::core::expr_fn::{coalesce, named_struct};
+use datafusion::functions_aggregate::count::count_all;
+use datafusion::functions_aggregate::expr_fn::{
+    array_agg, avg, first_value, last_value, max, min, sum,
+};
+use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, lit};
+use serde_json::Value;
+
+use crate::Result;
+use crate::dsl::JsonPath;
+use crate::dsl::expression::Expression;
+use crate::dsl::group::{Accumulator, Group};
+use crate::plan::expr::{ExprCompiler, Kind, literal};
+
+const ROWS: &str = "__fluxion_rows";
+
+/// Plans a `$group` stage.
+pub fn plan(input: LogicalPlan, g: &Group, at: &JsonPath) -> Result<LogicalPlan> {
+    let schema = input.schema().clone();
+    let c = ExprCompiler::new(&schema);
+    let id_at = at.key("_id");
+
+    // Grouping expressions, and the expression that rebuilds `_id` from the aggregate's output.
+    let (group_exprs, id_out): (Vec<Expr>, Expr) = match &g.id {
+        Expression::Literal(v) => (Vec::new(), literal(v).expr),
+        Expression::Document(members) if !members.is_empty() => {
+            let mut groups = Vec::new();
+            let mut rebuilt = Vec::new();
+            for (i, (name, e)) in members.iter().enumerate() {
+                let alias = format!("__fluxion_id_{i}");
+                groups.push(c.compile(e, &id_at.key(name))?.alias(&alias));
+                rebuilt.push(lit(name.as_str()));
+                rebuilt.push(Expr::Column(Column::from_name(alias)));
+            }
+            (groups, named_struct(rebuilt))
+        }
+        e => (
+            vec![c.compile(e, &id_at)?.alias("_id")],
+            Expr::Column(Column::from_name("_id")),
+        ),
+    };
+    let constant_key = group_exprs.is_empty();
+
+    let mut aggs = Vec::with_capacity(g.fields.len() + 1);
+    for acc in &g.fields {
+        aggs.push(accumulator(&c, acc)?.alias(&acc.name));
+    }
+    if constant_key {
+        aggs.push(count_all().alias(ROWS));
+    }
+
+    let mut b = LogicalPlanBuilder::from(input).aggregate(group_exprs, aggs)?;
+    if constant_key {
+        b = b.filter(Expr::Column(Column::from_name(ROWS)).gt(lit(0i64)))?;
+    }
+    let mut out = vec![id_out.alias("_id")];
+    out.extend(
+        g.fields
+            .iter()
+            .map(|f| Expr::Column(Column::from_name(&f.name)).alias(&f.name)),
+    );
+    Ok(b.project(out)?.build()?)
+}
+
+fn accumulator(c: &ExprCompiler, acc: &Accumulator) -> Result<Expr> {
+    let at = acc.path.key(acc.op);
+    if acc.op == "$count" {
+        return Ok(count_all());
+    }
+    // `{$sum: 1}` counts documents; any numeric constant multiplies the count.
+    if acc.op == "$sum"
+        && let Expression::Literal(Value::Number(n)) = &acc.arg
+    {
+        let k = literal(&Value::Number(n.clone())).expr;
+        return Ok(if n.as_i64() == Some(1) {
+            count_all()
+        } else {
+            count_all() * k
+        });
+    }
+    let arg = c.typed(&acc.arg, &at)?;
+    let numeric = arg.kind() == Kind::Number;
+    Ok(match acc.op {
+        // MongoDB ignores non-numeric values in $sum and $avg; a sum of nothing is 0.
+        "$sum" if numeric => coalesce(vec![sum(arg.expr), lit(0i64)]),
+        "$sum" => lit(0i64),
+        "$avg" if numeric => avg(arg.expr),
+        "$avg" => lit(datafusion::common::ScalarValue::Float64(None)),
+        "$min" => min(arg.expr),
+        "$max" => max(arg.expr),
+        "$first" => first_value(arg.expr, vec![]),
+        "$last" => last_value(arg.expr, vec![]),
+        "$push" => array_agg(arg.expr),
+        "$addToSet" => array_agg(arg.expr).distinct().build()?,
+        other => unreachable!("accumulator {other} is validated by the parser"),
+    })
+}

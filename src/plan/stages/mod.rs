@@ -1,0 +1,8 @@
+//! One file per stage: each turns the plan built so far into the plan after the stage.
+
+pub mod count;
+pub mod group;
+pub mod limit;
+pub mod match_stage;
+pub mod project;
+pub mod sort;

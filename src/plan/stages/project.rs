@@ -1,0 +1,197 @@
+//! `$project`, `$addFields` / `$set` and `$unset`: projection trees compiled to one DataFusion
+//! projection, rebuilding sub-documents with `named_struct` where a nested field changes.
+//!
+//! Field order follows MongoDB: an inclusion `$project` keeps fields in the input document's
+//! order and appends computed fields in the order written; `$addFields` replaces a field in
+//! place and appends new ones; `_id` is kept unless excluded.
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{Column, DFSchema};
+use datafusion::functions::core::expr_fn::{get_field, named_struct};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, lit, when};
+
+use crate::Result;
+use crate::dsl::JsonPath;
+use crate::dsl::project::{Mode, Node, Projection, Tree};
+use crate::plan::expr::ExprCompiler;
+
+/// A field available at one level of the document: its name, how to read it, its type.
+struct Source {
+    name: String,
+    expr: Expr,
+    ty: DataType,
+}
+
+/// Plans a `$project`.
+pub fn plan_project(input: LogicalPlan, p: &Projection, at: &JsonPath) -> Result<LogicalPlan> {
+    let schema = input.schema().clone();
+    let c = ExprCompiler::new(&schema);
+    let top = top_level(&schema);
+    let fields = match p.mode {
+        Mode::Inclusion => include(&top, &p.tree, true, &c, at)?,
+        Mode::Exclusion => exclude(&top, &p.tree),
+    };
+    project(input, fields, at)
+}
+
+/// Plans `$addFields` / `$set`.
+pub fn plan_add_fields(input: LogicalPlan, tree: &Tree, at: &JsonPath) -> Result<LogicalPlan> {
+    let schema = input.schema().clone();
+    let c = ExprCompiler::new(&schema);
+    let fields = add(&top_level(&schema), tree, &c, at)?;
+    project(input, fields, at)
+}
+
+/// Plans `$unset` (an exclusion projection).
+pub fn plan_unset(input: LogicalPlan, tree: &Tree, at: &JsonPath) -> Result<LogicalPlan> {
+    let fields = exclude(&top_level(input.schema()), tree);
+    project(input, fields, at)
+}
+
+fn project(input: LogicalPlan, fields: Vec<(String, Expr)>, at: &JsonPath) -> Result<LogicalPlan> {
+    if fields.is_empty() {
+        return Err(
+            at.err("the projection leaves no fields; Fluxion cannot represent empty documents")
+        );
+    }
+    let exprs: Vec<Expr> = fields.into_iter().map(|(n, e)| e.alias(n)).collect();
+    Ok(LogicalPlanBuilder::from(input).project(exprs)?.build()?)
+}
+
+fn top_level(schema: &DFSchema) -> Vec<Source> {
+    schema
+        .iter()
+        .map(|(q, f)| Source {
+            name: f.name().clone(),
+            expr: Expr::Column(Column::new(q.cloned(), f.name())),
+            ty: f.data_type().clone(),
+        })
+        .collect()
+}
+
+fn children(parent: &Expr, ty: &DataType) -> Vec<Source> {
+    match ty {
+        DataType::Struct(fields) => fields
+            .iter()
+            .map(|f| Source {
+                name: f.name().clone(),
+                expr: get_field(parent.clone(), f.name().as_str()),
+                ty: f.data_type().clone(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn has_computed(tree: &Tree) -> bool {
+    tree.values().any(|n| match n {
+        Node::Computed(_) => true,
+        Node::Nested(sub) => has_computed(sub),
+        _ => false,
+    })
+}
+
+fn make_struct(fields: Vec<(String, Expr)>) -> Expr {
+    named_struct(fields.into_iter().flat_map(|(n, e)| [lit(n), e]).collect())
+}
+
+fn include(
+    src: &[Source],
+    tree: &Tree,
+    top: bool,
+    c: &ExprCompiler,
+    at: &JsonPath,
+) -> Result<Vec<(String, Expr)>> {
+    let mut out = Vec::new();
+    for s in src {
+        match tree.get(&s.name) {
+            Some(Node::Include) => out.push((s.name.clone(), s.expr.clone())),
+            Some(Node::Nested(sub)) if matches!(s.ty, DataType::Struct(_)) => {
+                let inner = include(&children(&s.expr, &s.ty), sub, false, c, &at.key(&s.name))?;
+                if !inner.is_empty() {
+                    let built = make_struct(inner);
+                    // A null sub-document stays null, unless the projection computes into it.
+                    let built = if has_computed(sub) {
+                        built
+                    } else {
+                        when(s.expr.clone().is_not_null(), built).end()?
+                    };
+                    out.push((s.name.clone(), built));
+                }
+            }
+            None if top && s.name == "_id" => out.push((s.name.clone(), s.expr.clone())),
+            _ => {}
+        }
+    }
+    for (name, node) in tree {
+        let here = at.key(name);
+        match node {
+            Node::Computed(e) => out.push((name.clone(), c.compile(e, &here)?)),
+            Node::Nested(sub) => {
+                let is_struct_in_source = src
+                    .iter()
+                    .any(|s| &s.name == name && matches!(s.ty, DataType::Struct(_)));
+                if !is_struct_in_source {
+                    let inner = include(&[], sub, false, c, &here)?;
+                    if !inner.is_empty() {
+                        out.push((name.clone(), make_struct(inner)));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn exclude(src: &[Source], tree: &Tree) -> Vec<(String, Expr)> {
+    let mut out = Vec::new();
+    for s in src {
+        match tree.get(&s.name) {
+            Some(Node::Exclude) => {}
+            Some(Node::Nested(sub)) if matches!(s.ty, DataType::Struct(_)) => {
+                let inner = exclude(&children(&s.expr, &s.ty), sub);
+                if !inner.is_empty() {
+                    let built = when(s.expr.clone().is_not_null(), make_struct(inner))
+                        .end()
+                        .expect("CASE with one branch");
+                    out.push((s.name.clone(), built));
+                }
+            }
+            _ => out.push((s.name.clone(), s.expr.clone())),
+        }
+    }
+    out
+}
+
+fn add(
+    src: &[Source],
+    tree: &Tree,
+    c: &ExprCompiler,
+    at: &JsonPath,
+) -> Result<Vec<(String, Expr)>> {
+    let mut out = Vec::new();
+    for s in src {
+        let here = at.key(&s.name);
+        match tree.get(&s.name) {
+            Some(Node::Computed(e)) => out.push((s.name.clone(), c.compile(e, &here)?)),
+            Some(Node::Nested(sub)) => {
+                let inner = add(&children(&s.expr, &s.ty), sub, c, &here)?;
+                out.push((s.name.clone(), make_struct(inner)));
+            }
+            _ => out.push((s.name.clone(), s.expr.clone())),
+        }
+    }
+    for (name, node) in tree {
+        if src.iter().any(|s| &s.name == name) {
+            continue;
+        }
+        let here = at.key(name);
+        match node {
+            Node::Computed(e) => out.push((name.clone(), c.compile(e, &here)?)),
+            Node::Nested(sub) => out.push((name.clone(), make_struct(add(&[], sub, c, &here)?))),
+            _ => {}
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,210 @@
+//! The CLI contract, exercised through the real binary: `run` (job file, --pipeline, --sql,
+//! file sinks), `validate`, `explain`, and one-line errors.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn fluxion(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fluxion"))
+        .args(args)
+        .output()
+        .expect("run fluxion")
+}
+
+fn stdout_docs(out: &Output) -> Vec<Value> {
+    assert!(
+        out.status.success(),
+        "fluxion failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+fn expected_quickstart() -> Vec<Value> {
+    std::fs::read_to_string("examples/orders-ltv.expected.jsonl")
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn quickstart_job_matches_the_independent_expected_output() {
+    let docs = stdout_docs(&fluxion(&["run", "examples/orders-ltv.json"]));
+    let expected = expected_quickstart();
+    assert_eq!(docs.len(), 50);
+    common::same_documents(&docs, &expected, true).unwrap();
+}
+
+#[test]
+fn pipeline_and_sql_flags_give_the_same_rows() {
+    let pipeline = tempfile::NamedTempFile::with_suffix(".json").unwrap();
+    std::fs::write(
+        pipeline.path(),
+        r#"{"pipeline": [{"$match": {"status": "PAID"}}, {"$group": {"_id": "$customerId", "orderCount": {"$count": {}}, "lifetimeValue": {"$sum": "$orderValue"}}}]}"#,
+    )
+    .unwrap();
+    let json = stdout_docs(&fluxion(&[
+        "run",
+        "--pipeline",
+        pipeline.path().to_str().unwrap(),
+        "--input",
+        "examples/data/orders.jsonl",
+    ]));
+    let sql = stdout_docs(&fluxion(&[
+        "run",
+        "--sql",
+        "SELECT customerId AS _id, count(*) AS orderCount, sum(orderValue) AS lifetimeValue FROM orders WHERE status = 'PAID' GROUP BY customerId",
+        "--input",
+        "orders=examples/data/orders.jsonl",
+    ]));
+    common::same_documents(&json, &expected_quickstart(), false).unwrap();
+    common::same_documents(&sql, &expected_quickstart(), false).unwrap();
+}
+
+#[test]
+fn file_sinks_round_trip_through_csv_and_parquet_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.json");
+    let data = std::fs::canonicalize("examples/data/orders.jsonl").unwrap();
+    for (ext, fmt) in [("parquet", "parquet"), ("csv", "csv"), ("jsonl", "jsonl")] {
+        std::fs::write(
+            &job,
+            format!(
+                r#"{{"name": "t", "source": {{"type": "file", "path": "{}"}},
+                   "pipeline": [{{"$match": {{"status": "PAID"}}}}, {{"$project": {{"orderId": 1, "customerId": 1, "orderValue": 1}}}}],
+                   "sink": {{"type": "file", "path": "out/paid.{ext}", "format": "{fmt}"}}}}"#,
+                data.display()
+            ),
+        )
+        .unwrap();
+        let out = fluxion(&["run", job.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{ext}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let written = dir.path().join(format!("out/paid.{ext}"));
+        assert!(written.is_file(), "{ext}: no output file");
+        // Read the written file back with the SQL path and re-aggregate it.
+        let docs = stdout_docs(&fluxion(&[
+            "run",
+            "--sql",
+            "SELECT customerId AS _id, count(*) AS orderCount, sum(orderValue) AS lifetimeValue FROM paid GROUP BY customerId",
+            "--input",
+            &format!("paid={}", written.display()),
+        ]));
+        common::same_documents(&docs, &expected_quickstart(), false)
+            .unwrap_or_else(|e| panic!("{ext}: {e}"));
+    }
+}
+
+#[test]
+fn output_flag_writes_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("nested/dir/ltv.jsonl");
+    let out = fluxion(&[
+        "run",
+        "--sql",
+        "SELECT count(*) AS n FROM input",
+        "--input",
+        "examples/data/orders.jsonl",
+        "--output",
+        target.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(target).unwrap(), "{\"n\":600}\n");
+}
+
+#[test]
+fn validate_accepts_good_files_and_prints_one_line_errors() {
+    let ok = fluxion(&["validate", "examples/orders-ltv.json"]);
+    assert!(ok.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            r#"[{"$match": {"status": "PAID"}}, {"$group": {"_id": "$c", "lifetimeValue": {"$summ": "$v"}}}]"#,
+            "error: pipeline[1].$group.lifetimeValue: unknown accumulator \"$summ\"",
+        ),
+        (
+            r#"[{"$sort": {"a": 2}}]"#,
+            "error: pipeline[0].$sort.a: sort direction must be 1 or -1",
+        ),
+        (
+            r#"[{"$project": {"a": {"$toUpper": ["$a", "$b"]}}}]"#,
+            "error: pipeline[0].$project.a.$toUpper: $toUpper takes exactly 1 argument, got 2",
+        ),
+        (
+            r#"[{"$match": {"a.": 1}}]"#,
+            "error: pipeline[0].$match.a.: field path \"a.\" has an empty segment",
+        ),
+        (
+            r#"{"stages": []}"#,
+            "error: pipeline: expected an array of stages or an object {\"pipeline\": [...]}",
+        ),
+        (
+            r#"[{"$limit": "ten"}]"#,
+            "error: pipeline[0].$limit: $limit expects a positive integer",
+        ),
+        (
+            r#"[{"$group": {"_id": null, "n": {"$sum": 1}}}, {"$lookupp": {}}]"#,
+            "error: pipeline[1]: unknown stage \"$lookupp\"",
+        ),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let p = dir.path().join(format!("p{i}.json"));
+        std::fs::write(&p, text).unwrap();
+        let out = fluxion(&["validate", p.to_str().unwrap()]);
+        assert!(!out.status.success(), "{text} should fail");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.starts_with(expected), "{text}: got {stderr:?}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn bad_input_data_is_reported_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("bad.jsonl");
+    std::fs::write(&data, "{\"a\": 1}\n{\"a\": 2,}\n").unwrap();
+    let out = fluxion(&[
+        "run",
+        "--sql",
+        "SELECT * FROM input",
+        "--input",
+        data.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("bad.jsonl:2: not valid JSON"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1);
+}
+
+#[test]
+fn explain_prints_plans_and_sql() {
+    let out = fluxion(&["explain", "examples/orders-ltv.json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for section in ["== Logical plan ==", "== Physical plan ==", "== SQL =="] {
+        assert!(text.contains(section), "missing {section}:\n{text}");
+    }
+    assert!(text.contains("Aggregate"), "{text}");
+    let sql = text.split("== SQL ==").nth(1).unwrap();
+    assert!(sql.contains("SELECT") && sql.contains("GROUP BY"), "{sql}");
+}

@@ -1,0 +1,66 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use datafusion::prelude::DataFrame;
+use fluxion::document::encode::to_documents;
+use fluxion::{Engine, Pipeline};
+use serde_json::Value;
+
+/// Runs a DataFrame and returns its documents as JSON values.
+pub async fn collect(df: fluxion::Result<DataFrame>) -> fluxion::Result<Vec<Value>> {
+    let batches = df?.collect().await.map_err(fluxion::Error::from)?;
+    to_documents(&batches)
+}
+
+/// Runs `pipeline` over the JSON lines `docs`; returns the output documents.
+pub async fn run(docs: &str, pipeline: Value) -> fluxion::Result<Vec<Value>> {
+    let engine = Engine::new();
+    engine.register_jsonl("input", docs.as_bytes())?;
+    let p = Pipeline::from_value(&pipeline)?;
+    collect(engine.pipeline("input", &p).await).await
+}
+
+/// Like [`run`], sorting the output by its JSON text (for order-insensitive checks).
+pub async fn run_sorted(docs: &str, pipeline: Value) -> Vec<Value> {
+    let mut out = run(docs, pipeline).await.unwrap();
+    out.sort_by_key(|v| v.to_string());
+    out
+}
+
+/// Compares two document lists: same documents, same field order, numbers within 1e-9
+/// relative; in order when `ordered`, as multisets otherwise.
+pub fn same_documents(a: &[Value], b: &[Value], ordered: bool) -> Result<(), String> {
+    if a.len() != b.len() {
+        return Err(format!("{} documents vs {}", a.len(), b.len()));
+    }
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    if !ordered {
+        a.sort_by_key(|v| v.to_string());
+        b.sort_by_key(|v| v.to_string());
+    }
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        if !same_value(x, y) {
+            return Err(format!("document {i}: {x} vs {y}"));
+        }
+    }
+    Ok(())
+}
+
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs())
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_value(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((kx, vx), (ky, vy))| kx == ky && same_value(vx, vy))
+        }
+        _ => a == b,
+    }
+}

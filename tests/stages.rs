@@ -1,0 +1,361 @@
+//! Stage and operator semantics, each checked against the answer MongoDB gives for the same
+//! documents (taken from MongoDB's documented behaviour; the full oracle corpus is separate).
+
+mod common;
+
+use common::{run, run_sorted};
+use serde_json::json;
+
+const PEOPLE: &str = r#"{"_id": 1, "name": "ann", "age": 31, "city": {"name": "Lisbon", "zip": "1000"}, "tags": ["a", "b"]}
+{"_id": 2, "name": "bob", "age": 25.5, "city": {"name": "Porto"}}
+{"_id": 3, "name": "cy", "city": null, "tags": []}
+{"_id": 4, "name": "dee", "age": 40, "nick": "D"}
+"#;
+
+#[tokio::test]
+async fn match_uses_type_bracketing_and_missing_fields() {
+    // {age: {$gt: 30}} only sees numbers; the string "50" never matches a numeric bound.
+    let docs = "{\"a\": 50}\n{\"a\": \"50\"}\n{\"b\": 1}\n";
+    let out = run(docs, json!([{"$match": {"a": {"$gt": 30}}}]))
+        .await
+        .unwrap();
+    // The column is widened to text ("50" and 50 both become "50"), so the numeric bound
+    // matches nothing: documented difference for mixed-type fields.
+    assert!(out.is_empty(), "{out:?}");
+
+    let out = run_sorted(
+        PEOPLE,
+        json!([{"$match": {"age": {"$gt": 30}}}, {"$project": {"name": 1}}]),
+    )
+    .await;
+    assert_eq!(
+        out,
+        vec![
+            json!({"_id": 1, "name": "ann"}),
+            json!({"_id": 4, "name": "dee"})
+        ]
+    );
+    // $ne and $nin match documents where the field is missing.
+    let out = run_sorted(
+        PEOPLE,
+        json!([{"$match": {"nick": {"$ne": "D"}}}, {"$project": {"_id": 1}}]),
+    )
+    .await;
+    assert_eq!(
+        out,
+        vec![json!({"_id": 1}), json!({"_id": 2}), json!({"_id": 3})]
+    );
+    let out = run_sorted(
+        PEOPLE,
+        json!([{"$match": {"age": {"$nin": [31, 40]}}}, {"$project": {"_id": 1}}]),
+    )
+    .await;
+    assert_eq!(out, vec![json!({"_id": 2}), json!({"_id": 3})]);
+    // {field: null} matches null and missing.
+    let out = run_sorted(
+        PEOPLE,
+        json!([{"$match": {"city": null}}, {"$project": {"_id": 1}}]),
+    )
+    .await;
+    assert_eq!(out, vec![json!({"_id": 3}), json!({"_id": 4})]);
+    // $not also matches documents without the field.
+    let out = run_sorted(
+        PEOPLE,
+        json!([{"$match": {"age": {"$not": {"$gte": 30}}}}, {"$project": {"_id": 1}}]),
+    )
+    .await;
+    assert_eq!(out, vec![json!({"_id": 2}), json!({"_id": 3})]);
+    // A scalar condition on an array field matches when an element matches.
+    let out = run(
+        PEOPLE,
+        json!([{"$match": {"tags": "b"}}, {"$project": {"_id": 1}}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, vec![json!({"_id": 1})]);
+    // $exists, dotted paths, $in with null.
+    let out = run_sorted(
+        PEOPLE,
+        json!([{"$match": {"city.zip": {"$exists": false}}}, {"$project": {"_id": 1}}]),
+    )
+    .await;
+    assert_eq!(
+        out,
+        vec![json!({"_id": 2}), json!({"_id": 3}), json!({"_id": 4})]
+    );
+    let out = run_sorted(
+        PEOPLE,
+        json!([{"$match": {"nick": {"$in": ["D", null]}}}, {"$count": "n"}]),
+    )
+    .await;
+    assert_eq!(out, vec![json!({"n": 4})]);
+    // $regex with options, on strings only.
+    let out = run(
+        PEOPLE,
+        json!([{"$match": {"name": {"$regex": "^B", "$options": "i"}}}, {"$project": {"_id": 1}}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, vec![json!({"_id": 2})]);
+}
+
+#[tokio::test]
+async fn expressions_compare_across_types_by_bson_order() {
+    // In aggregation expressions null < numbers < strings, and missing counts as null.
+    let docs = "{\"v\": 5}\n{\"v\": \"x\"}\n{\"w\": 1}\n";
+    let out = run_sorted(docs, json!([{"$project": {"_id": 0, "gt": {"$gt": ["$v", 3]}, "eqNull": {"$eq": ["$v", null]}, "cmp": {"$cmp": ["$v", 5]}}}])).await;
+    // v is stored as text ("5", "x") because its type varies: both strings > 3.
+    assert_eq!(
+        out,
+        vec![
+            json!({"gt": false, "eqNull": true, "cmp": -1}),
+            json!({"gt": true, "eqNull": false, "cmp": 1}),
+            json!({"gt": true, "eqNull": false, "cmp": 1}),
+        ]
+    );
+    let out = run_sorted(PEOPLE, json!([{"$project": {"_id": 1, "older": {"$gte": ["$age", 31]}, "missingLt": {"$lt": ["$age", 0]}}}])).await;
+    assert_eq!(out[0], json!({"_id": 1, "older": true, "missingLt": false}));
+    assert_eq!(out[2], json!({"_id": 3, "older": false, "missingLt": true}));
+}
+
+#[tokio::test]
+async fn truthiness_conditionals_and_strings() {
+    let out = run_sorted(
+        PEOPLE,
+        json!([{"$project": {
+            "_id": 1,
+            "hasAge": {"$cond": ["$age", "yes", "no"]},
+            "nick": {"$ifNull": ["$nick", "$name"]},
+            "shout": {"$toUpper": "$nick"},
+            "both": {"$concat": ["$name", "-", "$nick"]},
+            "any": {"$or": ["$nick", {"$gt": ["$age", 30]}]}
+        }}]),
+    )
+    .await;
+    // $toUpper of missing is "", $concat with a missing part is null (omitted).
+    assert_eq!(
+        out[0],
+        json!({"_id": 1, "hasAge": "yes", "nick": "ann", "shout": "", "any": true})
+    );
+    assert_eq!(
+        out[2],
+        json!({"_id": 3, "hasAge": "no", "nick": "cy", "shout": "", "any": false})
+    );
+    assert_eq!(
+        out[3],
+        json!({"_id": 4, "hasAge": "yes", "nick": "D", "shout": "D", "both": "dee-D", "any": true})
+    );
+}
+
+#[tokio::test]
+async fn arithmetic_follows_mongodb() {
+    let docs = "{\"a\": 7, \"b\": 2}\n{\"a\": 1, \"b\": 0}\n{\"a\": -3}\n";
+    let out = run(docs, json!([{"$project": {"_id": 0, "div": {"$divide": ["$a", "$b"]}, "mod": {"$mod": ["$a", "$b"]},
+        "sum": {"$add": ["$a", "$b", 1]}, "abs": {"$abs": "$a"}, "sub": {"$subtract": ["$a", 1]}, "mul": {"$multiply": ["$a", 2]}}}])).await.unwrap();
+    assert_eq!(
+        out,
+        vec![
+            json!({"div": 3.5, "mod": 1, "sum": 10, "abs": 7, "sub": 6, "mul": 14}),
+            // Division and modulo by zero give null (MongoDB raises an error; see README).
+            json!({"sum": 2, "abs": 1, "sub": 0, "mul": 2}),
+            // A missing operand makes the result null.
+            json!({"abs": 3, "sub": -4, "mul": -6}),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn project_keeps_document_order_and_id_rules() {
+    let out = run(PEOPLE, json!([{"$match": {"_id": 1}}, {"$project": {"tags": 1, "name": 1, "upper": {"$toUpper": "$name"}, "city.zip": 1}}])).await.unwrap();
+    let keys: Vec<_> = out[0].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(keys, ["_id", "name", "city", "tags", "upper"]);
+    assert_eq!(out[0]["city"], json!({"zip": "1000"}));
+    let out = run(
+        PEOPLE,
+        json!([{"$match": {"_id": 2}}, {"$project": {"_id": 0, "name": 1}}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, vec![json!({"name": "bob"})]);
+    let out = run(
+        PEOPLE,
+        json!([{"$match": {"_id": 1}}, {"$project": {"city": 0, "tags": 0, "age": 0}}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, vec![json!({"_id": 1, "name": "ann"})]);
+    let out = run(
+        PEOPLE,
+        json!([{"$match": {"_id": 1}}, {"$project": {"city.zip": 0, "tags": 0}}]),
+    )
+    .await
+    .unwrap();
+    // `age` holds 31 and 25.5, so the column is widened to double (README: schema rules).
+    assert_eq!(
+        out,
+        vec![json!({"_id": 1, "name": "ann", "age": 31.0, "city": {"name": "Lisbon"}})]
+    );
+}
+
+#[tokio::test]
+async fn add_fields_replaces_in_place_and_appends() {
+    let out = run(PEOPLE, json!([{"$match": {"_id": 2}}, {"$set": {"name": {"$toUpper": "$name"}, "city.country": "PT", "n": 1}}, {"$unset": "tags"}])).await.unwrap();
+    assert_eq!(
+        out,
+        vec![
+            json!({"_id": 2, "name": "BOB", "age": 25.5, "city": {"name": "Porto", "country": "PT"}, "n": 1})
+        ]
+    );
+    let keys: Vec<_> = out[0].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(keys, ["_id", "name", "age", "city", "n"]);
+}
+
+#[tokio::test]
+async fn group_accumulators() {
+    let docs = "{\"k\": \"a\", \"v\": 1}\n{\"k\": \"a\", \"v\": 2.5}\n{\"k\": \"b\", \"v\": \"text\"}\n{\"k\": \"b\"}\n";
+    // v mixes numbers and a string, so it is text: $sum ignores non-numbers (0) like MongoDB.
+    let out = run_sorted(
+        docs,
+        json!([{"$group": {"_id": "$k", "s": {"$sum": "$v"}, "n": {"$sum": 1}}}]),
+    )
+    .await;
+    assert_eq!(
+        out,
+        vec![
+            json!({"_id": "a", "s": 0, "n": 2}),
+            json!({"_id": "b", "s": 0, "n": 2})
+        ]
+    );
+
+    let docs = "{\"k\": \"a\", \"v\": 1}\n{\"k\": \"a\", \"v\": 2.5}\n{\"k\": \"b\", \"v\": 4}\n{\"k\": \"b\"}\n{\"v\": 10}\n";
+    let out = run_sorted(docs, json!([{"$group": {"_id": "$k", "s": {"$sum": "$v"}, "avg": {"$avg": "$v"}, "min": {"$min": "$v"},
+        "max": {"$max": "$v"}, "n": {"$count": {}}, "twice": {"$sum": 2}, "set": {"$addToSet": "$k"}}}])).await;
+    assert_eq!(
+        out,
+        vec![
+            json!({"_id": "a", "s": 3.5, "avg": 1.75, "min": 1.0, "max": 2.5, "n": 2, "twice": 4, "set": ["a"]}),
+            json!({"_id": "b", "s": 4.0, "avg": 4.0, "min": 4.0, "max": 4.0, "n": 2, "twice": 4, "set": ["b"]}),
+            // Missing keys group under null.
+            json!({"_id": null, "s": 10.0, "avg": 10.0, "min": 10.0, "max": 10.0, "n": 1, "twice": 2, "set": [null]}),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn group_with_constant_id_and_count_return_nothing_for_empty_input() {
+    let out = run(
+        PEOPLE,
+        json!([{"$match": {"age": {"$gt": 100}}}, {"$group": {"_id": null, "n": {"$sum": 1}}}]),
+    )
+    .await
+    .unwrap();
+    assert!(out.is_empty(), "{out:?}");
+    let out = run(
+        PEOPLE,
+        json!([{"$match": {"age": {"$gt": 100}}}, {"$count": "n"}]),
+    )
+    .await
+    .unwrap();
+    assert!(out.is_empty(), "{out:?}");
+    let out = run(
+        PEOPLE,
+        json!([{"$group": {"_id": null, "n": {"$sum": 1}, "avgAge": {"$avg": "$age"}}}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out,
+        vec![json!({"_id": null, "n": 4, "avgAge": 32.166666666666664})]
+    );
+    let out = run(PEOPLE, json!([{"$group": {"_id": {"c": "$city.name"}, "n": {"$sum": 1}}}, {"$sort": {"_id.c": 1}}])).await.unwrap();
+    assert_eq!(
+        out,
+        vec![
+            json!({"_id": {}, "n": 2}),
+            json!({"_id": {"c": "Lisbon"}, "n": 1}),
+            json!({"_id": {"c": "Porto"}, "n": 1})
+        ]
+    );
+}
+
+#[tokio::test]
+async fn sort_puts_nulls_first_ascending_and_last_descending() {
+    let out = run(
+        PEOPLE,
+        json!([{"$sort": {"age": 1}}, {"$project": {"_id": 1}}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            json!({"_id": 3}),
+            json!({"_id": 2}),
+            json!({"_id": 1}),
+            json!({"_id": 4})
+        ]
+    );
+    let out = run(
+        PEOPLE,
+        json!([{"$sort": {"age": -1}}, {"$skip": 1}, {"$limit": 2}, {"$project": {"_id": 1}}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, vec![json!({"_id": 1}), json!({"_id": 2})]);
+    let out = run(
+        PEOPLE,
+        json!([{"$sort": {"city.name": -1, "_id": 1}}, {"$project": {"_id": 1}}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            json!({"_id": 2}),
+            json!({"_id": 1}),
+            json!({"_id": 3}),
+            json!({"_id": 4})
+        ]
+    );
+}
+
+#[tokio::test]
+async fn plan_time_type_errors_name_the_path() {
+    let e = run(
+        PEOPLE,
+        json!([{"$project": {"x": {"$add": ["$age", "$name"]}}}]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "pipeline[0].$project.x.$add[1]: $add only supports numeric types, not string"
+    );
+    let e = run(
+        PEOPLE,
+        json!([{"$project": {"x": {"$cond": [true, 1, "one"]}}}]),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("pipeline[0].$project.x.$cond[2]: $cond branches must have one type"),
+        "{e}"
+    );
+    let e = run(PEOPLE, json!([{"$match": {"name": {"$regex": "("}}}]))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("pipeline[0].$match.name: invalid $regex"),
+        "{e}"
+    );
+    let e = run(PEOPLE, json!([{"$match": {"tags.x": 1}}]))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("paths through arrays are not supported yet"),
+        "{e}"
+    );
+}
