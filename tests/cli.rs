@@ -208,3 +208,83 @@ fn explain_prints_plans_and_sql() {
     let sql = text.split("== SQL ==").nth(1).unwrap();
     assert!(sql.contains("SELECT") && sql.contains("GROUP BY"), "{sql}");
 }
+
+#[test]
+fn a_job_can_declare_its_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = std::fs::canonicalize("examples/data/orders.jsonl").unwrap();
+    let job = dir.path().join("job.json");
+    let write_job = |schema: &str| {
+        std::fs::write(
+            &job,
+            format!(
+                r#"{{"name": "declared", "source": {{"type": "file", "path": "{}", "schema": {schema}}},
+                   "pipeline": [{{"$match": {{"status": "PAID"}}}}, {{"$limit": 2}}]}}"#,
+                data.display()
+            ),
+        )
+        .unwrap();
+    };
+    // Only the declared fields are read, with the declared types.
+    write_job(
+        r#"{"customerId": "string", "status": "string", "orderValue": "double", "shipping": {"country": "string"}}"#,
+    );
+    let docs = stdout_docs(&fluxion(&["run", job.to_str().unwrap()]));
+    assert_eq!(docs.len(), 2);
+    for d in &docs {
+        let keys: Vec<_> = d.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(
+            keys,
+            ["customerId", "status", "orderValue", "shipping"],
+            "{d}"
+        );
+        assert_eq!(d["shipping"].as_object().unwrap().len(), 1, "{d}");
+        assert!(d["orderValue"].is_f64(), "{d}");
+    }
+    // A bad declaration is a one-line error naming the field.
+    write_job(r#"{"orderValue": "dbl"}"#);
+    let out = fluxion(&["run", job.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with("error: declared: source.schema.orderValue: unknown type \"dbl\""),
+        "{stderr}"
+    );
+    // A value that does not fit the declared type names its line.
+    write_job(r#"{"orderValue": "bool"}"#);
+    let out = fluxion(&["run", job.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("orders.jsonl:1: "), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn file_urls_and_directories_are_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let parts = dir.path().join("parts");
+    std::fs::create_dir(&parts).unwrap();
+    std::fs::write(
+        parts.join("a.jsonl"),
+        "{\"k\": \"x\", \"v\": 1}\n{\"k\": \"y\", \"v\": 2}\n",
+    )
+    .unwrap();
+    std::fs::write(parts.join("b.jsonl"), "{\"k\": \"x\", \"v\": 3}").unwrap();
+    let url = format!("t=file://{}/", parts.display());
+    let docs = stdout_docs(&fluxion(&[
+        "run",
+        "--sql",
+        "SELECT k AS _id, sum(v) AS s FROM t GROUP BY k ORDER BY k",
+        "--input",
+        &url,
+        "--input-format",
+        "jsonl",
+    ]));
+    assert_eq!(
+        docs,
+        vec![
+            serde_json::json!({"_id": "x", "s": 4}),
+            serde_json::json!({"_id": "y", "s": 2})
+        ]
+    );
+}

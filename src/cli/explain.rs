@@ -46,14 +46,21 @@ pub(super) async fn explain(args: ExplainArgs) -> Result<()> {
     let unoptimized = df.logical_plan().clone();
     let optimized = df.clone().into_optimized_plan()?;
     let physical = df.create_physical_plan().await?;
-    println!("== Logical plan ==\n{}\n", optimized.display_indent());
-    println!(
-        "== Physical plan ==\n{}",
+    let sql = match plan_to_sql(&unoptimized) {
+        Ok(sql) => sql.to_string(),
+        Err(e) => format!("-- not expressible as SQL: {e}"),
+    };
+    let text = format!(
+        "== Logical plan ==\n{}\n\n== Physical plan ==\n{}\n== SQL ==\n{sql}\n",
+        optimized.display_indent(),
         displayable(physical.as_ref()).indent(true)
     );
-    match plan_to_sql(&unoptimized) {
-        Ok(sql) => println!("== SQL ==\n{sql}"),
-        Err(e) => println!("== SQL ==\n-- not expressible as SQL: {e}"),
+    // A closed pipe (`| head`) is not an error.
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(Error::external("writing to stdout", e));
+        }
+        _ => {}
     }
     Ok(())
 }

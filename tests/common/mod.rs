@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod oracle;
+
 use datafusion::prelude::DataFrame;
 use fluxion::document::encode::to_documents;
 use fluxion::{Engine, Pipeline};

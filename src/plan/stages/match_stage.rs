@@ -1,15 +1,16 @@
 //! `$match`: the query language compiled to a DataFusion filter predicate.
 //!
 //! Query operators use *type bracketing*: `{"qty": {"$gt": 5}}` only matches numbers, and
-//! `{"qty": "5"}` only strings — never a cross-type comparison. Every compiled condition is a
-//! non-NULL boolean, so `$not` / `$nor` can simply negate (and thereby match documents where
-//! the field is missing, as MongoDB does).
+//! `{"qty": "5"}` only strings — never a cross-type comparison. A compiled condition may be
+//! NULL where a field is missing, which a filter treats as "no match" — so the plain SQL
+//! comparison (`status = 'PAID'`) is used and the optimizer sees the same predicate as the
+//! SQL twin's. Negations (`$ne`, `$nin`, `$not`, `$nor`) use `IS NOT TRUE`, which turns that
+//! NULL into a match, as MongoDB matches documents without the field.
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::functions::core::expr_fn::coalesce;
 use datafusion::functions::regex::expr_fn::regexp_like;
 use datafusion::functions_nested::expr_fn::array_has;
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, Operator, binary_expr, lit};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, lit};
 use serde_json::Value;
 
 use crate::Result;
@@ -43,7 +44,7 @@ fn compile_query(c: &ExprCompiler, q: &Query) -> Result<Expr> {
             .into_iter()
             .reduce(Expr::or)
             .unwrap_or(lit(false)),
-        Query::Nor(parts) => Expr::Not(Box::new(compile_query(c, &Query::Or(parts.clone()))?)),
+        Query::Nor(parts) => compile_query(c, &Query::Or(parts.clone()))?.is_not_true(),
         Query::Expr(e) => {
             let at = JsonPath::root();
             truthy(&c.typed(e, &at)?)
@@ -70,7 +71,7 @@ fn all(parts: Vec<Expr>) -> Expr {
 fn condition(f: &Typed, cond: &Condition, at: &JsonPath) -> Result<Expr> {
     Ok(match cond {
         Condition::Eq(v) => equals(f, v, at)?,
-        Condition::Ne(v) => Expr::Not(Box::new(equals(f, v, at)?)),
+        Condition::Ne(v) => equals(f, v, at)?.is_not_true(),
         Condition::Gt(v) | Condition::Gte(v) | Condition::Lt(v) | Condition::Lte(v) => {
             if v.is_null() {
                 // {$gte: null} and {$lte: null} match null/missing; {$gt: null} nothing.
@@ -84,16 +85,15 @@ fn condition(f: &Typed, cond: &Condition, at: &JsonPath) -> Result<Expr> {
                 return Ok(lit(false));
             }
             let (a, b) = (f.expr.clone(), l.expr);
-            let e = match cond {
+            match cond {
                 Condition::Gt(_) => a.gt(b),
                 Condition::Gte(_) => a.gt_eq(b),
                 Condition::Lt(_) => a.lt(b),
                 _ => a.lt_eq(b),
-            };
-            coalesce(vec![e, lit(false)])
+            }
         }
         Condition::In(values) => any_of(f, values, at)?,
-        Condition::Nin(values) => Expr::Not(Box::new(any_of(f, values, at)?)),
+        Condition::Nin(values) => any_of(f, values, at)?.is_not_true(),
         Condition::Exists(true) => f.expr.clone().is_not_null(),
         Condition::Exists(false) => f.expr.clone().is_null(),
         Condition::Regex { pattern, options } => {
@@ -104,15 +104,13 @@ fn condition(f: &Typed, cond: &Condition, at: &JsonPath) -> Result<Expr> {
                 return Ok(lit(false));
             }
             let flags = (!options.is_empty()).then(|| lit(options.as_str()));
-            coalesce(vec![
-                regexp_like(f.expr.clone(), lit(pattern.as_str()), flags),
-                lit(false),
-            ])
+            regexp_like(f.expr.clone(), lit(pattern.as_str()), flags)
         }
-        Condition::Not(inner) => Expr::Not(Box::new(all(inner
+        Condition::Not(inner) => all(inner
             .iter()
             .map(|c| condition(f, c, at))
-            .collect::<Result<_>>()?))),
+            .collect::<Result<_>>()?)
+        .is_not_true(),
     })
 }
 
@@ -130,10 +128,7 @@ fn equals(f: &Typed, v: &Value, at: &JsonPath) -> Result<Expr> {
         if Kind::of(elem.data_type()) != l.kind() {
             return Ok(lit(false));
         }
-        return Ok(coalesce(vec![
-            array_has(f.expr.clone(), l.expr),
-            lit(false),
-        ]));
+        return Ok(array_has(f.expr.clone(), l.expr));
     }
     if matches!(v, Value::Array(_) | Value::Object(_)) {
         return Err(at.err(
@@ -143,11 +138,7 @@ fn equals(f: &Typed, v: &Value, at: &JsonPath) -> Result<Expr> {
     if !same_class(f, &l) {
         return Ok(lit(false));
     }
-    Ok(binary_expr(
-        f.expr.clone(),
-        Operator::IsNotDistinctFrom,
-        l.expr,
-    ))
+    Ok(f.expr.clone().eq(l.expr))
 }
 
 fn any_of(f: &Typed, values: &[Value], at: &JsonPath) -> Result<Expr> {
@@ -162,10 +153,7 @@ fn any_of(f: &Typed, values: &[Value], at: &JsonPath) -> Result<Expr> {
         }
     }
     if !same.is_empty() {
-        alternatives.push(coalesce(vec![
-            f.expr.clone().in_list(same, false),
-            lit(false),
-        ]));
+        alternatives.push(f.expr.clone().in_list(same, false));
     }
     Ok(alternatives
         .into_iter()
