@@ -350,12 +350,37 @@ async fn plan_time_type_errors_name_the_path() {
             .starts_with("pipeline[0].$match.name: invalid $regex"),
         "{e}"
     );
-    let e = run(PEOPLE, json!([{"$match": {"tags.x": 1}}]))
-        .await
-        .unwrap_err();
+    let e = run(
+        PEOPLE,
+        json!([{"$match": {"a": {"$elemMatch": {"$expr": true}}}}]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "pipeline[0].$match.a.$elemMatch.$expr: $expr is not supported inside $elemMatch"
+    );
+    let docs = "{\"o\": [{\"a\": [1, 2]}]}\n";
+    let e = run(docs, json!([{"$unwind": "$o.a"}])).await.unwrap_err();
     assert!(
-        e.to_string()
-            .contains("paths through arrays are not supported yet"),
+        e.to_string().starts_with(
+            "pipeline[0].$unwind: cannot unwind \"o.a\": the path goes through an array"
+        ),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn paths_through_arrays_of_scalars_are_missing() {
+    // `tags` holds strings: `tags.x` has no values, so it matches only as missing.
+    let out = run(PEOPLE, json!([{"$match": {"tags.x": 1}}]))
+        .await
+        .unwrap();
+    assert!(out.is_empty(), "{out:?}");
+    let out = run_sorted(
+        PEOPLE,
+        json!([{"$match": {"tags.x": {"$exists": false}}}, {"$project": {"_id": 1}}]),
+    )
+    .await;
+    assert_eq!(out.len(), 4, "{out:?}");
 }

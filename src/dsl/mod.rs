@@ -11,6 +11,7 @@ pub mod path;
 pub mod project;
 pub mod query;
 pub mod sort;
+pub mod unwind;
 
 use serde_json::Value;
 
@@ -45,6 +46,7 @@ pub enum StageKind {
     Limit(u64),
     Skip(u64),
     Count(String),
+    Unwind(unwind::Unwind),
 }
 
 /// Names of all stages, for error messages.
@@ -59,6 +61,7 @@ pub static STAGES: &[&str] = &[
     "$limit",
     "$skip",
     "$count",
+    "$unwind",
 ];
 
 impl Pipeline {
@@ -116,6 +119,7 @@ fn parse_stage(v: &Value, at: &JsonPath) -> Result<Stage> {
         "$limit" => StageKind::Limit(positive_int(operand, &path, "$limit")?),
         "$skip" => StageKind::Skip(non_negative_int(operand, &path, "$skip")?),
         "$count" => StageKind::Count(count_field(operand, &path)?),
+        "$unwind" => StageKind::Unwind(unwind::Unwind::parse(operand, &path)?),
         other => {
             return Err(at.err(format!(
                 "unknown stage \"{other}\" (supported: {})",

@@ -107,6 +107,16 @@ pub fn parse_unset(v: &Value, at: &JsonPath) -> Result<Tree> {
     Ok(tree)
 }
 
+/// A `$set` tree assigning each expression to its path (for stages that write fields, such as
+/// `$unwind`).
+pub fn assignments(sets: Vec<(FieldPath, Expression)>, at: &JsonPath) -> Result<Tree> {
+    let mut tree = Tree::new();
+    for (path, e) in sets {
+        insert(&mut tree, path.segments(), Node::Computed(e), at)?;
+    }
+    Ok(tree)
+}
+
 fn parse_tree(v: &Value, at: &JsonPath, leaves: Leaves) -> Result<Tree> {
     let Value::Object(map) = v else {
         return Err(at.err("expects a document (an object) of fields"));

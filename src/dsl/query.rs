@@ -1,6 +1,7 @@
 //! The `$match` query language: field conditions (`{"status": "PAID"}`,
 //! `{"qty": {"$gt": 5}}`), the logical operators `$and` / `$or` / `$nor`, field-level `$not`,
-//! and `$expr` for aggregation expressions.
+//! the array operators `$all` / `$size` / `$elemMatch`, `$type`, `$mod`, `$regex`, and `$expr`
+//! for aggregation expressions.
 
 use serde_json::{Map, Value};
 
@@ -18,7 +19,7 @@ pub enum Query {
     /// None may hold.
     Nor(Vec<Query>),
     /// `$expr`: an aggregation expression, true by MongoDB's truthiness rules.
-    Expr(Expression),
+    Expr(Expression, JsonPath),
     /// Conditions on one field; all must hold.
     Field {
         field: FieldPath,
@@ -45,6 +46,75 @@ pub enum Condition {
     },
     /// `$not`: the inner conditions do not all hold (also true when the field is missing).
     Not(Vec<Condition>),
+    /// `$all`: an array holding every one of the values.
+    All(Vec<Value>),
+    /// `$size`: an array of exactly this many elements.
+    Size(i64),
+    /// `$elemMatch` with a query over each element's fields (`{"sku": "A", "qty": {"$gt": 1}}`).
+    ElemMatchQuery(Box<Query>),
+    /// `$elemMatch` with operators on each element itself (`{"$gte": 80, "$lt": 85}`).
+    ElemMatchValue(Vec<Condition>),
+    /// `$type`: the value has one of these BSON types.
+    Type(Vec<BsonType>),
+    /// `$mod`: a number whose remainder by `divisor` is `remainder` (both truncated).
+    Mod {
+        divisor: i64,
+        remainder: i64,
+    },
+}
+
+/// BSON type names and numbers as `$type` accepts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BsonType {
+    Double,
+    String,
+    Object,
+    Array,
+    Bool,
+    Date,
+    Null,
+    Int,
+    Long,
+    Decimal,
+    /// The alias `"number"`: any numeric type.
+    Number,
+}
+
+impl BsonType {
+    /// Parses a `$type` operand: a name (`"string"`) or a BSON type number (`2`).
+    pub fn parse(v: &Value) -> Option<BsonType> {
+        use BsonType::*;
+        Some(match v {
+            Value::String(s) => match s.as_str() {
+                "double" => Double,
+                "string" => String,
+                "object" => Object,
+                "array" => Array,
+                "bool" => Bool,
+                "date" => Date,
+                "null" => Null,
+                "int" => Int,
+                "long" => Long,
+                "decimal" => Decimal,
+                "number" => Number,
+                _ => return None,
+            },
+            Value::Number(n) => match n.as_f64()? as i64 {
+                1 => Double,
+                2 => String,
+                3 => Object,
+                4 => Array,
+                8 => Bool,
+                9 => Date,
+                10 => Null,
+                16 => Int,
+                18 => Long,
+                19 => Decimal,
+                _ => return None,
+            },
+            _ => return None,
+        })
+    }
 }
 
 impl Query {
@@ -79,7 +149,7 @@ impl Query {
                         _ => Query::Nor(subs),
                     }
                 }
-                "$expr" => Query::Expr(Expression::parse(value, &here)?),
+                "$expr" => Query::Expr(Expression::parse(value, &here)?, here),
                 k if k.starts_with('$') => {
                     return Err(here.err(format!("unknown top-level query operator \"{k}\"")));
                 }
@@ -96,6 +166,19 @@ impl Query {
         } else {
             Query::And(parts)
         })
+    }
+}
+
+impl Query {
+    /// Where the first `$expr` in this query is, if any.
+    fn first_expr(&self) -> Option<&JsonPath> {
+        match self {
+            Query::Expr(_, at) => Some(at),
+            Query::And(qs) | Query::Or(qs) | Query::Nor(qs) => {
+                qs.iter().find_map(Query::first_expr)
+            }
+            Query::Field { .. } => None,
+        }
     }
 }
 
@@ -118,51 +201,104 @@ fn parse_operator_object(map: &Map<String, Value>, at: &JsonPath) -> Result<Vec<
     let mut out = Vec::with_capacity(map.len());
     for (op, operand) in map {
         let here = at.key(op);
-        let cond =
-            match op.as_str() {
-                "$eq" => Condition::Eq(operand.clone()),
-                "$ne" => Condition::Ne(operand.clone()),
-                "$gt" => Condition::Gt(operand.clone()),
-                "$gte" => Condition::Gte(operand.clone()),
-                "$lt" => Condition::Lt(operand.clone()),
-                "$lte" => Condition::Lte(operand.clone()),
-                "$in" | "$nin" => {
-                    let Value::Array(items) = operand else {
-                        return Err(here.err(format!("{op} expects an array")));
-                    };
-                    if op == "$in" {
-                        Condition::In(items.clone())
-                    } else {
-                        Condition::Nin(items.clone())
-                    }
+        let cond = match op.as_str() {
+            "$eq" => Condition::Eq(operand.clone()),
+            "$ne" => Condition::Ne(operand.clone()),
+            "$gt" => Condition::Gt(operand.clone()),
+            "$gte" => Condition::Gte(operand.clone()),
+            "$lt" => Condition::Lt(operand.clone()),
+            "$lte" => Condition::Lte(operand.clone()),
+            "$in" | "$nin" => {
+                let Value::Array(items) = operand else {
+                    return Err(here.err(format!("{op} expects an array")));
+                };
+                if op == "$in" {
+                    Condition::In(items.clone())
+                } else {
+                    Condition::Nin(items.clone())
                 }
-                "$exists" => Condition::Exists(truthy_literal(operand)),
-                "$regex" => {
-                    let Value::String(pattern) = operand else {
-                        return Err(here.err("$regex expects a string pattern"));
-                    };
-                    let options = match map.get("$options") {
-                        None => String::new(),
-                        Some(Value::String(o)) => o.clone(),
-                        Some(_) => return Err(at.key("$options").err("$options expects a string")),
-                    };
-                    if let Some(bad) = options.chars().find(|c| !"imsx".contains(*c)) {
-                        return Err(at.key("$options").err(format!(
-                            "unsupported regex option '{bad}' (supported: i, m, s, x)"
-                        )));
-                    }
-                    Condition::Regex {
-                        pattern: pattern.clone(),
-                        options,
-                    }
+            }
+            "$exists" => Condition::Exists(truthy_literal(operand)),
+            "$regex" => {
+                let Value::String(pattern) = operand else {
+                    return Err(here.err("$regex expects a string pattern"));
+                };
+                let options = match map.get("$options") {
+                    None => String::new(),
+                    Some(Value::String(o)) => o.clone(),
+                    Some(_) => return Err(at.key("$options").err("$options expects a string")),
+                };
+                if let Some(bad) = options.chars().find(|c| !"imsx".contains(*c)) {
+                    return Err(at.key("$options").err(format!(
+                        "unsupported regex option '{bad}' (supported: i, m, s, x)"
+                    )));
                 }
-                "$options" => {
-                    if !map.contains_key("$regex") {
-                        return Err(here.err("$options needs a $regex beside it"));
-                    }
-                    continue;
+                Condition::Regex {
+                    pattern: pattern.clone(),
+                    options,
                 }
-                "$not" => match operand {
+            }
+            "$options" => {
+                if !map.contains_key("$regex") {
+                    return Err(here.err("$options needs a $regex beside it"));
+                }
+                continue;
+            }
+            "$all" => match operand {
+                Value::Array(items) => Condition::All(items.clone()),
+                _ => return Err(here.err("$all expects an array")),
+            },
+            "$size" => match operand.as_f64() {
+                Some(n) if n >= 0.0 && n.fract() == 0.0 => Condition::Size(n as i64),
+                _ => return Err(here.err("$size expects a non-negative integer")),
+            },
+            "$elemMatch" => match operand {
+                Value::Object(inner)
+                    if inner.keys().any(|k| VALUE_OPERATORS.contains(&k.as_str())) =>
+                {
+                    Condition::ElemMatchValue(parse_operator_object(inner, &here)?)
+                }
+                Value::Object(_) => {
+                    let q = Query::parse(operand, &here)?;
+                    if let Some(at) = q.first_expr() {
+                        return Err(at.err("$expr is not supported inside $elemMatch"));
+                    }
+                    Condition::ElemMatchQuery(Box::new(q))
+                }
+                _ => return Err(here.err("$elemMatch expects a query document (an object)")),
+            },
+            "$type" => {
+                let names: Vec<&Value> = match operand {
+                    Value::Array(items) if !items.is_empty() => items.iter().collect(),
+                    Value::Array(_) => return Err(here.err("$type expects at least one type")),
+                    single => vec![single],
+                };
+                let types = names
+                    .into_iter()
+                    .map(|n| {
+                        BsonType::parse(n).ok_or_else(|| here.err(format!("unknown BSON type {n}")))
+                    })
+                    .collect::<Result<_>>()?;
+                Condition::Type(types)
+            }
+            "$mod" => {
+                let parts = match operand {
+                    Value::Array(items) if items.len() == 2 => items,
+                    _ => return Err(here.err("$mod expects an array [divisor, remainder]")),
+                };
+                let int = |v: &Value| {
+                    v.as_f64()
+                        .filter(|f| f.is_finite())
+                        .map(|f| f.trunc() as i64)
+                };
+                match (int(&parts[0]), int(&parts[1])) {
+                    (Some(0), _) => return Err(here.err("$mod divisor must not be 0")),
+                    (Some(divisor), Some(remainder)) => Condition::Mod { divisor, remainder },
+                    _ => return Err(here.err("$mod expects numbers [divisor, remainder]")),
+                }
+            }
+            "$not" => {
+                match operand {
                     Value::Object(inner)
                         if !inner.is_empty() && inner.keys().all(|k| k.starts_with('$')) =>
                     {
@@ -171,13 +307,35 @@ fn parse_operator_object(map: &Map<String, Value>, at: &JsonPath) -> Result<Vec<
                     _ => return Err(here.err(
                         "$not expects an object of query operators, e.g. {\"$not\": {\"$gt\": 5}}",
                     )),
-                },
-                other => return Err(here.err(format!("unknown query operator \"{other}\""))),
-            };
+                }
+            }
+            other => return Err(here.err(format!("unknown query operator \"{other}\""))),
+        };
         out.push(cond);
     }
     Ok(out)
 }
+
+/// Operators that apply to a value itself; an `$elemMatch` whose keys include one of these
+/// constrains the elements, otherwise it is a query over their fields.
+const VALUE_OPERATORS: &[&str] = &[
+    "$eq",
+    "$ne",
+    "$gt",
+    "$gte",
+    "$lt",
+    "$lte",
+    "$in",
+    "$nin",
+    "$exists",
+    "$regex",
+    "$not",
+    "$all",
+    "$size",
+    "$elemMatch",
+    "$type",
+    "$mod",
+];
 
 /// MongoDB reads `$exists: 0` / `false` / `null` as false and anything else as true.
 fn truthy_literal(v: &Value) -> bool {

@@ -28,6 +28,7 @@ pub fn compile(pipeline: &Pipeline, input: LogicalPlan) -> Result<LogicalPlan> {
             StageKind::Limit(n) => stages::limit::plan_limit(plan, *n)?,
             StageKind::Skip(n) => stages::limit::plan_skip(plan, *n)?,
             StageKind::Count(field) => stages::count::plan(plan, field)?,
+            StageKind::Unwind(u) => stages::unwind::plan(plan, u, at)?,
         };
     }
     Ok(plan)

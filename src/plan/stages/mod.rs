@@ -6,3 +6,4 @@ pub mod limit;
 pub mod match_stage;
 pub mod project;
 pub mod sort;
+pub mod unwind;

@@ -8,12 +8,14 @@
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Column, DFSchema};
 use datafusion::functions::core::expr_fn::{get_field, named_struct};
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, lit, when};
+use datafusion::functions_nested::expr_fn::array_transform;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, lambda, lit, when};
 
 use crate::Result;
 use crate::dsl::JsonPath;
 use crate::dsl::project::{Mode, Node, Projection, Tree};
 use crate::plan::expr::ExprCompiler;
+use crate::plan::field;
 
 /// A field available at one level of the document: its name, how to read it, its type.
 struct Source {
@@ -28,8 +30,8 @@ pub fn plan_project(input: LogicalPlan, p: &Projection, at: &JsonPath) -> Result
     let c = ExprCompiler::new(&schema);
     let top = top_level(&schema);
     let fields = match p.mode {
-        Mode::Inclusion => include(&top, &p.tree, true, &c, at)?,
-        Mode::Exclusion => exclude(&top, &p.tree),
+        Mode::Inclusion => include(&top, &p.tree, true, &c, at, 0)?,
+        Mode::Exclusion => exclude(&top, &p.tree, 0)?,
     };
     project(input, fields, at)
 }
@@ -44,7 +46,24 @@ pub fn plan_add_fields(input: LogicalPlan, tree: &Tree, at: &JsonPath) -> Result
 
 /// Plans `$unset` (an exclusion projection).
 pub fn plan_unset(input: LogicalPlan, tree: &Tree, at: &JsonPath) -> Result<LogicalPlan> {
-    let fields = exclude(&top_level(input.schema()), tree);
+    let fields = exclude(&top_level(input.schema()), tree, 0)?;
+    project(input, fields, at)
+}
+
+/// `$addFields` that also drops the working columns `names` of the stage that asked for it,
+/// in one projection.
+pub fn plan_add_fields_dropping(
+    input: LogicalPlan,
+    tree: &Tree,
+    names: &[&str],
+    at: &JsonPath,
+) -> Result<LogicalPlan> {
+    let schema = input.schema().clone();
+    let c = ExprCompiler::new(&schema);
+    let fields = add(&top_level(&schema), tree, &c, at)?
+        .into_iter()
+        .filter(|(n, _)| !names.contains(&n.as_str()))
+        .collect();
     project(input, fields, at)
 }
 
@@ -95,19 +114,61 @@ fn make_struct(fields: Vec<(String, Expr)>) -> Expr {
     named_struct(fields.into_iter().flat_map(|(n, e)| [lit(n), e]).collect())
 }
 
+/// For an array of sub-documents, the array of `build(fields of each element)`, computed with
+/// an `array_transform` lambda; `None` when `build` keeps no field.
+fn map_elements(
+    list: &Source,
+    depth: usize,
+    build: impl FnOnce(&[Source]) -> Result<Vec<(String, Expr)>>,
+) -> Result<Option<Expr>> {
+    let DataType::List(elem) = &list.ty else {
+        return Ok(None);
+    };
+    let (name, var) = field::element_var(elem, depth);
+    let inner = build(&children(&var, elem.data_type()))?;
+    if inner.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(array_transform(
+        list.expr.clone(),
+        lambda([name], make_struct(inner)),
+    )))
+}
+
+fn is_list_of_structs(ty: &DataType) -> bool {
+    matches!(ty, DataType::List(f) if matches!(f.data_type(), DataType::Struct(_)))
+}
+
 fn include(
     src: &[Source],
     tree: &Tree,
     top: bool,
     c: &ExprCompiler,
     at: &JsonPath,
+    depth: usize,
 ) -> Result<Vec<(String, Expr)>> {
     let mut out = Vec::new();
     for s in src {
         match tree.get(&s.name) {
             Some(Node::Include) => out.push((s.name.clone(), s.expr.clone())),
+            // `"items.qty": 1` keeps `qty` in every element of the array `items`.
+            Some(Node::Nested(sub)) if is_list_of_structs(&s.ty) => {
+                let here = at.key(&s.name);
+                if let Some(mapped) = map_elements(s, depth, |fields| {
+                    include(fields, sub, false, c, &here, depth + 1)
+                })? {
+                    out.push((s.name.clone(), mapped));
+                }
+            }
             Some(Node::Nested(sub)) if matches!(s.ty, DataType::Struct(_)) => {
-                let inner = include(&children(&s.expr, &s.ty), sub, false, c, &at.key(&s.name))?;
+                let inner = include(
+                    &children(&s.expr, &s.ty),
+                    sub,
+                    false,
+                    c,
+                    &at.key(&s.name),
+                    depth,
+                )?;
                 if !inner.is_empty() {
                     let built = make_struct(inner);
                     // A null sub-document stays null, unless the projection computes into it.
@@ -128,11 +189,12 @@ fn include(
         match node {
             Node::Computed(e) => out.push((name.clone(), c.compile(e, &here)?)),
             Node::Nested(sub) => {
-                let is_struct_in_source = src
-                    .iter()
-                    .any(|s| &s.name == name && matches!(s.ty, DataType::Struct(_)));
+                let is_struct_in_source = src.iter().any(|s| {
+                    &s.name == name
+                        && (matches!(s.ty, DataType::Struct(_)) || is_list_of_structs(&s.ty))
+                });
                 if !is_struct_in_source {
-                    let inner = include(&[], sub, false, c, &here)?;
+                    let inner = include(&[], sub, false, c, &here, depth)?;
                     if !inner.is_empty() {
                         out.push((name.clone(), make_struct(inner)));
                     }
@@ -144,13 +206,20 @@ fn include(
     Ok(out)
 }
 
-fn exclude(src: &[Source], tree: &Tree) -> Vec<(String, Expr)> {
+fn exclude(src: &[Source], tree: &Tree, depth: usize) -> Result<Vec<(String, Expr)>> {
     let mut out = Vec::new();
     for s in src {
         match tree.get(&s.name) {
             Some(Node::Exclude) => {}
+            Some(Node::Nested(sub)) if is_list_of_structs(&s.ty) => {
+                if let Some(mapped) =
+                    map_elements(s, depth, |fields| exclude(fields, sub, depth + 1))?
+                {
+                    out.push((s.name.clone(), mapped));
+                }
+            }
             Some(Node::Nested(sub)) if matches!(s.ty, DataType::Struct(_)) => {
-                let inner = exclude(&children(&s.expr, &s.ty), sub);
+                let inner = exclude(&children(&s.expr, &s.ty), sub, depth)?;
                 if !inner.is_empty() {
                     let built = when(s.expr.clone().is_not_null(), make_struct(inner))
                         .end()
@@ -161,7 +230,7 @@ fn exclude(src: &[Source], tree: &Tree) -> Vec<(String, Expr)> {
             _ => out.push((s.name.clone(), s.expr.clone())),
         }
     }
-    out
+    Ok(out)
 }
 
 fn add(
