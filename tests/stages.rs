@@ -384,3 +384,46 @@ async fn paths_through_arrays_of_scalars_are_missing() {
     .await;
     assert_eq!(out.len(), 4, "{out:?}");
 }
+
+#[tokio::test]
+async fn variables_must_be_bound_and_inputs_typed() {
+    let e = run(PEOPLE, json!([{"$project": {"x": "$$nope"}}]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "pipeline[0].$project.x: undefined variable \"$$nope\""
+    );
+    let e = run(
+        PEOPLE,
+        json!([{"$project": {"x": {"$map": {"input": "$name", "in": 1}}}}]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "pipeline[0].$project.x.$map.input: input must be an array, not string"
+    );
+    let e = run(PEOPLE, json!([{"$project": {"x": {"$size": "$name"}}}]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "pipeline[0].$project.x.$size[0]: $size needs an array, not string"
+    );
+    let e = run(
+        PEOPLE,
+        json!([{"$project": {"x": {"$regexMatch": {"input": "$name", "regex": "$nick"}}}}]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "pipeline[0].$project.x.$regexMatch[1]: $regexMatch needs a constant string here"
+    );
+    // $let variables see the document but not each other.
+    let out = run(PEOPLE, json!([{"$match": {"_id": 1}}, {"$project": {"_id": 0, "x": {"$let": {"vars": {"a": "$age", "b": 2}, "in": {"$multiply": ["$$a", "$$b"]}}}}}]))
+        .await
+        .unwrap();
+    assert_eq!(out, vec![json!({"x": 62.0})]);
+}

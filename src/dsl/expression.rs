@@ -17,11 +17,14 @@ pub enum Expression {
     Literal(Value),
     /// A field reference, `"$a.b"`.
     Field(FieldPath),
-    /// A system variable, `"$$ROOT"`, `"$$CURRENT.a"`, `"$$NOW"`, `"$$REMOVE"`.
+    /// A variable: a system one (`"$$ROOT"`, `"$$CURRENT.a"`, `"$$NOW"`, `"$$REMOVE"`) or
+    /// one bound by `$let`, `$map`, `$filter` (`"$$this"`, `"$$item.qty"`).
     Variable {
         name: String,
         path: Option<FieldPath>,
     },
+    /// `$let`, `$map` and `$filter`: expressions that bind variables for a body.
+    Binding(Box<Binding>),
     /// An array whose elements are expressions.
     Array(Vec<Expression>),
     /// A document whose values are expressions (field order kept).
@@ -43,6 +46,31 @@ pub struct Operator {
     pub path: JsonPath,
 }
 
+/// `$let`, `$map` and `$filter`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Binding {
+    /// `{"$let": {"vars": {...}, "in": body}}`.
+    Let {
+        vars: Vec<(String, Expression)>,
+        body: Expression,
+    },
+    /// `{"$map": {"input", "as", "in"}}`: `body` for each element, bound to `var`.
+    Map {
+        input: Expression,
+        var: String,
+        body: Expression,
+        path: JsonPath,
+    },
+    /// `{"$filter": {"input", "as", "cond", "limit"}}`: the elements for which `cond` holds.
+    Filter {
+        input: Expression,
+        var: String,
+        cond: Expression,
+        limit: Option<Expression>,
+        path: JsonPath,
+    },
+}
+
 /// Operator families; each maps to one file under `plan/expr/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -51,6 +79,8 @@ pub enum Family {
     Boolean,
     Conditional,
     String,
+    Array,
+    Type,
 }
 
 /// How many arguments an operator takes.
@@ -58,6 +88,8 @@ pub enum Family {
 pub enum Arity {
     Exactly(usize),
     AtLeast(usize),
+    /// From `.0` to `.1` arguments.
+    Between(usize, usize),
 }
 
 /// One entry of the operator table.
@@ -67,8 +99,22 @@ pub struct OperatorSpec {
     pub family: Family,
     pub arity: Arity,
     /// For operators that also accept an object of named arguments, the names in positional
-    /// order (`$cond`: `if`, `then`, `else`).
+    /// order (`$cond`: `if`, `then`, `else`); a trailing `?` marks an optional one.
     pub named: Option<&'static [&'static str]>,
+}
+
+const fn named(
+    name: &'static str,
+    family: Family,
+    arity: Arity,
+    names: &'static [&'static str],
+) -> OperatorSpec {
+    OperatorSpec {
+        name,
+        family,
+        arity,
+        named: Some(names),
+    }
 }
 
 const fn op(name: &'static str, family: Family, arity: Arity) -> OperatorSpec {
@@ -90,6 +136,31 @@ pub static OPERATORS: &[OperatorSpec] = &[
     op("$divide", Family::Arithmetic, Arity::Exactly(2)),
     op("$mod", Family::Arithmetic, Arity::Exactly(2)),
     op("$abs", Family::Arithmetic, Arity::Exactly(1)),
+    op("$ceil", Family::Arithmetic, Arity::Exactly(1)),
+    op("$floor", Family::Arithmetic, Arity::Exactly(1)),
+    op("$round", Family::Arithmetic, Arity::Between(1, 2)),
+    op("$trunc", Family::Arithmetic, Arity::Between(1, 2)),
+    op("$sqrt", Family::Arithmetic, Arity::Exactly(1)),
+    op("$pow", Family::Arithmetic, Arity::Exactly(2)),
+    op("$exp", Family::Arithmetic, Arity::Exactly(1)),
+    op("$ln", Family::Arithmetic, Arity::Exactly(1)),
+    op("$log", Family::Arithmetic, Arity::Exactly(2)),
+    op("$log10", Family::Arithmetic, Arity::Exactly(1)),
+    op("$sin", Family::Arithmetic, Arity::Exactly(1)),
+    op("$cos", Family::Arithmetic, Arity::Exactly(1)),
+    op("$tan", Family::Arithmetic, Arity::Exactly(1)),
+    op("$asin", Family::Arithmetic, Arity::Exactly(1)),
+    op("$acos", Family::Arithmetic, Arity::Exactly(1)),
+    op("$atan", Family::Arithmetic, Arity::Exactly(1)),
+    op("$atan2", Family::Arithmetic, Arity::Exactly(2)),
+    op("$sinh", Family::Arithmetic, Arity::Exactly(1)),
+    op("$cosh", Family::Arithmetic, Arity::Exactly(1)),
+    op("$tanh", Family::Arithmetic, Arity::Exactly(1)),
+    op("$asinh", Family::Arithmetic, Arity::Exactly(1)),
+    op("$acosh", Family::Arithmetic, Arity::Exactly(1)),
+    op("$atanh", Family::Arithmetic, Arity::Exactly(1)),
+    op("$degreesToRadians", Family::Arithmetic, Arity::Exactly(1)),
+    op("$radiansToDegrees", Family::Arithmetic, Arity::Exactly(1)),
     // comparison
     op("$eq", Family::Comparison, Arity::Exactly(2)),
     op("$ne", Family::Comparison, Arity::Exactly(2)),
@@ -114,6 +185,77 @@ pub static OPERATORS: &[OperatorSpec] = &[
     op("$concat", Family::String, Arity::AtLeast(0)),
     op("$toUpper", Family::String, Arity::Exactly(1)),
     op("$toLower", Family::String, Arity::Exactly(1)),
+    named(
+        "$trim",
+        Family::String,
+        Arity::Between(1, 2),
+        &["input", "chars?"],
+    ),
+    named(
+        "$ltrim",
+        Family::String,
+        Arity::Between(1, 2),
+        &["input", "chars?"],
+    ),
+    named(
+        "$rtrim",
+        Family::String,
+        Arity::Between(1, 2),
+        &["input", "chars?"],
+    ),
+    op("$substr", Family::String, Arity::Exactly(3)),
+    op("$substrBytes", Family::String, Arity::Exactly(3)),
+    op("$substrCP", Family::String, Arity::Exactly(3)),
+    op("$strLenBytes", Family::String, Arity::Exactly(1)),
+    op("$strLenCP", Family::String, Arity::Exactly(1)),
+    op("$split", Family::String, Arity::Exactly(2)),
+    op("$indexOfBytes", Family::String, Arity::Between(2, 3)),
+    op("$indexOfCP", Family::String, Arity::Between(2, 3)),
+    op("$strcasecmp", Family::String, Arity::Exactly(2)),
+    named(
+        "$regexMatch",
+        Family::String,
+        Arity::Between(2, 3),
+        &["input", "regex", "options?"],
+    ),
+    named(
+        "$replaceOne",
+        Family::String,
+        Arity::Exactly(3),
+        &["input", "find", "replacement"],
+    ),
+    named(
+        "$replaceAll",
+        Family::String,
+        Arity::Exactly(3),
+        &["input", "find", "replacement"],
+    ),
+    // array
+    op("$size", Family::Array, Arity::Exactly(1)),
+    op("$arrayElemAt", Family::Array, Arity::Exactly(2)),
+    op("$first", Family::Array, Arity::Exactly(1)),
+    op("$last", Family::Array, Arity::Exactly(1)),
+    op("$isArray", Family::Array, Arity::Exactly(1)),
+    op("$concatArrays", Family::Array, Arity::AtLeast(0)),
+    op("$reverseArray", Family::Array, Arity::Exactly(1)),
+    op("$in", Family::Array, Arity::Exactly(2)),
+    op("$slice", Family::Array, Arity::Between(2, 3)),
+    op("$indexOfArray", Family::Array, Arity::Exactly(2)),
+    op("$range", Family::Array, Arity::Between(2, 3)),
+    // $sum/$avg/$min/$max as expressions: over an array argument, or over their arguments.
+    op("$sum", Family::Array, Arity::AtLeast(1)),
+    op("$avg", Family::Array, Arity::AtLeast(1)),
+    op("$min", Family::Array, Arity::AtLeast(1)),
+    op("$max", Family::Array, Arity::AtLeast(1)),
+    // type
+    op("$type", Family::Type, Arity::Exactly(1)),
+    op("$isNumber", Family::Type, Arity::Exactly(1)),
+    op("$toString", Family::Type, Arity::Exactly(1)),
+    op("$toInt", Family::Type, Arity::Exactly(1)),
+    op("$toLong", Family::Type, Arity::Exactly(1)),
+    op("$toDouble", Family::Type, Arity::Exactly(1)),
+    op("$toDecimal", Family::Type, Arity::Exactly(1)),
+    op("$toBool", Family::Type, Arity::Exactly(1)),
 ];
 
 /// Looks an operator up by name.
@@ -181,13 +323,21 @@ fn parse_variable(rest: &str, at: &JsonPath) -> Result<Expression> {
             path,
         }),
         "" => Err(at.err("variable name must not be empty")),
+        // User variables start with a lower-case letter; the planner checks they are bound.
+        user if valid_var(user) => Ok(Expression::Variable {
+            name: user.to_string(),
+            path,
+        }),
         other => Err(at.err(format!("unknown variable \"$${other}\""))),
     }
 }
 
 fn parse_operator(name: &str, operand: &Value, at: &JsonPath) -> Result<Expression> {
-    if name == "$literal" {
-        return Ok(Expression::Literal(operand.clone()));
+    match name {
+        "$literal" => return Ok(Expression::Literal(operand.clone())),
+        "$let" | "$map" | "$filter" => return parse_binding(name, operand, at),
+        "$switch" => return parse_switch(operand, at),
+        _ => {}
     }
     let spec = operator_spec(name)
         .ok_or_else(|| at.err(format!("unknown expression operator \"{name}\"")))?;
@@ -200,19 +350,25 @@ fn parse_operator(name: &str, operand: &Value, at: &JsonPath) -> Result<Expressi
         (Value::Object(map), Some(names))
             if !map.is_empty() && map.keys().all(|k| !k.starts_with('$')) =>
         {
-            if let Some(unknown) = map.keys().find(|k| !names.contains(&k.as_str())) {
+            let plain = |n: &str| n.trim_end_matches('?').to_string();
+            if let Some(unknown) = map.keys().find(|k| !names.iter().any(|n| plain(n) == **k)) {
+                let list: Vec<String> = names.iter().map(|n| plain(n)).collect();
                 return Err(at.key(unknown).err(format!(
                     "unknown argument \"{unknown}\" for {name} (expected {})",
-                    names.join(", ")
+                    list.join(", ")
                 )));
             }
-            names
-                .iter()
-                .map(|n| match map.get(*n) {
-                    Some(v) => Expression::parse(v, &at.key(n)),
-                    None => Err(at.err(format!("{name} is missing its \"{n}\" argument"))),
-                })
-                .collect::<Result<_>>()?
+            // Optional arguments are trailing: stop at the first one that is absent.
+            let mut args = Vec::new();
+            for n in names.iter() {
+                let key = plain(n);
+                match map.get(&key) {
+                    Some(v) => args.push(Expression::parse(v, &at.key(&key))?),
+                    None if n.ends_with('?') => break,
+                    None => return Err(at.err(format!("{name} is missing its \"{key}\" argument"))),
+                }
+            }
+            args
         }
         // A single non-array operand is shorthand for a one-element argument list.
         (single, _) => vec![Expression::parse(single, at)?],
@@ -220,12 +376,14 @@ fn parse_operator(name: &str, operand: &Value, at: &JsonPath) -> Result<Expressi
     let ok = match spec.arity {
         Arity::Exactly(n) => args.len() == n,
         Arity::AtLeast(n) => args.len() >= n,
+        Arity::Between(lo, hi) => (lo..=hi).contains(&args.len()),
     };
     if !ok {
         let expected = match spec.arity {
             Arity::Exactly(1) => "exactly 1 argument".to_string(),
             Arity::Exactly(n) => format!("exactly {n} arguments"),
             Arity::AtLeast(n) => format!("at least {n} arguments"),
+            Arity::Between(lo, hi) => format!("{lo} to {hi} arguments"),
         };
         return Err(at.err(format!("{name} takes {expected}, got {}", args.len())));
     }
@@ -235,6 +393,130 @@ fn parse_operator(name: &str, operand: &Value, at: &JsonPath) -> Result<Expressi
         args,
         path: at.clone(),
     }))
+}
+
+/// `$let`, `$map`, `$filter`: named arguments, one of which names the bound variable.
+fn parse_binding(name: &str, operand: &Value, at: &JsonPath) -> Result<Expression> {
+    let Value::Object(map) = operand else {
+        return Err(at.err(format!("{name} expects a document of named arguments")));
+    };
+    let allowed: &[&str] = match name {
+        "$let" => &["vars", "in"],
+        "$map" => &["input", "as", "in"],
+        _ => &["input", "as", "cond", "limit"],
+    };
+    if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(at.key(k).err(format!(
+            "unknown argument \"{k}\" for {name} (expected {})",
+            allowed.join(", ")
+        )));
+    }
+    let required = |k: &str| {
+        map.get(k)
+            .ok_or_else(|| at.err(format!("{name} is missing its \"{k}\" argument")))
+    };
+    let var_name = || -> Result<String> {
+        match map.get("as") {
+            None => Ok("this".to_string()),
+            Some(Value::String(v)) if valid_var(v) => Ok(v.clone()),
+            Some(_) => Err(at
+                .key("as")
+                .err("expects a variable name starting with a lower-case letter")),
+        }
+    };
+    let binding = match name {
+        "$let" => {
+            let Value::Object(vars) = required("vars")? else {
+                return Err(at.key("vars").err("expects a document of variables"));
+            };
+            let vars = vars
+                .iter()
+                .map(|(k, v)| {
+                    if !valid_var(k) {
+                        return Err(at
+                            .key("vars")
+                            .key(k)
+                            .err("variable names start with a lower-case letter"));
+                    }
+                    Ok((k.clone(), Expression::parse(v, &at.key("vars").key(k))?))
+                })
+                .collect::<Result<_>>()?;
+            Binding::Let {
+                vars,
+                body: Expression::parse(required("in")?, &at.key("in"))?,
+            }
+        }
+        "$map" => Binding::Map {
+            input: Expression::parse(required("input")?, &at.key("input"))?,
+            var: var_name()?,
+            body: Expression::parse(required("in")?, &at.key("in"))?,
+            path: at.clone(),
+        },
+        _ => Binding::Filter {
+            input: Expression::parse(required("input")?, &at.key("input"))?,
+            var: var_name()?,
+            cond: Expression::parse(required("cond")?, &at.key("cond"))?,
+            limit: map
+                .get("limit")
+                .map(|v| Expression::parse(v, &at.key("limit")))
+                .transpose()?,
+            path: at.clone(),
+        },
+    };
+    Ok(Expression::Binding(Box::new(binding)))
+}
+
+fn valid_var(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `$switch` is a chain of `$cond`s: `{"branches": [{"case", "then"}…], "default"}`.
+fn parse_switch(operand: &Value, at: &JsonPath) -> Result<Expression> {
+    let Value::Object(map) = operand else {
+        return Err(at.err("$switch expects {\"branches\": [...], \"default\": ...}"));
+    };
+    if let Some(k) = map
+        .keys()
+        .find(|k| !matches!(k.as_str(), "branches" | "default"))
+    {
+        return Err(at.key(k).err(format!(
+            "unknown argument \"{k}\" for $switch (expected branches, default)"
+        )));
+    }
+    let Some(Value::Array(branches)) = map.get("branches") else {
+        return Err(at.err("$switch requires an array of branches"));
+    };
+    if branches.is_empty() {
+        return Err(at
+            .key("branches")
+            .err("$switch requires at least one branch"));
+    }
+    // Without a default MongoDB raises an error when no branch matches; Fluxion yields null.
+    let mut out = match map.get("default") {
+        Some(d) => Expression::parse(d, &at.key("default"))?,
+        None => Expression::Literal(Value::Null),
+    };
+    for (i, b) in branches.iter().enumerate().rev() {
+        let here = at.key("branches").index(i);
+        let (Some(case), Some(then), Value::Object(m)) = (b.get("case"), b.get("then"), b) else {
+            return Err(here.err("a branch is {\"case\": ..., \"then\": ...}"));
+        };
+        if m.len() != 2 {
+            return Err(here.err("a branch is {\"case\": ..., \"then\": ...}"));
+        }
+        out = Expression::Operator(Operator {
+            name: "$cond",
+            family: Family::Conditional,
+            args: vec![
+                Expression::parse(case, &here.key("case"))?,
+                Expression::parse(then, &here.key("then"))?,
+                out,
+            ],
+            path: here,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -272,6 +554,55 @@ mod tests {
             panic!("expected operator")
         };
         assert_eq!(op.args[2], Expression::Literal(json!(2)));
+    }
+
+    #[test]
+    fn optional_named_arguments_and_bindings() {
+        let Expression::Operator(op) = parse(json!({"$trim": {"input": "$s"}})).unwrap() else {
+            panic!("operator")
+        };
+        assert_eq!(op.args.len(), 1);
+        let Expression::Operator(op) =
+            parse(json!({"$trim": {"input": "$s", "chars": "x"}})).unwrap()
+        else {
+            panic!("operator")
+        };
+        assert_eq!(op.args.len(), 2);
+        let e = parse(json!({"$trim": {"chars": "x"}})).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "pipeline.$trim: $trim is missing its \"input\" argument"
+        );
+        // $switch is a chain of $cond.
+        let Expression::Operator(op) =
+            parse(json!({"$switch": {"branches": [{"case": true, "then": 1}], "default": 2}}))
+                .unwrap()
+        else {
+            panic!("operator")
+        };
+        assert_eq!(op.name, "$cond");
+        let e = parse(json!({"$switch": {"branches": [{"case": true}]}})).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("pipeline.$switch.branches[0]: a branch is"),
+            "{e}"
+        );
+        let e = parse(json!({"$map": {"input": "$a", "as": "X", "in": 1}})).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("pipeline.$map.as: expects a variable name"),
+            "{e}"
+        );
+        let e = parse(json!({"$filter": {"input": "$a", "condition": true}})).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("pipeline.$filter.condition: unknown argument"),
+            "{e}"
+        );
+        assert!(matches!(
+            parse(json!("$$item.qty")).unwrap(),
+            Expression::Variable { .. }
+        ));
     }
 
     #[test]

@@ -6,10 +6,13 @@
 //! per plan instead of once per row. Each operator family is one file.
 
 mod arithmetic;
+mod array;
+mod binding;
 mod boolean;
 mod comparison;
 mod conditional;
 mod string;
+mod types;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DFSchema, ScalarValue};
@@ -102,14 +105,42 @@ impl Typed {
     }
 }
 
-/// Compiles expressions that read from one input schema.
+/// Compiles expressions that read from one input schema, with the variables in scope.
+#[derive(Clone)]
 pub struct ExprCompiler<'a> {
     schema: &'a DFSchema,
+    /// Variables bound by enclosing `$let` / `$map` / `$filter`, innermost last.
+    vars: Vec<(String, Typed)>,
+    /// Nesting of element lambdas, to keep their parameter names apart.
+    depth: usize,
 }
 
 impl<'a> ExprCompiler<'a> {
     pub fn new(schema: &'a DFSchema) -> Self {
-        ExprCompiler { schema }
+        ExprCompiler {
+            schema,
+            vars: Vec::new(),
+            depth: 0,
+        }
+    }
+
+    /// This compiler with `name` bound to `value`.
+    pub fn with_var(&self, name: &str, value: Typed) -> Self {
+        let mut c = self.clone();
+        c.vars.push((name.to_string(), value));
+        c
+    }
+
+    /// This compiler inside one more element lambda.
+    pub fn nested(&self) -> Self {
+        let mut c = self.clone();
+        c.depth += 1;
+        c
+    }
+
+    /// The depth of element lambdas around the expressions being compiled.
+    pub fn depth(&self) -> usize {
+        self.depth
     }
 
     /// The schema expressions are compiled against.
@@ -130,9 +161,10 @@ impl<'a> ExprCompiler<'a> {
                 let (expr, ty) = field::resolve(self.schema, path, at)?;
                 return Ok(Typed { expr, ty });
             }
-            Expression::Variable { name, .. } => {
-                return Err(at.err(format!("the variable $${name} is not supported yet")));
+            Expression::Variable { name, path } => {
+                return binding::variable(self, name, path.as_ref(), at);
             }
+            Expression::Binding(b) => return binding::compile(self, b, at),
             Expression::Array(items) => {
                 if items.is_empty() {
                     return Ok(literal(&Value::Array(vec![])));
@@ -169,6 +201,8 @@ impl<'a> ExprCompiler<'a> {
                     Family::Boolean => boolean::compile(op.name, args, at)?,
                     Family::Conditional => conditional::compile(op.name, args, at)?,
                     Family::String => string::compile(op.name, args, at)?,
+                    Family::Array => array::compile(self, op.name, args, at)?,
+                    Family::Type => types::compile(op.name, args, at)?,
                 }
             }
         };

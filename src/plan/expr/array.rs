@@ -1,0 +1,236 @@
+//! Array expressions: `$size` `$arrayElemAt` `$first` `$last` `$isArray` `$concatArrays`
+//! `$reverseArray` `$in` `$slice` `$indexOfArray` `$range`, and `$sum` `$avg` `$min` `$max`
+//! (over one array argument, or across several arguments).
+//!
+//! Indexes are MongoDB's (0-based, negative from the end) translated to DataFusion's list
+//! functions (1-based, negative from the end). A null or missing array gives null, where
+//! MongoDB raises an error for some operators (README).
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::functions::core::expr_fn::{coalesce, greatest, least};
+use datafusion::functions_nested::expr_fn::{
+    array_avg, array_concat, array_element, array_has, array_max, array_min, array_position,
+    array_reverse, array_slice, array_sum, cardinality, range,
+};
+use datafusion::logical_expr::{Expr, cast, lit, when};
+
+use super::{ExprCompiler, Kind, Typed};
+use crate::Result;
+use crate::dsl::JsonPath;
+
+pub(super) fn compile(
+    _c: &ExprCompiler,
+    name: &str,
+    args: Vec<Typed>,
+    at: &JsonPath,
+) -> Result<Expr> {
+    let arr = |i: usize| -> Result<Option<&Typed>> {
+        let a = &args[i];
+        match a.kind() {
+            Kind::Array => Ok(Some(a)),
+            Kind::Null => Ok(None),
+            other => Err(at
+                .index(i)
+                .err(format!("{name} needs an array, not {}", other.name()))),
+        }
+    };
+    let null = || lit(ScalarValue::Null);
+    Ok(match name {
+        "$size" => match arr(0)? {
+            Some(a) => cast(cardinality(a.expr.clone()), DataType::Int64),
+            None => null(),
+        },
+        "$arrayElemAt" => match arr(0)? {
+            Some(a) => {
+                number(&args[1], at.index(1), name)?;
+                let i = cast(args[1].expr.clone(), DataType::Int64);
+                when(
+                    i.clone().gt_eq(lit(0i64)),
+                    array_element(a.expr.clone(), i.clone() + lit(1i64)),
+                )
+                .otherwise(array_element(a.expr.clone(), i))?
+            }
+            None => null(),
+        },
+        "$first" | "$last" => match arr(0)? {
+            Some(a) => array_element(
+                a.expr.clone(),
+                lit(if name == "$first" { 1i64 } else { -1i64 }),
+            ),
+            None => null(),
+        },
+        "$isArray" => match args[0].kind() {
+            Kind::Array => args[0].expr.clone().is_not_null(),
+            _ => lit(false),
+        },
+        "$reverseArray" => match arr(0)? {
+            Some(a) => array_reverse(a.expr.clone()),
+            None => null(),
+        },
+        "$concatArrays" => {
+            let mut lists = Vec::new();
+            for i in 0..args.len() {
+                match arr(i)? {
+                    Some(a) => lists.push(a.expr.clone()),
+                    None => return Ok(null()),
+                }
+            }
+            if lists.is_empty() {
+                return Err(at.err(
+                    "$concatArrays of no arrays is an empty array, which has no element type",
+                ));
+            }
+            // Null if any input is null, as in MongoDB (array_concat would skip it).
+            let any_null = lists
+                .iter()
+                .map(|l| l.clone().is_null())
+                .reduce(Expr::or)
+                .expect("non-empty");
+            when(any_null, null()).otherwise(array_concat(lists))?
+        }
+        "$in" => match arr(1)? {
+            Some(a) => {
+                let DataType::List(elem) = &a.ty else {
+                    return Ok(lit(false));
+                };
+                if Kind::of(elem.data_type()) != args[0].kind() {
+                    return Ok(lit(false));
+                }
+                coalesce(vec![
+                    array_has(a.expr.clone(), args[0].expr.clone()),
+                    lit(false),
+                ])
+            }
+            None => return Err(at.index(1).err("$in needs an array as its second argument")),
+        },
+        "$indexOfArray" => match arr(0)? {
+            Some(a) => {
+                let pos = array_position(a.expr.clone(), args[1].expr.clone(), lit(1i64));
+                cast(coalesce(vec![pos, lit(0u64)]), DataType::Int64) - lit(1i64)
+            }
+            None => null(),
+        },
+        "$slice" => match arr(0)? {
+            Some(a) => slice(a, &args[1..], at, name)?,
+            None => null(),
+        },
+        "$range" => {
+            for (i, a) in args.iter().enumerate() {
+                number(a, at.index(i), name)?;
+            }
+            let step = args
+                .get(2)
+                .map_or(lit(1i64), |s| cast(s.expr.clone(), DataType::Int64));
+            range(
+                cast(args[0].expr.clone(), DataType::Int64),
+                cast(args[1].expr.clone(), DataType::Int64),
+                step,
+            )
+        }
+        "$sum" | "$avg" | "$min" | "$max" => aggregate(name, args)?,
+        other => unreachable!("{other} is not an array operator"),
+    })
+}
+
+fn number(t: &Typed, at: JsonPath, name: &str) -> Result<()> {
+    match t.kind() {
+        Kind::Number | Kind::Null => Ok(()),
+        other => Err(at.err(format!("{name} needs a number here, not {}", other.name()))),
+    }
+}
+
+/// `$slice: [arr, n]` (first n, or last -n) and `[arr, position, n]`.
+fn slice(a: &Typed, rest: &[Typed], at: &JsonPath, name: &str) -> Result<Expr> {
+    for (i, r) in rest.iter().enumerate() {
+        number(r, at.index(i + 1), name)?;
+    }
+    let int = |t: &Typed| cast(t.expr.clone(), DataType::Int64);
+    let len = cast(cardinality(a.expr.clone()), DataType::Int64);
+    let (start, n) = match rest {
+        [n] => {
+            let n = int(n);
+            // First n elements, or the last -n.
+            let start = when(n.clone().gt_eq(lit(0i64)), lit(0i64))
+                .otherwise(greatest(vec![len.clone() + n.clone(), lit(0i64)]))?;
+            let count = when(n.clone().gt_eq(lit(0i64)), n.clone()).otherwise(lit(0i64) - n)?;
+            (start, count)
+        }
+        [pos, n] => {
+            let pos = int(pos);
+            let start = when(
+                pos.clone().gt_eq(lit(0i64)),
+                least(vec![pos.clone(), len.clone()]),
+            )
+            .otherwise(greatest(vec![len.clone() + pos, lit(0i64)]))?;
+            (start, int(n))
+        }
+        _ => unreachable!("arity checked"),
+    };
+    let empty = when(n.clone().lt_eq(lit(0i64)), lit(true)).otherwise(lit(false))?;
+    let sliced = array_slice(a.expr.clone(), start.clone() + lit(1i64), start + n, None);
+    // A zero-length slice is an empty array.
+    Ok(when(
+        empty,
+        array_slice(a.expr.clone(), lit(1i64), lit(0i64), None),
+    )
+    .otherwise(sliced)?)
+}
+
+/// `$sum` / `$avg` / `$min` / `$max` as expressions. With one array argument they reduce its
+/// numeric elements; otherwise they reduce their arguments. Non-numbers are ignored, as in
+/// MongoDB; a `$sum` of nothing is 0.
+fn aggregate(name: &str, args: Vec<Typed>) -> Result<Expr> {
+    if let [a] = args.as_slice()
+        && let DataType::List(elem) = &a.ty
+    {
+        let numeric = Kind::of(elem.data_type()) == Kind::Number;
+        return Ok(match (name, numeric) {
+            ("$sum", true) => coalesce(vec![array_sum(a.expr.clone()), lit(0i64)]),
+            ("$sum", false) => lit(0i64),
+            (_, false) => lit(ScalarValue::Null),
+            ("$avg", true) => array_avg(a.expr.clone()),
+            ("$min", true) => array_min(a.expr.clone()),
+            _ => array_max(a.expr.clone()),
+        });
+    }
+    let nums: Vec<Expr> = args
+        .iter()
+        .filter(|a| a.kind() == Kind::Number)
+        .map(|a| a.expr.clone())
+        .collect();
+    if nums.is_empty() {
+        return Ok(if name == "$sum" {
+            lit(0i64)
+        } else {
+            lit(ScalarValue::Null)
+        });
+    }
+    Ok(match name {
+        "$sum" => nums
+            .into_iter()
+            .map(|e| coalesce(vec![e, lit(0i64)]))
+            .reduce(|a, b| a + b)
+            .expect("non-empty"),
+        "$avg" => {
+            let count = nums
+                .iter()
+                .map(|e| {
+                    when(e.clone().is_null(), lit(0i64))
+                        .otherwise(lit(1i64))
+                        .expect("CASE")
+                })
+                .reduce(|a, b| a + b)
+                .expect("non-empty");
+            let sum = nums
+                .into_iter()
+                .map(|e| cast(coalesce(vec![e, lit(0i64)]), DataType::Float64))
+                .reduce(|a, b| a + b)
+                .expect("non-empty");
+            when(count.clone().eq(lit(0i64)), lit(ScalarValue::Float64(None)))
+                .otherwise(sum / cast(count, DataType::Float64))?
+        }
+        "$min" => least(nums),
+        _ => greatest(nums),
+    })
+}

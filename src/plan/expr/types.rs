@@ -1,0 +1,111 @@
+//! Type expressions: `$type`, `$isNumber`, and the conversions `$toString` `$toInt` `$toLong`
+//! `$toDouble` `$toDecimal` `$toBool`.
+//!
+//! A column has one Arrow type, so most answers are decided when planning; only nulls (and
+//! the int/long split of 64-bit integers) are looked at per value. Conversions that MongoDB
+//! rejects with an error (`$toInt: "abc"`) give null here (`TRY_CAST`), documented in the
+//! README.
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{Expr, cast, lit, try_cast, when};
+
+use super::{Kind, Typed};
+use crate::Result;
+use crate::dsl::JsonPath;
+
+pub(super) fn compile(name: &str, args: Vec<Typed>, at: &JsonPath) -> Result<Expr> {
+    let a = args.into_iter().next().expect("arity checked");
+    let x = a.expr.clone();
+    let when_present = |present: Expr| -> Result<Expr> {
+        Ok(when(x.clone().is_null(), lit(ScalarValue::Null)).otherwise(present)?)
+    };
+    Ok(match name {
+        "$type" => {
+            if a.ty == DataType::Null {
+                return Ok(lit("missing"));
+            }
+            let name = match a.kind() {
+                Kind::Number if a.ty.is_integer() => {
+                    // JSON integers are 64-bit here; MongoDB stores those that fit as int.
+                    let fits = x
+                        .clone()
+                        .between(lit(i32::MIN as i64), lit(i32::MAX as i64));
+                    when(fits, lit("int")).otherwise(lit("long"))?
+                }
+                Kind::Number
+                    if matches!(a.ty, DataType::Decimal128(..) | DataType::Decimal256(..)) =>
+                {
+                    lit("decimal")
+                }
+                Kind::Number => lit("double"),
+                Kind::String => lit("string"),
+                Kind::Document => lit("object"),
+                Kind::Array => lit("array"),
+                Kind::Bool => lit("bool"),
+                Kind::Date => lit("date"),
+                Kind::Null => lit("null"),
+                Kind::Other => return Err(at.index(0).err("$type of a value Fluxion cannot name")),
+            };
+            when(x.is_null(), lit("null")).otherwise(name)?
+        }
+        "$isNumber" => match a.kind() {
+            Kind::Number => x.is_not_null(),
+            _ => lit(false),
+        },
+        "$toString" => match a.kind() {
+            Kind::Null => lit(ScalarValue::Utf8(None)),
+            Kind::String => x,
+            // A whole double prints without ".0", as MongoDB does.
+            Kind::Number if !a.ty.is_integer() => {
+                let whole = x
+                    .clone()
+                    .eq(datafusion::functions::math::expr_fn::trunc(vec![x.clone()]))
+                    .and(x.clone().between(lit(-9.0e15), lit(9.0e15)));
+                when(
+                    whole,
+                    cast(cast(x.clone(), DataType::Int64), DataType::Utf8),
+                )
+                .otherwise(cast(x, DataType::Utf8))?
+            }
+            Kind::Number | Kind::Bool | Kind::Date => cast(x, DataType::Utf8),
+            other => {
+                return Err(at.index(0).err(format!(
+                    "$toString cannot convert an {} to a string",
+                    other.name()
+                )));
+            }
+        },
+        "$toInt" | "$toLong" => match a.kind() {
+            Kind::Null => lit(ScalarValue::Int64(None)),
+            Kind::Number | Kind::Bool => cast(x, DataType::Int64),
+            Kind::String => try_cast(x, DataType::Int64),
+            other => {
+                return Err(at.index(0).err(format!(
+                    "{name} cannot convert an {} to a number",
+                    other.name()
+                )));
+            }
+        },
+        "$toDouble" | "$toDecimal" => match a.kind() {
+            Kind::Null => lit(ScalarValue::Float64(None)),
+            Kind::Number | Kind::Bool => cast(x, DataType::Float64),
+            Kind::String => try_cast(x, DataType::Float64),
+            Kind::Date => cast(cast(x, DataType::Int64), DataType::Float64),
+            other => {
+                return Err(at.index(0).err(format!(
+                    "{name} cannot convert an {} to a number",
+                    other.name()
+                )));
+            }
+        },
+        "$toBool" => match a.kind() {
+            Kind::Null => lit(ScalarValue::Boolean(None)),
+            Kind::Bool => x,
+            Kind::Number => x.clone().not_eq(lit(0i64)),
+            // Every string, document, array and date is true.
+            _ => when_present(lit(true))?,
+        },
+        other => unreachable!("{other} is not a type operator"),
+    })
+}
