@@ -13,7 +13,7 @@ use crate::connect::Format;
 use crate::connect::file::{self, FileOptions};
 use crate::document::decode::{JsonlOptions, decode};
 use crate::dsl::Pipeline;
-use crate::plan;
+use crate::plan::{self, order};
 
 /// A Fluxion session: tables plus the planner for both pipeline spellings.
 #[derive(Clone)]
@@ -33,9 +33,16 @@ impl Engine {
     pub fn new() -> Self {
         let mut config = SessionConfig::new().with_information_schema(true);
         config.options_mut().sql_parser.enable_ident_normalization = false;
-        Engine {
-            ctx: SessionContext::new_with_config(config),
+        let ctx = SessionContext::new_with_config(config);
+        // DataFusion 55's leaf-expression pushdown (moving `get_field` towards the scan) fails
+        // with "Schema contains duplicate unqualified field name" on plans where a projection
+        // re-binds a column name above an Unnest or a window, which `$unwind` and the order
+        // column produce. These two rules only move cheap expressions; without them the plans
+        // are the same minus that pushdown.
+        for rule in ["extract_leaf_expressions", "push_down_leaf_projections"] {
+            ctx.remove_optimizer_rule(rule);
         }
+        Engine { ctx }
     }
 
     /// The underlying DataFusion session.
@@ -85,14 +92,19 @@ impl Engine {
     /// JSON-lines files.
     pub fn register_jsonl(&self, name: &str, data: &[u8]) -> Result<()> {
         let decoded = decode(data, name, &JsonlOptions::default())?;
-        let table = MemTable::try_new(decoded.schema, decoded.partitions)?;
-        self.ctx.register_table(name, Arc::new(table))?;
-        Ok(())
+        order::register_ordered(&self.ctx, name, decoded.schema, decoded.partitions)
     }
 
     /// Compiles `pipeline` over table `table`.
     pub async fn pipeline(&self, table: &str, pipeline: &Pipeline) -> Result<DataFrame> {
-        let scan = self.ctx.table(table).await?.into_unoptimized_plan();
+        // Pipelines read the numbered source where there is one (`plan::order`).
+        let source = order::source_name(table);
+        let name = if self.ctx.table_exist(source.as_str())? {
+            source.as_str()
+        } else {
+            table
+        };
+        let scan = self.ctx.table(name).await?.into_unoptimized_plan();
         let plan = plan::compile(pipeline, scan)?;
         Ok(DataFrame::new(self.ctx.state(), plan))
     }

@@ -4,11 +4,8 @@
 //! Fluxion's schema rules; CSV and Parquet use DataFusion's listing tables directly, which
 //! read directories and remote stores lazily and in parallel.
 
-use std::sync::Arc;
-
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::dataframe::DataFrameWriteOptions;
-use datafusion::datasource::MemTable;
 use datafusion::prelude::{CsvReadOptions, DataFrame, ParquetReadOptions, SessionContext};
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -97,8 +94,7 @@ pub async fn register_source(
             let decoded = tokio::task::spawn_blocking(move || decode(&data, &source, &opts))
                 .await
                 .map_err(|e| Error::external("decoding JSON lines", e))??;
-            let table = MemTable::try_new(decoded.schema, decoded.partitions)?;
-            ctx.register_table(name, Arc::new(table))?;
+            crate::plan::order::register_ordered(ctx, name, decoded.schema, decoded.partitions)?;
         }
         Format::Csv => {
             let ext = Format::extension(location);

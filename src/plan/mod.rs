@@ -6,6 +6,7 @@
 
 pub mod expr;
 pub mod field;
+pub mod order;
 pub mod stages;
 
 use datafusion::logical_expr::LogicalPlan;
@@ -16,7 +17,8 @@ use crate::dsl::{Pipeline, StageKind};
 /// Compiles `pipeline` on top of `input` (usually a table scan).
 pub fn compile(pipeline: &Pipeline, input: LogicalPlan) -> Result<LogicalPlan> {
     let mut plan = input;
-    for stage in &pipeline.stages {
+    let mut stages = pipeline.stages.iter().peekable();
+    while let Some(stage) = stages.next() {
         let at = &stage.path;
         plan = match &stage.kind {
             StageKind::Match(q) => stages::match_stage::plan(plan, q, at)?,
@@ -24,12 +26,19 @@ pub fn compile(pipeline: &Pipeline, input: LogicalPlan) -> Result<LogicalPlan> {
             StageKind::AddFields(t) => stages::project::plan_add_fields(plan, t, at)?,
             StageKind::Unset(t) => stages::project::plan_unset(plan, t, at)?,
             StageKind::Group(g) => stages::group::plan(plan, g, at)?,
-            StageKind::Sort(keys) => stages::sort::plan(plan, keys, at)?,
+            StageKind::Sort(keys) => {
+                // `$sort` + `$limit` is a top-n: only n documents are sorted and renumbered.
+                let fetch = match stages.peek().map(|s| &s.kind) {
+                    Some(StageKind::Limit(n)) => Some(*n),
+                    _ => None,
+                };
+                stages::sort::plan(plan, keys, fetch, at)?
+            }
             StageKind::Limit(n) => stages::limit::plan_limit(plan, *n)?,
             StageKind::Skip(n) => stages::limit::plan_skip(plan, *n)?,
             StageKind::Count(field) => stages::count::plan(plan, field)?,
             StageKind::Unwind(u) => stages::unwind::plan(plan, u, at)?,
         };
     }
-    Ok(plan)
+    order::finish(plan)
 }

@@ -18,6 +18,7 @@ use crate::Result;
 use crate::dsl::expression::Binding;
 use crate::dsl::{FieldPath, JsonPath};
 use crate::plan::field::{self, Mode};
+use crate::plan::order;
 
 /// The value of `$$name` (or `$$name.path`).
 pub(super) fn variable(
@@ -29,7 +30,7 @@ pub(super) fn variable(
     let base = match name {
         "ROOT" | "CURRENT" => {
             let mut args = Vec::new();
-            for (q, f) in c.schema().iter() {
+            for (q, f) in c.schema().iter().filter(|(_, f)| f.name() != order::SEQ) {
                 args.push(lit(f.name().as_str()));
                 args.push(Expr::Column(Column::new(q.cloned(), f.name())));
             }

@@ -19,11 +19,22 @@ use crate::dsl::JsonPath;
 use crate::dsl::expression::Expression;
 use crate::dsl::group::{Accumulator, Group};
 use crate::plan::expr::{ExprCompiler, Kind, literal};
+use crate::plan::order;
 
 const ROWS: &str = "__fluxion_rows";
 
 /// Plans a `$group` stage.
 pub fn plan(input: LogicalPlan, g: &Group, at: &JsonPath) -> Result<LogicalPlan> {
+    // `$first`, `$last` and `$push` follow the pipeline's order (`plan::order`).
+    let order_sensitive = g
+        .fields
+        .iter()
+        .any(|f| matches!(f.op, "$first" | "$last" | "$push"));
+    let input = if order_sensitive {
+        order::ensure(input)?
+    } else {
+        input
+    };
     let schema = input.schema().clone();
     let c = ExprCompiler::new(&schema);
     let id_at = at.key("_id");
@@ -49,9 +60,10 @@ pub fn plan(input: LogicalPlan, g: &Group, at: &JsonPath) -> Result<LogicalPlan>
     };
     let constant_key = group_exprs.is_empty();
 
+    let ordered = order::has_seq(&schema);
     let mut aggs = Vec::with_capacity(g.fields.len() + 1);
     for acc in &g.fields {
-        aggs.push(accumulator(&c, acc)?.alias(&acc.name));
+        aggs.push(accumulator(&c, acc, ordered)?.alias(&acc.name));
     }
     if constant_key {
         aggs.push(count_all().alias(ROWS));
@@ -70,7 +82,14 @@ pub fn plan(input: LogicalPlan, g: &Group, at: &JsonPath) -> Result<LogicalPlan>
     Ok(b.project(out)?.build()?)
 }
 
-fn accumulator(c: &ExprCompiler, acc: &Accumulator) -> Result<Expr> {
+fn accumulator(c: &ExprCompiler, acc: &Accumulator, ordered: bool) -> Result<Expr> {
+    let by_seq = || {
+        if ordered {
+            vec![order::by_seq()]
+        } else {
+            vec![]
+        }
+    };
     let at = acc.path.key(acc.op);
     if acc.op == "$count" {
         return Ok(count_all());
@@ -96,8 +115,9 @@ fn accumulator(c: &ExprCompiler, acc: &Accumulator) -> Result<Expr> {
         "$avg" => lit(datafusion::common::ScalarValue::Float64(None)),
         "$min" => min(arg.expr),
         "$max" => max(arg.expr),
-        "$first" => first_value(arg.expr, vec![]),
-        "$last" => last_value(arg.expr, vec![]),
+        "$first" => first_value(arg.expr, by_seq()),
+        "$last" => last_value(arg.expr, by_seq()),
+        "$push" if ordered => array_agg(arg.expr).order_by(by_seq()).build()?,
         "$push" => array_agg(arg.expr),
         "$addToSet" => array_agg(arg.expr).distinct().build()?,
         other => unreachable!("accumulator {other} is validated by the parser"),

@@ -15,7 +15,7 @@ use crate::Result;
 use crate::dsl::JsonPath;
 use crate::dsl::project::{Mode, Node, Projection, Tree};
 use crate::plan::expr::ExprCompiler;
-use crate::plan::field;
+use crate::plan::{field, order};
 
 /// A field available at one level of the document: its name, how to read it, its type.
 struct Source {
@@ -50,6 +50,16 @@ pub fn plan_unset(input: LogicalPlan, tree: &Tree, at: &JsonPath) -> Result<Logi
     project(input, fields, at)
 }
 
+/// Keeps every column but `names` (working columns of other stages).
+pub fn drop_columns(input: LogicalPlan, names: &[&str], at: &JsonPath) -> Result<LogicalPlan> {
+    let fields = top_level(input.schema())
+        .into_iter()
+        .filter(|s| !names.contains(&s.name.as_str()))
+        .map(|s| (s.name, s.expr))
+        .collect();
+    project(input, fields, at)
+}
+
 /// `$addFields` that also drops the working columns `names` of the stage that asked for it,
 /// in one projection.
 pub fn plan_add_fields_dropping(
@@ -67,11 +77,22 @@ pub fn plan_add_fields_dropping(
     project(input, fields, at)
 }
 
-fn project(input: LogicalPlan, fields: Vec<(String, Expr)>, at: &JsonPath) -> Result<LogicalPlan> {
-    if fields.is_empty() {
+fn project(
+    input: LogicalPlan,
+    mut fields: Vec<(String, Expr)>,
+    at: &JsonPath,
+) -> Result<LogicalPlan> {
+    if fields.iter().all(|(n, _)| n == order::SEQ) {
         return Err(
             at.err("the projection leaves no fields; Fluxion cannot represent empty documents")
         );
+    }
+    // The order column rides along, whatever the projection says (`plan::order`).
+    if order::has_seq(input.schema()) && !fields.iter().any(|(n, _)| n == order::SEQ) {
+        fields.push((
+            order::SEQ.to_string(),
+            Expr::Column(Column::from_name(order::SEQ)),
+        ));
     }
     let exprs: Vec<Expr> = fields.into_iter().map(|(n, e)| e.alias(n)).collect();
     Ok(LogicalPlanBuilder::from(input).project(exprs)?.build()?)

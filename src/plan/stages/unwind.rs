@@ -20,6 +20,7 @@ use crate::dsl::project::assignments;
 use crate::dsl::unwind::Unwind;
 use crate::dsl::{FieldPath, JsonPath};
 use crate::plan::field::{self, Mode};
+use crate::plan::order;
 
 const ELEMENT: &str = "__fluxion_unwind";
 const INDEX: &str = "__fluxion_unwind_index";
@@ -34,6 +35,9 @@ pub fn plan(input: LogicalPlan, u: &Unwind, at: &JsonPath) -> Result<LogicalPlan
         )));
     }
     let index_path = u.include_array_index.clone();
+    // The element index also orders the new documents (`plan::order`).
+    let numbered = order::has_seq(input.schema());
+    let with_index = index_path.is_some() || numbered;
     // A top-level array is unnested in place (it keeps its name and position); a nested one
     // through a working column that is written back afterwards.
     let top_level = u.path.segments().len() == 1;
@@ -60,7 +64,7 @@ pub fn plan(input: LogicalPlan, u: &Unwind, at: &JsonPath) -> Result<LogicalPlan
     let plan = if matches!(r.ty, DataType::List(_) | DataType::LargeList(_)) {
         exprs.insert(element_at, r.expr.clone().alias(&element));
         let mut unnest = vec![Column::from_name(&element)];
-        if index_path.is_some() {
+        if with_index {
             let n = cast(cardinality(r.expr), DataType::Int64);
             exprs.push(range(lit(0i64), n, lit(1i64)).alias(INDEX));
             unnest.push(Column::from_name(INDEX));
@@ -81,11 +85,17 @@ pub fn plan(input: LogicalPlan, u: &Unwind, at: &JsonPath) -> Result<LogicalPlan
             b = b.filter(r.expr.clone().is_not_null())?;
         }
         exprs.insert(element_at, r.expr.clone().alias(&element));
-        if index_path.is_some() {
+        if with_index {
             let idx = when(r.expr.is_not_null(), lit(0i64)).end()?;
             exprs.push(idx.alias(INDEX));
         }
         b.project(exprs)?.build()?
+    };
+    let plan = if numbered {
+        let idx = Expr::Column(Column::from_name(INDEX)).sort(true, true);
+        order::renumber(plan, vec![order::by_seq(), idx])?
+    } else {
+        plan
     };
     // Write the element (nested paths) and the index back into the document, dropping the
     // working columns in the same projection.
@@ -98,7 +108,11 @@ pub fn plan(input: LogicalPlan, u: &Unwind, at: &JsonPath) -> Result<LogicalPlan
         sets.push((p.clone(), working(INDEX)));
     }
     if sets.is_empty() {
-        return Ok(plan);
+        return if with_index {
+            project::drop_columns(plan, &[INDEX], at)
+        } else {
+            Ok(plan)
+        };
     }
     project::plan_add_fields_dropping(plan, &assignments(sets, at)?, &[ELEMENT, INDEX], at)
 }
