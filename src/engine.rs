@@ -97,16 +97,27 @@ impl Engine {
 
     /// Compiles `pipeline` over table `table`.
     pub async fn pipeline(&self, table: &str, pipeline: &Pipeline) -> Result<DataFrame> {
-        // Pipelines read the numbered source where there is one (`plan::order`).
-        let source = order::source_name(table);
+        let scan = self.scan(table).await?;
+        let mut tables = plan::Tables::new();
+        for name in pipeline.inputs() {
+            if !tables.contains_key(&name) && self.ctx.table_exist(name.as_str())? {
+                let plan = self.scan(&name).await?;
+                tables.insert(name, plan);
+            }
+        }
+        let plan = plan::compile(pipeline, scan, &tables)?;
+        Ok(DataFrame::new(self.ctx.state(), plan))
+    }
+
+    /// The plan reading table `name`: its numbered source where there is one (`plan::order`).
+    async fn scan(&self, name: &str) -> Result<datafusion::logical_expr::LogicalPlan> {
+        let source = order::source_name(name);
         let name = if self.ctx.table_exist(source.as_str())? {
             source.as_str()
         } else {
-            table
+            name
         };
-        let scan = self.ctx.table(name).await?.into_unoptimized_plan();
-        let plan = plan::compile(pipeline, scan)?;
-        Ok(DataFrame::new(self.ctx.state(), plan))
+        Ok(self.ctx.table(name).await?.into_unoptimized_plan())
     }
 
     /// Plans a SQL query over the registered tables.

@@ -427,3 +427,69 @@ async fn variables_must_be_bound_and_inputs_typed() {
         .unwrap();
     assert_eq!(out, vec![json!({"x": 62.0})]);
 }
+
+#[tokio::test]
+async fn sample_is_a_seeded_subset() {
+    let docs: String = (0..500).map(|i| format!("{{\"_id\": {i}}}\n")).collect();
+    let a = run(&docs, json!([{"$sample": {"size": 20, "seed": 7}}]))
+        .await
+        .unwrap();
+    let b = run(&docs, json!([{"$sample": {"size": 20, "seed": 7}}]))
+        .await
+        .unwrap();
+    let c = run(&docs, json!([{"$sample": {"size": 20, "seed": 8}}]))
+        .await
+        .unwrap();
+    assert_eq!(a.len(), 20);
+    assert_eq!(a, b, "same seed, same sample");
+    assert_ne!(a, c, "another seed, another sample");
+    let mut ids: Vec<i64> = a.iter().map(|d| d["_id"].as_i64().unwrap()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 20, "no document twice");
+    assert!(ids.iter().all(|i| (0..500).contains(i)));
+    // The sample is spread over the input, not its first documents.
+    assert!(ids.iter().any(|i| *i >= 250), "{ids:?}");
+    let all = run(&docs, json!([{"$sample": {"size": 900}}]))
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 500);
+}
+
+#[tokio::test]
+async fn combining_stages_report_bad_input_names_and_options() {
+    let e = run(PEOPLE, json!([{"$lookup": {"from": "nowhere", "localField": "a", "foreignField": "b", "as": "x"}}]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "pipeline[0].$lookup: unknown input \"nowhere\" (register it with --input nowhere=PATH)"
+    );
+    let e = run(
+        PEOPLE,
+        json!([{"$lookup": {"from": "x", "let": {}, "pipeline": [], "as": "y"}}]),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("let/pipeline is not supported yet"),
+        "{e}"
+    );
+    let e = run(
+        PEOPLE,
+        json!([{"$bucket": {"groupBy": "$age", "boundaries": [0, 30], "default": "Other"}}]),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("pipeline[0].$bucket.default: default must have the boundaries' type"),
+        "{e}"
+    );
+    let e = run(PEOPLE, json!([{"$replaceRoot": {"newRoot": "$name"}}]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "pipeline[0].$replaceRoot.newRoot: the new root must be a document, not string"
+    );
+}

@@ -10,6 +10,7 @@ pub mod group;
 pub mod path;
 pub mod project;
 pub mod query;
+pub mod reshape;
 pub mod sort;
 pub mod unwind;
 
@@ -47,6 +48,10 @@ pub enum StageKind {
     Skip(u64),
     Count(String),
     Unwind(unwind::Unwind),
+    ReplaceRoot(Expression),
+    Sample(reshape::Sample),
+    UnionWith(reshape::UnionWith),
+    Lookup(reshape::Lookup),
 }
 
 /// Names of all stages, for error messages.
@@ -62,6 +67,13 @@ pub static STAGES: &[&str] = &[
     "$skip",
     "$count",
     "$unwind",
+    "$replaceRoot",
+    "$replaceWith",
+    "$sortByCount",
+    "$bucket",
+    "$sample",
+    "$unionWith",
+    "$lookup",
 ];
 
 impl Pipeline {
@@ -74,7 +86,12 @@ impl Pipeline {
 
     /// Parses a pipeline from a JSON value: an array of stages or `{"pipeline": [...]}`.
     pub fn from_value(v: &Value) -> Result<Pipeline> {
-        let root = JsonPath::root();
+        Pipeline::parse_at(v, &JsonPath::root())
+    }
+
+    /// Parses a pipeline found at `root` (a sub-pipeline names its place in errors).
+    pub fn parse_at(v: &Value, root: &JsonPath) -> Result<Pipeline> {
+        let root = root.clone();
         let stages = match v {
             Value::Array(stages) => stages,
             Value::Object(map) => match map.get("pipeline") {
@@ -88,16 +105,36 @@ impl Pipeline {
             },
             _ => return Err(root.err("expected an array of stages")),
         };
-        let stages = stages
-            .iter()
-            .enumerate()
-            .map(|(i, s)| parse_stage(s, &root.index(i)))
-            .collect::<Result<_>>()?;
-        Ok(Pipeline { stages })
+        let mut parsed = Vec::with_capacity(stages.len());
+        for (i, s) in stages.iter().enumerate() {
+            parsed.extend(parse_stage(s, &root.index(i))?);
+        }
+        Ok(Pipeline { stages: parsed })
     }
 }
 
-fn parse_stage(v: &Value, at: &JsonPath) -> Result<Stage> {
+impl Pipeline {
+    /// The other inputs this pipeline reads (`$lookup` `from`, `$unionWith` `coll`).
+    pub fn inputs(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in &self.stages {
+            match &s.kind {
+                StageKind::Lookup(l) => out.push(l.from.clone()),
+                StageKind::UnionWith(u) => {
+                    out.push(u.coll.clone());
+                    if let Some(p) = &u.pipeline {
+                        out.extend(p.inputs());
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// Parses one stage; a few (`$sortByCount`, `$bucket`) are written as several.
+fn parse_stage(v: &Value, at: &JsonPath) -> Result<Vec<Stage>> {
     let Value::Object(map) = v else {
         return Err(at.err("a stage must be an object with one key, e.g. {\"$match\": {...}}"));
     };
@@ -120,6 +157,18 @@ fn parse_stage(v: &Value, at: &JsonPath) -> Result<Stage> {
         "$skip" => StageKind::Skip(non_negative_int(operand, &path, "$skip")?),
         "$count" => StageKind::Count(count_field(operand, &path)?),
         "$unwind" => StageKind::Unwind(unwind::Unwind::parse(operand, &path)?),
+        "$replaceRoot" | "$replaceWith" => {
+            let (root, root_at) = reshape::parse_replace_root(name, operand, &path)?;
+            return Ok(vec![Stage {
+                kind: StageKind::ReplaceRoot(root),
+                path: root_at,
+            }]);
+        }
+        "$sortByCount" => return reshape::parse_sort_by_count(operand, &path),
+        "$bucket" => return reshape::parse_bucket(operand, &path),
+        "$sample" => StageKind::Sample(reshape::Sample::parse(operand, &path)?),
+        "$unionWith" => StageKind::UnionWith(reshape::UnionWith::parse(operand, &path)?),
+        "$lookup" => StageKind::Lookup(reshape::Lookup::parse(operand, &path)?),
         other => {
             return Err(at.err(format!(
                 "unknown stage \"{other}\" (supported: {})",
@@ -127,7 +176,7 @@ fn parse_stage(v: &Value, at: &JsonPath) -> Result<Stage> {
             )));
         }
     };
-    Ok(Stage { kind, path })
+    Ok(vec![Stage { kind, path }])
 }
 
 fn non_negative_int(v: &Value, at: &JsonPath, stage: &str) -> Result<u64> {

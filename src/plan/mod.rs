@@ -14,8 +14,21 @@ use datafusion::logical_expr::LogicalPlan;
 use crate::Result;
 use crate::dsl::{Pipeline, StageKind};
 
-/// Compiles `pipeline` on top of `input` (usually a table scan).
-pub fn compile(pipeline: &Pipeline, input: LogicalPlan) -> Result<LogicalPlan> {
+pub use stages::combine::Tables;
+
+/// Compiles `pipeline` on top of `input` (usually a table scan); `tables` holds the other
+/// inputs that `$lookup` and `$unionWith` read. The result is in the pipeline's order,
+/// without Fluxion's working columns.
+pub fn compile(pipeline: &Pipeline, input: LogicalPlan, tables: &Tables) -> Result<LogicalPlan> {
+    order::finish(compile_stages(pipeline, input, tables)?)
+}
+
+/// Compiles the stages of `pipeline`, keeping the order column for the caller.
+pub fn compile_stages(
+    pipeline: &Pipeline,
+    input: LogicalPlan,
+    tables: &Tables,
+) -> Result<LogicalPlan> {
     let mut plan = input;
     let mut stages = pipeline.stages.iter().peekable();
     while let Some(stage) = stages.next() {
@@ -38,7 +51,11 @@ pub fn compile(pipeline: &Pipeline, input: LogicalPlan) -> Result<LogicalPlan> {
             StageKind::Skip(n) => stages::limit::plan_skip(plan, *n)?,
             StageKind::Count(field) => stages::count::plan(plan, field)?,
             StageKind::Unwind(u) => stages::unwind::plan(plan, u, at)?,
+            StageKind::ReplaceRoot(e) => stages::reshape::plan_replace_root(plan, e, at)?,
+            StageKind::Sample(s) => stages::reshape::plan_sample(plan, s, at)?,
+            StageKind::UnionWith(u) => stages::combine::plan_union(plan, u, tables, at)?,
+            StageKind::Lookup(l) => stages::combine::plan_lookup(plan, l, tables, at)?,
         };
     }
-    order::finish(plan)
+    Ok(plan)
 }

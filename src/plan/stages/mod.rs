@@ -1,9 +1,11 @@
 //! One file per stage: each turns the plan built so far into the plan after the stage.
 
+pub mod combine;
 pub mod count;
 pub mod group;
 pub mod limit;
 pub mod match_stage;
 pub mod project;
+pub mod reshape;
 pub mod sort;
 pub mod unwind;

@@ -77,6 +77,15 @@ pub fn plan_add_fields_dropping(
     project(input, fields, at)
 }
 
+/// A projection onto `fields` (name, expression), keeping the order column.
+pub fn project_fields(
+    input: LogicalPlan,
+    fields: Vec<(String, Expr)>,
+    at: &JsonPath,
+) -> Result<LogicalPlan> {
+    project(input, fields, at)
+}
+
 fn project(
     input: LogicalPlan,
     mut fields: Vec<(String, Expr)>,

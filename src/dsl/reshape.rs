@@ -1,0 +1,257 @@
+//! Stages that reshape or combine documents: `$replaceRoot` / `$replaceWith`, `$sortByCount`
+//! and `$bucket` (both written as `$group` + `$sort`), `$sample`, `$unionWith`, `$lookup`.
+
+use serde_json::{Value, json};
+
+use super::expression::Expression;
+use super::group::Group;
+use super::path::{FieldPath, JsonPath};
+use super::sort::{self, SortKey};
+use super::{Pipeline, Stage, StageKind};
+use crate::Result;
+
+/// `$replaceRoot: {"newRoot": expr}` or `$replaceWith: expr`: the expression and its path.
+pub fn parse_replace_root(name: &str, v: &Value, at: &JsonPath) -> Result<(Expression, JsonPath)> {
+    if name == "$replaceWith" {
+        return Ok((Expression::parse(v, at)?, at.clone()));
+    }
+    match v {
+        Value::Object(map) if map.len() == 1 && map.contains_key("newRoot") => {
+            let here = at.key("newRoot");
+            Ok((Expression::parse(&map["newRoot"], &here)?, here))
+        }
+        _ => Err(at.err("$replaceRoot expects {\"newRoot\": <expression>}")),
+    }
+}
+
+/// `$sortByCount: expr` is `{$group: {_id: expr, count: {$sum: 1}}}, {$sort: {count: -1}}`.
+pub fn parse_sort_by_count(v: &Value, at: &JsonPath) -> Result<Vec<Stage>> {
+    if let Value::Object(m) = v
+        && !m.keys().all(|k| k.starts_with('$'))
+    {
+        return Err(at.err("$sortByCount expects an expression such as \"$field\""));
+    }
+    Expression::parse(v, at)?;
+    let group = Group::parse(&json!({"_id": v, "count": {"$sum": 1}}), at)?;
+    Ok(vec![
+        Stage {
+            kind: StageKind::Group(group),
+            path: at.clone(),
+        },
+        Stage {
+            kind: StageKind::Sort(descending("count", at)?),
+            path: at.clone(),
+        },
+    ])
+}
+
+fn descending(field: &str, at: &JsonPath) -> Result<Vec<SortKey>> {
+    sort::parse(&json!({ field: -1 }), at)
+}
+
+/// `$bucket: {groupBy, boundaries, default, output}` is a `$group` whose `_id` is the lower
+/// boundary of the bucket (a `$switch`), then a `$sort` on `_id`.
+pub fn parse_bucket(v: &Value, at: &JsonPath) -> Result<Vec<Stage>> {
+    let Value::Object(map) = v else {
+        return Err(
+            at.err("$bucket expects {\"groupBy\", \"boundaries\", \"default\", \"output\"}")
+        );
+    };
+    if let Some(k) = map
+        .keys()
+        .find(|k| !matches!(k.as_str(), "groupBy" | "boundaries" | "default" | "output"))
+    {
+        return Err(at.key(k).err(format!(
+            "unknown $bucket option \"{k}\" (expected groupBy, boundaries, default, output)"
+        )));
+    }
+    let Some(group_by) = map.get("groupBy") else {
+        return Err(at.err("$bucket requires groupBy"));
+    };
+    Expression::parse(group_by, &at.key("groupBy"))?;
+    let bounds_at = at.key("boundaries");
+    let bounds = match map.get("boundaries") {
+        Some(Value::Array(b)) if b.len() >= 2 => b,
+        _ => return Err(bounds_at.err("expects an array of at least two ascending constants")),
+    };
+    let class = |v: &Value| match v {
+        Value::Number(_) => 1,
+        Value::String(_) => 2,
+        _ => 0,
+    };
+    if bounds
+        .iter()
+        .any(|b| class(b) == 0 || class(b) != class(&bounds[0]))
+    {
+        return Err(bounds_at.err("boundaries must be all numbers or all strings"));
+    }
+    let ascending = bounds.windows(2).all(|w| match (&w[0], &w[1]) {
+        (Value::Number(a), Value::Number(b)) => a.as_f64() < b.as_f64(),
+        (Value::String(a), Value::String(b)) => a < b,
+        _ => false,
+    });
+    if !ascending {
+        return Err(bounds_at.err("boundaries must be in ascending order"));
+    }
+    if let Some(d) = map.get("default")
+        && class(d) != class(&bounds[0])
+    {
+        return Err(at.key("default").err(
+            "default must have the boundaries' type: the bucket _id is one column, which holds one type",
+        ));
+    }
+    // Bucket i holds boundaries[i] <= groupBy < boundaries[i + 1].
+    let branches: Vec<Value> = bounds
+        .windows(2)
+        .map(|w| {
+            json!({"case": {"$and": [{"$gte": [group_by, w[0]]}, {"$lt": [group_by, w[1]]}]}, "then": w[0]})
+        })
+        .collect();
+    let mut switch = json!({"branches": branches});
+    if let Some(d) = map.get("default") {
+        switch["default"] = d.clone();
+    }
+    let mut spec = match map.get("output") {
+        Some(Value::Object(o)) => Value::Object(o.clone()),
+        Some(_) => return Err(at.key("output").err("expects a document of accumulators")),
+        None => json!({"count": {"$sum": 1}}),
+    };
+    if spec.get("_id").is_some() {
+        return Err(at
+            .key("output")
+            .key("_id")
+            .err("output cannot set _id (it is the bucket's boundary)"));
+    }
+    spec["_id"] = json!({ "$switch": switch });
+    let group = Group::parse(&spec, &at.key("output"))?;
+    // Documents outside every bucket and without a default are dropped (MongoDB: an error).
+    let keep = json!({"_id": {"$ne": null}});
+    Ok(vec![
+        Stage {
+            kind: StageKind::Group(group),
+            path: at.clone(),
+        },
+        Stage {
+            kind: StageKind::Match(super::query::Query::parse(&keep, at)?),
+            path: at.clone(),
+        },
+        Stage {
+            kind: StageKind::Sort(sort::parse(&json!({"_id": 1}), at)?),
+            path: at.clone(),
+        },
+    ])
+}
+
+/// `$sample: {"size": n, "seed": s}`: `n` documents chosen by a seeded hash, so the same input
+/// and seed give the same sample (MongoDB's is random; `seed` is Fluxion's, default 0).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub size: u64,
+    pub seed: u64,
+}
+
+impl Sample {
+    pub fn parse(v: &Value, at: &JsonPath) -> Result<Sample> {
+        let Value::Object(map) = v else {
+            return Err(at.err("$sample expects {\"size\": n}"));
+        };
+        if let Some(k) = map.keys().find(|k| !matches!(k.as_str(), "size" | "seed")) {
+            return Err(at.key(k).err(format!(
+                "unknown $sample option \"{k}\" (expected size, seed)"
+            )));
+        }
+        let size = map
+            .get("size")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| at.key("size").err("expects a non-negative integer"))?;
+        let seed = match map.get("seed") {
+            None => 0,
+            Some(s) => s
+                .as_u64()
+                .ok_or_else(|| at.key("seed").err("expects a non-negative integer"))?,
+        };
+        Ok(Sample { size, seed })
+    }
+}
+
+/// `$unionWith: "coll"` or `{"coll", "pipeline"}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnionWith {
+    pub coll: String,
+    pub pipeline: Option<Pipeline>,
+}
+
+impl UnionWith {
+    pub fn parse(v: &Value, at: &JsonPath) -> Result<UnionWith> {
+        match v {
+            Value::String(coll) => Ok(UnionWith {
+                coll: coll.clone(),
+                pipeline: None,
+            }),
+            Value::Object(map) => {
+                if let Some(k) = map
+                    .keys()
+                    .find(|k| !matches!(k.as_str(), "coll" | "pipeline"))
+                {
+                    return Err(at.key(k).err(format!(
+                        "unknown $unionWith option \"{k}\" (expected coll, pipeline)"
+                    )));
+                }
+                let Some(Value::String(coll)) = map.get("coll") else {
+                    return Err(at.err("$unionWith requires \"coll\", the name of an input"));
+                };
+                let pipeline = map
+                    .get("pipeline")
+                    .map(|p| Pipeline::parse_at(p, &at.key("pipeline")))
+                    .transpose()?;
+                Ok(UnionWith {
+                    coll: coll.clone(),
+                    pipeline,
+                })
+            }
+            _ => Err(at.err("$unionWith expects an input name or {\"coll\", \"pipeline\"}")),
+        }
+    }
+}
+
+/// `$lookup: {"from", "localField", "foreignField", "as"}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lookup {
+    pub from: String,
+    pub local_field: FieldPath,
+    pub foreign_field: FieldPath,
+    pub as_field: FieldPath,
+}
+
+impl Lookup {
+    pub fn parse(v: &Value, at: &JsonPath) -> Result<Lookup> {
+        let Value::Object(map) = v else {
+            return Err(
+                at.err("$lookup expects {\"from\", \"localField\", \"foreignField\", \"as\"}")
+            );
+        };
+        if map.contains_key("pipeline") || map.contains_key("let") {
+            return Err(at.err(
+                "$lookup with let/pipeline is not supported yet; use localField/foreignField",
+            ));
+        }
+        if let Some(k) = map
+            .keys()
+            .find(|k| !matches!(k.as_str(), "from" | "localField" | "foreignField" | "as"))
+        {
+            return Err(at.key(k).err(format!(
+                "unknown $lookup option \"{k}\" (expected from, localField, foreignField, as)"
+            )));
+        }
+        let text = |k: &str| match map.get(k) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            _ => Err(at.key(k).err("expects a string")),
+        };
+        Ok(Lookup {
+            from: text("from")?,
+            local_field: FieldPath::parse(&text("localField")?, &at.key("localField"))?,
+            foreign_field: FieldPath::parse(&text("foreignField")?, &at.key("foreignField"))?,
+            as_field: FieldPath::parse(&text("as")?, &at.key("as"))?,
+        })
+    }
+}
