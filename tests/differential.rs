@@ -1,0 +1,599 @@
+//! Randomized differential testing against the oracle: pipelines generated from the grammar
+//! Fluxion supports run through Fluxion and through mingo over the oracle datasets, and must
+//! agree (`common::oracle::compare`).
+//!
+//! CI runs a small fixed-seed batch. For a long local session:
+//!
+//! ```sh
+//! FLUXION_DIFF_COUNT=5000 FLUXION_DIFF_SEED=42 cargo test --test differential -- --nocapture
+//! ```
+//!
+//! The generator knows each dataset's fields and types, so it writes pipelines a user could
+//! write against them. It stays away from the places where mingo is known to depart from
+//! MongoDB's documentation (comparisons with null operands in expressions, `$round`,
+//! `$bucket`, `$count` of nothing: see `tests/oracle/cases/90_oracle_disagreements.json`).
+//! A pipeline Fluxion rejects with a planning error is counted, not failed; one whose answer
+//! differs fails the test with the pipeline printed for reproduction.
+
+mod common;
+
+use common::oracle::{Oracle, compare};
+use fluxion::{Engine, Pipeline};
+use serde_json::{Value, json};
+
+/// A small deterministic generator (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Ty {
+    Num,
+    Str,
+    Bool,
+    /// An array of numbers or strings.
+    NumArray,
+    StrArray,
+    /// An array of sub-documents (`items`).
+    DocArray,
+}
+
+/// A field the generator may use: path, type, whether it can be null or missing, and sample
+/// values for conditions.
+#[derive(Clone, Debug)]
+struct FieldInfo {
+    path: String,
+    ty: Ty,
+    nullable: bool,
+    /// Holds an explicit `null` in some documents. Fluxion does not tell a null from a
+    /// missing field (README), so `$exists` is not generated on such fields.
+    explicit_null: bool,
+    values: Vec<Value>,
+}
+
+fn f(path: &str, ty: Ty, nullable: bool, values: Value) -> FieldInfo {
+    FieldInfo {
+        path: path.to_string(),
+        ty,
+        nullable,
+        explicit_null: false,
+        values: values.as_array().cloned().unwrap_or_default(),
+    }
+}
+
+fn with_nulls(mut fi: FieldInfo) -> FieldInfo {
+    fi.explicit_null = true;
+    fi
+}
+
+fn dataset_fields(name: &str) -> Vec<FieldInfo> {
+    match name {
+        "orders" => vec![
+            f("_id", Ty::Num, false, json!([10, 40, 70])),
+            f(
+                "customerId",
+                Ty::Str,
+                false,
+                json!(["c-01", "c-04", "c-07", "c-11"]),
+            ),
+            f(
+                "status",
+                Ty::Str,
+                false,
+                json!(["PAID", "PENDING", "CANCELLED", "REFUNDED"]),
+            ),
+            f("orderValue", Ty::Num, false, json!([0, 50, 120.5, 200])),
+            f("priority", Ty::Num, false, json!([1, 2, 3, 4, 5])),
+            f(
+                "shipping.city",
+                Ty::Str,
+                false,
+                json!(["Lisbon", "Porto", "Berlin", "Lyon", "Austin"]),
+            ),
+            f(
+                "shipping.country",
+                Ty::Str,
+                false,
+                json!(["PT", "DE", "FR", "US"]),
+            ),
+            f("shipping.express", Ty::Bool, false, json!([true, false])),
+            f("shipping.cost", Ty::Num, false, json!([0, 4.5, 9.9, 12])),
+            f(
+                "coupon",
+                Ty::Str,
+                true,
+                json!(["VIP", "SPRING10", "WELCOME"]),
+            ),
+            f(
+                "tags",
+                Ty::StrArray,
+                false,
+                json!(["gift", "fragile", "bulk", "promo", "eco"]),
+            ),
+            f("flags", Ty::NumArray, false, json!([0, 3, 7, 12])),
+            f("items", Ty::DocArray, false, json!([])),
+        ],
+        _ => vec![
+            f("_id", Ty::Num, false, json!([10, 60, 110])),
+            f(
+                "sensor",
+                Ty::Str,
+                false,
+                json!(["s-1", "s-2", "s-3", "s-4", "s-5", "s-6"]),
+            ),
+            f(
+                "site.name",
+                Ty::Str,
+                false,
+                json!(["north", "south", "east"]),
+            ),
+            f("site.floor", Ty::Num, false, json!([0, 1, 2, 3])),
+            with_nulls(f("temp", Ty::Num, true, json!([15, 20.5, 25]))),
+            f("humidity", Ty::Num, true, json!([30, 50, 80])),
+            f("ok", Ty::Bool, false, json!([true, false])),
+            f("readings", Ty::NumArray, false, json!([10, 50.5, 90])),
+        ],
+    }
+}
+
+struct Gen {
+    rng: Rng,
+}
+
+impl Gen {
+    fn pipeline(&mut self, dataset: &str) -> Value {
+        let mut fields = dataset_fields(dataset);
+        let mut stages = Vec::new();
+        let n = 1 + self.rng.below(4);
+        for _ in 0..n {
+            let stage = match self.rng.below(8) {
+                0 | 1 => self.matcher(&fields),
+                2 => self.add_fields(&mut fields),
+                3 => self.project(&mut fields),
+                4 => match self.unwind(&mut fields) {
+                    Some(s) => s,
+                    None => continue,
+                },
+                5 => self.sort_limit(&fields),
+                6 if self.rng.chance(30) => {
+                    let keys: Vec<FieldInfo> = fields
+                        .iter()
+                        .filter(|x| x.ty == Ty::Str && !x.nullable)
+                        .cloned()
+                        .collect();
+                    if keys.is_empty() {
+                        continue;
+                    }
+                    stages.push(json!({"$sortByCount": format!("${}", self.rng.pick(&keys).path)}));
+                    break;
+                }
+                _ => {
+                    let g = self.group(&mut fields);
+                    stages.push(g);
+                    // After a group only _id and the accumulators remain; stop adding stages that
+                    // need the original fields, but allow a match/sort on the result.
+                    if self.rng.chance(50) {
+                        stages.push(self.matcher(&fields));
+                    }
+                    break;
+                }
+            };
+            stages.push(stage);
+        }
+        Value::Array(stages)
+    }
+
+    /// A value of one of `fields` (for equality tests).
+    fn rng_values(&mut self, fields: &[FieldInfo]) -> Vec<Value> {
+        let fi = self.rng.pick(fields);
+        if fi.values.is_empty() {
+            vec![json!("x")]
+        } else {
+            fi.values.clone()
+        }
+    }
+
+    fn scalar_fields<'a>(&self, fields: &'a [FieldInfo], ty: Ty) -> Vec<&'a FieldInfo> {
+        fields.iter().filter(|x| x.ty == ty).collect()
+    }
+
+    fn condition(&mut self, fields: &[FieldInfo]) -> Value {
+        let fi = self.rng.pick(fields).clone();
+        let v = if fi.values.is_empty() {
+            json!(1)
+        } else {
+            self.rng.pick(&fi.values).clone()
+        };
+        let key = fi.path.clone();
+        let exists = |g: &mut Gen, fallback: Value| {
+            if fi.explicit_null {
+                fallback
+            } else {
+                json!({"$exists": g.rng.chance(50)})
+            }
+        };
+        let cond = match fi.ty {
+            Ty::Num | Ty::NumArray => match self.rng.below(7) {
+                0 => v,
+                1 => json!({"$gt": v}),
+                2 => json!({"$lte": v}),
+                3 => json!({"$gte": v, "$lt": 1000}),
+                4 => json!({"$ne": v}),
+                5 => json!({"$in": [v, 3]}),
+                _ if fi.ty == Ty::NumArray => json!({"$elemMatch": {"$gt": 2, "$lt": 60}}),
+                _ => exists(self, json!({"$gte": v})),
+            },
+            Ty::Str | Ty::StrArray => match self.rng.below(6) {
+                0 | 1 => v,
+                2 => json!({"$in": fi.values.iter().take(2).cloned().collect::<Vec<_>>()}),
+                3 => json!({"$nin": [v]}),
+                4 => json!({"$regex": "^[A-Pa-p]"}),
+                _ => exists(self, v),
+            },
+            Ty::Bool => json!(self.rng.chance(50)),
+            Ty::DocArray => match self.rng.below(3) {
+                0 => {
+                    return json!({"items.sku": self.rng.pick(&["A-100", "B-310", "D-777"]).to_string()});
+                }
+                1 => {
+                    return json!({"items": {"$elemMatch": {"qty": {"$gte": 3}, "price": {"$lt": 40}}}});
+                }
+                _ => return json!({"items": {"$size": self.rng.below(3)}}),
+            },
+        };
+        json!({ key: cond })
+    }
+
+    fn matcher(&mut self, fields: &[FieldInfo]) -> Value {
+        let q = if self.rng.chance(25) {
+            json!({"$or": [self.condition(fields), self.condition(fields)]})
+        } else if self.rng.chance(20) {
+            json!({"$nor": [self.condition(fields)]})
+        } else {
+            self.condition(fields)
+        };
+        json!({"$match": q})
+    }
+
+    /// An arithmetic expression over non-null numeric fields.
+    fn number_expr(&mut self, fields: &[FieldInfo], depth: usize) -> Value {
+        let nums: Vec<&FieldInfo> = self
+            .scalar_fields(fields, Ty::Num)
+            .into_iter()
+            .filter(|x| !x.nullable)
+            .collect();
+        if depth == 0 || nums.is_empty() || self.rng.chance(30) {
+            if nums.is_empty() || self.rng.chance(20) {
+                return json!(self.rng.below(10) + 1);
+            }
+            return json!(format!("${}", self.rng.pick(&nums).path));
+        }
+        let a = self.number_expr(fields, depth - 1);
+        let b = self.number_expr(fields, depth - 1);
+        match self.rng.below(6) {
+            0 => json!({"$add": [a, b]}),
+            1 => json!({"$subtract": [a, b]}),
+            2 => json!({"$multiply": [a, b]}),
+            3 => json!({"$abs": a}),
+            4 => json!({"$cond": [{"$gt": [a, b]}, a, b]}),
+            _ => json!({"$max": [a, b]}),
+        }
+    }
+
+    fn add_fields(&mut self, fields: &mut Vec<FieldInfo>) -> Value {
+        let name = format!("f{}", self.rng.below(1000));
+        let strs: Vec<FieldInfo> = self
+            .scalar_fields(fields, Ty::Str)
+            .into_iter()
+            .filter(|x| !x.nullable)
+            .cloned()
+            .collect();
+        let arrays: Vec<FieldInfo> = fields
+            .iter()
+            .filter(|x| matches!(x.ty, Ty::NumArray | Ty::StrArray) && !x.nullable)
+            .cloned()
+            .collect();
+        let (e, ty) = if !strs.is_empty() && self.rng.chance(30) {
+            let a = self.rng.pick(&strs).path.clone();
+            let e = match self.rng.below(4) {
+                0 => json!({"$concat": [format!("${a}"), "-", {"$toLower": format!("${a}")}]}),
+                1 => json!({"$toUpper": {"$substrCP": [format!("${a}"), 1, 3]}}),
+                2 => {
+                    json!({"$concat": [{"$toString": {"$strLenCP": format!("${a}")}}, ":", format!("${a}")]})
+                }
+                _ => {
+                    let values = self.rng_values(&strs);
+                    let v = self.rng.pick(&values).clone();
+                    json!({"$cond": [{"$eq": [format!("${a}"), v]}, "yes", "no"]})
+                }
+            };
+            (e, Ty::Str)
+        } else if !arrays.is_empty() && self.rng.chance(35) {
+            let a = self.rng.pick(&arrays).clone();
+            let p = format!("${}", a.path);
+            let e = match (a.ty, self.rng.below(4)) {
+                (_, 0) => json!({"$size": p}),
+                (Ty::NumArray, 1) => json!({"$sum": p}),
+                (Ty::NumArray, 2) => {
+                    json!({"$size": {"$filter": {"input": p, "cond": {"$gt": ["$$this", 5]}}}})
+                }
+                (Ty::NumArray, _) => {
+                    json!({"$sum": {"$map": {"input": p, "as": "x", "in": {"$multiply": ["$$x", 2]}}}})
+                }
+                (_, 1) => json!({"$cond": [{"$in": ["gift", p]}, 1, 0]}),
+                _ => {
+                    json!({"$size": {"$filter": {"input": p, "cond": {"$ne": ["$$this", "eco"]}}}})
+                }
+            };
+            (e, Ty::Num)
+        } else {
+            (self.number_expr(fields, 2), Ty::Num)
+        };
+        fields.push(FieldInfo {
+            path: name.clone(),
+            ty,
+            nullable: false,
+            explicit_null: false,
+            values: if ty == Ty::Num {
+                vec![json!(10), json!(100)]
+            } else {
+                vec![]
+            },
+        });
+        json!({"$addFields": { name: e }})
+    }
+
+    fn project(&mut self, fields: &mut Vec<FieldInfo>) -> Value {
+        let mut spec = serde_json::Map::new();
+        let mut kept = Vec::new();
+        for fi in fields.iter() {
+            if fi.path == "_id" || self.rng.chance(50) {
+                // Keep whole top-level fields only, so later paths stay valid.
+                let top = fi.path.split('.').next().unwrap().to_string();
+                spec.insert(top, json!(1));
+                kept.push(fi.path.clone());
+            }
+        }
+        let name = format!("p{}", self.rng.below(1000));
+        spec.insert(name.clone(), self.number_expr(fields, 2));
+        fields.retain(|fi| spec.contains_key(fi.path.split('.').next().unwrap()));
+        fields.push(FieldInfo {
+            path: name,
+            ty: Ty::Num,
+            nullable: false,
+            explicit_null: false,
+            values: vec![json!(5), json!(50)],
+        });
+        json!({"$project": spec})
+    }
+
+    fn unwind(&mut self, fields: &mut Vec<FieldInfo>) -> Option<Value> {
+        let arrays: Vec<FieldInfo> = fields
+            .iter()
+            .filter(|x| {
+                matches!(x.ty, Ty::NumArray | Ty::StrArray | Ty::DocArray) && !x.path.contains('.')
+            })
+            .cloned()
+            .collect();
+        if arrays.is_empty() {
+            return None;
+        }
+        let a = self.rng.pick(&arrays).clone();
+        fields.retain(|x| x.path != a.path);
+        match a.ty {
+            Ty::NumArray => fields.push(FieldInfo {
+                ty: Ty::Num,
+                ..a.clone()
+            }),
+            Ty::StrArray => fields.push(FieldInfo {
+                ty: Ty::Str,
+                ..a.clone()
+            }),
+            _ => {
+                fields.push(f(
+                    &format!("{}.sku", a.path),
+                    Ty::Str,
+                    false,
+                    json!(["A-100", "B-310", "D-777"]),
+                ));
+                fields.push(f(
+                    &format!("{}.qty", a.path),
+                    Ty::Num,
+                    false,
+                    json!([1, 3, 5]),
+                ));
+                fields.push(f(
+                    &format!("{}.price", a.path),
+                    Ty::Num,
+                    false,
+                    json!([10, 50.5]),
+                ));
+            }
+        }
+        let preserve = self.rng.chance(30);
+        if preserve {
+            // Preserved documents lack the field: it becomes nullable.
+            if let Some(last) = fields
+                .iter_mut()
+                .rev()
+                .find(|x| x.path.starts_with(&a.path))
+            {
+                last.nullable = true;
+            }
+            for x in fields
+                .iter_mut()
+                .filter(|x| x.path.starts_with(&format!("{}.", a.path)))
+            {
+                x.nullable = true;
+            }
+            Some(
+                json!({"$unwind": {"path": format!("${}", a.path), "preserveNullAndEmptyArrays": true}}),
+            )
+        } else {
+            Some(json!({"$unwind": format!("${}", a.path)}))
+        }
+    }
+
+    fn sort_limit(&mut self, fields: &[FieldInfo]) -> Value {
+        // Sorting on a non-null scalar, then _id, keeps the order total.
+        let keys: Vec<&FieldInfo> = fields
+            .iter()
+            .filter(|x| matches!(x.ty, Ty::Num | Ty::Str) && !x.nullable && x.path != "_id")
+            .collect();
+        let mut spec = serde_json::Map::new();
+        if !keys.is_empty() {
+            spec.insert(
+                self.rng.pick(&keys).path.clone(),
+                json!(if self.rng.chance(50) { 1 } else { -1 }),
+            );
+        }
+        spec.insert("_id".into(), json!(1));
+        if self.rng.chance(60) {
+            json!({"$sort": spec})
+        } else {
+            json!({"$limit": 1 + self.rng.below(30)})
+        }
+    }
+
+    fn group(&mut self, fields: &mut Vec<FieldInfo>) -> Value {
+        let keys: Vec<FieldInfo> = fields
+            .iter()
+            .filter(|x| matches!(x.ty, Ty::Str | Ty::Bool) && !x.nullable)
+            .cloned()
+            .collect();
+        let nums: Vec<FieldInfo> = fields.iter().filter(|x| x.ty == Ty::Num).cloned().collect();
+        let id = if keys.is_empty() || self.rng.chance(10) {
+            json!(null)
+        } else {
+            json!(format!("${}", self.rng.pick(&keys).path))
+        };
+        let mut spec = serde_json::Map::new();
+        spec.insert("_id".into(), id);
+        // A null `_id` and all-null accumulators are explicit nulls.
+        let mut out = vec![with_nulls(f("_id", Ty::Str, true, json!([])))];
+        for i in 0..1 + self.rng.below(3) {
+            let name = format!("a{i}");
+            let (acc, ty) = match self.rng.below(7) {
+                0 => (json!({"$count": {}}), Ty::Num),
+                1 if !nums.is_empty() => (
+                    json!({"$sum": format!("${}", self.rng.pick(&nums).path)}),
+                    Ty::Num,
+                ),
+                2 if !nums.is_empty() => (
+                    json!({"$avg": format!("${}", self.rng.pick(&nums).path)}),
+                    Ty::Num,
+                ),
+                3 if !nums.is_empty() => (
+                    json!({"$min": format!("${}", self.rng.pick(&nums).path)}),
+                    Ty::Num,
+                ),
+                4 if !nums.is_empty() => (
+                    json!({"$max": format!("${}", self.rng.pick(&nums).path)}),
+                    Ty::Num,
+                ),
+                5 => (json!({"$first": "$_id"}), Ty::Num),
+                6 if self.rng.chance(50) => (json!({"$last": "$_id"}), Ty::Num),
+                6 => (json!({"$push": "$_id"}), Ty::NumArray),
+                _ => (json!({"$sum": 1}), Ty::Num),
+            };
+            spec.insert(name.clone(), acc);
+            out.push(with_nulls(f(&name, ty, true, json!([1, 10, 100]))));
+        }
+        *fields = out;
+        json!({"$group": spec})
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_pipelines_agree_with_the_oracle() {
+    let count: usize = std::env::var("FLUXION_DIFF_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(150);
+    let seed: u64 = std::env::var("FLUXION_DIFF_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20261126);
+    let mut generator = Gen { rng: Rng(seed) };
+    let mut oracle = Oracle::start();
+    let engine = Engine::new();
+    let mut data = std::collections::HashMap::new();
+    for name in ["orders", "sensors"] {
+        let text = std::fs::read_to_string(format!("tests/oracle/data/{name}.jsonl")).unwrap();
+        engine.register_jsonl(name, text.as_bytes()).unwrap();
+        let docs: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        data.insert(name, docs);
+    }
+    let (mut agreed, mut rejected, mut oracle_failed) = (0, Vec::new(), 0);
+    let mut failures = Vec::new();
+    for i in 0..count {
+        let dataset = if generator.rng.chance(60) {
+            "orders"
+        } else {
+            "sensors"
+        };
+        let pipeline = generator.pipeline(dataset);
+        let expected = match oracle.aggregate(&data[dataset], &pipeline, &json!({})) {
+            Ok(d) => d,
+            Err(_) => {
+                oracle_failed += 1;
+                continue;
+            }
+        };
+        let parsed = match Pipeline::from_value(&pipeline) {
+            Ok(p) => p,
+            Err(e) => {
+                rejected.push(format!("{pipeline}: {e}"));
+                continue;
+            }
+        };
+        match common::collect(engine.pipeline(dataset, &parsed).await).await {
+            Ok(got) => match compare(&got, &expected, false) {
+                Ok(()) => agreed += 1,
+                Err(diff) => failures.push(format!("#{i} over {dataset}: {pipeline}\n  {diff}")),
+            },
+            Err(e @ fluxion::Error::Pipeline { .. }) => rejected.push(format!("{pipeline}: {e}")),
+            Err(e) => failures.push(format!(
+                "#{i} over {dataset}: {pipeline}\n  Fluxion failed: {e}"
+            )),
+        }
+    }
+    println!(
+        "seed {seed}: {count} pipelines, {agreed} agree, {} rejected with a planning error, {oracle_failed} the oracle could not run, {} disagree",
+        rejected.len(),
+        failures.len()
+    );
+    for r in rejected.iter().take(5) {
+        println!("rejected: {r}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} disagreements:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+    assert!(
+        agreed * 10 >= count * 8,
+        "too few pipelines compared ({agreed} of {count})"
+    );
+}
