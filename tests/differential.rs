@@ -372,7 +372,13 @@ impl Gen {
             }
         }
         let name = format!("p{}", self.rng.below(1000));
-        spec.insert(name.clone(), self.number_expr(fields, 2));
+        let mut e = self.number_expr(fields, 2);
+        if e.is_number() {
+            // In $project a bare number means "include the field" (MongoDB); a constant
+            // value is written with $literal (mingo reads a bare number as the value).
+            e = json!({ "$literal": e });
+        }
+        spec.insert(name.clone(), e);
         fields.retain(|fi| spec.contains_key(fi.path.split('.').next().unwrap()));
         fields.push(FieldInfo {
             path: name,

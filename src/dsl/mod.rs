@@ -13,6 +13,7 @@ pub mod query;
 pub mod reshape;
 pub mod sort;
 pub mod unwind;
+pub mod window;
 
 use serde_json::Value;
 
@@ -52,6 +53,9 @@ pub enum StageKind {
     Sample(reshape::Sample),
     UnionWith(reshape::UnionWith),
     Lookup(reshape::Lookup),
+    /// `$facet`: named sub-pipelines over the same input, each collected into an array.
+    Facet(Vec<(String, Pipeline)>),
+    SetWindowFields(window::SetWindowFields),
 }
 
 /// Names of all stages, for error messages.
@@ -74,6 +78,8 @@ pub static STAGES: &[&str] = &[
     "$sample",
     "$unionWith",
     "$lookup",
+    "$facet",
+    "$setWindowFields",
 ];
 
 impl Pipeline {
@@ -126,6 +132,7 @@ impl Pipeline {
                         out.extend(p.inputs());
                     }
                 }
+                StageKind::Facet(facets) => facets.iter().for_each(|(_, p)| out.extend(p.inputs())),
                 _ => {}
             }
         }
@@ -169,6 +176,10 @@ fn parse_stage(v: &Value, at: &JsonPath) -> Result<Vec<Stage>> {
         "$sample" => StageKind::Sample(reshape::Sample::parse(operand, &path)?),
         "$unionWith" => StageKind::UnionWith(reshape::UnionWith::parse(operand, &path)?),
         "$lookup" => StageKind::Lookup(reshape::Lookup::parse(operand, &path)?),
+        "$facet" => StageKind::Facet(reshape::parse_facet(operand, &path)?),
+        "$setWindowFields" => {
+            StageKind::SetWindowFields(window::SetWindowFields::parse(operand, &path)?)
+        }
         other => {
             return Err(at.err(format!(
                 "unknown stage \"{other}\" (supported: {})",

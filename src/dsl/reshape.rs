@@ -255,3 +255,33 @@ impl Lookup {
         })
     }
 }
+
+/// `$facet: {"name": [stages…], …}`.
+pub fn parse_facet(v: &Value, at: &JsonPath) -> Result<Vec<(String, Pipeline)>> {
+    let Value::Object(map) = v else {
+        return Err(at.err("$facet expects a document of named pipelines"));
+    };
+    if map.is_empty() {
+        return Err(at.err("$facet requires at least one pipeline"));
+    }
+    map.iter()
+        .map(|(name, p)| {
+            let here = at.key(name);
+            if name.starts_with('$') || name.contains('.') {
+                return Err(here.err("a facet name must not start with '$' or contain '.'"));
+            }
+            if !p.is_array() {
+                return Err(here.err("expects an array of stages"));
+            }
+            let pipeline = Pipeline::parse_at(p, &here)?;
+            if let Some(s) = pipeline
+                .stages
+                .iter()
+                .find(|s| matches!(s.kind, StageKind::Facet(_)))
+            {
+                return Err(s.path.err("$facet cannot contain another $facet"));
+            }
+            Ok((name.clone(), pipeline))
+        })
+        .collect()
+}

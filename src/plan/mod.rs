@@ -55,6 +55,8 @@ pub fn compile_stages(
             StageKind::Sample(s) => stages::reshape::plan_sample(plan, s, at)?,
             StageKind::UnionWith(u) => stages::combine::plan_union(plan, u, tables, at)?,
             StageKind::Lookup(l) => stages::combine::plan_lookup(plan, l, tables, at)?,
+            StageKind::Facet(facets) => stages::combine::plan_facet(plan, facets, tables, at)?,
+            StageKind::SetWindowFields(w) => stages::window::plan(plan, w, at)?,
         };
     }
     Ok(plan)

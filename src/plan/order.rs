@@ -113,6 +113,11 @@ pub fn ensure(plan: LogicalPlan) -> Result<LogicalPlan> {
     )
 }
 
+/// Numbers the documents of `plan` in the order `keys` (then their previous number, if any).
+pub fn number_by(plan: LogicalPlan, keys: Vec<SortExpr>) -> Result<LogicalPlan> {
+    number(plan, keys)
+}
+
 fn number(plan: LogicalPlan, keys: Vec<SortExpr>) -> Result<LogicalPlan> {
     const NEXT: &str = "__fluxion_seq_next";
     let mut order = keys;

@@ -98,6 +98,11 @@ impl Drop for Oracle {
 /// dropped (Fluxion does not distinguish null from missing: README), `{"$date": x}` becomes
 /// `x`, and object keys are sorted (field order is checked by Fluxion's own tests, not here).
 pub fn normalize(v: &Value) -> Value {
+    normalize_at(v, true)
+}
+
+/// Fluxion writes `"_id": null` only at the top of a document (`document::encode`).
+fn normalize_at(v: &Value, top: bool) -> Value {
     match v {
         Value::Object(map) => {
             if let (1, Some(d)) = (map.len(), map.get("$date")) {
@@ -105,16 +110,16 @@ pub fn normalize(v: &Value) -> Value {
             }
             let mut keys: Vec<_> = map
                 .iter()
-                .filter(|(k, v)| !v.is_null() || *k == "_id")
+                .filter(|(k, v)| !v.is_null() || (top && *k == "_id"))
                 .collect();
             keys.sort_by(|a, b| a.0.cmp(b.0));
             Value::Object(
                 keys.into_iter()
-                    .map(|(k, v)| (k.clone(), normalize(v)))
+                    .map(|(k, v)| (k.clone(), normalize_at(v, false)))
                     .collect(),
             )
         }
-        Value::Array(items) => Value::Array(items.iter().map(normalize).collect()),
+        Value::Array(items) => Value::Array(items.iter().map(|i| normalize_at(i, false)).collect()),
         other => other.clone(),
     }
 }
@@ -160,7 +165,8 @@ fn preview(docs: &[Value]) -> String {
 /// A sort key that puts numerically-equal documents together (ints and floats print alike).
 fn sort_key(v: &Value) -> String {
     match v {
-        Value::Number(n) => format!("{:.6}", n.as_f64().unwrap_or(0.0)),
+        // `+ 0.0` turns -0 into 0, which compare equal.
+        Value::Number(n) => format!("{:.6}", n.as_f64().unwrap_or(0.0) + 0.0),
         Value::Array(items) => format!(
             "[{}]",
             items.iter().map(sort_key).collect::<Vec<_>>().join(",")

@@ -1,6 +1,8 @@
-//! Stages that read another input: `$unionWith` (a union by field name) and `$lookup`
-//! (localField / foreignField: a left join against the foreign documents grouped by their
-//! key, so each input document gets the array of its matches in one pass).
+//! Stages that read another input, or the same one several times: `$unionWith` (a union by
+//! field name), `$lookup` (localField / foreignField: a left join against the foreign
+//! documents grouped by their key, so each input document gets the array of its matches in
+//! one pass) and `$facet` (each sub-pipeline aggregated into one array, the arrays joined
+//! into one document).
 
 use std::collections::HashMap;
 
@@ -161,4 +163,54 @@ pub fn plan_lookup(
         out.push((as_name, matches));
     }
     project::project_fields(joined, out, at)
+}
+
+/// Plans `$facet`: one document whose fields are the sub-pipelines' results, as arrays in
+/// each sub-pipeline's order.
+pub fn plan_facet(
+    input: LogicalPlan,
+    facets: &[(String, crate::dsl::Pipeline)],
+    tables: &Tables,
+    at: &JsonPath,
+) -> Result<LogicalPlan> {
+    let mut joined: Option<LogicalPlanBuilder> = None;
+    for (name, pipeline) in facets {
+        let here = at.key(name);
+        let result = crate::plan::compile_stages(pipeline, input.clone(), tables)?;
+        let fields: Vec<Expr> = result
+            .schema()
+            .columns()
+            .into_iter()
+            .filter(|c| c.name != order::SEQ)
+            .flat_map(|c| [lit(c.name.clone()), Expr::Column(c)])
+            .collect();
+        if fields.is_empty() {
+            return Err(here.err("the facet's documents have no fields"));
+        }
+        let doc = named_struct(fields);
+        let agg = if order::has_seq(result.schema()) {
+            array_agg(doc).order_by(vec![order::by_seq()]).build()?
+        } else {
+            array_agg(doc)
+        };
+        let collected = LogicalPlanBuilder::from(result)
+            .aggregate(Vec::<Expr>::new(), vec![agg.alias(name)])?;
+        // No documents: an empty array, not null.
+        let ty = collected
+            .schema()
+            .field_with_unqualified_name(name)?
+            .data_type()
+            .clone();
+        let DataType::List(elem) = &ty else {
+            return Err(here.err(format!("unexpected facet result type {ty}")));
+        };
+        let empty = ScalarValue::List(ScalarValue::new_list_nullable(&[], elem.data_type()));
+        let column = coalesce(vec![Expr::Column(Column::from_name(name)), lit(empty)]).alias(name);
+        let one = collected.project(vec![column])?.build()?;
+        joined = Some(match joined {
+            None => LogicalPlanBuilder::from(one),
+            Some(b) => b.cross_join(one)?,
+        });
+    }
+    Ok(joined.expect("at least one facet").build()?)
 }

@@ -9,3 +9,4 @@ pub mod project;
 pub mod reshape;
 pub mod sort;
 pub mod unwind;
+pub mod window;

@@ -30,5 +30,7 @@ pub fn plan(
     let sorted = LogicalPlanBuilder::from(input)
         .sort_with_limit(all, fetch.map(|n| n as usize))?
         .build()?;
-    order::renumber(sorted, exprs)
+    // Number the documents in their new order, also when they had no number (after
+    // `$group`, or from a CSV / Parquet source).
+    order::number_by(sorted, exprs)
 }

@@ -1,0 +1,240 @@
+//! `$setWindowFields`: `{"partitionBy": expr, "sortBy": {...}, "output": {"name": {op: arg,
+//! "window": {"documents" | "range": [lower, upper]}}}}`.
+
+use serde_json::Value;
+
+use super::expression::Expression;
+use super::path::JsonPath;
+use super::sort::{self, SortKey};
+use crate::Result;
+
+/// A parsed `$setWindowFields`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetWindowFields {
+    pub partition_by: Option<Expression>,
+    pub sort_by: Vec<SortKey>,
+    pub output: Vec<WindowOutput>,
+}
+
+/// One output field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowOutput {
+    pub name: String,
+    pub op: WindowOp,
+    /// The frame; `None` is the whole partition.
+    pub window: Option<Window>,
+    pub path: JsonPath,
+}
+
+/// A window operator.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WindowOp {
+    /// An accumulator (`$sum`, `$avg`, `$min`, `$max`, `$count`, `$first`, `$last`, `$push`)
+    /// over the frame.
+    Accumulate {
+        op: &'static str,
+        arg: Expression,
+    },
+    Rank,
+    DenseRank,
+    DocumentNumber,
+    /// `$shift`: the value of `output` in the document `by` positions away, else `default`.
+    Shift {
+        output: Expression,
+        by: i64,
+        default: Expression,
+    },
+}
+
+/// A window frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Window {
+    /// Counted in documents, relative to the current one.
+    Documents(Bound, Bound),
+    /// Counted in values of the (single, numeric) sort key.
+    Range(Bound, Bound),
+}
+
+/// One end of a frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Bound {
+    Unbounded,
+    Current,
+    /// Negative: before the current document; positive: after it.
+    Offset(f64),
+}
+
+const ACCUMULATORS: &[&str] = &[
+    "$sum", "$avg", "$min", "$max", "$count", "$first", "$last", "$push",
+];
+
+impl SetWindowFields {
+    /// Parses the operand of `$setWindowFields`.
+    pub fn parse(v: &Value, at: &JsonPath) -> Result<SetWindowFields> {
+        let Value::Object(map) = v else {
+            return Err(
+                at.err("$setWindowFields expects {\"partitionBy\", \"sortBy\", \"output\"}")
+            );
+        };
+        if let Some(k) = map
+            .keys()
+            .find(|k| !matches!(k.as_str(), "partitionBy" | "sortBy" | "output"))
+        {
+            return Err(at.key(k).err(format!(
+                "unknown $setWindowFields option \"{k}\" (expected partitionBy, sortBy, output)"
+            )));
+        }
+        let partition_by = map
+            .get("partitionBy")
+            .map(|p| Expression::parse(p, &at.key("partitionBy")))
+            .transpose()?;
+        let sort_by = match map.get("sortBy") {
+            Some(s) => sort::parse(s, &at.key("sortBy"))?,
+            None => Vec::new(),
+        };
+        let Some(Value::Object(outputs)) = map.get("output") else {
+            return Err(at.err("$setWindowFields requires an output document"));
+        };
+        let mut output = Vec::new();
+        for (name, spec) in outputs {
+            let here = at.key("output").key(name);
+            if name.contains('.') || name.starts_with('$') {
+                return Err(
+                    here.err("output fields must be top-level names (no '.', no leading '$')")
+                );
+            }
+            output.push(parse_output(name, spec, &here, !sort_by.is_empty())?);
+        }
+        if output.is_empty() {
+            return Err(at.key("output").err("expects at least one output field"));
+        }
+        Ok(SetWindowFields {
+            partition_by,
+            sort_by,
+            output,
+        })
+    }
+}
+
+fn parse_output(name: &str, spec: &Value, at: &JsonPath, sorted: bool) -> Result<WindowOutput> {
+    let Value::Object(map) = spec else {
+        return Err(at.err("expects {\"<operator>\": <argument>, \"window\": {...}}"));
+    };
+    let window = map
+        .get("window")
+        .map(|w| parse_window(w, &at.key("window")))
+        .transpose()?;
+    let ops: Vec<&String> = map.keys().filter(|k| *k != "window").collect();
+    let [op_name] = ops.as_slice() else {
+        return Err(at.err("expects exactly one window operator"));
+    };
+    let here = at.key(op_name);
+    let needs_order = |what: &str| -> Result<()> {
+        if !sorted {
+            return Err(here.err(format!("{what} requires sortBy")));
+        }
+        if window.is_some() {
+            return Err(at
+                .key("window")
+                .err(format!("{what} does not take a window")));
+        }
+        Ok(())
+    };
+    let arg = &map[op_name.as_str()];
+    let op = match op_name.as_str() {
+        "$rank" | "$denseRank" | "$documentNumber" => {
+            needs_order(op_name)?;
+            match op_name.as_str() {
+                "$rank" => WindowOp::Rank,
+                "$denseRank" => WindowOp::DenseRank,
+                _ => WindowOp::DocumentNumber,
+            }
+        }
+        "$shift" => {
+            needs_order("$shift")?;
+            let Value::Object(s) = arg else {
+                return Err(here.err("$shift expects {\"output\", \"by\", \"default\"}"));
+            };
+            let output = match s.get("output") {
+                Some(o) => Expression::parse(o, &here.key("output"))?,
+                None => return Err(here.err("$shift requires output")),
+            };
+            let by = s
+                .get("by")
+                .and_then(Value::as_i64)
+                .ok_or_else(|| here.key("by").err("expects an integer"))?;
+            let default = match s.get("default") {
+                Some(d) => Expression::parse(d, &here.key("default"))?,
+                None => Expression::Literal(Value::Null),
+            };
+            WindowOp::Shift {
+                output,
+                by,
+                default,
+            }
+        }
+        acc => {
+            let Some(op) = ACCUMULATORS.iter().find(|a| **a == acc) else {
+                return Err(here.err(format!("unknown window operator \"{acc}\"")));
+            };
+            let arg = if *op == "$count" {
+                Expression::Literal(Value::Null)
+            } else {
+                Expression::parse(arg, &here)?
+            };
+            WindowOp::Accumulate { op, arg }
+        }
+    };
+    if matches!(window, Some(Window::Range(..))) && !sorted {
+        return Err(at.key("window").err("a range window requires sortBy"));
+    }
+    Ok(WindowOutput {
+        name: name.to_string(),
+        op,
+        window,
+        path: at.clone(),
+    })
+}
+
+fn parse_window(v: &Value, at: &JsonPath) -> Result<Window> {
+    let Value::Object(map) = v else {
+        return Err(
+            at.err("expects {\"documents\": [lower, upper]} or {\"range\": [lower, upper]}")
+        );
+    };
+    if map.contains_key("unit") {
+        return Err(at
+            .key("unit")
+            .err("range windows with time units are not supported yet"));
+    }
+    let (kind, bounds) = match (map.get("documents"), map.get("range")) {
+        (Some(b), None) => ("documents", b),
+        (None, Some(b)) => ("range", b),
+        _ => return Err(at.err("expects exactly one of documents or range")),
+    };
+    let here = at.key(kind);
+    let Value::Array(pair) = bounds else {
+        return Err(here.err("expects [lower, upper]"));
+    };
+    let [lo, hi] = pair.as_slice() else {
+        return Err(here.err("expects [lower, upper]"));
+    };
+    let bound = |b: &Value, i: usize| -> Result<Bound> {
+        match b {
+            Value::String(s) if s == "unbounded" => Ok(Bound::Unbounded),
+            Value::String(s) if s == "current" => Ok(Bound::Current),
+            Value::Number(n) if kind == "range" || n.is_i64() => {
+                Ok(Bound::Offset(n.as_f64().unwrap_or(0.0)))
+            }
+            _ => Err(here
+                .index(i)
+                .err("expects \"unbounded\", \"current\" or a number")),
+        }
+    };
+    let (lo, hi) = (bound(lo, 0)?, bound(hi, 1)?);
+    Ok(if kind == "documents" {
+        Window::Documents(lo, hi)
+    } else {
+        Window::Range(lo, hi)
+    })
+}
