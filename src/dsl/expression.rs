@@ -242,6 +242,14 @@ pub static OPERATORS: &[OperatorSpec] = &[
     op("$slice", Family::Array, Arity::Between(2, 3)),
     op("$indexOfArray", Family::Array, Arity::Exactly(2)),
     op("$range", Family::Array, Arity::Between(2, 3)),
+    // sets (arrays read as sets)
+    op("$setUnion", Family::Array, Arity::AtLeast(1)),
+    op("$setIntersection", Family::Array, Arity::AtLeast(1)),
+    op("$setDifference", Family::Array, Arity::Exactly(2)),
+    op("$setEquals", Family::Array, Arity::AtLeast(2)),
+    op("$setIsSubset", Family::Array, Arity::Exactly(2)),
+    op("$anyElementTrue", Family::Array, Arity::Exactly(1)),
+    op("$allElementsTrue", Family::Array, Arity::Exactly(1)),
     // $sum/$avg/$min/$max as expressions: over an array argument, or over their arguments.
     op("$sum", Family::Array, Arity::AtLeast(1)),
     op("$avg", Family::Array, Arity::AtLeast(1)),

@@ -4,6 +4,7 @@ use serde_json::Value;
 
 use super::expression::Expression;
 use super::path::JsonPath;
+use super::sort::{self, SortKey};
 use crate::Result;
 
 /// Accumulators `$group` accepts.
@@ -17,6 +18,16 @@ pub static ACCUMULATORS: &[&str] = &[
     "$last",
     "$push",
     "$addToSet",
+    "$stdDevPop",
+    "$stdDevSamp",
+    "$firstN",
+    "$lastN",
+    "$maxN",
+    "$minN",
+    "$top",
+    "$bottom",
+    "$topN",
+    "$bottomN",
 ];
 
 /// A parsed `$group` stage.
@@ -34,9 +45,63 @@ pub struct Accumulator {
     pub name: String,
     /// The accumulator's name, e.g. `$sum`.
     pub op: &'static str,
-    /// Its argument (`Literal(null)` for `$count`).
+    /// Its argument (`Literal(null)` for `$count`; `input` / `output` for the n-forms).
     pub arg: Expression,
+    /// `n` of `$firstN`, `$lastN`, `$maxN`, `$minN`, `$topN`, `$bottomN`.
+    pub n: Option<u64>,
+    /// `sortBy` of `$top`, `$bottom`, `$topN`, `$bottomN`.
+    pub sort_by: Vec<SortKey>,
     pub path: JsonPath,
+}
+
+/// Named-argument accumulators: `{"input", "n"}` or `{"sortBy", "output", "n"}`.
+fn parse_named(
+    op: &str,
+    arg: &Value,
+    at: &JsonPath,
+) -> Result<(Expression, Option<u64>, Vec<SortKey>)> {
+    let Value::Object(map) = arg else {
+        return Err(at.err(format!("{op} expects a document of named arguments")));
+    };
+    let (value_key, takes_n, sorted) = match op {
+        "$firstN" | "$lastN" | "$maxN" | "$minN" => ("input", true, false),
+        "$topN" | "$bottomN" => ("output", true, true),
+        _ => ("output", false, true),
+    };
+    let mut allowed = vec![value_key];
+    if takes_n {
+        allowed.push("n");
+    }
+    if sorted {
+        allowed.push("sortBy");
+    }
+    if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(at.key(k).err(format!(
+            "unknown argument \"{k}\" for {op} (expected {})",
+            allowed.join(", ")
+        )));
+    }
+    let value = match map.get(value_key) {
+        Some(v) => Expression::parse(v, &at.key(value_key))?,
+        None => return Err(at.err(format!("{op} is missing its \"{value_key}\" argument"))),
+    };
+    let n = if takes_n {
+        match map.get("n").and_then(Value::as_u64) {
+            Some(n) if n > 0 => Some(n),
+            _ => return Err(at.key("n").err("expects a positive integer constant")),
+        }
+    } else {
+        None
+    };
+    let sort_by = if sorted {
+        match map.get("sortBy") {
+            Some(s) => sort::parse(s, &at.key("sortBy"))?,
+            None => return Err(at.err(format!("{op} is missing its \"sortBy\" argument"))),
+        }
+    } else {
+        Vec::new()
+    };
+    Ok((value, n, sort_by))
 }
 
 impl Group {
@@ -71,7 +136,23 @@ impl Group {
                 .find(|a| **a == op_name)
                 .ok_or_else(|| here.err(format!("unknown accumulator \"{op_name}\"")))?;
             let arg_at = here.key(op_name);
-            let arg = if *op == "$count" {
+            let (mut n, mut sort_by) = (None, Vec::new());
+            let arg = if matches!(
+                *op,
+                "$firstN"
+                    | "$lastN"
+                    | "$maxN"
+                    | "$minN"
+                    | "$top"
+                    | "$bottom"
+                    | "$topN"
+                    | "$bottomN"
+            ) {
+                let (value, count, keys) = parse_named(op, arg, &arg_at)?;
+                n = count;
+                sort_by = keys;
+                value
+            } else if *op == "$count" {
                 match arg {
                     Value::Object(m) if m.is_empty() => Expression::Literal(Value::Null),
                     _ => {
@@ -90,6 +171,8 @@ impl Group {
                 name: name.clone(),
                 op,
                 arg,
+                n,
+                sort_by,
                 path: here,
             });
         }

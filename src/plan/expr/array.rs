@@ -1,6 +1,8 @@
 //! Array expressions: `$size` `$arrayElemAt` `$first` `$last` `$isArray` `$concatArrays`
-//! `$reverseArray` `$in` `$slice` `$indexOfArray` `$range`, and `$sum` `$avg` `$min` `$max`
-//! (over one array argument, or across several arguments).
+//! `$reverseArray` `$in` `$slice` `$indexOfArray` `$range`, `$sum` `$avg` `$min` `$max`
+//! (over one array argument, or across several arguments), and the set operators
+//! `$setUnion` `$setIntersection` `$setDifference` `$setEquals` `$setIsSubset`
+//! `$anyElementTrue` `$allElementsTrue` (arrays read as sets; result order unspecified).
 //!
 //! Indexes are MongoDB's (0-based, negative from the end) translated to DataFusion's list
 //! functions (1-based, negative from the end). A null or missing array gives null, where
@@ -10,10 +12,11 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::functions::core::expr_fn::{coalesce, greatest, least};
 use datafusion::functions_nested::expr_fn::{
-    array_avg, array_concat, array_element, array_has, array_max, array_min, array_position,
-    array_reverse, array_slice, array_sum, cardinality, range,
+    array_any_match, array_avg, array_concat, array_distinct, array_element, array_except,
+    array_has, array_intersect, array_max, array_min, array_position, array_reverse, array_slice,
+    array_sum, array_union, cardinality, range,
 };
-use datafusion::logical_expr::{Expr, cast, lit, when};
+use datafusion::logical_expr::{Expr, cast, lambda, lit, when};
 
 use super::{ExprCompiler, Kind, Typed};
 use crate::Result;
@@ -129,6 +132,51 @@ pub(super) fn compile(
             )
         }
         "$sum" | "$avg" | "$min" | "$max" => aggregate(name, args)?,
+        "$setUnion" | "$setIntersection" | "$setDifference" | "$setEquals" | "$setIsSubset" => {
+            let mut lists = Vec::new();
+            for i in 0..args.len() {
+                match arr(i)? {
+                    Some(a) => lists.push(a.expr.clone()),
+                    None => return Ok(null()),
+                }
+            }
+            let mut it = lists.into_iter();
+            let first = it.next().expect("arity checked");
+            let empty = |e: Expr| cardinality(e).eq(lit(0u64));
+            match name {
+                "$setUnion" => array_distinct(it.fold(first, array_union)),
+                "$setIntersection" => array_distinct(it.fold(first, array_intersect)),
+                "$setDifference" => array_distinct(array_except(first, it.next().expect("2"))),
+                "$setIsSubset" => empty(array_except(first, it.next().expect("2"))),
+                // Equal as sets: each is a subset of the first, and the first of each.
+                _ => it
+                    .map(|other| {
+                        empty(array_except(first.clone(), other.clone()))
+                            .and(empty(array_except(other, first.clone())))
+                    })
+                    .reduce(Expr::and)
+                    .expect("at least two"),
+            }
+        }
+        "$anyElementTrue" | "$allElementsTrue" => match arr(0)? {
+            Some(a) => {
+                let DataType::List(elem) = &a.ty else {
+                    unreachable!("an array")
+                };
+                let (param, x) = crate::plan::field::element_var(elem, _c.depth());
+                let t = super::truthy(&Typed {
+                    expr: x,
+                    ty: elem.data_type().clone(),
+                });
+                if name == "$anyElementTrue" {
+                    array_any_match(a.expr.clone(), lambda([param], t))
+                } else {
+                    array_any_match(a.expr.clone(), lambda([param], Expr::Not(Box::new(t))))
+                        .is_not_true()
+                }
+            }
+            None => return Err(at.index(0).err(format!("{name} needs an array"))),
+        },
         other => unreachable!("{other} is not an array operator"),
     })
 }

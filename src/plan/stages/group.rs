@@ -11,6 +11,8 @@ use datafusion::functions_aggregate::count::count_all;
 use datafusion::functions_aggregate::expr_fn::{
     array_agg, avg, first_value, last_value, max, min, sum,
 };
+use datafusion::functions_aggregate::expr_fn::{stddev, stddev_pop};
+use datafusion::functions_nested::expr_fn::{array_reverse, array_slice};
 use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, lit};
 use serde_json::Value;
 
@@ -19,17 +21,27 @@ use crate::dsl::JsonPath;
 use crate::dsl::expression::Expression;
 use crate::dsl::group::{Accumulator, Group};
 use crate::plan::expr::{ExprCompiler, Kind, literal};
-use crate::plan::order;
+use crate::plan::{field, order};
 
 const ROWS: &str = "__fluxion_rows";
 
 /// Plans a `$group` stage.
 pub fn plan(input: LogicalPlan, g: &Group, at: &JsonPath) -> Result<LogicalPlan> {
     // `$first`, `$last` and `$push` follow the pipeline's order (`plan::order`).
-    let order_sensitive = g
-        .fields
-        .iter()
-        .any(|f| matches!(f.op, "$first" | "$last" | "$push"));
+    let order_sensitive = g.fields.iter().any(|f| {
+        matches!(
+            f.op,
+            "$first"
+                | "$last"
+                | "$push"
+                | "$firstN"
+                | "$lastN"
+                | "$top"
+                | "$bottom"
+                | "$topN"
+                | "$bottomN"
+        )
+    });
     let input = if order_sensitive {
         order::ensure(input)?
     } else {
@@ -120,6 +132,65 @@ fn accumulator(c: &ExprCompiler, acc: &Accumulator, ordered: bool) -> Result<Exp
         "$push" if ordered => array_agg(arg.expr).order_by(by_seq()).build()?,
         "$push" => array_agg(arg.expr),
         "$addToSet" => array_agg(arg.expr).distinct().build()?,
+        "$stdDevPop" if numeric => stddev_pop(arg.expr),
+        "$stdDevSamp" if numeric => stddev(arg.expr),
+        "$stdDevPop" | "$stdDevSamp" => lit(datafusion::common::ScalarValue::Float64(None)),
+        "$top" | "$bottom" | "$topN" | "$bottomN" => {
+            let mut keys = Vec::new();
+            for k in &acc.sort_by {
+                let (e, _) = field::resolve(c.schema(), &k.field, &at.key("sortBy"))?;
+                keys.push((e, k.ascending));
+            }
+            let ascending = acc.op == "$top" || acc.op == "$topN";
+            // `$bottom…` reads the order backwards and turns the result around.
+            let mut order: Vec<_> = keys
+                .into_iter()
+                .map(|(e, asc)| {
+                    let asc = if ascending { asc } else { !asc };
+                    e.sort(asc, asc)
+                })
+                .collect();
+            if ordered {
+                order.push(Expr::Column(Column::from_name(order::SEQ)).sort(ascending, false));
+            }
+            match acc.n {
+                None => first_value(arg.expr, order),
+                Some(n) => {
+                    let taken = first_n(array_agg(arg.expr).order_by(order).build()?, n);
+                    if ascending {
+                        taken
+                    } else {
+                        array_reverse(taken)
+                    }
+                }
+            }
+        }
+        "$firstN" | "$lastN" => {
+            let n = acc.n.expect("parsed with n");
+            let forward = acc.op == "$firstN";
+            let order = if ordered {
+                vec![Expr::Column(Column::from_name(order::SEQ)).sort(forward, false)]
+            } else {
+                vec![]
+            };
+            let taken = first_n(array_agg(arg.expr).order_by(order).build()?, n);
+            if forward { taken } else { array_reverse(taken) }
+        }
+        "$maxN" | "$minN" => {
+            let n = acc.n.expect("parsed with n");
+            let asc = acc.op == "$minN";
+            let present = arg.expr.clone().is_not_null();
+            let agg = array_agg(arg.expr.clone())
+                .order_by(vec![arg.expr.sort(asc, false)])
+                .filter(present)
+                .build()?;
+            first_n(agg, n)
+        }
         other => unreachable!("accumulator {other} is validated by the parser"),
     })
+}
+
+/// The first `n` elements of a list.
+fn first_n(list: Expr, n: u64) -> Expr {
+    array_slice(list, lit(1i64), lit(n as i64), None)
 }
