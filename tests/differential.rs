@@ -171,6 +171,16 @@ impl Gen {
                     Some(s) => s,
                     None => continue,
                 },
+                5 if self.rng.chance(40) => {
+                    // MongoDB leaves the documents sorted by partition after the stage (it sorts
+                    // to compute the windows); mingo keeps partitions in encounter order. Order
+                    // is not specified, so only order-insensitive stages follow.
+                    stages.push(self.window(&mut fields));
+                    if self.rng.chance(50) {
+                        stages.push(self.matcher(&fields));
+                    }
+                    break;
+                }
                 5 => self.sort_limit(&fields),
                 6 if self.rng.chance(30) => {
                     let keys: Vec<FieldInfo> = fields
@@ -457,6 +467,46 @@ impl Gen {
         }
     }
 
+    /// `$setWindowFields` partitioned by a string field, ordered by `_id` (a total order).
+    fn window(&mut self, fields: &mut Vec<FieldInfo>) -> Value {
+        let keys: Vec<FieldInfo> = fields
+            .iter()
+            .filter(|x| x.ty == Ty::Str && !x.nullable)
+            .cloned()
+            .collect();
+        let nums: Vec<FieldInfo> = fields
+            .iter()
+            .filter(|x| x.ty == Ty::Num && !x.nullable)
+            .cloned()
+            .collect();
+        let name = format!("w{}", self.rng.below(1000));
+        let mut spec = json!({"sortBy": {"_id": 1}, "output": {}});
+        if !keys.is_empty() && self.rng.chance(70) {
+            spec["partitionBy"] = json!(format!("${}", self.rng.pick(&keys).path));
+        }
+        let out = match (self.rng.below(4), nums.is_empty()) {
+            (0, false) => {
+                let p = format!("${}", self.rng.pick(&nums).path);
+                json!({"$sum": p, "window": {"documents": ["unbounded", "current"]}})
+            }
+            (1, false) => {
+                let p = format!("${}", self.rng.pick(&nums).path);
+                json!({"$max": p, "window": {"documents": [-1, 1]}})
+            }
+            (2, _) => json!({"$documentNumber": {}}),
+            _ => json!({"$count": {}}),
+        };
+        spec["output"][&name] = out;
+        fields.push(FieldInfo {
+            path: name,
+            ty: Ty::Num,
+            nullable: false,
+            explicit_null: false,
+            values: vec![json!(1), json!(3), json!(50)],
+        });
+        json!({ "$setWindowFields": spec })
+    }
+
     fn sort_limit(&mut self, fields: &[FieldInfo]) -> Value {
         // Sorting on a non-null scalar, then _id, keeps the order total.
         let keys: Vec<&FieldInfo> = fields
@@ -496,7 +546,7 @@ impl Gen {
         let mut out = vec![with_nulls(f("_id", Ty::Str, true, json!([])))];
         for i in 0..1 + self.rng.below(3) {
             let name = format!("a{i}");
-            let (acc, ty) = match self.rng.below(7) {
+            let (acc, ty) = match self.rng.below(11) {
                 0 => (json!({"$count": {}}), Ty::Num),
                 1 if !nums.is_empty() => (
                     json!({"$sum": format!("${}", self.rng.pick(&nums).path)}),
@@ -517,6 +567,25 @@ impl Gen {
                 5 => (json!({"$first": "$_id"}), Ty::Num),
                 6 if self.rng.chance(50) => (json!({"$last": "$_id"}), Ty::Num),
                 6 => (json!({"$push": "$_id"}), Ty::NumArray),
+                7 if !nums.is_empty() => (
+                    json!({"$stdDevPop": format!("${}", self.rng.pick(&nums).path)}),
+                    Ty::Num,
+                ),
+                8 => (
+                    json!({"$firstN": {"input": "$_id", "n": 1 + self.rng.below(3)}}),
+                    Ty::NumArray,
+                ),
+                9 if !nums.is_empty() => {
+                    let p = format!("${}", self.rng.pick(&nums).path);
+                    (json!({"$maxN": {"input": p, "n": 2}}), Ty::NumArray)
+                }
+                10 if !nums.is_empty() => {
+                    let key = self.rng.pick(&nums).path.clone();
+                    (
+                        json!({"$topN": {"sortBy": {key: -1, "_id": 1}, "output": "$_id", "n": 2}}),
+                        Ty::NumArray,
+                    )
+                }
                 _ => (json!({"$sum": 1}), Ty::Num),
             };
             spec.insert(name.clone(), acc);

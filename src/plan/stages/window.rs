@@ -1,7 +1,8 @@
 //! `$setWindowFields` compiled to DataFusion window functions: each output field is one
 //! `… OVER (PARTITION BY … ORDER BY … ROWS|RANGE BETWEEN …)` expression, evaluated by one
 //! `Window` operator. Ties in `sortBy` are broken by document order (`plan::order`), so
-//! `documents` windows and `$first` / `$last` / `$push` are repeatable.
+//! `documents` windows and `$first` / `$last` / `$push` are repeatable. Afterwards the
+//! documents are in partition, then `sortBy`, order, as MongoDB leaves them.
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Column, ScalarValue};
@@ -183,7 +184,18 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
             fields.push((n.clone(), post(Expr::Column(Column::from_name(alias)))));
         }
     }
-    project::project_fields(windowed, fields, at)
+    let projected = project::project_fields(windowed, fields, at)?;
+    // MongoDB sorts by partition, then sortBy, to compute the windows, and later stages see
+    // the documents in that order: renumber them so.
+    let mut keys: Vec<SortExpr> = partition
+        .iter()
+        .map(|p| p.clone().sort(true, true))
+        .collect();
+    keys.extend(sort);
+    if keys.is_empty() {
+        return Ok(projected);
+    }
+    order::renumber(projected, keys)
 }
 
 /// The DataFusion frame of a MongoDB window (`None`: the whole partition).
