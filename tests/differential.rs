@@ -567,10 +567,14 @@ impl Gen {
                 5 => (json!({"$first": "$_id"}), Ty::Num),
                 6 if self.rng.chance(50) => (json!({"$last": "$_id"}), Ty::Num),
                 6 => (json!({"$push": "$_id"}), Ty::NumArray),
-                7 if !nums.is_empty() => (
-                    json!({"$stdDevPop": format!("${}", self.rng.pick(&nums).path)}),
-                    Ty::Num,
-                ),
+                // mingo answers NaN where MongoDB answers null (all values null): non-null fields only.
+                7 if nums.iter().any(|x| !x.nullable) => {
+                    let non_null: Vec<&FieldInfo> = nums.iter().filter(|x| !x.nullable).collect();
+                    (
+                        json!({"$stdDevPop": format!("${}", self.rng.pick(&non_null).path)}),
+                        Ty::Num,
+                    )
+                }
                 8 => (
                     json!({"$firstN": {"input": "$_id", "n": 1 + self.rng.below(3)}}),
                     Ty::NumArray,

@@ -144,7 +144,7 @@ pub fn compare(fluxion: &[Value], oracle: &[Value], ordered: bool) -> Result<(),
         b.sort_by_key(sort_key);
     }
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        if !close(x, y) {
+        if !super::same_value(x, y) {
             return Err(format!(
                 "document {i} differs\n  fluxion: {x}\n  oracle:  {y}"
             ));
@@ -179,24 +179,5 @@ fn sort_key(v: &Value) -> String {
                 .join(",")
         ),
         other => other.to_string(),
-    }
-}
-
-fn close(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-            x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs())
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| close(x, y))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .zip(y)
-                    .all(|((kx, vx), (ky, vy))| kx == ky && close(vx, vy))
-        }
-        _ => a == b,
     }
 }

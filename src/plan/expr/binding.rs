@@ -91,14 +91,7 @@ pub(super) fn compile(c: &ExprCompiler, b: &Binding, at: &JsonPath) -> Result<Ty
             let Some((list, elem)) = array_input(c, input, path)? else {
                 return Ok(null());
             };
-            let (param, x) = field::element_var(&elem, c.depth());
-            let inner = c.nested().with_var(
-                var,
-                Typed {
-                    expr: x,
-                    ty: elem.data_type().clone(),
-                },
-            );
+            let (param, inner) = element_scope(c, &elem, var);
             let body = inner.typed(body, &path.key("in"))?;
             c.with_type(array_transform(list.expr, lambda([param], body.expr)), path)
         }
@@ -112,14 +105,7 @@ pub(super) fn compile(c: &ExprCompiler, b: &Binding, at: &JsonPath) -> Result<Ty
             let Some((list, elem)) = array_input(c, input, path)? else {
                 return Ok(null());
             };
-            let (param, x) = field::element_var(&elem, c.depth());
-            let inner = c.nested().with_var(
-                var,
-                Typed {
-                    expr: x,
-                    ty: elem.data_type().clone(),
-                },
-            );
+            let (param, inner) = element_scope(c, &elem, var);
             let keep = truthy(&inner.typed(cond, &path.key("cond"))?);
             let mut out = array_filter(list.expr, lambda([param], keep));
             if let Some(limit) = limit {
@@ -132,6 +118,21 @@ pub(super) fn compile(c: &ExprCompiler, b: &Binding, at: &JsonPath) -> Result<Ty
             c.with_type(out, path)
         }
     }
+}
+
+/// A lambda parameter for one element of type `elem`, and the compiler in which `var` names
+/// it (one level of lambdas deeper).
+fn element_scope<'a>(
+    c: &ExprCompiler<'a>,
+    elem: &datafusion::arrow::datatypes::FieldRef,
+    var: &str,
+) -> (String, ExprCompiler<'a>) {
+    let (param, x) = field::element_var(elem, c.depth());
+    let element = Typed {
+        expr: x,
+        ty: elem.data_type().clone(),
+    };
+    (param, c.nested().with_var(var, element))
 }
 
 fn null() -> Typed {

@@ -102,18 +102,7 @@ pub fn plan_lookup(
         _ => (lk.expr, lit(ScalarValue::Null)),
     };
     // Each foreign document as a struct, gathered per key in the foreign input's order.
-    let fields: Vec<Expr> = foreign
-        .schema()
-        .columns()
-        .into_iter()
-        .filter(|c| c.name != order::SEQ)
-        .flat_map(|c| [lit(c.name.clone()), Expr::Column(c)])
-        .collect();
-    let doc = named_struct(fields);
-    let mut agg = array_agg(doc.clone());
-    if order::has_seq(foreign.schema()) {
-        agg = array_agg(doc).order_by(vec![order::by_seq()]).build()?;
-    }
+    let agg = collect_documents(&foreign, at)?;
     let grouped = LogicalPlanBuilder::from(foreign)
         .aggregate(vec![foreign_key.alias(KEY)], vec![agg.alias(DOCS)])?
         .build()?;
@@ -177,22 +166,7 @@ pub fn plan_facet(
     for (name, pipeline) in facets {
         let here = at.key(name);
         let result = crate::plan::compile_stages(pipeline, input.clone(), tables)?;
-        let fields: Vec<Expr> = result
-            .schema()
-            .columns()
-            .into_iter()
-            .filter(|c| c.name != order::SEQ)
-            .flat_map(|c| [lit(c.name.clone()), Expr::Column(c)])
-            .collect();
-        if fields.is_empty() {
-            return Err(here.err("the facet's documents have no fields"));
-        }
-        let doc = named_struct(fields);
-        let agg = if order::has_seq(result.schema()) {
-            array_agg(doc).order_by(vec![order::by_seq()]).build()?
-        } else {
-            array_agg(doc)
-        };
+        let agg = collect_documents(&result, &here)?;
         let collected = LogicalPlanBuilder::from(result)
             .aggregate(Vec::<Expr>::new(), vec![agg.alias(name)])?;
         // No documents: an empty array, not null.
@@ -213,4 +187,25 @@ pub fn plan_facet(
         });
     }
     Ok(joined.expect("at least one facet").build()?)
+}
+
+/// `array_agg` of the documents of `plan` as structs (all fields but the order column), in
+/// the plan's document order.
+fn collect_documents(plan: &LogicalPlan, at: &JsonPath) -> Result<Expr> {
+    let fields: Vec<Expr> = plan
+        .schema()
+        .columns()
+        .into_iter()
+        .filter(|c| c.name != order::SEQ)
+        .flat_map(|c| [lit(c.name.clone()), Expr::Column(c)])
+        .collect();
+    if fields.is_empty() {
+        return Err(at.err("these documents have no fields"));
+    }
+    let doc = named_struct(fields);
+    Ok(if order::has_seq(plan.schema()) {
+        array_agg(doc).order_by(vec![order::by_seq()]).build()?
+    } else {
+        array_agg(doc)
+    })
 }

@@ -184,7 +184,11 @@ fn accumulator(c: &ExprCompiler, acc: &Accumulator, ordered: bool) -> Result<Exp
                 .order_by(vec![arg.expr.sort(asc, false)])
                 .filter(present)
                 .build()?;
-            first_n(agg, n)
+            // Nothing but nulls: an empty array, as in MongoDB.
+            let empty = datafusion::common::ScalarValue::List(
+                datafusion::common::ScalarValue::new_list_nullable(&[], &arg.ty),
+            );
+            first_n(coalesce(vec![agg, lit(empty)]), n)
         }
         other => unreachable!("accumulator {other} is validated by the parser"),
     })
