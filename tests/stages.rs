@@ -493,3 +493,27 @@ async fn combining_stages_report_bad_input_names_and_options() {
         "pipeline[0].$replaceRoot.newRoot: the new root must be a document, not string"
     );
 }
+
+#[tokio::test]
+async fn sample_rate_keeps_about_that_share_repeatably() {
+    let docs: String = (0..2000).map(|i| format!("{{\"_id\": {i}}}\n")).collect();
+    let a = run(&docs, json!([{"$sampleRate": 0.25}])).await.unwrap();
+    let b = run(&docs, json!([{"$sampleRate": 0.25}])).await.unwrap();
+    assert_eq!(a, b);
+    assert!((400..600).contains(&a.len()), "{} of 2000", a.len());
+    assert!(
+        run(&docs, json!([{"$sampleRate": 0}]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        run(&docs, json!([{"$sampleRate": 1}])).await.unwrap().len(),
+        2000
+    );
+    let e = run(&docs, json!([{"$sampleRate": 2}])).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "pipeline[0].$sampleRate: $sampleRate expects a number from 0 to 1"
+    );
+}

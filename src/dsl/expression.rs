@@ -242,6 +242,12 @@ pub static OPERATORS: &[OperatorSpec] = &[
     op("$slice", Family::Array, Arity::Between(2, 3)),
     op("$indexOfArray", Family::Array, Arity::Exactly(2)),
     op("$range", Family::Array, Arity::Between(2, 3)),
+    named(
+        "$sortArray",
+        Family::Array,
+        Arity::Exactly(2),
+        &["input", "sortBy"],
+    ),
     // sets (arrays read as sets)
     op("$setUnion", Family::Array, Arity::AtLeast(1)),
     op("$setIntersection", Family::Array, Arity::AtLeast(1)),
@@ -264,6 +270,18 @@ pub static OPERATORS: &[OperatorSpec] = &[
     op("$toDouble", Family::Type, Arity::Exactly(1)),
     op("$toDecimal", Family::Type, Arity::Exactly(1)),
     op("$toBool", Family::Type, Arity::Exactly(1)),
+    named(
+        "$convert",
+        Family::Type,
+        Arity::Between(2, 4),
+        &["input", "to", "onError?", "onNull?"],
+    ),
+    named(
+        "$getField",
+        Family::Type,
+        Arity::Between(1, 2),
+        &["field", "input?"],
+    ),
 ];
 
 /// Looks an operator up by name.
@@ -366,13 +384,19 @@ fn parse_operator(name: &str, operand: &Value, at: &JsonPath) -> Result<Expressi
                     list.join(", ")
                 )));
             }
-            // Optional arguments are trailing: stop at the first one that is absent.
+            // Absent optional arguments at the end are left out; one before a given argument
+            // stands as null.
             let mut args = Vec::new();
-            for n in names.iter() {
+            let last_given = names
+                .iter()
+                .rposition(|n| map.contains_key(&plain(n)))
+                .unwrap_or(0);
+            for (i, n) in names.iter().enumerate() {
                 let key = plain(n);
                 match map.get(&key) {
                     Some(v) => args.push(Expression::parse(v, &at.key(&key))?),
-                    None if n.ends_with('?') => break,
+                    None if n.ends_with('?') && i > last_given => break,
+                    None if n.ends_with('?') => args.push(Expression::Literal(Value::Null)),
                     None => return Err(at.err(format!("{name} is missing its \"{key}\" argument"))),
                 }
             }
@@ -394,6 +418,14 @@ fn parse_operator(name: &str, operand: &Value, at: &JsonPath) -> Result<Expressi
             Arity::Between(lo, hi) => format!("{lo} to {hi} arguments"),
         };
         return Err(at.err(format!("{name} takes {expected}, got {}", args.len())));
+    }
+    let mut args = args;
+    if spec.name == "$getField" && args.len() == 1 {
+        // Without `input`, the field is read from the current document.
+        args.push(Expression::Variable {
+            name: "CURRENT".to_string(),
+            path: None,
+        });
     }
     Ok(Expression::Operator(Operator {
         name: spec.name,

@@ -51,6 +51,8 @@ pub enum StageKind {
     Unwind(unwind::Unwind),
     ReplaceRoot(Expression),
     Sample(reshape::Sample),
+    /// `$sampleRate`: each document kept with this probability (seeded, repeatable).
+    SampleRate(f64),
     UnionWith(reshape::UnionWith),
     Lookup(reshape::Lookup),
     /// `$facet`: named sub-pipelines over the same input, each collected into an array.
@@ -76,6 +78,7 @@ pub static STAGES: &[&str] = &[
     "$sortByCount",
     "$bucket",
     "$sample",
+    "$sampleRate",
     "$unionWith",
     "$lookup",
     "$facet",
@@ -174,6 +177,10 @@ fn parse_stage(v: &Value, at: &JsonPath) -> Result<Vec<Stage>> {
         "$sortByCount" => return reshape::parse_sort_by_count(operand, &path),
         "$bucket" => return reshape::parse_bucket(operand, &path),
         "$sample" => StageKind::Sample(reshape::Sample::parse(operand, &path)?),
+        "$sampleRate" => match operand.as_f64() {
+            Some(r) if (0.0..=1.0).contains(&r) => StageKind::SampleRate(r),
+            _ => return Err(path.err("$sampleRate expects a number from 0 to 1")),
+        },
         "$unionWith" => StageKind::UnionWith(reshape::UnionWith::parse(operand, &path)?),
         "$lookup" => StageKind::Lookup(reshape::Lookup::parse(operand, &path)?),
         "$facet" => StageKind::Facet(reshape::parse_facet(operand, &path)?),

@@ -14,7 +14,7 @@ use datafusion::functions::core::expr_fn::{coalesce, greatest, least};
 use datafusion::functions_nested::expr_fn::{
     array_any_match, array_avg, array_concat, array_distinct, array_element, array_except,
     array_has, array_intersect, array_max, array_min, array_position, array_reverse, array_slice,
-    array_sum, array_union, cardinality, range,
+    array_sort, array_sum, array_union, cardinality, range,
 };
 use datafusion::logical_expr::{Expr, cast, lambda, lit, when};
 
@@ -132,6 +132,35 @@ pub(super) fn compile(
             )
         }
         "$sum" | "$avg" | "$min" | "$max" => aggregate(name, args)?,
+        "$sortArray" => match arr(0)? {
+            Some(a) => {
+                let DataType::List(elem) = &a.ty else {
+                    unreachable!("an array")
+                };
+                if matches!(Kind::of(elem.data_type()), Kind::Document | Kind::Array) {
+                    return Err(at
+                        .index(1)
+                        .err("$sortArray of documents or arrays is not supported yet"));
+                }
+                let ascending = match &args[1].expr {
+                    Expr::Literal(ScalarValue::Int64(Some(1)), _) => true,
+                    Expr::Literal(ScalarValue::Int64(Some(-1)), _) => false,
+                    _ => {
+                        return Err(at
+                            .index(1)
+                            .err("sortBy must be 1 or -1 for an array of values"));
+                    }
+                };
+                // MongoDB's order: null (and missing) first ascending, last descending.
+                let (dir, nulls) = if ascending {
+                    ("ASC", "NULLS FIRST")
+                } else {
+                    ("DESC", "NULLS LAST")
+                };
+                array_sort(a.expr.clone(), lit(dir), lit(nulls))
+            }
+            None => null(),
+        },
         "$setUnion" | "$setIntersection" | "$setDifference" | "$setEquals" | "$setIsSubset" => {
             let mut lists = Vec::new();
             for i in 0..args.len() {

@@ -15,6 +15,11 @@ use crate::Result;
 use crate::dsl::JsonPath;
 
 pub(super) fn compile(name: &str, args: Vec<Typed>, at: &JsonPath) -> Result<Expr> {
+    match name {
+        "$convert" => return convert(args, at),
+        "$getField" => return get_field_of(args, at),
+        _ => {}
+    }
     let a = args.into_iter().next().expect("arity checked");
     let x = a.expr.clone();
     let when_present = |present: Expr| -> Result<Expr> {
@@ -108,4 +113,77 @@ pub(super) fn compile(name: &str, args: Vec<Typed>, at: &JsonPath) -> Result<Exp
         },
         other => unreachable!("{other} is not a type operator"),
     })
+}
+
+/// `$convert: {input, to, onError, onNull}`: the `$toX` conversion for `to`, with `onNull`
+/// for a null or missing input and `onError` for a value that does not convert.
+fn convert(args: Vec<Typed>, at: &JsonPath) -> Result<Expr> {
+    let mut it = args.into_iter();
+    let input = it.next().expect("arity checked");
+    let to = it.next().expect("arity checked");
+    let on_error = it.next();
+    let on_null = it.next();
+    let op = match &to.expr {
+        Expr::Literal(ScalarValue::Utf8(Some(t)), _) => match t.as_str() {
+            "int" => "$toInt",
+            "long" => "$toLong",
+            "double" => "$toDouble",
+            "decimal" => "$toDecimal",
+            "string" => "$toString",
+            "bool" => "$toBool",
+            other => {
+                return Err(at
+                    .key("to")
+                    .err(format!("converting to \"{other}\" is not supported yet")));
+            }
+        },
+        Expr::Literal(ScalarValue::Int64(Some(n)), _) => match n {
+            16 => "$toInt",
+            18 => "$toLong",
+            1 => "$toDouble",
+            19 => "$toDecimal",
+            2 => "$toString",
+            8 => "$toBool",
+            other => {
+                return Err(at.key("to").err(format!(
+                    "converting to BSON type {other} is not supported yet"
+                )));
+            }
+        },
+        _ => {
+            return Err(at
+                .key("to")
+                .err("expects a constant type name, e.g. \"int\""));
+        }
+    };
+    let x = input.expr.clone();
+    let converted = compile(op, vec![input], at)?;
+    let mut case = datafusion::logical_expr::when(
+        x.clone().is_null(),
+        on_null.map_or(lit(ScalarValue::Null), |n| n.expr),
+    );
+    if let Some(e) = on_error {
+        case = case.when(converted.clone().is_null(), e.expr);
+    }
+    Ok(case.otherwise(converted)?)
+}
+
+/// `$getField: {field, input}`: a sub-document's field by a constant name.
+fn get_field_of(args: Vec<Typed>, at: &JsonPath) -> Result<Expr> {
+    let mut it = args.into_iter();
+    let field = it.next().expect("arity checked");
+    let input = it.next().expect("the parser supplies $$CURRENT");
+    let Expr::Literal(ScalarValue::Utf8(Some(name)), _) = &field.expr else {
+        return Err(at.key("field").err("expects a constant field name"));
+    };
+    match &input.ty {
+        DataType::Struct(fields) if fields.iter().any(|f| f.name() == name) => Ok(
+            datafusion::functions::core::expr_fn::get_field(input.expr, name.as_str()),
+        ),
+        DataType::Struct(_) | DataType::Null => Ok(lit(ScalarValue::Null)),
+        other => Err(at.key("input").err(format!(
+            "expects a document, not {}",
+            Kind::of(other).name()
+        ))),
+    }
 }
