@@ -83,6 +83,7 @@ pub static STAGES: &[&str] = &[
     "$lookup",
     "$facet",
     "$setWindowFields",
+    "$fill",
 ];
 
 impl Pipeline {
@@ -184,6 +185,7 @@ fn parse_stage(v: &Value, at: &JsonPath) -> Result<Vec<Stage>> {
         "$unionWith" => StageKind::UnionWith(reshape::UnionWith::parse(operand, &path)?),
         "$lookup" => StageKind::Lookup(reshape::Lookup::parse(operand, &path)?),
         "$facet" => StageKind::Facet(reshape::parse_facet(operand, &path)?),
+        "$fill" => return window::parse_fill(operand, &path),
         "$setWindowFields" => {
             StageKind::SetWindowFields(window::SetWindowFields::parse(operand, &path)?)
         }

@@ -3,9 +3,11 @@
 
 use serde_json::Value;
 
-use super::expression::Expression;
-use super::path::JsonPath;
+use super::expression::{Expression, Family, Operator};
+use super::path::{FieldPath, JsonPath};
+use super::project::assignments;
 use super::sort::{self, SortKey};
+use super::{Stage, StageKind};
 use crate::Result;
 
 /// A parsed `$setWindowFields`.
@@ -44,6 +46,8 @@ pub enum WindowOp {
         by: i64,
         default: Expression,
     },
+    /// `$fill`'s `locf`: the last non-null value of the field so far.
+    Locf(Expression),
 }
 
 /// A window frame.
@@ -237,4 +241,96 @@ fn parse_window(v: &Value, at: &JsonPath) -> Result<Window> {
     } else {
         Window::Range(lo, hi)
     })
+}
+
+/// `$fill: {"partitionBy", "sortBy", "output": {"f": {"value": expr} | {"method": "locf"}}}`:
+/// `value` fills are a `$set` of `$ifNull`, `locf` fills a `$setWindowFields`.
+pub fn parse_fill(v: &Value, at: &JsonPath) -> Result<Vec<Stage>> {
+    let Value::Object(map) = v else {
+        return Err(at.err("$fill expects {\"sortBy\", \"partitionBy\", \"output\"}"));
+    };
+    if let Some(k) = map
+        .keys()
+        .find(|k| !matches!(k.as_str(), "partitionBy" | "sortBy" | "output"))
+    {
+        let hint = if k == "partitionByFields" {
+            " (not supported yet: use partitionBy)"
+        } else {
+            ""
+        };
+        return Err(at.key(k).err(format!("unknown $fill option \"{k}\"{hint}")));
+    }
+    let partition_by = map
+        .get("partitionBy")
+        .map(|p| Expression::parse(p, &at.key("partitionBy")))
+        .transpose()?;
+    let sort_by = match map.get("sortBy") {
+        Some(s) => sort::parse(s, &at.key("sortBy"))?,
+        None => Vec::new(),
+    };
+    let Some(Value::Object(outputs)) = map.get("output") else {
+        return Err(at.err("$fill requires an output document"));
+    };
+    let (mut values, mut locf) = (Vec::new(), Vec::new());
+    for (name, spec) in outputs {
+        let here = at.key("output").key(name);
+        let field = FieldPath::parse(name, &here)?;
+        match spec {
+            Value::Object(m) if m.len() == 1 && m.contains_key("value") => {
+                let value = Expression::parse(&m["value"], &here.key("value"))?;
+                let filled = Expression::Operator(Operator {
+                    name: "$ifNull",
+                    family: Family::Conditional,
+                    args: vec![Expression::Field(field.clone()), value],
+                    path: here.clone(),
+                });
+                values.push((field, filled));
+            }
+            Value::Object(m)
+                if m.len() == 1 && m.get("method") == Some(&Value::String("locf".into())) =>
+            {
+                if sort_by.is_empty() {
+                    return Err(here.err("method \"locf\" requires sortBy"));
+                }
+                if name.contains('.') {
+                    return Err(here.err("locf on a nested field is not supported yet"));
+                }
+                locf.push(WindowOutput {
+                    name: name.clone(),
+                    op: WindowOp::Locf(Expression::Field(field)),
+                    window: None,
+                    path: here.clone(),
+                });
+            }
+            Value::Object(m) if m.contains_key("method") => {
+                return Err(here
+                    .key("method")
+                    .err("only method \"locf\" is supported yet (not \"linear\")"));
+            }
+            _ => {
+                return Err(here.err("expects {\"value\": <expression>} or {\"method\": \"locf\"}"));
+            }
+        }
+    }
+    let mut stages = Vec::new();
+    if !locf.is_empty() {
+        stages.push(Stage {
+            kind: StageKind::SetWindowFields(SetWindowFields {
+                partition_by,
+                sort_by,
+                output: locf,
+            }),
+            path: at.clone(),
+        });
+    }
+    if !values.is_empty() {
+        stages.push(Stage {
+            kind: StageKind::AddFields(assignments(values, at)?),
+            path: at.clone(),
+        });
+    }
+    if stages.is_empty() {
+        return Err(at.key("output").err("expects at least one field"));
+    }
+    Ok(stages)
 }

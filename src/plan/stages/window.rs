@@ -15,7 +15,7 @@ use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::functions_window::expr_fn::{
     dense_rank, first_value, lag, last_value, lead, rank, row_number,
 };
-use datafusion::logical_expr::expr::WindowFunction;
+use datafusion::logical_expr::expr::{NullTreatment, WindowFunction};
 use datafusion::logical_expr::{
     Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, SortExpr, WindowFrame,
     WindowFrameBound, WindowFrameUnits, cast, lit,
@@ -79,6 +79,20 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
                     .build()?,
                 int64(),
             ),
+            WindowOp::Locf(field) => {
+                let value = c.compile(field, here)?;
+                let f = last_value(value)
+                    .null_treatment(NullTreatment::IgnoreNulls)
+                    .partition_by(partition.clone())
+                    .order_by(with_ties.clone())
+                    .window_frame(WindowFrame::new_bounds(
+                        WindowFrameUnits::Rows,
+                        WindowFrameBound::Preceding(ScalarValue::UInt64(None)),
+                        WindowFrameBound::CurrentRow,
+                    ))
+                    .build()?;
+                (f, same())
+            }
             WindowOp::Shift {
                 output,
                 by,
