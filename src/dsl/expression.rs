@@ -282,6 +282,9 @@ pub static OPERATORS: &[OperatorSpec] = &[
         Arity::Between(1, 2),
         &["field", "input?"],
     ),
+    // objects
+    op("$mergeObjects", Family::Type, Arity::AtLeast(1)),
+    op("$objectToArray", Family::Type, Arity::Exactly(1)),
 ];
 
 /// Looks an operator up by name.

@@ -8,6 +8,8 @@
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
+use datafusion::functions::core::expr_fn::{coalesce, get_field, named_struct};
+use datafusion::functions_nested::expr_fn::make_array;
 use datafusion::logical_expr::{Expr, cast, lit, try_cast, when};
 
 use super::{Kind, Typed};
@@ -18,6 +20,8 @@ pub(super) fn compile(name: &str, args: Vec<Typed>, at: &JsonPath) -> Result<Exp
     match name {
         "$convert" => return convert(args, at),
         "$getField" => return get_field_of(args, at),
+        "$mergeObjects" => return merge_objects(args, at),
+        "$objectToArray" => return object_to_array(args, at),
         _ => {}
     }
     let a = args.into_iter().next().expect("arity checked");
@@ -186,4 +190,81 @@ fn get_field_of(args: Vec<Typed>, at: &JsonPath) -> Result<Expr> {
             Kind::of(other).name()
         ))),
     }
+}
+
+/// `$mergeObjects`: the fields of all documents, a later document's value winning; null and
+/// missing arguments are skipped. The field set is known when planning, so each output field
+/// is a `coalesce` of its sources, latest first.
+fn merge_objects(args: Vec<Typed>, at: &JsonPath) -> Result<Expr> {
+    let mut fields: Vec<(String, Vec<Expr>)> = Vec::new();
+    for (i, a) in args.iter().enumerate() {
+        match &a.ty {
+            DataType::Struct(fs) => {
+                for f in fs {
+                    let value = get_field(a.expr.clone(), f.name().as_str());
+                    match fields.iter_mut().find(|(n, _)| n == f.name()) {
+                        Some((_, sources)) => sources.insert(0, value),
+                        None => fields.push((f.name().clone(), vec![value])),
+                    }
+                }
+            }
+            DataType::Null => {}
+            other => {
+                return Err(at.index(i).err(format!(
+                    "$mergeObjects needs documents, not {}",
+                    Kind::of(other).name()
+                )));
+            }
+        }
+    }
+    if fields.is_empty() {
+        return Err(at.err(
+            "$mergeObjects of no fields is an empty document, which Fluxion cannot represent",
+        ));
+    }
+    let mut pairs = Vec::with_capacity(fields.len() * 2);
+    for (name, sources) in fields {
+        pairs.push(lit(name));
+        pairs.push(if sources.len() == 1 {
+            sources.into_iter().next().expect("one")
+        } else {
+            coalesce(sources)
+        });
+    }
+    Ok(named_struct(pairs))
+}
+
+/// `$objectToArray`: `[{"k": name, "v": value}, …]` in field order. An array holds one type,
+/// so the fields' values must share a type class (numbers are widened to double).
+fn object_to_array(args: Vec<Typed>, at: &JsonPath) -> Result<Expr> {
+    let a = args.into_iter().next().expect("arity checked");
+    let DataType::Struct(fs) = &a.ty else {
+        return match &a.ty {
+            DataType::Null => Ok(lit(ScalarValue::Null)),
+            other => Err(at.index(0).err(format!(
+                "$objectToArray needs a document, not {}",
+                Kind::of(other).name()
+            ))),
+        };
+    };
+    let kinds: Vec<Kind> = fs.iter().map(|f| Kind::of(f.data_type())).collect();
+    if kinds.windows(2).any(|w| w[0] != w[1]) {
+        return Err(at
+            .index(0)
+            .err("$objectToArray needs fields of one type (a Fluxion array holds one type)"));
+    }
+    let numbers = kinds.first() == Some(&Kind::Number);
+    let entries: Vec<Expr> = fs
+        .iter()
+        .map(|f| {
+            let v = get_field(a.expr.clone(), f.name().as_str());
+            let v = if numbers {
+                cast(v, DataType::Float64)
+            } else {
+                v
+            };
+            named_struct(vec![lit("k"), lit(f.name().as_str()), lit("v"), v])
+        })
+        .collect();
+    Ok(when(a.expr.clone().is_null(), lit(ScalarValue::Null)).otherwise(make_array(entries))?)
 }
