@@ -283,6 +283,18 @@ pub static OPERATORS: &[OperatorSpec] = &[
         &["field", "input?"],
     ),
     // objects
+    named(
+        "$setField",
+        Family::Type,
+        Arity::Exactly(3),
+        &["field", "input", "value"],
+    ),
+    named(
+        "$unsetField",
+        Family::Type,
+        Arity::Exactly(2),
+        &["field", "input"],
+    ),
     op("$mergeObjects", Family::Type, Arity::AtLeast(1)),
     op("$objectToArray", Family::Type, Arity::Exactly(1)),
 ];

@@ -21,6 +21,7 @@ pub(super) fn compile(name: &str, args: Vec<Typed>, at: &JsonPath) -> Result<Exp
         "$convert" => return convert(args, at),
         "$getField" => return get_field_of(args, at),
         "$mergeObjects" => return merge_objects(args, at),
+        "$setField" | "$unsetField" => return set_field(name, args, at),
         "$objectToArray" => return object_to_array(args, at),
         _ => {}
     }
@@ -267,4 +268,58 @@ fn object_to_array(args: Vec<Typed>, at: &JsonPath) -> Result<Expr> {
         })
         .collect();
     Ok(when(a.expr.clone().is_null(), lit(ScalarValue::Null)).otherwise(make_array(entries))?)
+}
+
+/// `$setField: {field, input, value}` and `$unsetField: {field, input}`: the document with
+/// one field (a constant name) replaced, added at the end, or removed (`value: "$$REMOVE"`).
+fn set_field(name: &str, args: Vec<Typed>, at: &JsonPath) -> Result<Expr> {
+    let mut it = args.into_iter();
+    let field = it.next().expect("arity checked");
+    let input = it.next().expect("arity checked");
+    let value = if name == "$unsetField" {
+        None
+    } else {
+        it.next()
+    };
+    let Expr::Literal(ScalarValue::Utf8(Some(field)), _) = &field.expr else {
+        return Err(at.key("field").err("expects a constant field name"));
+    };
+    let DataType::Struct(fs) = &input.ty else {
+        return match &input.ty {
+            DataType::Null => Ok(lit(ScalarValue::Null)),
+            other => Err(at.key("input").err(format!(
+                "expects a document, not {}",
+                Kind::of(other).name()
+            ))),
+        };
+    };
+    // `$$REMOVE` (a typed-less null) removes the field, as `$unsetField` does.
+    let value = value.filter(|v| {
+        v.ty != DataType::Null || !matches!(v.expr, Expr::Literal(ScalarValue::Null, _))
+    });
+    let mut pairs = Vec::new();
+    let mut placed = false;
+    for f in fs {
+        if f.name() == field {
+            if let Some(v) = &value {
+                pairs.push(lit(field.as_str()));
+                pairs.push(v.expr.clone());
+                placed = true;
+            }
+            continue;
+        }
+        pairs.push(lit(f.name().as_str()));
+        pairs.push(get_field(input.expr.clone(), f.name().as_str()));
+    }
+    if let (false, Some(v)) = (placed, &value) {
+        pairs.push(lit(field.as_str()));
+        pairs.push(v.expr.clone());
+    }
+    if pairs.is_empty() {
+        return Err(at.err("the result would be an empty document, which Fluxion cannot represent"));
+    }
+    Ok(
+        when(input.expr.clone().is_null(), lit(ScalarValue::Null))
+            .otherwise(named_struct(pairs))?,
+    )
 }
