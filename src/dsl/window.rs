@@ -88,14 +88,7 @@ impl SetWindowFields {
                 "unknown $setWindowFields option \"{k}\" (expected partitionBy, sortBy, output)"
             )));
         }
-        let partition_by = map
-            .get("partitionBy")
-            .map(|p| Expression::parse(p, &at.key("partitionBy")))
-            .transpose()?;
-        let sort_by = match map.get("sortBy") {
-            Some(s) => sort::parse(s, &at.key("sortBy"))?,
-            None => Vec::new(),
-        };
+        let (partition_by, sort_by) = partition_and_sort(map, at)?;
         let Some(Value::Object(outputs)) = map.get("output") else {
             return Err(at.err("$setWindowFields requires an output document"));
         };
@@ -118,6 +111,22 @@ impl SetWindowFields {
             output,
         })
     }
+}
+
+/// The `partitionBy` and `sortBy` options shared by `$setWindowFields` and `$fill`.
+fn partition_and_sort(
+    map: &serde_json::Map<String, Value>,
+    at: &JsonPath,
+) -> Result<(Option<Expression>, Vec<SortKey>)> {
+    let partition_by = map
+        .get("partitionBy")
+        .map(|p| Expression::parse(p, &at.key("partitionBy")))
+        .transpose()?;
+    let sort_by = match map.get("sortBy") {
+        Some(s) => sort::parse(s, &at.key("sortBy"))?,
+        None => Vec::new(),
+    };
+    Ok((partition_by, sort_by))
 }
 
 fn parse_output(name: &str, spec: &Value, at: &JsonPath, sorted: bool) -> Result<WindowOutput> {
@@ -260,14 +269,7 @@ pub fn parse_fill(v: &Value, at: &JsonPath) -> Result<Vec<Stage>> {
         };
         return Err(at.key(k).err(format!("unknown $fill option \"{k}\"{hint}")));
     }
-    let partition_by = map
-        .get("partitionBy")
-        .map(|p| Expression::parse(p, &at.key("partitionBy")))
-        .transpose()?;
-    let sort_by = match map.get("sortBy") {
-        Some(s) => sort::parse(s, &at.key("sortBy"))?,
-        None => Vec::new(),
-    };
+    let (partition_by, sort_by) = partition_and_sort(map, at)?;
     let Some(Value::Object(outputs)) = map.get("output") else {
         return Err(at.err("$fill requires an output document"));
     };

@@ -98,7 +98,7 @@ pub fn renumber(plan: LogicalPlan, keys: Vec<SortExpr>) -> Result<LogicalPlan> {
     if !has_seq(plan.schema()) {
         return Ok(plan);
     }
-    number(plan, keys)
+    number_by(plan, keys)
 }
 
 /// Makes sure `plan` carries the order column: after `$group`, whose output MongoDB leaves
@@ -107,7 +107,7 @@ pub fn ensure(plan: LogicalPlan) -> Result<LogicalPlan> {
     if has_seq(plan.schema()) || !plan.schema().has_column_with_unqualified_name("_id") {
         return Ok(plan);
     }
-    number(
+    number_by(
         plan,
         vec![Expr::Column(Column::from_name("_id")).sort(true, true)],
     )
@@ -115,10 +115,6 @@ pub fn ensure(plan: LogicalPlan) -> Result<LogicalPlan> {
 
 /// Numbers the documents of `plan` in the order `keys` (then their previous number, if any).
 pub fn number_by(plan: LogicalPlan, keys: Vec<SortExpr>) -> Result<LogicalPlan> {
-    number(plan, keys)
-}
-
-fn number(plan: LogicalPlan, keys: Vec<SortExpr>) -> Result<LogicalPlan> {
     const NEXT: &str = "__fluxion_seq_next";
     let mut order = keys;
     if has_seq(plan.schema()) {
