@@ -42,6 +42,10 @@ impl Engine {
         for rule in ["extract_leaf_expressions", "push_down_leaf_projections"] {
             ctx.remove_optimizer_rule(rule);
         }
+        // SQL can call the functions the date operators compile to.
+        for f in crate::udf::all() {
+            ctx.register_udf(f.as_ref().clone());
+        }
         Engine { ctx }
     }
 

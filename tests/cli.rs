@@ -241,6 +241,26 @@ fn a_job_can_declare_its_schema() {
         assert_eq!(d["shipping"].as_object().unwrap().len(), 1, "{d}");
         assert!(d["orderValue"].is_f64(), "{d}");
     }
+    // A field declared as a date reads ISO-8601 text as dates: date operators apply, and the
+    // output writes them as extended JSON.
+    std::fs::write(
+        &job,
+        format!(
+            r#"{{"name": "declared", "source": {{"type": "file", "path": "{}", "schema": {{"orderId": "string", "createdAt": "date"}}}},
+               "pipeline": [{{"$limit": 1}}, {{"$project": {{"_id": 0, "createdAt": 1, "month": {{"$month": "$createdAt"}},
+                 "week": {{"$dateTrunc": {{"date": "$createdAt", "unit": "week", "startOfWeek": "monday"}}}}}}}}]}}"#,
+            data.display()
+        ),
+    )
+    .unwrap();
+    let docs = stdout_docs(&fluxion(&["run", job.to_str().unwrap()]));
+    assert_eq!(
+        docs,
+        [
+            serde_json::json!({"createdAt": {"$date": "2026-01-03T13:26:00.000Z"}, "month": 1,
+            "week": {"$date": "2025-12-29T00:00:00.000Z"}})
+        ]
+    );
     // A bad declaration is a one-line error naming the field.
     write_job(r#"{"orderValue": "dbl"}"#);
     let out = fluxion(&["run", job.to_str().unwrap()]);

@@ -371,6 +371,54 @@ async fn plan_time_type_errors_name_the_path() {
 }
 
 #[tokio::test]
+async fn date_operators_reject_bad_arguments_by_path() {
+    let docs = "{\"at\": {\"$date\": \"2024-03-10T06:30:00Z\"}, \"s\": \"x\"}\n";
+    let cases = [
+        (
+            json!([{"$project": {"y": {"$year": "$s"}}}]),
+            "pipeline[0].$project.y.$year: $year expects a date, got string (use $toDate or $dateFromString to convert)",
+        ),
+        (
+            json!([{"$project": {"y": {"$hour": {"date": "$at", "timezone": "Mars/Olympus"}}}}]),
+            "pipeline[0].$project.y.$hour: timezone: unknown time zone \"Mars/Olympus\"",
+        ),
+        (
+            json!([{"$project": {"y": {"$dateTrunc": {"date": "$at", "unit": "fortnight"}}}}]),
+            "pipeline[0].$project.y.$dateTrunc: unit: unknown unit \"fortnight\"",
+        ),
+        (
+            json!([{"$project": {"y": {"$dateToString": {"date": "$at", "format": "%Q"}}}}]),
+            "pipeline[0].$project.y.$dateToString: format: unknown format specifier %Q",
+        ),
+        (
+            json!([{"$project": {"y": {"$dateAdd": {"startDate": "$at", "unit": "day"}}}}]),
+            "pipeline[0].$project.y.$dateAdd: $dateAdd is missing its \"amount\" argument",
+        ),
+        (
+            json!([{"$match": {"at": {"$gt": {"$date": "yesterday"}}}}]),
+            "pipeline[0].$match.at.$gt.$date: \"yesterday\" is not an ISO-8601 date",
+        ),
+    ];
+    for (pipeline, want) in cases {
+        let e = run(docs, pipeline).await.unwrap_err().to_string();
+        assert!(e.starts_with(want), "{e}\nwanted: {want}");
+    }
+    // Text that does not parse is an error at run time, unless onError is given.
+    let e = run(docs, json!([{"$project": {"d": {"$toDate": "$s"}}}]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot parse \"x\" as a date"), "{e}");
+    let ok = run(
+        docs,
+        json!([{"$project": {"_id": 0, "d": {"$dateFromString": {"dateString": "$s", "onError": "$at"}}}}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok, [json!({"d": {"$date": "2024-03-10T06:30:00.000Z"}})]);
+}
+
+#[tokio::test]
 async fn paths_through_arrays_of_scalars_are_missing() {
     // `tags` holds strings: `tags.x` has no values, so it matches only as missing.
     let out = run(PEOPLE, json!([{"$match": {"tags.x": 1}}]))

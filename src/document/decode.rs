@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::Value;
@@ -53,7 +53,12 @@ pub struct Decoded {
 pub fn decode(data: &[u8], source: &str, opts: &JsonlOptions) -> Result<Decoded> {
     let chunks = split_lines(data, opts.max_partitions);
     if let Some(schema) = &opts.schema {
-        return decode_chunks(schema.clone(), None, data, &chunks, source, opts);
+        // Declared dates may arrive as extended JSON objects, which the Arrow decoder does not
+        // read: those inputs take the rewriting path (ISO text and numbers do not need it).
+        let shape = Shape::of_type(&DataType::Struct(schema.fields().clone()));
+        let rewrite = (shape.needs_rewrite() && memchr::memmem::find(data, b"\"$date\"").is_some())
+            .then_some(&shape);
+        return decode_chunks(schema.clone(), rewrite, data, &chunks, source, opts);
     }
     let (sample, complete) = infer_lines(data, source, opts.infer_records)?;
     match decode_with(&sample, data, &chunks, source, opts) {
@@ -161,7 +166,7 @@ fn decode_chunks(
                 let chunk = &data[r.clone()];
                 let schema = schema.clone();
                 s.spawn(move || match rewrite {
-                    Some(shape) => decode_rewriting(shape, chunk, schema, opts.batch_size),
+                    Some(shape) => decode_rewriting(shape, chunk, schema, opts.batch_size, strict),
                     None => decode_fast(chunk, schema, opts.batch_size, strict),
                 })
             })
@@ -184,7 +189,7 @@ fn decode_chunks(
                         continue;
                     }
                     let one = match rewrite {
-                        Some(shape) => decode_rewriting(shape, line, schema.clone(), 1),
+                        Some(shape) => decode_rewriting(shape, line, schema.clone(), 1, strict),
                         None => decode_fast(line, schema.clone(), 1, strict),
                     };
                     if let Err(e) = one {
@@ -233,10 +238,11 @@ fn decode_rewriting(
     chunk: &[u8],
     schema: SchemaRef,
     batch_size: usize,
+    strict: bool,
 ) -> Result<Vec<RecordBatch>> {
     let mut decoder = ReaderBuilder::new(schema)
         .with_batch_size(batch_size)
-        .with_strict_mode(true)
+        .with_strict_mode(strict)
         .with_coerce_primitive(true)
         .build_decoder()?;
     let mut out = Vec::new();
@@ -359,6 +365,44 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("t.jsonl:3: "), "{e}");
+    }
+
+    #[test]
+    fn dates_decode_from_extended_json_iso_text_and_milliseconds() {
+        use datafusion::arrow::array::{Array, TimestampMillisecondArray};
+        use datafusion::arrow::datatypes::{Field, Schema};
+        let inferred = decode(
+            b"{\"at\": {\"$date\": \"1970-01-01T00:00:01.5Z\"}}\n{\"at\": {\"$date\": {\"$numberLong\": \"7\"}}}\n",
+            "t.jsonl",
+            &JsonlOptions::default(),
+        )
+        .unwrap();
+        let declared = decode(
+            b"{\"at\": \"1970-01-01T00:00:01.5Z\"}\n{\"at\": 7}\n{\"at\": {\"$date\": 9}}\n",
+            "t.jsonl",
+            &JsonlOptions {
+                schema: Some(Arc::new(Schema::new(vec![Field::new(
+                    "at",
+                    crate::document::date::date_type(),
+                    true,
+                )]))),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for (d, want) in [(inferred, vec![1500, 7]), (declared, vec![1500, 7, 9])] {
+            assert_eq!(
+                d.schema.field(0).data_type(),
+                &crate::document::date::date_type()
+            );
+            let col = d.partitions[0][0].column(0);
+            let ts = col
+                .as_any()
+                .downcast_ref::<TimestampMillisecondArray>()
+                .unwrap();
+            assert_eq!(ts.values().to_vec(), want);
+            assert_eq!(ts.null_count(), 0);
+        }
     }
 
     #[test]

@@ -5,10 +5,16 @@
 //! everything together).
 
 use std::io::Write;
+use std::sync::Arc;
 
-use datafusion::arrow::array::Array;
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, FieldRef, TimeUnit, TimestampMillisecondType};
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::json::WriterBuilder;
-use datafusion::arrow::json::writer::LineDelimited;
+use datafusion::arrow::json::writer::{
+    Encoder, EncoderFactory, EncoderOptions, LineDelimited, NullableEncoder,
+};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::Value;
 
@@ -27,6 +33,7 @@ pub fn write_batch(out: &mut Vec<u8>, batch: &RecordBatch) -> Result<()> {
     let Some(id) = id_nulls else {
         let mut w = WriterBuilder::new()
             .with_explicit_nulls(false)
+            .with_encoder_factory(Arc::new(Dates))
             .build::<_, LineDelimited>(out);
         w.write(batch)?;
         w.finish()?;
@@ -36,6 +43,7 @@ pub fn write_batch(out: &mut Vec<u8>, batch: &RecordBatch) -> Result<()> {
     {
         let mut w = WriterBuilder::new()
             .with_explicit_nulls(false)
+            .with_encoder_factory(Arc::new(Dates))
             .build::<_, LineDelimited>(&mut buf);
         w.write(batch)?;
         w.finish()?;
@@ -57,6 +65,44 @@ pub fn write_batch(out: &mut Vec<u8>, batch: &RecordBatch) -> Result<()> {
         out.push(b'\n');
     }
     Ok(())
+}
+
+/// Writes timestamps as extended JSON dates (`{"$date": "…Z"}`) instead of Arrow's bare text.
+#[derive(Debug)]
+struct Dates;
+
+impl EncoderFactory for Dates {
+    fn make_default_encoder<'a>(
+        &self,
+        _field: &'a FieldRef,
+        array: &'a dyn Array,
+        _options: &'a EncoderOptions,
+    ) -> Result<Option<NullableEncoder<'a>>, ArrowError> {
+        let DataType::Timestamp(unit, tz) = array.data_type() else {
+            return Ok(None);
+        };
+        let millis = match unit {
+            TimeUnit::Millisecond => array.slice(0, array.len()),
+            _ => cast(
+                array,
+                &DataType::Timestamp(TimeUnit::Millisecond, tz.clone()),
+            )?,
+        };
+        let nulls = millis.logical_nulls();
+        Ok(Some(NullableEncoder::new(
+            Box::new(DateEncoder(millis)),
+            nulls,
+        )))
+    }
+}
+
+struct DateEncoder(datafusion::arrow::array::ArrayRef);
+
+impl Encoder for DateEncoder {
+    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
+        let ms = self.0.as_primitive::<TimestampMillisecondType>().value(idx);
+        super::date::write_date(out, ms);
+    }
 }
 
 /// Writes `batches` as JSON lines to `w`.
@@ -92,7 +138,31 @@ mod tests {
     use datafusion::arrow::array::{Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use serde_json::json;
-    use std::sync::Arc;
+
+    #[test]
+    fn dates_are_extended_json() {
+        use datafusion::arrow::array::TimestampMillisecondArray;
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "at",
+            crate::document::date::date_type(),
+            true,
+        )]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(
+                TimestampMillisecondArray::from(vec![Some(1500), None]).with_timezone("UTC"),
+            )],
+        )
+        .unwrap();
+        let docs = to_documents(&[batch]).unwrap();
+        assert_eq!(
+            docs,
+            vec![
+                json!({"at": {"$date": "1970-01-01T00:00:01.500Z"}}),
+                json!({})
+            ]
+        );
+    }
 
     #[test]
     fn omits_nulls_but_keeps_id() {

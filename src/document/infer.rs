@@ -9,12 +9,18 @@
 //! | only arrays                        | `List` of the widened element type           |
 //! | anything else mixed                | `Utf8`: strings as they are, other values as their JSON text |
 //! | only nulls                         | `Null`                                       |
+//! | only extended JSON dates (`{"$date": …}`) | `Timestamp(ms, UTC)` (see `document::date`) |
+//!
+//! ISO-8601 *strings* stay strings, as they do in MongoDB; declare the field as `date` to read
+//! them as dates.
 
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema};
 use indexmap::IndexMap;
 use serde_json::Value;
+
+use super::date::{date_millis, date_type};
 
 /// The inferred shape of one field's values.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +30,8 @@ pub enum Shape {
     Int,
     Float,
     String,
+    /// Extended JSON dates, `{"$date": …}`.
+    Date,
     Object(IndexMap<String, Shape>),
     Array(Box<Shape>),
     /// Conflicting types, stored as JSON text. `complex` is set when some values are objects
@@ -46,6 +54,7 @@ impl Shape {
                 items.iter().map(Shape::of).fold(Shape::Null, Shape::merge),
             )),
             Value::Object(map) if map.is_empty() => Shape::Text { complex: true },
+            Value::Object(map) if map.len() == 1 && map.contains_key("$date") => Shape::Date,
             Value::Object(map) => {
                 Shape::Object(map.iter().map(|(k, v)| (k.clone(), Shape::of(v))).collect())
             }
@@ -61,6 +70,7 @@ impl Shape {
             (Int, Int) => Int,
             (Int | Float, Int | Float) => Float,
             (String, String) => String,
+            (Date, Date) => Date,
             (Object(mut a), Object(b)) => {
                 for (k, v) in b {
                     match a.get_mut(&k) {
@@ -82,7 +92,7 @@ impl Shape {
     fn is_complex(&self) -> bool {
         matches!(
             self,
-            Shape::Object(_) | Shape::Array(_) | Shape::Text { complex: true }
+            Shape::Object(_) | Shape::Array(_) | Shape::Date | Shape::Text { complex: true }
         )
     }
 
@@ -90,9 +100,30 @@ impl Shape {
     pub fn needs_rewrite(&self) -> bool {
         match self {
             Shape::Text { complex } => *complex,
+            // `{"$date": …}` objects are rewritten to milliseconds for the Arrow decoder.
+            Shape::Date => true,
             Shape::Object(fields) => fields.values().any(Shape::needs_rewrite),
             Shape::Array(e) => e.needs_rewrite(),
             _ => false,
+        }
+    }
+
+    /// The shape of a declared Arrow type (the inverse of [`Shape::data_type`]).
+    pub fn of_type(ty: &DataType) -> Shape {
+        match ty {
+            DataType::Null => Shape::Null,
+            DataType::Boolean => Shape::Bool,
+            DataType::Int64 => Shape::Int,
+            DataType::Float64 => Shape::Float,
+            DataType::Timestamp(..) => Shape::Date,
+            DataType::Struct(fields) => Shape::Object(
+                fields
+                    .iter()
+                    .map(|f| (f.name().clone(), Shape::of_type(f.data_type())))
+                    .collect(),
+            ),
+            DataType::List(f) => Shape::Array(Box::new(Shape::of_type(f.data_type()))),
+            _ => Shape::String,
         }
     }
 
@@ -104,6 +135,7 @@ impl Shape {
             Shape::Int => DataType::Int64,
             Shape::Float => DataType::Float64,
             Shape::String | Shape::Text { .. } => DataType::Utf8,
+            Shape::Date => date_type(),
             Shape::Object(fields) => DataType::Struct(fields_of(fields)),
             Shape::Array(e) => {
                 let elem = match e.as_ref() {
@@ -122,6 +154,11 @@ impl Shape {
         match (self, v) {
             (Shape::Text { .. }, v @ (Value::Object(_) | Value::Array(_))) => {
                 *v = Value::String(v.to_string());
+            }
+            (Shape::Date, v @ Value::Object(_)) => {
+                if let Some(Ok(ms)) = date_millis(v) {
+                    *v = Value::from(ms);
+                }
             }
             (Shape::Object(fields), Value::Object(map)) => {
                 for (k, shape) in fields {
@@ -155,6 +192,24 @@ pub fn schema_of(top: &Shape) -> Schema {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn extended_json_dates_are_timestamps() {
+        let s = infer(&[
+            json!({"at": {"$date": "2026-03-01T10:00:00Z"}}),
+            json!({"at": {"$date": 5}}),
+        ]);
+        assert_eq!(
+            schema_of(&s).field(0).data_type(),
+            &super::super::date::date_type()
+        );
+        assert!(s.needs_rewrite());
+        let mut doc = json!({"at": {"$date": "1970-01-01T00:00:01Z"}});
+        s.conform(&mut doc);
+        assert_eq!(doc, json!({"at": 1000}));
+        let mixed = infer(&[json!({"at": {"$date": 5}}), json!({"at": "soon"})]);
+        assert_eq!(schema_of(&mixed).field(0).data_type(), &DataType::Utf8);
+    }
 
     fn infer(docs: &[Value]) -> Shape {
         docs.iter().map(Shape::of).fold(Shape::Null, Shape::merge)

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::path::{FieldPath, JsonPath};
 use crate::Result;
+use crate::document::date::date_millis;
 
 /// A parsed aggregation expression.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +82,7 @@ pub enum Family {
     String,
     Array,
     Type,
+    Date,
 }
 
 /// How many arguments an operator takes.
@@ -99,7 +101,8 @@ pub struct OperatorSpec {
     pub family: Family,
     pub arity: Arity,
     /// For operators that also accept an object of named arguments, the names in positional
-    /// order (`$cond`: `if`, `then`, `else`); a trailing `?` marks an optional one.
+    /// order (`$cond`: `if`, `then`, `else`); a trailing `?` marks an optional one, and
+    /// `name=JSON` an optional one with a default (`timezone="UTC"`).
     pub named: Option<&'static [&'static str]>,
 }
 
@@ -297,7 +300,111 @@ pub static OPERATORS: &[OperatorSpec] = &[
     ),
     op("$mergeObjects", Family::Type, Arity::AtLeast(1)),
     op("$objectToArray", Family::Type, Arity::Exactly(1)),
+    // dates
+    op("$toDate", Family::Date, Arity::Exactly(1)),
+    date_part("$year"),
+    date_part("$month"),
+    date_part("$dayOfMonth"),
+    date_part("$hour"),
+    date_part("$minute"),
+    date_part("$second"),
+    date_part("$millisecond"),
+    date_part("$dayOfYear"),
+    date_part("$dayOfWeek"),
+    date_part("$week"),
+    date_part("$isoWeek"),
+    date_part("$isoWeekYear"),
+    date_part("$isoDayOfWeek"),
+    named(
+        "$dateToParts",
+        Family::Date,
+        Arity::Between(1, 3),
+        &["date", "timezone=\"UTC\"", "iso8601=false"],
+    ),
+    named(
+        "$dateFromParts",
+        Family::Date,
+        Arity::Between(8, 11),
+        &[
+            "year?",
+            "month=1",
+            "day=1",
+            "hour=0",
+            "minute=0",
+            "second=0",
+            "millisecond=0",
+            "timezone=\"UTC\"",
+            "isoWeekYear?",
+            "isoWeek=1",
+            "isoDayOfWeek=1",
+        ],
+    ),
+    named(
+        "$dateTrunc",
+        Family::Date,
+        Arity::Between(2, 5),
+        &[
+            "date",
+            "unit",
+            "binSize=1",
+            "timezone=\"UTC\"",
+            "startOfWeek=\"sunday\"",
+        ],
+    ),
+    named(
+        "$dateAdd",
+        Family::Date,
+        Arity::Between(3, 4),
+        &["startDate", "unit", "amount", "timezone=\"UTC\""],
+    ),
+    named(
+        "$dateSubtract",
+        Family::Date,
+        Arity::Between(3, 4),
+        &["startDate", "unit", "amount", "timezone=\"UTC\""],
+    ),
+    named(
+        "$dateDiff",
+        Family::Date,
+        Arity::Between(3, 5),
+        &[
+            "startDate",
+            "endDate",
+            "unit",
+            "timezone=\"UTC\"",
+            "startOfWeek=\"sunday\"",
+        ],
+    ),
+    named(
+        "$dateToString",
+        Family::Date,
+        Arity::Between(1, 4),
+        &["date", "format?", "timezone=\"UTC\"", "onNull?"],
+    ),
+    // `onError` last: the planner tells "absent" (errors raise) from `null` by the count.
+    named(
+        "$dateFromString",
+        Family::Date,
+        Arity::Between(1, 5),
+        &[
+            "dateString",
+            "format?",
+            "timezone=\"UTC\"",
+            "onNull?",
+            "onError?",
+        ],
+    ),
 ];
+
+/// `$year` and its kin: `{"$year": <date>}` or `{"$year": {"date", "timezone"}}`.
+const fn date_part(name: &'static str) -> OperatorSpec {
+    named(
+        name,
+        Family::Date,
+        Arity::Between(1, 2),
+        &["date", "timezone?"],
+    )
+}
 
 /// Looks an operator up by name.
 pub fn operator_spec(name: &str) -> Option<&'static OperatorSpec> {
@@ -373,9 +480,36 @@ fn parse_variable(rest: &str, at: &JsonPath) -> Result<Expression> {
     }
 }
 
+/// Checks every extended JSON date (`{"$date": …}`) inside the constant `v`.
+pub fn check_dates(v: &Value, at: &JsonPath) -> Result<()> {
+    match v {
+        Value::Object(map) => match date_millis(v) {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(why)) => Err(at.key("$date").err(why)),
+            None => map.iter().try_for_each(|(k, x)| check_dates(x, &at.key(k))),
+        },
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, x)| check_dates(x, &at.index(i))),
+        _ => Ok(()),
+    }
+}
+
 fn parse_operator(name: &str, operand: &Value, at: &JsonPath) -> Result<Expression> {
     match name {
-        "$literal" => return Ok(Expression::Literal(operand.clone())),
+        "$literal" => {
+            check_dates(operand, at)?;
+            return Ok(Expression::Literal(operand.clone()));
+        }
+        // Extended JSON: `{"$date": "2026-03-01T10:00:00Z"}` is a date constant.
+        "$date" => {
+            let date = serde_json::json!({ "$date": operand });
+            if let Some(Err(why)) = date_millis(&date) {
+                return Err(at.err(why));
+            }
+            return Ok(Expression::Literal(date));
+        }
         "$let" | "$map" | "$filter" => return parse_binding(name, operand, at),
         "$switch" => return parse_switch(operand, at),
         _ => {}
@@ -391,7 +525,12 @@ fn parse_operator(name: &str, operand: &Value, at: &JsonPath) -> Result<Expressi
         (Value::Object(map), Some(names))
             if !map.is_empty() && map.keys().all(|k| !k.starts_with('$')) =>
         {
-            let plain = |n: &str| n.trim_end_matches('?').to_string();
+            let plain = |n: &str| {
+                n.split_once('=')
+                    .map_or(n, |(k, _)| k)
+                    .trim_end_matches('?')
+                    .to_string()
+            };
             if let Some(unknown) = map.keys().find(|k| !names.iter().any(|n| plain(n) == **k)) {
                 let list: Vec<String> = names.iter().map(|n| plain(n)).collect();
                 return Err(at.key(unknown).err(format!(
@@ -410,7 +549,15 @@ fn parse_operator(name: &str, operand: &Value, at: &JsonPath) -> Result<Expressi
                 let key = plain(n);
                 match map.get(&key) {
                     Some(v) => args.push(Expression::parse(v, &at.key(&key))?),
-                    None if n.ends_with('?') && i > last_given => break,
+                    None if n.contains('=') => {
+                        let default = n.split_once('=').expect("has =").1;
+                        args.push(Expression::Literal(
+                            serde_json::from_str(default).expect("defaults are JSON"),
+                        ));
+                    }
+                    None if n.ends_with('?') && i > last_given && !defaults_after(names, i) => {
+                        break;
+                    }
                     None if n.ends_with('?') => args.push(Expression::Literal(Value::Null)),
                     None => return Err(at.err(format!("{name} is missing its \"{key}\" argument"))),
                 }
@@ -435,6 +582,18 @@ fn parse_operator(name: &str, operand: &Value, at: &JsonPath) -> Result<Expressi
         return Err(at.err(format!("{name} takes {expected}, got {}", args.len())));
     }
     let mut args = args;
+    if let Some(names) = spec.named {
+        // Positional forms get the defaults of the arguments they leave out.
+        for (i, n) in names.iter().enumerate().skip(args.len()) {
+            match n.split_once('=') {
+                Some((_, default)) => args.push(Expression::Literal(
+                    serde_json::from_str(default).expect("defaults are JSON"),
+                )),
+                None if defaults_after(names, i) => args.push(Expression::Literal(Value::Null)),
+                None => break,
+            }
+        }
+    }
     if spec.name == "$getField" && args.len() == 1 {
         // Without `input`, the field is read from the current document.
         args.push(Expression::Variable {
@@ -448,6 +607,11 @@ fn parse_operator(name: &str, operand: &Value, at: &JsonPath) -> Result<Expressi
         args,
         path: at.clone(),
     }))
+}
+
+/// True when an argument after position `i` has a default.
+fn defaults_after(names: &[&str], i: usize) -> bool {
+    names[i + 1..].iter().any(|n| n.contains('='))
 }
 
 /// `$let`, `$map`, `$filter`: named arguments, one of which names the bound variable.

@@ -5,9 +5,10 @@
 
 use serde_json::{Map, Value};
 
-use super::expression::Expression;
+use super::expression::{Expression, check_dates};
 use super::path::{FieldPath, JsonPath};
 use crate::Result;
+use crate::document::date::date_millis;
 
 /// A parsed query document.
 #[derive(Debug, Clone, PartialEq)]
@@ -184,7 +185,12 @@ impl Query {
 
 /// Parses what stands after a field name: a value to equal, or an object of operators.
 fn parse_conditions(v: &Value, at: &JsonPath) -> Result<Vec<Condition>> {
+    check_dates(v, at)?;
     match v {
+        // `{"at": {"$date": …}}` is a date to equal, not an operator.
+        Value::Object(map) if date_millis(v).is_some() => {
+            Ok(vec![Condition::Eq(Value::Object(map.clone()))])
+        }
         Value::Object(map) if map.keys().any(|k| k.starts_with('$')) => {
             if let Some(plain) = map.keys().find(|k| !k.starts_with('$')) {
                 return Err(at.err(format!(

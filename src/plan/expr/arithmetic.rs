@@ -13,9 +13,13 @@ use datafusion::logical_expr::{Expr, cast, lit, when};
 
 use super::{Kind, Typed};
 use crate::Result;
+use crate::document::date::date_type;
 use crate::dsl::JsonPath;
 
 pub(super) fn compile(name: &str, args: Vec<Typed>, at: &JsonPath) -> Result<Expr> {
+    if matches!(name, "$add" | "$subtract") && args.iter().any(|a| a.kind() == Kind::Date) {
+        return date_arithmetic(name, args, at);
+    }
     for (i, a) in args.iter().enumerate() {
         if !matches!(a.kind(), Kind::Number | Kind::Null) {
             return Err(at.index(i).err(format!(
@@ -103,4 +107,37 @@ pub(super) fn compile(name: &str, args: Vec<Typed>, at: &JsonPath) -> Result<Exp
 
 fn float(e: Expr) -> Expr {
     cast(e, DataType::Float64)
+}
+
+/// `$add` of one date and numbers (milliseconds) is a date; `$subtract` of two dates is the
+/// milliseconds between them, of a date and a number a date.
+fn date_arithmetic(name: &str, args: Vec<Typed>, at: &JsonPath) -> Result<Expr> {
+    let millis = |a: &Typed| cast(a.expr.clone(), DataType::Int64);
+    let dates = args.iter().filter(|a| a.kind() == Kind::Date).count();
+    for (i, a) in args.iter().enumerate() {
+        if !matches!(a.kind(), Kind::Number | Kind::Null | Kind::Date) {
+            return Err(at.index(i).err(format!(
+                "{name} only supports numbers and dates, not {}",
+                a.kind().name()
+            )));
+        }
+    }
+    match name {
+        "$add" if dates > 1 => Err(at.err("$add can add numbers to only one date")),
+        "$add" => {
+            let sum = args
+                .iter()
+                .map(millis)
+                .reduce(|a, b| a + b)
+                .expect("a date is present");
+            Ok(cast(sum, date_type()))
+        }
+        _ => match (args[0].kind(), args[1].kind()) {
+            (Kind::Date, Kind::Date) => Ok(millis(&args[0]) - millis(&args[1])),
+            (Kind::Date, _) => Ok(cast(millis(&args[0]) - millis(&args[1]), date_type())),
+            _ => Err(at
+                .index(1)
+                .err("$subtract cannot subtract a date from a number")),
+        },
+    }
 }

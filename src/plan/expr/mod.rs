@@ -11,6 +11,7 @@ mod binding;
 mod boolean;
 mod comparison;
 mod conditional;
+mod date;
 mod string;
 mod types;
 
@@ -23,6 +24,7 @@ use serde_json::Value;
 
 use super::field;
 use crate::Result;
+use crate::document::date::date_millis;
 use crate::dsl::JsonPath;
 use crate::dsl::expression::{Expression, Family};
 
@@ -203,6 +205,7 @@ impl<'a> ExprCompiler<'a> {
                     Family::String => string::compile(op.name, args, at)?,
                     Family::Array => array::compile(self, op.name, args, at)?,
                     Family::Type => types::compile(op.name, args, at)?,
+                    Family::Date => date::compile(op.name, args, at)?,
                 }
             }
         };
@@ -257,6 +260,10 @@ pub fn scalar(v: &Value) -> ScalarValue {
                 .collect();
             ScalarValue::List(ScalarValue::new_list_nullable(&values, &elem_ty))
         }
+        Value::Object(_) if date_millis(v).is_some() => ScalarValue::TimestampMillisecond(
+            date_millis(v).and_then(|r| r.ok()),
+            Some("UTC".into()),
+        ),
         Value::Object(map) => {
             let mut builder = datafusion::common::scalar::ScalarStructBuilder::new();
             for (k, v) in map {

@@ -78,7 +78,11 @@ pub(super) fn compile(name: &str, args: Vec<Typed>, at: &JsonPath) -> Result<Exp
                 )
                 .otherwise(cast(x, DataType::Utf8))?
             }
-            Kind::Number | Kind::Bool | Kind::Date => cast(x, DataType::Utf8),
+            Kind::Number | Kind::Bool => cast(x, DataType::Utf8),
+            // ISO-8601 with milliseconds, as MongoDB prints a date.
+            Kind::Date => {
+                datafusion::functions::datetime::expr_fn::to_char(x, lit("%Y-%m-%dT%H:%M:%S%.3fZ"))
+            }
             other => {
                 return Err(at.index(0).err(format!(
                     "$toString cannot convert an {} to a string",
@@ -90,6 +94,8 @@ pub(super) fn compile(name: &str, args: Vec<Typed>, at: &JsonPath) -> Result<Exp
             Kind::Null => lit(ScalarValue::Int64(None)),
             Kind::Number | Kind::Bool => cast(x, DataType::Int64),
             Kind::String => try_cast(x, DataType::Int64),
+            // Milliseconds since the epoch (MongoDB allows this for $toLong only).
+            Kind::Date if name == "$toLong" => cast(x, DataType::Int64),
             other => {
                 return Err(at.index(0).err(format!(
                     "{name} cannot convert an {} to a number",
@@ -136,6 +142,7 @@ fn convert(args: Vec<Typed>, at: &JsonPath) -> Result<Expr> {
             "decimal" => "$toDecimal",
             "string" => "$toString",
             "bool" => "$toBool",
+            "date" => "$toDate",
             other => {
                 return Err(at
                     .key("to")
@@ -149,6 +156,7 @@ fn convert(args: Vec<Typed>, at: &JsonPath) -> Result<Expr> {
             19 => "$toDecimal",
             2 => "$toString",
             8 => "$toBool",
+            9 => "$toDate",
             other => {
                 return Err(at.key("to").err(format!(
                     "converting to BSON type {other} is not supported yet"
@@ -162,7 +170,12 @@ fn convert(args: Vec<Typed>, at: &JsonPath) -> Result<Expr> {
         }
     };
     let x = input.expr.clone();
-    let converted = compile(op, vec![input], at)?;
+    let converted = if op == "$toDate" {
+        // With onError, text that does not parse becomes null (then onError), not an error.
+        super::date::to_date(&input, on_error.is_none(), at)?
+    } else {
+        compile(op, vec![input], at)?
+    };
     let mut case = datafusion::logical_expr::when(
         x.clone().is_null(),
         on_null.map_or(lit(ScalarValue::Null), |n| n.expr),

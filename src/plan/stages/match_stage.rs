@@ -27,6 +27,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast, lamb
 use serde_json::Value;
 
 use crate::Result;
+use crate::document::date::date_millis;
 use crate::dsl::JsonPath;
 use crate::dsl::query::{BsonType, Condition, Query};
 use crate::plan::expr::{ExprCompiler, Kind, Typed, literal, scalar, truthy};
@@ -134,7 +135,7 @@ impl Scope<'_> {
             }
             Condition::Eq(Value::Null) => f.expr.clone().is_null(),
             Condition::Eq(v @ Value::Array(_)) => whole_array_equals(f, v, at)?,
-            Condition::Eq(Value::Object(_)) => {
+            Condition::Eq(v @ Value::Object(_)) if date_millis(v).is_none() => {
                 return Err(at.err(
                     "equality with an embedded document is not supported; compare its fields instead",
                 ));
@@ -232,7 +233,12 @@ impl Scope<'_> {
         let mut same: Vec<Expr> = Vec::new();
         for v in values {
             let l = literal(v);
-            if matches!(v, Value::Null | Value::Array(_) | Value::Object(_)) {
+            let structured = match v {
+                Value::Null | Value::Array(_) => true,
+                Value::Object(_) => date_millis(v).is_none(),
+                _ => false,
+            };
+            if structured {
                 alternatives.push(self.condition(f, &Condition::Eq(v.clone()), at, gathered)?);
             } else if l.kind() == target_kind {
                 same.push(l.expr);

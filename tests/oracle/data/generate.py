@@ -4,7 +4,8 @@
 - orders.jsonl: 80 orders with item arrays, tags, an optional coupon, a sub-document, some
   nulls, an ISO-8601 `createdAt`;
 - sensors.jsonl: 120 sensor events with reading arrays, optional fields and epoch-millisecond
-  timestamps.
+  timestamps;
+- events.jsonl: 60 events with extended JSON dates, ISO-8601 text and epoch milliseconds.
 
     python3 tests/oracle/data/generate.py
 """
@@ -62,4 +63,45 @@ with open(os.path.join(HERE, "sensors.jsonl"), "w") as f:
             e["humidity"] = rng.randint(20, 90)
         if rng.random() < 0.15:
             e["temp"] = None
+        f.write(json.dumps(e, separators=(",", ":")) + "\n")
+
+# events.jsonl: 60 events with extended JSON dates (`at`, `due`), ISO text (`when`) and epoch
+# milliseconds (`epoch`); some fall on DST changes, leap days, year and ISO-week boundaries.
+import datetime as dt
+
+def iso(d):
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+
+SPECIAL = [
+    dt.datetime(2024, 3, 10, 6, 30, 0, 0),          # New York springs forward at 07:00Z
+    dt.datetime(2024, 11, 3, 5, 30, 0, 0),          # ... and falls back at 06:00Z
+    dt.datetime(2024, 2, 29, 23, 0, 0, 0),          # leap day
+    dt.datetime(2025, 12, 31, 23, 59, 59, 999000),  # last millisecond of a year
+    dt.datetime(2021, 1, 3, 12, 0, 0, 0),           # ISO week 53 of 2020, a Sunday
+    dt.datetime(2026, 1, 1, 0, 0, 0, 0),
+]
+with open(os.path.join(HERE, "events.jsonl"), "w") as f:
+    base = dt.datetime(2023, 12, 25)
+    for i in range(60):
+        if i < len(SPECIAL):
+            at = SPECIAL[i]
+        else:
+            at = base + dt.timedelta(milliseconds=rng.randint(0, 3 * 365 * 86_400_000))
+        e = {
+            "_id": i + 1,
+            "user": f"u-{rng.randint(1, 5)}",
+            "kind": rng.choice(["click", "view", "buy"]),
+            "at": {"$date": iso(at)},
+            "amount": rng.randint(1, 500),
+        }
+        r = rng.random()
+        if r < 0.7:
+            due = at + dt.timedelta(hours=rng.randint(-100, 2000), minutes=rng.randint(0, 59))
+            e["due"] = {"$date": {"$numberLong": str(int((due - dt.datetime(1970, 1, 1)).total_seconds() * 1000))}}
+        elif r < 0.8:
+            e["due"] = None
+        w = at + dt.timedelta(days=rng.randint(-30, 30))
+        e["when"] = rng.choice([w.strftime("%Y-%m-%dT%H:%M:%SZ"), w.strftime("%Y-%m-%d"),
+                                w.strftime("%Y-%m-%dT%H:%M:%S+02:00")])
+        e["epoch"] = int((at - dt.datetime(1970, 1, 1)).total_seconds() * 1000) + rng.randint(0, 999)
         f.write(json.dumps(e, separators=(",", ":")) + "\n")
