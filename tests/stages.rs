@@ -419,6 +419,40 @@ async fn date_operators_reject_bad_arguments_by_path() {
 }
 
 #[tokio::test]
+async fn reduce_without_a_columnar_fold_is_rejected_by_path() {
+    let docs = "{\"a\": [1, 2, 3]}\n";
+    let e = run(
+        docs,
+        json!([{"$project": {"r": {"$reduce": {"input": "$a", "initialValue": 0,
+            "in": {"$subtract": ["$$value", "$$this"]}}}}}]),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("pipeline[0].$project.r.$reduce.in: $reduce is supported when"),
+        "{e}"
+    );
+    // $$value used twice is not a fold of one element either.
+    let e = run(
+        docs,
+        json!([{"$project": {"r": {"$reduce": {"input": "$a", "initialValue": 0,
+            "in": {"$add": ["$$value", "$$value"]}}}}}]),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("$reduce is supported when"), "{e}");
+    let ok = run(
+        docs,
+        json!([{"$project": {"_id": 0, "r": {"$reduce": {"input": "$a", "initialValue": 10,
+            "in": {"$add": ["$$value", {"$multiply": ["$$this", "$$this"]}]}}}}}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok, [json!({"r": 24})], "integers stay integers");
+}
+
+#[tokio::test]
 async fn paths_through_arrays_of_scalars_are_missing() {
     // `tags` holds strings: `tags.x` has no values, so it matches only as missing.
     let out = run(PEOPLE, json!([{"$match": {"tags.x": 1}}]))

@@ -70,6 +70,14 @@ pub enum Binding {
         limit: Option<Expression>,
         path: JsonPath,
     },
+    /// `{"$reduce": {"input", "initialValue", "in"}}`: folds the elements into `$$value`,
+    /// each element being `$$this`.
+    Reduce {
+        input: Expression,
+        initial: Expression,
+        body: Expression,
+        path: JsonPath,
+    },
 }
 
 /// Operator families; each maps to one file under `plan/expr/`.
@@ -222,6 +230,18 @@ pub static OPERATORS: &[OperatorSpec] = &[
         &["input", "regex", "options?"],
     ),
     named(
+        "$regexFind",
+        Family::String,
+        Arity::Between(2, 3),
+        &["input", "regex", "options?"],
+    ),
+    named(
+        "$regexFindAll",
+        Family::String,
+        Arity::Between(2, 3),
+        &["input", "regex", "options?"],
+    ),
+    named(
         "$replaceOne",
         Family::String,
         Arity::Exactly(3),
@@ -250,6 +270,12 @@ pub static OPERATORS: &[OperatorSpec] = &[
         Family::Array,
         Arity::Exactly(2),
         &["input", "sortBy"],
+    ),
+    named(
+        "$zip",
+        Family::Array,
+        Arity::Between(1, 3),
+        &["inputs", "useLongestLength=false", "defaults?"],
     ),
     // sets (arrays read as sets)
     op("$setUnion", Family::Array, Arity::AtLeast(1)),
@@ -510,7 +536,7 @@ fn parse_operator(name: &str, operand: &Value, at: &JsonPath) -> Result<Expressi
             }
             return Ok(Expression::Literal(date));
         }
-        "$let" | "$map" | "$filter" => return parse_binding(name, operand, at),
+        "$let" | "$map" | "$filter" | "$reduce" => return parse_binding(name, operand, at),
         "$switch" => return parse_switch(operand, at),
         _ => {}
     }
@@ -622,6 +648,7 @@ fn parse_binding(name: &str, operand: &Value, at: &JsonPath) -> Result<Expressio
     let allowed: &[&str] = match name {
         "$let" => &["vars", "in"],
         "$map" => &["input", "as", "in"],
+        "$reduce" => &["input", "initialValue", "in"],
         _ => &["input", "as", "cond", "limit"],
     };
     if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -668,6 +695,12 @@ fn parse_binding(name: &str, operand: &Value, at: &JsonPath) -> Result<Expressio
         "$map" => Binding::Map {
             input: Expression::parse(required("input")?, &at.key("input"))?,
             var: var_name()?,
+            body: Expression::parse(required("in")?, &at.key("in"))?,
+            path: at.clone(),
+        },
+        "$reduce" => Binding::Reduce {
+            input: Expression::parse(required("input")?, &at.key("input"))?,
+            initial: Expression::parse(required("initialValue")?, &at.key("initialValue"))?,
             body: Expression::parse(required("in")?, &at.key("in"))?,
             path: at.clone(),
         },

@@ -15,7 +15,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DataFusionError, Result as DFResult};
 use datafusion::logical_expr::ScalarUDF;
 
-use super::DateUdf;
+use super::KernelUdf;
 use super::args::{date_array, dates, get, ints, strings};
 use super::calendar::{Unit, Zones, from_local, month_index, month_start, to_local};
 use crate::document::date::date_type;
@@ -23,7 +23,7 @@ use crate::document::date::date_type;
 /// The function.
 pub fn udf() -> Arc<ScalarUDF> {
     static UDF: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
-        Arc::new(ScalarUDF::new_from_impl(DateUdf::new(
+        Arc::new(ScalarUDF::new_from_impl(KernelUdf::new(
             "mongo_date_add",
             vec![date_type(), DataType::Utf8, DataType::Int64, DataType::Utf8],
             date_type(),

@@ -13,7 +13,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::Result as DFResult;
 use datafusion::logical_expr::ScalarUDF;
 
-use super::DateUdf;
+use super::KernelUdf;
 use super::args::{dates, get, strings};
 use super::calendar::{Unit, Zones, epoch_days, get_weekday, month_index, to_local, week_start};
 use crate::document::date::date_type;
@@ -21,7 +21,7 @@ use crate::document::date::date_type;
 /// The function.
 pub fn udf() -> Arc<ScalarUDF> {
     static UDF: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
-        Arc::new(ScalarUDF::new_from_impl(DateUdf::new(
+        Arc::new(ScalarUDF::new_from_impl(KernelUdf::new(
             "mongo_date_diff",
             vec![
                 date_type(),

@@ -15,7 +15,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DataFusionError, Result as DFResult};
 use datafusion::logical_expr::ScalarUDF;
 
-use super::DateUdf;
+use super::KernelUdf;
 use super::args::{date_array, get, ints, strings};
 use super::calendar::{Zones, from_local, month_start};
 use crate::document::date::date_type;
@@ -29,7 +29,7 @@ fn signature() -> Vec<DataType> {
 /// The calendar form (`year`, `month`, `day`, …).
 pub fn udf() -> Arc<ScalarUDF> {
     static UDF: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
-        Arc::new(ScalarUDF::new_from_impl(DateUdf::new(
+        Arc::new(ScalarUDF::new_from_impl(KernelUdf::new(
             "mongo_date_from_parts",
             signature(),
             date_type(),
@@ -42,7 +42,7 @@ pub fn udf() -> Arc<ScalarUDF> {
 /// The ISO week form (`isoWeekYear`, `isoWeek`, `isoDayOfWeek`, …).
 pub fn iso_udf() -> Arc<ScalarUDF> {
     static UDF: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
-        Arc::new(ScalarUDF::new_from_impl(DateUdf::new(
+        Arc::new(ScalarUDF::new_from_impl(KernelUdf::new(
             "mongo_date_from_iso_parts",
             signature(),
             date_type(),

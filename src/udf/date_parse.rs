@@ -16,7 +16,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DataFusionError, Result as DFResult};
 use datafusion::logical_expr::ScalarUDF;
 
-use super::DateUdf;
+use super::KernelUdf;
 use super::args::{bools, date_array, get, strings};
 use super::calendar::{FormatPiece, Zones, format_pieces, from_local};
 use crate::document::date::date_type;
@@ -24,7 +24,7 @@ use crate::document::date::date_type;
 /// The function.
 pub fn udf() -> Arc<ScalarUDF> {
     static UDF: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
-        Arc::new(ScalarUDF::new_from_impl(DateUdf::new(
+        Arc::new(ScalarUDF::new_from_impl(KernelUdf::new(
             "mongo_date_parse",
             vec![
                 DataType::Utf8,

@@ -13,7 +13,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DataFusionError, Result as DFResult};
 use datafusion::logical_expr::ScalarUDF;
 
-use super::DateUdf;
+use super::KernelUdf;
 use super::args::{date_array, dates, get, ints, strings};
 use super::calendar::{
     Unit, Zones, epoch_days, from_local, get_weekday, month_index, month_start, to_local,
@@ -24,7 +24,7 @@ use crate::document::date::date_type;
 /// The function.
 pub fn udf() -> Arc<ScalarUDF> {
     static UDF: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
-        Arc::new(ScalarUDF::new_from_impl(DateUdf::new(
+        Arc::new(ScalarUDF::new_from_impl(KernelUdf::new(
             "mongo_date_trunc",
             vec![
                 date_type(),

@@ -1,9 +1,11 @@
 //! Fluxion's own scalar functions, for what DataFusion's built-ins cannot express with
 //! MongoDB's meaning: calendar arithmetic in a time zone (`$dateTrunc` with bins, `$dateAdd`,
-//! `$dateDiff`, `$dateFromParts`) and date parsing that can fail softly (`$dateFromString`
-//! with `onError`). One file per function; [`calendar`] holds what they share.
+//! `$dateDiff`, `$dateFromParts`), date parsing that can fail softly (`$dateFromString`
+//! with `onError`), and every match of a regular expression with its captures
+//! (`$regexFind`, `$regexFindAll`). One file per function; [`calendar`] holds what the date
+//! functions share.
 //!
-//! Each is a plain columnar kernel over Arrow arrays, wrapped by [`DateUdf`]. They are also
+//! Each is a plain columnar kernel over Arrow arrays, wrapped by [`KernelUdf`]. They are also
 //! registered in the engine's session, so SQL can call them (`mongo_date_add(ts, 'month', 1,
 //! 'UTC')`).
 
@@ -13,6 +15,7 @@ pub mod date_diff;
 pub mod date_from_parts;
 pub mod date_parse;
 pub mod date_trunc;
+pub mod regex_find;
 
 use std::sync::Arc;
 
@@ -29,17 +32,17 @@ pub type Kernel = fn(&[ArrayRef]) -> DFResult<ArrayRef>;
 
 /// A scalar function defined by its argument types, result type and kernel.
 #[derive(Debug)]
-pub struct DateUdf {
+pub struct KernelUdf {
     name: &'static str,
     signature: Signature,
     returns: DataType,
     kernel: Kernel,
 }
 
-impl DateUdf {
+impl KernelUdf {
     /// A function taking exactly `args`.
     pub fn new(name: &'static str, args: Vec<DataType>, returns: DataType, kernel: Kernel) -> Self {
-        DateUdf {
+        KernelUdf {
             name,
             signature: Signature::exact(args, Volatility::Immutable),
             returns,
@@ -49,21 +52,21 @@ impl DateUdf {
 }
 
 // Functions are identified by name (kernel pointers are not comparable).
-impl PartialEq for DateUdf {
+impl PartialEq for KernelUdf {
     fn eq(&self, other: &Self) -> bool {
         self.name == other.name
     }
 }
 
-impl Eq for DateUdf {}
+impl Eq for KernelUdf {}
 
-impl std::hash::Hash for DateUdf {
+impl std::hash::Hash for KernelUdf {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.name.hash(state)
     }
 }
 
-impl ScalarUDFImpl for DateUdf {
+impl ScalarUDFImpl for KernelUdf {
     fn name(&self) -> &str {
         self.name
     }
@@ -102,6 +105,7 @@ pub fn all() -> Vec<Arc<ScalarUDF>> {
         date_from_parts::udf(),
         date_from_parts::iso_udf(),
         date_parse::udf(),
+        regex_find::udf(),
     ]
 }
 

@@ -16,6 +16,9 @@ use datafusion::functions_nested::expr_fn::{
     array_has, array_intersect, array_max, array_min, array_position, array_reverse, array_slice,
     array_sort, array_sum, array_union, cardinality, range,
 };
+use datafusion::functions_nested::expr_fn::{
+    array_repeat, array_transform, arrays_zip, make_array,
+};
 use datafusion::logical_expr::{Expr, cast, lambda, lit, when};
 
 use super::{ExprCompiler, Kind, Typed};
@@ -263,6 +266,11 @@ fn aggregate(name: &str, args: Vec<Typed>) -> Result<Expr> {
     {
         let numeric = Kind::of(elem.data_type()) == Kind::Number;
         return Ok(match (name, numeric) {
+            // array_sum adds in doubles; integers stay integers, as in MongoDB.
+            ("$sum", true) if elem.data_type().is_integer() => cast(
+                coalesce(vec![array_sum(a.expr.clone()), lit(0i64)]),
+                DataType::Int64,
+            ),
             ("$sum", true) => coalesce(vec![array_sum(a.expr.clone()), lit(0i64)]),
             ("$sum", false) => lit(0i64),
             (_, false) => lit(ScalarValue::Null),
@@ -310,4 +318,113 @@ fn aggregate(name: &str, args: Vec<Typed>) -> Result<Expr> {
         "$min" => least(nums),
         _ => greatest(nums),
     })
+}
+
+/// `$zip: {inputs, useLongestLength, defaults}`: the i-th elements of every input, as arrays.
+/// The inputs are zipped by `arrays_zip`; shorter inputs are first padded with their default
+/// (`useLongestLength`), or the result is cut to the shortest input. Inputs must share an
+/// element type class (a Fluxion array holds one type). A null input gives null.
+pub(super) fn zip(c: &ExprCompiler, op: &crate::dsl::expression::Operator) -> Result<Expr> {
+    let at = &op.path;
+    let crate::dsl::Expression::Array(inputs) = &op.args[0] else {
+        return Err(at
+            .key("inputs")
+            .err("$zip inputs must be an array of array expressions"));
+    };
+    if inputs.is_empty() {
+        return Err(at.key("inputs").err("$zip needs at least one input"));
+    }
+    let longest = match &op.args[1] {
+        crate::dsl::Expression::Literal(serde_json::Value::Bool(b)) => *b,
+        _ => {
+            return Err(at
+                .key("useLongestLength")
+                .err("must be a constant true or false"));
+        }
+    };
+    let defaults: Vec<Typed> = match op.args.get(2) {
+        None => Vec::new(),
+        Some(crate::dsl::Expression::Literal(serde_json::Value::Null)) => Vec::new(),
+        Some(crate::dsl::Expression::Array(d)) if longest && d.len() == inputs.len() => d
+            .iter()
+            .enumerate()
+            .map(|(i, e)| c.typed(e, &at.key("defaults").index(i)))
+            .collect::<Result<_>>()?,
+        Some(_) => {
+            return Err(at
+                .key("defaults")
+                .err("defaults needs useLongestLength: true and one value per input"));
+        }
+    };
+    let mut lists = Vec::with_capacity(inputs.len());
+    let mut elem_kind: Option<Kind> = None;
+    for (i, e) in inputs.iter().enumerate() {
+        let here = at.key("inputs").index(i);
+        let t = c.typed(e, &here)?;
+        match &t.ty {
+            DataType::List(f) | DataType::LargeList(f) => {
+                let k = Kind::of(f.data_type());
+                match elem_kind {
+                    Some(prev) if prev != k && k != Kind::Null && prev != Kind::Null => {
+                        return Err(here.err(format!(
+                            "$zip inputs must hold one type of element: {} and {} (a Fluxion array holds one type)",
+                            prev.name(),
+                            k.name()
+                        )));
+                    }
+                    Some(prev) if prev != Kind::Null => {}
+                    _ => elem_kind = Some(k),
+                }
+            }
+            DataType::Null => {}
+            other => {
+                return Err(here.err(format!(
+                    "$zip inputs must be arrays, not {}",
+                    Kind::of(other).name()
+                )));
+            }
+        }
+        lists.push(t);
+    }
+    let lengths: Vec<Expr> = lists.iter().map(|l| cardinality(l.expr.clone())).collect();
+    let any_null = lists
+        .iter()
+        .map(|l| l.expr.clone().is_null())
+        .reduce(Expr::or)
+        .expect("one input");
+    let zipped = if longest {
+        let max = greatest(lengths.clone());
+        let padded: Vec<Expr> = lists
+            .iter()
+            .zip(&lengths)
+            .enumerate()
+            .map(|(i, (l, n))| {
+                let fill = defaults
+                    .get(i)
+                    .map_or(lit(ScalarValue::Null), |d| d.expr.clone());
+                array_concat(vec![
+                    l.expr.clone(),
+                    array_repeat(fill, cast(max.clone() - n.clone(), DataType::Int64)),
+                ])
+            })
+            .collect();
+        arrays_zip(padded)
+    } else {
+        array_slice(
+            arrays_zip(lists.iter().map(|l| l.expr.clone()).collect()),
+            lit(1i64),
+            cast(least(lengths), DataType::Int64),
+            None,
+        )
+    };
+    let zipped_ty = c.with_type(zipped.clone(), at)?;
+    let DataType::List(row) = &zipped_ty.ty else {
+        return Err(at.err("$zip: unexpected zipped type"));
+    };
+    let (param, var) = super::field::element_var(row, c.depth());
+    let items: Vec<Expr> = (1..=lists.len())
+        .map(|k| datafusion::functions::core::expr_fn::get_field(var.clone(), k.to_string()))
+        .collect();
+    let out = array_transform(zipped, lambda([param], make_array(items)));
+    Ok(when(any_null, lit(ScalarValue::Null)).otherwise(out)?)
 }

@@ -3,8 +3,9 @@
 //! A column has one type, so the branches of a conditional must share a type class (numbers
 //! of any width mix freely); MongoDB would allow a different type per document (README).
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::functions::core::expr_fn::coalesce;
-use datafusion::logical_expr::{Expr, when};
+use datafusion::logical_expr::{Expr, cast, when};
 
 use super::{Kind, Typed, truthy};
 use crate::Result;
@@ -20,14 +21,49 @@ pub(super) fn compile(name: &str, args: Vec<Typed>, at: &JsonPath) -> Result<Exp
                 it.next().expect("3"),
                 it.next().expect("3"),
             );
-            Ok(when(truthy(&cond), then.expr).otherwise(otherwise.expr)?)
+            let (then, otherwise) = unify(then, otherwise);
+            Ok(when(truthy(&cond), then).otherwise(otherwise)?)
         }
         "$ifNull" => {
             same_kind(&args, at, name, 0)?;
-            Ok(coalesce(args.into_iter().map(|a| a.expr).collect()))
+            let wide = widest(&args);
+            Ok(coalesce(
+                args.into_iter().map(|a| widen(a, wide.as_ref())).collect(),
+            ))
         }
         other => unreachable!("{other} is not a conditional operator"),
     }
+}
+
+/// Numbers of different widths meet at `Float64` (or `Int64` when all are integers). Done
+/// here, not left to DataFusion's coercion, so that the type Fluxion plans with is the type
+/// the column gets (lambdas over it check their parameter's type).
+fn widest(branches: &[Typed]) -> Option<DataType> {
+    let numeric: Vec<&DataType> = branches
+        .iter()
+        .filter(|b| b.kind() == Kind::Number)
+        .map(|b| &b.ty)
+        .collect();
+    if numeric.windows(2).all(|w| w[0] == w[1]) {
+        return None;
+    }
+    Some(if numeric.iter().all(|t| t.is_integer()) {
+        DataType::Int64
+    } else {
+        DataType::Float64
+    })
+}
+
+fn widen(a: Typed, to: Option<&DataType>) -> Expr {
+    match to {
+        Some(t) if a.kind() == Kind::Number && &a.ty != t => cast(a.expr, t.clone()),
+        _ => a.expr,
+    }
+}
+
+fn unify(a: Typed, b: Typed) -> (Expr, Expr) {
+    let wide = widest(&[a.clone(), b.clone()]);
+    (widen(a, wide.as_ref()), widen(b, wide.as_ref()))
 }
 
 /// Errors unless all non-null `branches` share a type class.

@@ -189,6 +189,8 @@ impl<'a> ExprCompiler<'a> {
                 }
                 named_struct(args)
             }
+            // `$zip` reads its inputs one by one, not as one array.
+            Expression::Operator(op) if op.name == "$zip" => array::zip(self, op)?,
             Expression::Operator(op) => {
                 let args = op
                     .args

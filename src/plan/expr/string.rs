@@ -24,6 +24,9 @@ use crate::Result;
 use crate::dsl::JsonPath;
 
 pub(super) fn compile(name: &str, args: Vec<Typed>, at: &JsonPath) -> Result<Expr> {
+    if matches!(name, "$regexFind" | "$regexFindAll") {
+        return regex_find(name, args, at);
+    }
     match name {
         // $concat is null when any argument is null or missing; the SQL `||` operator has
         // exactly that behaviour (the `concat` function would skip nulls).
@@ -184,6 +187,44 @@ fn more(name: &str, args: Vec<Typed>, at: &JsonPath) -> Result<Expr> {
 }
 
 /// The string constant `e` (an operand that must be known when planning).
+/// `$regexFind` / `$regexFindAll`: `{match, idx, captures}` of the first / every match, by
+/// Fluxion's `mongo_regex_find_all` function. The regex and options may vary per document;
+/// constant ones are checked now.
+fn regex_find(name: &str, args: Vec<Typed>, at: &JsonPath) -> Result<Expr> {
+    for (i, a) in args.iter().enumerate() {
+        if !matches!(a.kind(), Kind::String | Kind::Null) {
+            return Err(at
+                .index(i)
+                .err(format!("{name} needs strings, not {}", a.kind().name())));
+        }
+    }
+    let text = |i: usize| match args.get(i) {
+        Some(a) if a.kind() == Kind::String => cast(a.expr.clone(), DataType::Utf8),
+        _ => lit(ScalarValue::Utf8(if i == 2 {
+            Some(String::new())
+        } else {
+            None
+        })),
+    };
+    let literal = |i: usize| match args.get(i).map(|a| &a.expr) {
+        Some(Expr::Literal(ScalarValue::Utf8(Some(s)), _)) => Some(s.clone()),
+        _ => None,
+    };
+    if let Some(pattern) = literal(1) {
+        let options = literal(2).unwrap_or_default();
+        crate::udf::regex_find::compile(&pattern, &options)
+            .map_err(|e| at.index(1).err(format!("invalid regex \"{pattern}\": {e}")))?;
+    }
+    let all = crate::udf::call(
+        crate::udf::regex_find::udf(),
+        vec![text(0), text(1), text(2)],
+    );
+    Ok(match name {
+        "$regexFindAll" => all,
+        _ => datafusion::functions_nested::expr_fn::array_element(all, lit(1i64)),
+    })
+}
+
 fn constant(e: Expr, at: JsonPath, name: &str) -> Result<String> {
     match e {
         Expr::Literal(ScalarValue::Utf8(Some(s)), _) => Ok(s),
