@@ -28,6 +28,9 @@ pub static ACCUMULATORS: &[&str] = &[
     "$bottom",
     "$topN",
     "$bottomN",
+    "$mergeObjects",
+    "$median",
+    "$percentile",
 ];
 
 /// A parsed `$group` stage.
@@ -51,6 +54,8 @@ pub struct Accumulator {
     pub n: Option<u64>,
     /// `sortBy` of `$top`, `$bottom`, `$topN`, `$bottomN`.
     pub sort_by: Vec<SortKey>,
+    /// `p` of `$percentile` (`[0.5]` for `$median`).
+    pub percentiles: Vec<f64>,
     pub path: JsonPath,
 }
 
@@ -104,6 +109,60 @@ fn parse_named(
     Ok((value, n, sort_by))
 }
 
+/// `{"input", "p", "method"}` of `$percentile` (`{"input", "method"}` of `$median`).
+pub fn parse_percentile(op: &str, arg: &Value, at: &JsonPath) -> Result<(Expression, Vec<f64>)> {
+    let Value::Object(map) = arg else {
+        return Err(at.err(format!(
+            "{op} expects {{\"input\", {}\"method\": \"approximate\"}}",
+            if op == "$percentile" { "\"p\", " } else { "" }
+        )));
+    };
+    let allowed: &[&str] = if op == "$percentile" {
+        &["input", "p", "method"]
+    } else {
+        &["input", "method"]
+    };
+    if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(at.key(k).err(format!(
+            "unknown argument \"{k}\" for {op} (expected {})",
+            allowed.join(", ")
+        )));
+    }
+    match map.get("method") {
+        Some(Value::String(m)) if m == "approximate" || m == "discrete" => {}
+        Some(_) => {
+            return Err(at.key("method").err(
+                "supported methods are \"approximate\" and \"discrete\" (both return a value of the input)",
+            ));
+        }
+        None => return Err(at.err(format!("{op} is missing its \"method\" argument"))),
+    }
+    let input = match map.get("input") {
+        Some(v) => Expression::parse(v, &at.key("input"))?,
+        None => return Err(at.err(format!("{op} is missing its \"input\" argument"))),
+    };
+    let p = if op == "$median" {
+        vec![0.5]
+    } else {
+        let bad = || {
+            at.key("p")
+                .err("expects a constant array of numbers between 0 and 1")
+        };
+        match map.get("p") {
+            Some(Value::Array(items)) if !items.is_empty() => items
+                .iter()
+                .map(|v| {
+                    v.as_f64()
+                        .filter(|p| (0.0..=1.0).contains(p))
+                        .ok_or_else(bad)
+                })
+                .collect::<Result<_>>()?,
+            _ => return Err(bad()),
+        }
+    };
+    Ok((input, p))
+}
+
 impl Group {
     /// Parses the document of a `$group` stage.
     pub fn parse(v: &Value, at: &JsonPath) -> Result<Group> {
@@ -136,8 +195,12 @@ impl Group {
                 .find(|a| **a == op_name)
                 .ok_or_else(|| here.err(format!("unknown accumulator \"{op_name}\"")))?;
             let arg_at = here.key(op_name);
-            let (mut n, mut sort_by) = (None, Vec::new());
-            let arg = if matches!(
+            let (mut n, mut sort_by, mut percentiles) = (None, Vec::new(), Vec::new());
+            let arg = if matches!(*op, "$median" | "$percentile") {
+                let (input, p) = parse_percentile(op, arg, &arg_at)?;
+                percentiles = p;
+                input
+            } else if matches!(
                 *op,
                 "$firstN"
                     | "$lastN"
@@ -173,6 +236,7 @@ impl Group {
                 arg,
                 n,
                 sort_by,
+                percentiles,
                 path: here,
             });
         }

@@ -5,15 +5,20 @@
 //! reassembled into a sub-document afterwards. A constant key groups everything into one
 //! document — and, as in MongoDB, into *no* document when the input is empty.
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::Column;
 use datafusion::functions::core::expr_fn::{coalesce, named_struct};
+use datafusion::functions::core::expr_fn::{get_field, greatest};
+use datafusion::functions::math::expr_fn::ceil;
 use datafusion::functions_aggregate::count::count_all;
 use datafusion::functions_aggregate::expr_fn::{
     array_agg, avg, first_value, last_value, max, min, sum,
 };
 use datafusion::functions_aggregate::expr_fn::{stddev, stddev_pop};
-use datafusion::functions_nested::expr_fn::{array_reverse, array_slice};
-use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, lit};
+use datafusion::functions_nested::expr_fn::{
+    array_element, array_reverse, array_slice, cardinality, make_array,
+};
+use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, cast, lit};
 use serde_json::Value;
 
 use crate::Result;
@@ -40,6 +45,7 @@ pub fn plan(input: LogicalPlan, g: &Group, at: &JsonPath) -> Result<LogicalPlan>
                 | "$bottom"
                 | "$topN"
                 | "$bottomN"
+                | "$mergeObjects"
         )
     });
     let input = if order_sensitive {
@@ -74,8 +80,18 @@ pub fn plan(input: LogicalPlan, g: &Group, at: &JsonPath) -> Result<LogicalPlan>
 
     let ordered = order::has_seq(&schema);
     let mut aggs = Vec::with_capacity(g.fields.len() + 1);
+    // What each output field is, over the aggregate's columns (most are one aggregate of
+    // that name; `$mergeObjects` is a document of one aggregate per field).
+    let mut outputs = Vec::with_capacity(g.fields.len());
     for acc in &g.fields {
-        aggs.push(accumulator(&c, acc, ordered)?.alias(&acc.name));
+        if acc.op == "$mergeObjects" {
+            let (parts, rebuilt) = merge_objects(&c, acc, ordered)?;
+            aggs.extend(parts);
+            outputs.push(rebuilt.alias(&acc.name));
+        } else {
+            aggs.push(accumulator(&c, acc, ordered)?.alias(&acc.name));
+            outputs.push(Expr::Column(Column::from_name(&acc.name)).alias(&acc.name));
+        }
     }
     if constant_key {
         aggs.push(count_all().alias(ROWS));
@@ -86,11 +102,7 @@ pub fn plan(input: LogicalPlan, g: &Group, at: &JsonPath) -> Result<LogicalPlan>
         b = b.filter(Expr::Column(Column::from_name(ROWS)).gt(lit(0i64)))?;
     }
     let mut out = vec![id_out.alias("_id")];
-    out.extend(
-        g.fields
-            .iter()
-            .map(|f| Expr::Column(Column::from_name(&f.name)).alias(&f.name)),
-    );
+    out.extend(outputs);
     Ok(b.project(out)?.build()?)
 }
 
@@ -190,8 +202,80 @@ fn accumulator(c: &ExprCompiler, acc: &Accumulator, ordered: bool) -> Result<Exp
             );
             first_n(coalesce(vec![agg, lit(empty)]), n)
         }
+        "$median" | "$percentile" if numeric => {
+            // MongoDB's "approximate" / "discrete" percentiles are values of the input: the
+            // ceil(p·n)-th smallest (nearest rank) of the non-null numbers.
+            let present = arg.expr.clone().is_not_null();
+            let sorted = array_agg(cast(arg.expr.clone(), DataType::Float64))
+                .order_by(vec![arg.expr.sort(true, false)])
+                .filter(present)
+                .build()?;
+            let picks: Vec<Expr> = acc
+                .percentiles
+                .iter()
+                .map(|p| nearest_rank(sorted.clone(), *p))
+                .collect();
+            match acc.op {
+                "$median" => picks.into_iter().next().expect("p = 0.5"),
+                _ => make_array(picks),
+            }
+        }
+        "$median" => lit(datafusion::common::ScalarValue::Float64(None)),
+        "$percentile" => {
+            let nulls =
+                vec![lit(datafusion::common::ScalarValue::Float64(None)); acc.percentiles.len()];
+            make_array(nulls)
+        }
         other => unreachable!("accumulator {other} is validated by the parser"),
     })
+}
+
+/// The element at rank ceil(p·n) (at least the first) of a sorted list; null when empty.
+pub fn nearest_rank(sorted: Expr, p: f64) -> Expr {
+    let n = cast(cardinality(sorted.clone()), DataType::Float64);
+    let rank = cast(
+        greatest(vec![ceil(n * lit(p)), lit(1.0f64)]),
+        DataType::Int64,
+    );
+    array_element(sorted, rank)
+}
+
+/// `$mergeObjects` over a document-valued argument: per field, the last non-null value in
+/// document order (later documents win, as in MongoDB; null and missing both leave a field as
+/// it was). Returns the per-field aggregates and the expression rebuilding the document.
+fn merge_objects(c: &ExprCompiler, acc: &Accumulator, ordered: bool) -> Result<(Vec<Expr>, Expr)> {
+    let at = acc.path.key(acc.op);
+    let arg = c.typed(&acc.arg, &at)?;
+    let DataType::Struct(fields) = &arg.ty else {
+        return Err(at.err(format!(
+            "$mergeObjects needs documents, not {}",
+            arg.kind().name()
+        )));
+    };
+    let mut parts = Vec::with_capacity(fields.len());
+    let mut rebuilt = Vec::with_capacity(fields.len() * 2);
+    for (i, f) in fields.iter().enumerate() {
+        let value = get_field(arg.expr.clone(), f.name().as_str());
+        let order = if ordered {
+            vec![order::by_seq()]
+        } else {
+            vec![]
+        };
+        let alias = format!("__fluxion_merge_{}_{i}", acc.name);
+        // The non-null values in document order, then the last one: `last_value … IGNORE
+        // NULLS` does not keep its ORDER BY through DataFusion 55's two-phase aggregation when
+        // it is the only ordered aggregate (seen as a wrong, run-dependent answer).
+        let present = value.clone().is_not_null();
+        let values = array_agg(value).order_by(order).filter(present).build()?;
+        parts.push(values.alias(&alias));
+
+        rebuilt.push(lit(f.name().as_str()));
+        rebuilt.push(array_element(
+            Expr::Column(Column::from_name(alias)),
+            lit(-1i64),
+        ));
+    }
+    Ok((parts, named_struct(rebuilt)))
 }
 
 /// The first `n` elements of a list.
