@@ -48,15 +48,34 @@ pub enum WindowOp {
     },
     /// `$fill`'s `locf`: the last non-null value of the field so far.
     Locf(Expression),
+    /// `$fill`'s `linear`: nulls between two values interpolated along the sort key.
+    Linear(Expression),
+    /// `$derivative`: change of `input` per unit of the sort key across the window.
+    Derivative {
+        input: Expression,
+        unit: Option<Unit>,
+    },
+    /// `$integral`: area under `input` along the sort key across the window (trapezoids).
+    Integral {
+        input: Expression,
+        unit: Option<Unit>,
+    },
+    /// `$expMovingAvg`: exponential moving average with weight `alpha`.
+    ExpMovingAvg {
+        input: Expression,
+        alpha: f64,
+    },
 }
+
+pub use crate::udf::calendar::Unit;
 
 /// A window frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Window {
     /// Counted in documents, relative to the current one.
     Documents(Bound, Bound),
-    /// Counted in values of the (single, numeric) sort key.
-    Range(Bound, Bound),
+    /// Counted in values of the (single) sort key: numbers, or time `unit`s of a date key.
+    Range(Bound, Bound, Option<Unit>),
 }
 
 /// One end of a frame.
@@ -69,7 +88,17 @@ pub enum Bound {
 }
 
 const ACCUMULATORS: &[&str] = &[
-    "$sum", "$avg", "$min", "$max", "$count", "$first", "$last", "$push",
+    "$sum",
+    "$avg",
+    "$min",
+    "$max",
+    "$count",
+    "$first",
+    "$last",
+    "$push",
+    "$addToSet",
+    "$stdDevPop",
+    "$stdDevSamp",
 ];
 
 impl SetWindowFields {
@@ -186,6 +215,64 @@ fn parse_output(name: &str, spec: &Value, at: &JsonPath, sorted: bool) -> Result
                 default,
             }
         }
+        "$derivative" | "$integral" => {
+            if !sorted {
+                return Err(here.err(format!("{op_name} requires sortBy")));
+            }
+            let Value::Object(m) = arg else {
+                return Err(here.err(format!("{op_name} expects {{\"input\", \"unit\"}}")));
+            };
+            if let Some(k) = m.keys().find(|k| !matches!(k.as_str(), "input" | "unit")) {
+                return Err(here
+                    .key(k)
+                    .err(format!("unknown argument \"{k}\" for {op_name}")));
+            }
+            let input = match m.get("input") {
+                Some(i) => Expression::parse(i, &here.key("input"))?,
+                None => return Err(here.err(format!("{op_name} requires input"))),
+            };
+            let unit = m
+                .get("unit")
+                .map(|u| parse_unit(u, &here.key("unit"), true))
+                .transpose()?;
+            if op_name.as_str() == "$derivative" {
+                WindowOp::Derivative { input, unit }
+            } else {
+                WindowOp::Integral { input, unit }
+            }
+        }
+        "$expMovingAvg" => {
+            needs_order("$expMovingAvg")?;
+            let Value::Object(m) = arg else {
+                return Err(
+                    here.err("$expMovingAvg expects {\"input\", \"N\"} or {\"input\", \"alpha\"}")
+                );
+            };
+            if let Some(k) = m
+                .keys()
+                .find(|k| !matches!(k.as_str(), "input" | "N" | "alpha"))
+            {
+                return Err(here
+                    .key(k)
+                    .err(format!("unknown argument \"{k}\" for $expMovingAvg")));
+            }
+            let input = match m.get("input") {
+                Some(i) => Expression::parse(i, &here.key("input"))?,
+                None => return Err(here.err("$expMovingAvg requires input")),
+            };
+            let alpha = match (m.get("N"), m.get("alpha")) {
+                (Some(n), None) => match n.as_u64() {
+                    Some(n) if n > 0 => 2.0 / (n as f64 + 1.0),
+                    _ => return Err(here.key("N").err("expects a positive integer")),
+                },
+                (None, Some(a)) => match a.as_f64() {
+                    Some(a) if a > 0.0 && a < 1.0 => a,
+                    _ => return Err(here.key("alpha").err("expects a number between 0 and 1")),
+                },
+                _ => return Err(here.err("$expMovingAvg takes exactly one of N and alpha")),
+            };
+            WindowOp::ExpMovingAvg { input, alpha }
+        }
         acc => {
             let Some(op) = ACCUMULATORS.iter().find(|a| **a == acc) else {
                 return Err(here.err(format!("unknown window operator \"{acc}\"")));
@@ -215,10 +302,18 @@ fn parse_window(v: &Value, at: &JsonPath) -> Result<Window> {
             at.err("expects {\"documents\": [lower, upper]} or {\"range\": [lower, upper]}")
         );
     };
-    if map.contains_key("unit") {
-        return Err(at
-            .key("unit")
-            .err("range windows with time units are not supported yet"));
+    if let Some(k) = map
+        .keys()
+        .find(|k| !matches!(k.as_str(), "documents" | "range" | "unit"))
+    {
+        return Err(at.key(k).err(format!("unknown window option \"{k}\"")));
+    }
+    let unit = map
+        .get("unit")
+        .map(|u| parse_unit(u, &at.key("unit"), false))
+        .transpose()?;
+    if unit.is_some() && map.contains_key("documents") {
+        return Err(at.key("unit").err("a unit applies to range windows only"));
     }
     let (kind, bounds) = match (map.get("documents"), map.get("range")) {
         (Some(b), None) => ("documents", b),
@@ -248,8 +343,23 @@ fn parse_window(v: &Value, at: &JsonPath) -> Result<Window> {
     Ok(if kind == "documents" {
         Window::Documents(lo, hi)
     } else {
-        Window::Range(lo, hi)
+        Window::Range(lo, hi, unit)
     })
+}
+
+/// A time unit of a window (`week` … `millisecond`; `month`, `quarter`, `year` too for range
+/// windows, which step by calendar months).
+fn parse_unit(v: &Value, at: &JsonPath, fixed_only: bool) -> Result<Unit> {
+    let unit = v
+        .as_str()
+        .and_then(Unit::parse)
+        .ok_or_else(|| at.err(format!("expects a time unit ({})", Unit::NAMES)))?;
+    if fixed_only && unit.millis().is_none() {
+        return Err(
+            at.err("expects a unit of fixed length (week, day, hour, minute, second, millisecond)")
+        );
+    }
+    Ok(unit)
 }
 
 /// `$fill: {"partitionBy", "sortBy", "output": {"f": {"value": expr} | {"method": "locf"}}}`:
@@ -258,18 +368,37 @@ pub fn parse_fill(v: &Value, at: &JsonPath) -> Result<Vec<Stage>> {
     let Value::Object(map) = v else {
         return Err(at.err("$fill expects {\"sortBy\", \"partitionBy\", \"output\"}"));
     };
-    if let Some(k) = map
-        .keys()
-        .find(|k| !matches!(k.as_str(), "partitionBy" | "sortBy" | "output"))
-    {
-        let hint = if k == "partitionByFields" {
-            " (not supported yet: use partitionBy)"
-        } else {
-            ""
-        };
-        return Err(at.key(k).err(format!("unknown $fill option \"{k}\"{hint}")));
+    if let Some(k) = map.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "partitionBy" | "partitionByFields" | "sortBy" | "output"
+        )
+    }) {
+        return Err(at.key(k).err(format!("unknown $fill option \"{k}\"")));
     }
-    let (partition_by, sort_by) = partition_and_sort(map, at)?;
+    let (mut partition_by, sort_by) = partition_and_sort(map, at)?;
+    if let Some(fields) = map.get("partitionByFields") {
+        let here = at.key("partitionByFields");
+        if partition_by.is_some() {
+            return Err(here.err("give either partitionBy or partitionByFields, not both"));
+        }
+        let Value::Array(names) = fields else {
+            return Err(here.err("expects an array of field names"));
+        };
+        // Partitioning by several fields is partitioning by the document of them.
+        let mut members = Vec::new();
+        for (i, n) in names.iter().enumerate() {
+            let Value::String(n) = n else {
+                return Err(here.index(i).err("expects a field name"));
+            };
+            let path = FieldPath::parse(n, &here.index(i))?;
+            members.push((format!("f{i}"), Expression::Field(path)));
+        }
+        if members.is_empty() {
+            return Err(here.err("expects at least one field name"));
+        }
+        partition_by = Some(Expression::Document(members));
+    }
     let Some(Value::Object(outputs)) = map.get("output") else {
         return Err(at.err("$fill requires an output document"));
     };
@@ -304,10 +433,26 @@ pub fn parse_fill(v: &Value, at: &JsonPath) -> Result<Vec<Stage>> {
                     path: here.clone(),
                 });
             }
+            Value::Object(m)
+                if m.len() == 1 && m.get("method") == Some(&Value::String("linear".into())) =>
+            {
+                if sort_by.len() != 1 {
+                    return Err(here.err("method \"linear\" requires sortBy on exactly one field"));
+                }
+                if name.contains('.') {
+                    return Err(here.err("linear fill of a nested field is not supported"));
+                }
+                locf.push(WindowOutput {
+                    name: name.clone(),
+                    op: WindowOp::Linear(Expression::Field(field)),
+                    window: None,
+                    path: here.clone(),
+                });
+            }
             Value::Object(m) if m.contains_key("method") => {
                 return Err(here
                     .key("method")
-                    .err("only method \"locf\" is supported yet (not \"linear\")"));
+                    .err("expects method \"locf\" or \"linear\""));
             }
             _ => {
                 return Err(here.err("expects {\"value\": <expression>} or {\"method\": \"locf\"}"));

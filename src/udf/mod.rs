@@ -2,7 +2,8 @@
 //! MongoDB's meaning: calendar arithmetic in a time zone (`$dateTrunc` with bins, `$dateAdd`,
 //! `$dateDiff`, `$dateFromParts`), date parsing that can fail softly (`$dateFromString`
 //! with `onError`), and every match of a regular expression with its captures
-//! (`$regexFind`, `$regexFindAll`). One file per function; [`calendar`] holds what the date
+//! (`$regexFind`, `$regexFindAll`); and window functions that carry a value along a
+//! partition (`$expMovingAvg`, linear `$fill`). One file per function; [`calendar`] holds what the date
 //! functions share.
 //!
 //! Each is a plain columnar kernel over Arrow arrays, wrapped by [`KernelUdf`]. They are also
@@ -15,6 +16,8 @@ pub mod date_diff;
 pub mod date_from_parts;
 pub mod date_parse;
 pub mod date_trunc;
+pub mod exp_moving_avg;
+pub mod linear_fill;
 pub mod regex_find;
 
 use std::sync::Arc;

@@ -6,19 +6,21 @@
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Column, ScalarValue};
-use datafusion::functions::core::expr_fn::coalesce;
+use datafusion::functions::core::expr_fn::{coalesce, nullif};
 use datafusion::functions_aggregate::array_agg::array_agg_udaf;
 use datafusion::functions_aggregate::average::avg_udaf;
 use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::functions_aggregate::min_max::{max_udaf, min_udaf};
+use datafusion::functions_aggregate::stddev::{stddev_pop_udaf, stddev_udaf};
 use datafusion::functions_aggregate::sum::sum_udaf;
+use datafusion::functions_nested::expr_fn::array_distinct;
 use datafusion::functions_window::expr_fn::{
     dense_rank, first_value, lag, last_value, lead, rank, row_number,
 };
 use datafusion::logical_expr::expr::{NullTreatment, WindowFunction};
 use datafusion::logical_expr::{
     Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, SortExpr, WindowFrame,
-    WindowFrameBound, WindowFrameUnits, cast, lit,
+    WindowFrameBound, WindowFrameUnits, cast, lit, when,
 };
 
 use super::project;
@@ -30,55 +32,106 @@ use crate::plan::{field, order};
 
 /// Plans `$setWindowFields`.
 pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<LogicalPlan> {
-    let schema = input.schema().clone();
-    let c = ExprCompiler::new(&schema);
+    let original = input.schema().clone();
+    let first = ExprCompiler::new(&original);
     let partition: Vec<Expr> = match &w.partition_by {
-        Some(p) => vec![c.compile(p, &at.key("partitionBy"))?],
+        Some(p) => vec![first.compile(p, &at.key("partitionBy"))?],
         None => vec![],
     };
     let mut sort: Vec<SortExpr> = Vec::new();
     let mut sort_types = Vec::new();
     for k in &w.sort_by {
-        let (e, ty) = field::resolve(&schema, &k.field, &at.key("sortBy"))?;
+        let (e, ty) = field::resolve(&original, &k.field, &at.key("sortBy"))?;
         sort_types.push(ty);
         sort.push(e.sort(k.ascending, k.ascending));
     }
     let mut with_ties = sort.clone();
-    if order::has_seq(&schema) {
+    if order::has_seq(&original) {
         with_ties.push(order::by_seq());
     }
-    // The Window operator takes bare window functions; casts and defaults are applied in the
-    // projection after it (`post`).
-    let mut names = Vec::new();
-    let mut window_exprs = Vec::new();
-    type Post = Box<dyn Fn(Expr) -> Expr>;
-    let int64: fn() -> Post = || Box::new(|e| cast(e, DataType::Int64));
-    let same: fn() -> Post = || Box::new(|e| e);
+    // `$integral` adds up trapezoids between neighbours: a first Window operator gives each
+    // document its predecessor's key and value.
+    let mut pre = Vec::new();
     for (i, out) in w.output.iter().enumerate() {
-        let alias = format!("__fluxion_window_{i}");
+        if let WindowOp::Integral { input: y, unit } = &out.op {
+            let x = position(&sort, &sort_types, *unit, &out.path)?;
+            let y = numeric(&first, y, &out.path)?;
+            for (name, e) in [
+                (format!("__fluxion_lag_x_{i}"), x),
+                (format!("__fluxion_lag_y_{i}"), y),
+            ] {
+                pre.push(
+                    lag(e, Some(1), None)
+                        .partition_by(partition.clone())
+                        .order_by(with_ties.clone())
+                        .build()?
+                        .alias(name),
+                );
+            }
+        }
+    }
+    let input = if pre.is_empty() {
+        input
+    } else {
+        // Each document's trapezoid with its predecessor, as a column (a window function may
+        // not share a computed argument with another: DataFusion's common-subexpression pass
+        // fails on that).
+        let lagged = LogicalPlanBuilder::from(input).window(pre)?.build()?;
+        let lagged_schema = lagged.schema().clone();
+        let lc = ExprCompiler::new(&lagged_schema);
+        let mut cols: Vec<Expr> = lagged_schema
+            .columns()
+            .into_iter()
+            .map(Expr::Column)
+            .collect();
+        for (i, out) in w.output.iter().enumerate() {
+            if let WindowOp::Integral { input: y, unit } = &out.op {
+                let x = position(&sort, &sort_types, *unit, &out.path)?;
+                let y = numeric(&lc, y, &out.path)?;
+                let lx = Expr::Column(Column::from_name(format!("__fluxion_lag_x_{i}")));
+                let ly = Expr::Column(Column::from_name(format!("__fluxion_lag_y_{i}")));
+                cols.push(((x - lx) * (y + ly) / lit(2f64)).alias(format!("__fluxion_piece_{i}")));
+            }
+        }
+        LogicalPlanBuilder::from(lagged).project(cols)?.build()?
+    };
+    let schema = input.schema().clone();
+    let c = ExprCompiler::new(&schema);
+    // The Window operator takes bare window functions; each output is then an expression over
+    // their columns (casts, defaults, combinations), applied in the projection after it.
+    let mut results: Vec<(String, Expr)> = Vec::new();
+    let mut window_exprs = Vec::new();
+    let mut next = 0usize;
+    let mut add = |e: Expr, window_exprs: &mut Vec<Expr>| -> Expr {
+        let alias = format!("__fluxion_window_{next}");
+        next += 1;
+        window_exprs.push(e.alias(&alias));
+        Expr::Column(Column::from_name(alias))
+    };
+    for (i, out) in w.output.iter().enumerate() {
         let here = &out.path;
-        let (expr, post): (Expr, Post) = match &out.op {
-            WindowOp::Rank => (
-                rank()
+        let result: Expr = match &out.op {
+            WindowOp::Rank => {
+                let f = rank()
                     .order_by(sort.clone())
                     .partition_by(partition.clone())
-                    .build()?,
-                int64(),
-            ),
-            WindowOp::DenseRank => (
-                dense_rank()
+                    .build()?;
+                cast(add(f, &mut window_exprs), DataType::Int64)
+            }
+            WindowOp::DenseRank => {
+                let f = dense_rank()
                     .order_by(sort.clone())
                     .partition_by(partition.clone())
-                    .build()?,
-                int64(),
-            ),
-            WindowOp::DocumentNumber => (
-                row_number()
+                    .build()?;
+                cast(add(f, &mut window_exprs), DataType::Int64)
+            }
+            WindowOp::DocumentNumber => {
+                let f = row_number()
                     .order_by(with_ties.clone())
                     .partition_by(partition.clone())
-                    .build()?,
-                int64(),
-            ),
+                    .build()?;
+                cast(add(f, &mut window_exprs), DataType::Int64)
+            }
             WindowOp::Locf(field) => {
                 let value = c.compile(field, here)?;
                 let f = last_value(value)
@@ -91,7 +144,82 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
                         WindowFrameBound::CurrentRow,
                     ))
                     .build()?;
-                (f, same())
+                add(f, &mut window_exprs)
+            }
+            WindowOp::Linear(field) => {
+                let value = numeric(&c, field, here)?;
+                let x = position(&sort, &sort_types, None, here).or_else(|_| {
+                    // A date sort key: interpolate along its milliseconds.
+                    position(
+                        &sort,
+                        &sort_types,
+                        Some(crate::dsl::window::Unit::Millisecond),
+                        here,
+                    )
+                })?;
+                let f = Expr::from(WindowFunction::new(
+                    crate::udf::linear_fill::udwf(),
+                    vec![value, x],
+                ))
+                .partition_by(partition.clone())
+                .order_by(with_ties.clone())
+                .build()?;
+                add(f, &mut window_exprs)
+            }
+            WindowOp::ExpMovingAvg { input, alpha } => {
+                let value = numeric(&c, input, here)?;
+                let f = Expr::from(WindowFunction::new(
+                    crate::udf::exp_moving_avg::udwf(),
+                    vec![value, lit(*alpha)],
+                ))
+                .partition_by(partition.clone())
+                .order_by(with_ties.clone())
+                .build()?;
+                add(f, &mut window_exprs)
+            }
+            WindowOp::Derivative { input, unit } => {
+                let frame = frame(out.window, &sort_types, at)?;
+                let order_by = frame_order(out.window, &sort, &with_ties);
+                let x = position(&sort, &sort_types, *unit, here)?;
+                let y = numeric(&c, input, here)?;
+                let mut ends = Vec::new();
+                for e in [y, x] {
+                    for f in [first_value(e.clone()), last_value(e)] {
+                        let f = f
+                            .partition_by(partition.clone())
+                            .order_by(order_by.clone())
+                            .window_frame(frame.clone())
+                            .build()?;
+                        ends.push(add(f, &mut window_exprs));
+                    }
+                }
+                let (y0, y1, x0, x1) = (
+                    ends[0].clone(),
+                    ends[1].clone(),
+                    ends[2].clone(),
+                    ends[3].clone(),
+                );
+                (y1 - y0) / nullif(x1 - x0, lit(0f64))
+            }
+            WindowOp::Integral { .. } => {
+                let frame = frame(out.window, &sort_types, at)?;
+                let order_by = frame_order(out.window, &sort, &with_ties);
+                // The window's area is the sum of its trapezoids but the first (which reaches
+                // back outside the window).
+                let piece = Expr::Column(Column::from_name(format!("__fluxion_piece_{i}")));
+                let total = Expr::from(WindowFunction::new(sum_udaf(), vec![piece.clone()]))
+                    .partition_by(partition.clone())
+                    .order_by(order_by.clone())
+                    .window_frame(frame.clone())
+                    .build()?;
+                let head = first_value(piece)
+                    .partition_by(partition.clone())
+                    .order_by(order_by.clone())
+                    .window_frame(frame.clone())
+                    .build()?;
+                let total = add(total, &mut window_exprs);
+                let head = add(head, &mut window_exprs);
+                coalesce(vec![total, lit(0f64)]) - coalesce(vec![head, lit(0f64)])
             }
             WindowOp::Shift {
                 output,
@@ -108,20 +236,15 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
                 } else {
                     lag(value, Some(-*by), default)
                 };
-                (
-                    f.order_by(with_ties.clone())
-                        .partition_by(partition.clone())
-                        .build()?,
-                    same(),
-                )
+                let f = f
+                    .order_by(with_ties.clone())
+                    .partition_by(partition.clone())
+                    .build()?;
+                add(f, &mut window_exprs)
             }
             WindowOp::Accumulate { op, arg } => {
                 let frame = frame(out.window, &sort_types, at)?;
-                // A range frame orders by its one key; a documents frame also by input order.
-                let order_by = match out.window {
-                    Some(Window::Range(..)) => sort.clone(),
-                    _ => with_ties.clone(),
-                };
+                let order_by = frame_order(out.window, &sort, &with_ties);
                 let value = if *op == "$count" {
                     lit(1i64)
                 } else {
@@ -139,24 +262,28 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
                         .build()?)
                 };
                 match *op {
-                    "$sum" if numeric => (
-                        agg(sum_udaf())?,
-                        Box::new(|e| coalesce(vec![e, lit(0i64)])) as Post,
-                    ),
-                    "$count" => (agg(count_udaf())?, int64()),
-                    "$sum" | "$avg" if !numeric => {
-                        // Nothing numeric to add up: a constant, still computed per window.
-                        let zero = if *op == "$sum" {
+                    "$sum" if numeric => {
+                        coalesce(vec![add(agg(sum_udaf())?, &mut window_exprs), lit(0i64)])
+                    }
+                    "$count" => cast(add(agg(count_udaf())?, &mut window_exprs), DataType::Int64),
+                    "$sum" | "$avg" | "$stdDevPop" | "$stdDevSamp" if !numeric => {
+                        // Nothing numeric: a constant, still computed per window.
+                        let counted = add(agg(count_udaf())?, &mut window_exprs);
+                        let constant = if *op == "$sum" {
                             lit(0i64)
                         } else {
                             lit(ScalarValue::Float64(None))
                         };
-                        (agg(count_udaf())?, Box::new(move |_| zero.clone()) as Post)
+                        when(counted.is_null(), constant.clone()).otherwise(constant)?
                     }
-                    "$avg" => (agg(avg_udaf())?, same()),
-                    "$min" => (agg(min_udaf())?, same()),
-                    "$max" => (agg(max_udaf())?, same()),
-                    "$push" => (agg(array_agg_udaf())?, same()),
+                    "$avg" => add(agg(avg_udaf())?, &mut window_exprs),
+                    "$stdDevPop" => add(agg(stddev_pop_udaf())?, &mut window_exprs),
+                    "$stdDevSamp" => add(agg(stddev_udaf())?, &mut window_exprs),
+                    "$min" => add(agg(min_udaf())?, &mut window_exprs),
+                    "$max" => add(agg(max_udaf())?, &mut window_exprs),
+                    "$push" => add(agg(array_agg_udaf())?, &mut window_exprs),
+                    // The distinct values of the window (MongoDB leaves their order open).
+                    "$addToSet" => array_distinct(add(agg(array_agg_udaf())?, &mut window_exprs)),
                     "$first" | "$last" => {
                         let f = if *op == "$first" {
                             first_value(value)
@@ -168,34 +295,32 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
                             .order_by(order_by.clone())
                             .window_frame(frame.clone())
                             .build()?;
-                        (f, same())
+                        add(f, &mut window_exprs)
                     }
                     other => unreachable!("window accumulator {other} is validated by the parser"),
                 }
             }
         };
-        window_exprs.push(expr.alias(&alias));
-        names.push((out.name.clone(), alias, post));
+        results.push((out.name.clone(), result));
     }
     let windowed = LogicalPlanBuilder::from(input)
         .window(window_exprs)?
         .build()?;
-    // The outputs replace fields of the same name in place, or are appended (as `$set`).
+    // The outputs replace fields of the same name in place, or are appended (as `$set`); the
+    // helper columns of `$integral` are dropped.
     let mut fields: Vec<(String, Expr)> = Vec::new();
-    for col in schema.columns() {
-        match names.iter().find(|(n, _, _)| *n == col.name) {
-            Some((n, alias, post)) => {
-                fields.push((n.clone(), post(Expr::Column(Column::from_name(alias)))))
-            }
+    for col in original.columns() {
+        match results.iter().find(|(n, _)| *n == col.name) {
+            Some((n, e)) => fields.push((n.clone(), e.clone())),
             None => {
                 let name = col.name.clone();
                 fields.push((name, Expr::Column(col)));
             }
         }
     }
-    for (n, alias, post) in &names {
-        if !schema.has_column_with_unqualified_name(n) {
-            fields.push((n.clone(), post(Expr::Column(Column::from_name(alias)))));
+    for (n, e) in &results {
+        if !original.has_column_with_unqualified_name(n) {
+            fields.push((n.clone(), e.clone()));
         }
     }
     let projected = project::project_fields(windowed, fields, at)?;
@@ -212,14 +337,73 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
     order::renumber(projected, keys)
 }
 
+/// A range frame orders by its one key; a documents frame also by input order.
+fn frame_order(w: Option<Window>, sort: &[SortExpr], with_ties: &[SortExpr]) -> Vec<SortExpr> {
+    match w {
+        Some(Window::Range(..)) => sort.to_vec(),
+        _ => with_ties.to_vec(),
+    }
+}
+
+/// A numeric operand as a double (`$derivative`, `$integral`, `$expMovingAvg`, linear fill).
+fn numeric(c: &ExprCompiler, e: &crate::dsl::Expression, at: &JsonPath) -> Result<Expr> {
+    let t = c.typed(e, at)?;
+    match t.kind() {
+        Kind::Number | Kind::Null => Ok(cast(t.expr, DataType::Float64)),
+        other => Err(at.err(format!("needs a number, not {}", other.name()))),
+    }
+}
+
+/// The sort key as a number for `$derivative` / `$integral` / linear fill: a numeric key as
+/// is (no `unit`); a date key in `unit`s since the epoch (a `unit` is required).
+fn position(
+    sort: &[SortExpr],
+    sort_types: &[DataType],
+    unit: Option<crate::dsl::window::Unit>,
+    at: &JsonPath,
+) -> Result<Expr> {
+    let ([key], [ty]) = (sort, sort_types) else {
+        return Err(at.err("needs sortBy on exactly one field"));
+    };
+    let e = key.expr.clone();
+    match (Kind::of(ty), unit) {
+        (Kind::Number, None) => Ok(cast(e, DataType::Float64)),
+        (Kind::Number, Some(_)) => Err(at.err("unit applies to a date sortBy only")),
+        (Kind::Date, Some(u)) => {
+            let ms = u.millis().expect("parsed as a fixed unit") as f64;
+            Ok(cast(cast(e, DataType::Int64), DataType::Float64) / lit(ms))
+        }
+        (Kind::Date, None) => Err(at.err("a date sortBy needs a unit (e.g. \"unit\": \"hour\")")),
+        (other, _) => Err(at.err(format!(
+            "needs a numeric or date sortBy, not {}",
+            other.name()
+        ))),
+    }
+}
+
 /// The DataFusion frame of a MongoDB window (`None`: the whole partition).
 fn frame(w: Option<Window>, sort_types: &[DataType], at: &JsonPath) -> Result<WindowFrame> {
     let (units, lo, hi) = match w {
         None => (WindowFrameUnits::Rows, Bound::Unbounded, Bound::Unbounded),
         Some(Window::Documents(lo, hi)) => (WindowFrameUnits::Rows, lo, hi),
-        Some(Window::Range(lo, hi)) => {
-            if sort_types.len() != 1 || Kind::of(&sort_types[0]) != Kind::Number {
-                return Err(at.err("a range window needs exactly one numeric sortBy field"));
+        Some(Window::Range(lo, hi, unit)) => {
+            match (sort_types, unit) {
+                ([t], None) if Kind::of(t) == Kind::Number => {}
+                ([t], Some(u)) if Kind::of(t) == Kind::Date => {
+                    return Ok(WindowFrame::new_bounds(
+                        WindowFrameUnits::Range,
+                        time_bound(lo, true, u),
+                        time_bound(hi, false, u),
+                    ));
+                }
+                ([t], None) if Kind::of(t) == Kind::Date => {
+                    return Err(at.err("a range window over a date sortBy needs a unit"));
+                }
+                _ => {
+                    return Err(at.err(
+                        "a range window needs exactly one sortBy field: a number, or a date with a unit",
+                    ));
+                }
             }
             (WindowFrameUnits::Range, lo, hi)
         }
@@ -249,4 +433,35 @@ fn frame(w: Option<Window>, sort_types: &[DataType], at: &JsonPath) -> Result<Wi
         bound(lo, true),
         bound(hi, false),
     ))
+}
+
+/// One end of a range frame over a date key, `n` time units away.
+fn time_bound(b: Bound, start: bool, unit: crate::dsl::window::Unit) -> WindowFrameBound {
+    use crate::dsl::window::Unit;
+    let interval = |n: f64| {
+        let n = n.abs();
+        let (months, days, nanos) = match unit {
+            Unit::Year => (n as i32 * 12, 0, 0),
+            Unit::Quarter => (n as i32 * 3, 0, 0),
+            Unit::Month => (n as i32, 0, 0),
+            Unit::Week => (0, n as i32 * 7, 0),
+            Unit::Day => (0, n as i32, 0),
+            fixed => (
+                0,
+                0,
+                (n * fixed.millis().expect("fixed") as f64 * 1e6) as i64,
+            ),
+        };
+        ScalarValue::IntervalMonthDayNano(Some(
+            datafusion::arrow::datatypes::IntervalMonthDayNano::new(months, days, nanos),
+        ))
+    };
+    match b {
+        Bound::Unbounded if start => WindowFrameBound::Preceding(ScalarValue::UInt64(None)),
+        Bound::Unbounded => WindowFrameBound::Following(ScalarValue::UInt64(None)),
+        Bound::Current => WindowFrameBound::CurrentRow,
+        Bound::Offset(n) if n < 0.0 => WindowFrameBound::Preceding(interval(n)),
+        Bound::Offset(n) if n > 0.0 => WindowFrameBound::Following(interval(n)),
+        Bound::Offset(_) => WindowFrameBound::CurrentRow,
+    }
 }
