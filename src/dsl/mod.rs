@@ -129,7 +129,12 @@ impl Pipeline {
         let mut out = Vec::new();
         for s in &self.stages {
             match &s.kind {
-                StageKind::Lookup(l) => out.push(l.from.clone()),
+                StageKind::Lookup(l) => {
+                    out.push(l.from.clone());
+                    if let Some(p) = &l.pipeline {
+                        out.extend(p.inputs());
+                    }
+                }
                 StageKind::UnionWith(u) => {
                     out.push(u.coll.clone());
                     if let Some(p) = &u.pipeline {

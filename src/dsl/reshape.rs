@@ -218,39 +218,75 @@ impl UnionWith {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lookup {
     pub from: String,
-    pub local_field: FieldPath,
-    pub foreign_field: FieldPath,
+    /// `localField` / `foreignField`, when given.
+    pub keys: Option<(FieldPath, FieldPath)>,
+    /// `let`: variables over the input document for the pipeline.
+    pub lets: Vec<(String, Expression)>,
+    /// `pipeline`: run over the foreign documents (with `let`'s variables).
+    pub pipeline: Option<Pipeline>,
     pub as_field: FieldPath,
 }
 
 impl Lookup {
     pub fn parse(v: &Value, at: &JsonPath) -> Result<Lookup> {
         let Value::Object(map) = v else {
-            return Err(
-                at.err("$lookup expects {\"from\", \"localField\", \"foreignField\", \"as\"}")
-            );
-        };
-        if map.contains_key("pipeline") || map.contains_key("let") {
             return Err(at.err(
-                "$lookup with let/pipeline is not supported yet; use localField/foreignField",
+                "$lookup expects {\"from\", \"localField\", \"foreignField\", \"as\"} or {\"from\", \"let\", \"pipeline\", \"as\"}",
             ));
-        }
-        if let Some(k) = map
-            .keys()
-            .find(|k| !matches!(k.as_str(), "from" | "localField" | "foreignField" | "as"))
-        {
+        };
+        if let Some(k) = map.keys().find(|k| {
+            !matches!(
+                k.as_str(),
+                "from" | "localField" | "foreignField" | "as" | "let" | "pipeline"
+            )
+        }) {
             return Err(at.key(k).err(format!(
-                "unknown $lookup option \"{k}\" (expected from, localField, foreignField, as)"
+                "unknown $lookup option \"{k}\" (expected from, localField, foreignField, let, pipeline, as)"
             )));
         }
         let text = |k: &str| match map.get(k) {
             Some(Value::String(s)) => Ok(s.clone()),
             _ => Err(at.key(k).err("expects a string")),
         };
+        let keys = match (map.get("localField"), map.get("foreignField")) {
+            (None, None) => None,
+            (Some(_), Some(_)) => Some((
+                FieldPath::parse(&text("localField")?, &at.key("localField"))?,
+                FieldPath::parse(&text("foreignField")?, &at.key("foreignField"))?,
+            )),
+            _ => return Err(at.err("localField and foreignField go together")),
+        };
+        let lets = match map.get("let") {
+            None => Vec::new(),
+            Some(Value::Object(vars)) => vars
+                .iter()
+                .map(|(k, e)| {
+                    let here = at.key("let").key(k);
+                    if !k.starts_with(|c: char| c.is_ascii_lowercase()) {
+                        return Err(here.err("variable names start with a lower-case letter"));
+                    }
+                    Ok((k.clone(), Expression::parse(e, &here)?))
+                })
+                .collect::<Result<_>>()?,
+            Some(_) => return Err(at.key("let").err("expects a document of variables")),
+        };
+        let pipeline = map
+            .get("pipeline")
+            .map(|p| Pipeline::parse_at(p, &at.key("pipeline")))
+            .transpose()?;
+        if !lets.is_empty() && pipeline.is_none() {
+            return Err(at
+                .key("let")
+                .err("let needs a pipeline that uses its variables"));
+        }
+        if keys.is_none() && pipeline.is_none() {
+            return Err(at.err("$lookup needs localField/foreignField or a pipeline"));
+        }
         Ok(Lookup {
             from: text("from")?,
-            local_field: FieldPath::parse(&text("localField")?, &at.key("localField"))?,
-            foreign_field: FieldPath::parse(&text("foreignField")?, &at.key("foreignField"))?,
+            keys,
+            lets,
+            pipeline,
             as_field: FieldPath::parse(&text("as")?, &at.key("as"))?,
         })
     }

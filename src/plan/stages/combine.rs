@@ -1,7 +1,8 @@
 //! Stages that read another input, or the same one several times: `$unionWith` (a union by
 //! field name), `$lookup` (localField / foreignField: a left join against the foreign
 //! documents grouped by their key, so each input document gets the array of its matches in
-//! one pass) and `$facet` (each sub-pipeline aggregated into one array, the arrays joined
+//! one pass; `let` / `pipeline` and array keys: a join on the conditions, gathered back per
+//! document) and `$facet` (each sub-pipeline aggregated into one array, the arrays joined
 //! into one document).
 
 use std::collections::HashMap;
@@ -13,12 +14,13 @@ use datafusion::functions_aggregate::expr_fn::array_agg;
 use datafusion::logical_expr::{
     Expr, ExprFunctionExt, JoinType, LogicalPlan, LogicalPlanBuilder, cast, lit,
 };
+use serde_json::json;
 
 use super::project;
 use crate::Result;
 use crate::dsl::JsonPath;
 use crate::dsl::reshape::{Lookup, UnionWith};
-use crate::plan::expr::Kind;
+use crate::plan::expr::{ExprCompiler, Kind, truthy};
 use crate::plan::field::{self, Mode};
 use crate::plan::order;
 
@@ -67,31 +69,90 @@ pub fn plan_union(
     project::drop_columns(numbered, &[BRANCH], at)
 }
 
-/// Plans `$lookup` with `localField` / `foreignField`.
+/// Plans `$lookup`. Scalar `localField` / `foreignField` keys are an equi-join against the
+/// foreign documents grouped by key; array keys, `let` variables and `$match` pipelines are a
+/// join on the conditions (DataFusion turns an equality among them into a hash join, anything
+/// else is a nested-loop join), grouped back per input document; a pipeline without `let` is
+/// run once and its result attached to every document.
 pub fn plan_lookup(
     input: LogicalPlan,
     l: &Lookup,
     tables: &Tables,
     at: &JsonPath,
 ) -> Result<LogicalPlan> {
-    const KEY: &str = "__fluxion_lookup_key";
-    const LOCAL: &str = "__fluxion_lookup_local";
-    const DOCS: &str = "__fluxion_lookup_docs";
     if l.as_field.segments().len() != 1 {
         return Err(at
             .key("as")
             .err("a nested \"as\" path is not supported yet; use a top-level field"));
     }
+    let as_name = l.as_field.head().to_string();
     let foreign = table(tables, &l.from, at)?.clone();
-    let fk = field::resolve_in(foreign.schema(), &l.foreign_field, Mode::Expression);
-    let lk = field::resolve_in(input.schema(), &l.local_field, Mode::Expression);
-    for (r, name) in [(&fk, "foreignField"), (&lk, "localField")] {
-        if r.through_array || Kind::of(&r.ty) == Kind::Array {
-            return Err(at
-                .key(name)
-                .err("matching on an array field is not supported yet"));
+    let mut conditions: Vec<Condition> = Vec::new();
+    let mut lets = l.lets.clone();
+    if let Some((local, foreign_field)) = &l.keys {
+        let fk = field::resolve_in(foreign.schema(), foreign_field, Mode::Expression);
+        let lk = field::resolve_in(input.schema(), local, Mode::Expression);
+        let local_array = lk.through_array || Kind::of(&lk.ty) == Kind::Array;
+        let foreign_array = fk.through_array || Kind::of(&fk.ty) == Kind::Array;
+        if l.pipeline.is_none() && !local_array && !foreign_array {
+            return equi_lookup(input, foreign, lk, fk, &as_name, at);
+        }
+        // Arrays match when any element matches (MongoDB's rule), as a join condition.
+        let f = format!("${}", foreign_field.segments().join("."));
+        let cond = match (local_array, foreign_array) {
+            (false, false) => json!({"$eq": [f, "$$fluxionLocalKey"]}),
+            (true, false) => json!({"$in": [f, {"$ifNull": ["$$fluxionLocalKey", []]}]}),
+            (false, true) => json!({"$in": ["$$fluxionLocalKey", {"$ifNull": [f, []]}]}),
+            (true, true) => json!({"$gt": [{"$size": {"$setIntersection": [
+                {"$ifNull": ["$$fluxionLocalKey", []]}, {"$ifNull": [f, []]}]}}, 0]}),
+        };
+        let local_path = format!("${}", local.segments().join("."));
+        lets.push((
+            "fluxionLocalKey".to_string(),
+            crate::dsl::Expression::parse(&json!(local_path), &at.key("localField"))?,
+        ));
+        conditions.push(Condition::Expr(
+            crate::dsl::Expression::parse(&cond, &at.key("foreignField"))?,
+            at.key("foreignField"),
+        ));
+    }
+    let pipeline = l.pipeline.as_ref();
+    if conditions.is_empty() && lets.is_empty() {
+        let p = pipeline.expect("parsed: keys or a pipeline");
+        return uncorrelated_lookup(input, foreign, p, tables, &as_name, at);
+    }
+    for stage in pipeline.map_or(&[][..], |p| &p.stages[..]) {
+        match &stage.kind {
+            crate::dsl::StageKind::Match(q) => conditions.push(Condition::Query(q.clone())),
+            _ => {
+                return Err(stage.path.err(
+                    "a $lookup pipeline with let variables (or localField) supports only $match stages yet",
+                ));
+            }
         }
     }
+    correlated_lookup(input, foreign, &lets, &conditions, &as_name, at)
+}
+
+/// A join condition of a correlated `$lookup`.
+enum Condition {
+    /// An aggregation expression, true by MongoDB's truthiness.
+    Expr(crate::dsl::Expression, JsonPath),
+    /// A `$match` query of the pipeline.
+    Query(crate::dsl::query::Query),
+}
+
+/// `$lookup` on scalar keys: a left join against the foreign documents grouped by key.
+fn equi_lookup(
+    input: LogicalPlan,
+    foreign: LogicalPlan,
+    lk: field::Resolved,
+    fk: field::Resolved,
+    as_name: &str,
+    at: &JsonPath,
+) -> Result<LogicalPlan> {
+    const KEY: &str = "__fluxion_lookup_key";
+    const LOCAL: &str = "__fluxion_lookup_local";
     // The key types must agree for the join: numbers meet as doubles; other mixes never match.
     let (local_key, foreign_key) = match (Kind::of(&lk.ty), Kind::of(&fk.ty)) {
         (a, b) if lk.ty == fk.ty || a == Kind::Null || b == Kind::Null => (lk.expr, fk.expr),
@@ -106,11 +167,6 @@ pub fn plan_lookup(
     let grouped = LogicalPlanBuilder::from(foreign)
         .aggregate(vec![foreign_key.alias(KEY)], vec![agg.alias(DOCS)])?
         .build()?;
-    let docs_ty = grouped
-        .schema()
-        .field_with_unqualified_name(DOCS)?
-        .data_type()
-        .clone();
     let mut left: Vec<Expr> = input
         .schema()
         .columns()
@@ -129,6 +185,25 @@ pub fn plan_lookup(
             NullEquality::NullEqualsNull,
         )?
         .build()?;
+    place_matches(&input, joined, as_name, at)
+}
+
+/// Where the matches of each document are gathered before they become the `as` field.
+const DOCS: &str = "__fluxion_lookup_docs";
+
+/// Projects `input`'s fields from `joined`, with `as` (replaced in place, or appended) the
+/// gathered matches (`[]` when none).
+fn place_matches(
+    input: &LogicalPlan,
+    joined: LogicalPlan,
+    as_name: &str,
+    at: &JsonPath,
+) -> Result<LogicalPlan> {
+    let docs_ty = joined
+        .schema()
+        .field_with_unqualified_name(DOCS)?
+        .data_type()
+        .clone();
     let empty = match &docs_ty {
         DataType::List(elem) => {
             ScalarValue::List(ScalarValue::new_list_nullable(&[], elem.data_type()))
@@ -136,12 +211,11 @@ pub fn plan_lookup(
         other => return Err(at.err(format!("unexpected lookup result type {other}"))),
     };
     let matches = coalesce(vec![Expr::Column(Column::from_name(DOCS)), lit(empty)]);
-    let as_name = l.as_field.head().to_string();
     let mut out: Vec<(String, Expr)> = Vec::new();
     let mut placed = false;
     for c in input.schema().columns() {
         if c.name == as_name {
-            out.push((as_name.clone(), matches.clone()));
+            out.push((as_name.to_string(), matches.clone()));
             placed = true;
         } else {
             let name = c.name.clone();
@@ -149,9 +223,135 @@ pub fn plan_lookup(
         }
     }
     if !placed {
-        out.push((as_name, matches));
+        out.push((as_name.to_string(), matches));
     }
     project::project_fields(joined, out, at)
+}
+
+/// `$lookup` with a pipeline and no variables: the pipeline's result, the same array for
+/// every document.
+fn uncorrelated_lookup(
+    input: LogicalPlan,
+    foreign: LogicalPlan,
+    pipeline: &crate::dsl::Pipeline,
+    tables: &Tables,
+    as_name: &str,
+    at: &JsonPath,
+) -> Result<LogicalPlan> {
+    let result = crate::plan::compile_stages(pipeline, foreign, tables)?;
+    let agg = collect_documents(&result, at)?;
+    let collected = LogicalPlanBuilder::from(result)
+        .aggregate(Vec::<Expr>::new(), vec![agg.alias(DOCS)])?
+        .build()?;
+    let joined = LogicalPlanBuilder::from(input.clone())
+        .cross_join(collected)?
+        .build()?;
+    place_matches(&input, joined, as_name, at)
+}
+
+/// `$lookup` whose matches depend on each document (`let` variables, array keys): the foreign
+/// documents joined with each document's variables on the conditions, gathered back per
+/// document in the foreign input's order.
+fn correlated_lookup(
+    input: LogicalPlan,
+    foreign: LogicalPlan,
+    lets: &[(String, crate::dsl::Expression)],
+    conditions: &[Condition],
+    as_name: &str,
+    at: &JsonPath,
+) -> Result<LogicalPlan> {
+    const ROW: &str = "__fluxion_lookup_row";
+    const FSEQ: &str = "__fluxion_lookup_seq";
+    // Each input document needs an identity to gather its matches by.
+    let input = if order::has_seq(input.schema()) {
+        input
+    } else {
+        order::number_by(input, Vec::new())?
+    };
+    let c = ExprCompiler::new(input.schema());
+    let mut local = vec![Expr::Column(Column::from_name(order::SEQ)).alias(ROW)];
+    let mut vars = Vec::new();
+    for (i, (name, e)) in lets.iter().enumerate() {
+        let t = c.typed(e, &at.key("let").key(name))?;
+        let alias = format!("__fluxion_let_{i}");
+        local.push(t.expr.alias(&alias));
+        vars.push((name.clone(), alias, t.ty));
+    }
+    let local = LogicalPlanBuilder::from(input.clone())
+        .project(local)?
+        .build()?;
+    // The foreign documents keep their field names; their own order column is set aside.
+    let foreign_ordered = order::has_seq(foreign.schema());
+    let foreign_cols: Vec<Expr> = foreign
+        .schema()
+        .columns()
+        .into_iter()
+        .map(|col| {
+            if col.name == order::SEQ {
+                Expr::Column(col).alias(FSEQ)
+            } else {
+                Expr::Column(col)
+            }
+        })
+        .collect();
+    let joined = LogicalPlanBuilder::from(foreign)
+        .project(foreign_cols)?
+        .cross_join(local)?
+        .build()?;
+    let schema = joined.schema().clone();
+    let mut compiler = ExprCompiler::new(&schema);
+    for (name, alias, ty) in &vars {
+        compiler = compiler.with_var(
+            name,
+            crate::plan::expr::Typed {
+                expr: Expr::Column(Column::from_name(alias)),
+                ty: ty.clone(),
+            },
+        );
+    }
+    let mut predicate = lit(true);
+    for cond in conditions {
+        let p = match cond {
+            Condition::Expr(e, path) => truthy(&compiler.typed(e, path)?),
+            Condition::Query(q) => super::match_stage::predicate_in(&compiler, q)?,
+        };
+        predicate = predicate.and(p);
+    }
+    let matched = LogicalPlanBuilder::from(joined)
+        .filter(predicate)?
+        .build()?;
+    // Gather the foreign fields of each match, per document, in the foreign order.
+    let hidden = |n: &str| n == ROW || n == FSEQ || n.starts_with("__fluxion_let_");
+    let fields: Vec<Expr> = matched
+        .schema()
+        .columns()
+        .into_iter()
+        .filter(|col| !hidden(&col.name))
+        .flat_map(|col| [lit(col.name.clone()), Expr::Column(col)])
+        .collect();
+    if fields.is_empty() {
+        return Err(at.err("the foreign documents have no fields"));
+    }
+    let doc = named_struct(fields);
+    let agg = if foreign_ordered {
+        array_agg(doc)
+            .order_by(vec![
+                Expr::Column(Column::from_name(FSEQ)).sort(true, false),
+            ])
+            .build()?
+    } else {
+        array_agg(doc)
+    };
+    let grouped = LogicalPlanBuilder::from(matched)
+        .aggregate(
+            vec![Expr::Column(Column::from_name(ROW))],
+            vec![agg.alias(DOCS)],
+        )?
+        .build()?;
+    let joined = LogicalPlanBuilder::from(input.clone())
+        .join(grouped, JoinType::Left, (vec![order::SEQ], vec![ROW]), None)?
+        .build()?;
+    place_matches(&input, joined, as_name, at)
 }
 
 /// Plans `$facet`: one document whose fields are the sub-pipelines' results, as arrays in

@@ -50,6 +50,17 @@ pub fn predicate(schema: &DFSchema, query: &Query) -> Result<Expr> {
     .query(query)
 }
 
+/// The predicate of `query` with `compiler`'s schema and variables (a `$lookup` pipeline's
+/// `$match`, which may read `let` variables in `$expr`).
+pub fn predicate_in(compiler: &ExprCompiler, query: &Query) -> Result<Expr> {
+    Scope {
+        compiler,
+        element: None,
+        depth: 0,
+    }
+    .query(query)
+}
+
 /// Where field names are looked up: the plan's columns, or (inside `$elemMatch`) the fields
 /// of the array element under test.
 struct Scope<'a> {
