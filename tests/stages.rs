@@ -564,7 +564,11 @@ async fn combining_stages_report_bad_input_names_and_options() {
     )
     .await
     .unwrap_err();
-    assert!(e.to_string().starts_with("pipeline[0].$lookup.let: let needs a pipeline"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("pipeline[0].$lookup.let: let needs a pipeline"),
+        "{e}"
+    );
     let e = run(
         PEOPLE,
         json!([{"$bucket": {"groupBy": "$age", "boundaries": [0, 30], "default": "Other"}}]),

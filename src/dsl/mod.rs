@@ -51,6 +51,8 @@ pub enum StageKind {
     Unwind(unwind::Unwind),
     ReplaceRoot(Expression),
     Sample(reshape::Sample),
+    BucketAuto(reshape::BucketAuto),
+    Densify(reshape::Densify),
     /// `$sampleRate`: each document kept with this probability (seeded, repeatable).
     SampleRate(f64),
     UnionWith(reshape::UnionWith),
@@ -183,6 +185,8 @@ fn parse_stage(v: &Value, at: &JsonPath) -> Result<Vec<Stage>> {
         "$sortByCount" => return reshape::parse_sort_by_count(operand, &path),
         "$bucket" => return reshape::parse_bucket(operand, &path),
         "$sample" => StageKind::Sample(reshape::Sample::parse(operand, &path)?),
+        "$bucketAuto" => StageKind::BucketAuto(reshape::BucketAuto::parse(operand, &path)?),
+        "$densify" => StageKind::Densify(reshape::Densify::parse(operand, &path)?),
         "$sampleRate" => match operand.as_f64() {
             Some(r) if (0.0..=1.0).contains(&r) => StageKind::SampleRate(r),
             _ => return Err(path.err("$sampleRate expects a number from 0 to 1")),

@@ -1,5 +1,6 @@
 //! Stages that reshape or combine documents: `$replaceRoot` / `$replaceWith`, `$sortByCount`
-//! and `$bucket` (both written as `$group` + `$sort`), `$sample`, `$unionWith`, `$lookup`.
+//! and `$bucket` (both written as `$group` + `$sort`), `$bucketAuto`, `$sample`, `$unionWith`,
+//! `$lookup`.
 
 use serde_json::{Value, json};
 
@@ -288,6 +289,201 @@ impl Lookup {
             lets,
             pipeline,
             as_field: FieldPath::parse(&text("as")?, &at.key("as"))?,
+        })
+    }
+}
+
+/// `$bucketAuto: {"groupBy", "buckets", "output"}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketAuto {
+    pub group_by: Expression,
+    pub buckets: u64,
+    /// The `$group` of the buckets: `_id` is the bucket number, the fields are `output`'s.
+    pub group: Group,
+}
+
+/// The column holding the bucket number, and the one holding the `groupBy` value.
+pub const BUCKET: &str = "__fluxion_bucket";
+pub const BUCKET_KEY: &str = "__fluxion_bucket_key";
+
+impl BucketAuto {
+    pub fn parse(v: &Value, at: &JsonPath) -> Result<BucketAuto> {
+        let Value::Object(map) = v else {
+            return Err(at.err("$bucketAuto expects {\"groupBy\", \"buckets\", \"output\"}"));
+        };
+        if let Some(k) = map
+            .keys()
+            .find(|k| !matches!(k.as_str(), "groupBy" | "buckets" | "output" | "granularity"))
+        {
+            return Err(at.key(k).err(format!(
+                "unknown $bucketAuto option \"{k}\" (expected groupBy, buckets, output)"
+            )));
+        }
+        if map.contains_key("granularity") {
+            return Err(at
+                .key("granularity")
+                .err("granularity (preferred-number boundaries) is not supported"));
+        }
+        let group_by = match map.get("groupBy") {
+            Some(g) => Expression::parse(g, &at.key("groupBy"))?,
+            None => return Err(at.err("$bucketAuto requires groupBy")),
+        };
+        let buckets = match map.get("buckets").and_then(Value::as_u64) {
+            Some(b) if b > 0 => b,
+            _ => return Err(at.key("buckets").err("expects a positive integer")),
+        };
+        let mut spec = match map.get("output") {
+            Some(Value::Object(o)) => o.clone(),
+            Some(_) => return Err(at.key("output").err("expects a document of accumulators")),
+            None => {
+                let mut m = serde_json::Map::new();
+                m.insert("count".into(), json!({"$sum": 1}));
+                m
+            }
+        };
+        spec.insert("_id".into(), json!(format!("${BUCKET}")));
+        // The bucket's bounds come from its keys.
+        spec.insert(
+            format!("{BUCKET}_min"),
+            json!({"$min": format!("${BUCKET_KEY}")}),
+        );
+        spec.insert(
+            format!("{BUCKET}_max"),
+            json!({"$max": format!("${BUCKET_KEY}")}),
+        );
+        let group = Group::parse(&Value::Object(spec), &at.key("output"))?;
+        Ok(BucketAuto {
+            group_by,
+            buckets,
+            group,
+        })
+    }
+}
+
+/// `$densify: {"field", "partitionByFields", "range": {"step", "unit", "bounds"}}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Densify {
+    /// The (top-level) field whose sequence is filled.
+    pub field: String,
+    pub partition_by: Vec<String>,
+    pub step: f64,
+    /// For a date field: the unit of `step`.
+    pub unit: Option<crate::udf::calendar::Unit>,
+    pub bounds: DensifyBounds,
+}
+
+/// `range.bounds` of `$densify`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DensifyBounds {
+    /// From the smallest to the largest value of the whole input.
+    Full,
+    /// From the smallest to the largest value of each partition.
+    Partition,
+    /// `[lower, upper)`: constants (numbers, or dates for a date field).
+    Range(Value, Value),
+}
+
+impl Densify {
+    pub fn parse(v: &Value, at: &JsonPath) -> Result<Densify> {
+        let Value::Object(map) = v else {
+            return Err(at.err("$densify expects {\"field\", \"partitionByFields\", \"range\"}"));
+        };
+        if let Some(k) = map
+            .keys()
+            .find(|k| !matches!(k.as_str(), "field" | "partitionByFields" | "range"))
+        {
+            return Err(at.key(k).err(format!(
+                "unknown $densify option \"{k}\" (expected field, partitionByFields, range)"
+            )));
+        }
+        let top_level = |v: &Value, here: &JsonPath| -> Result<String> {
+            match v {
+                Value::String(s) if !s.is_empty() && !s.contains('.') && !s.starts_with('$') => {
+                    Ok(s.clone())
+                }
+                Value::String(_) => {
+                    Err(here
+                        .err("expects a top-level field name (nested fields are not supported)"))
+                }
+                _ => Err(here.err("expects a field name")),
+            }
+        };
+        let field = match map.get("field") {
+            Some(f) => top_level(f, &at.key("field"))?,
+            None => return Err(at.err("$densify requires field")),
+        };
+        let partition_by = match map.get("partitionByFields") {
+            None => Vec::new(),
+            Some(Value::Array(names)) => names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| top_level(n, &at.key("partitionByFields").index(i)))
+                .collect::<Result<_>>()?,
+            Some(_) => {
+                return Err(at
+                    .key("partitionByFields")
+                    .err("expects an array of field names"));
+            }
+        };
+        let here = at.key("range");
+        let Some(Value::Object(range)) = map.get("range") else {
+            return Err(here.err("expects {\"step\", \"bounds\", \"unit\"}"));
+        };
+        if let Some(k) = range
+            .keys()
+            .find(|k| !matches!(k.as_str(), "step" | "unit" | "bounds"))
+        {
+            return Err(here.key(k).err(format!("unknown range option \"{k}\"")));
+        }
+        let step = match range.get("step").and_then(Value::as_f64) {
+            Some(s) if s > 0.0 => s,
+            _ => return Err(here.key("step").err("expects a positive number")),
+        };
+        let unit = match range.get("unit") {
+            None => None,
+            Some(u) => {
+                let unit = u
+                    .as_str()
+                    .and_then(crate::udf::calendar::Unit::parse)
+                    .ok_or_else(|| {
+                        here.key("unit").err(format!(
+                            "expects a time unit ({})",
+                            crate::udf::calendar::Unit::NAMES
+                        ))
+                    })?;
+                if step.fract() != 0.0 {
+                    return Err(here
+                        .key("step")
+                        .err("a step in time units must be a whole number"));
+                }
+                Some(unit)
+            }
+        };
+        let bounds = match range.get("bounds") {
+            Some(Value::String(b)) if b == "full" => DensifyBounds::Full,
+            Some(Value::String(b)) if b == "partition" => DensifyBounds::Partition,
+            Some(Value::Array(pair)) if pair.len() == 2 => {
+                super::expression::check_dates(&pair[0], &here.key("bounds").index(0))?;
+                super::expression::check_dates(&pair[1], &here.key("bounds").index(1))?;
+                DensifyBounds::Range(pair[0].clone(), pair[1].clone())
+            }
+            _ => {
+                return Err(here
+                    .key("bounds")
+                    .err("expects \"full\", \"partition\" or [lower, upper]"));
+            }
+        };
+        if bounds == DensifyBounds::Partition && partition_by.is_empty() {
+            return Err(here
+                .key("bounds")
+                .err("\"partition\" bounds need partitionByFields"));
+        }
+        Ok(Densify {
+            field,
+            partition_by,
+            step,
+            unit,
+            bounds,
         })
     }
 }

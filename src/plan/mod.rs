@@ -53,6 +53,8 @@ pub fn compile_stages(
             StageKind::Unwind(u) => stages::unwind::plan(plan, u, at)?,
             StageKind::ReplaceRoot(e) => stages::reshape::plan_replace_root(plan, e, at)?,
             StageKind::Sample(s) => stages::reshape::plan_sample(plan, s, at)?,
+            StageKind::BucketAuto(b) => stages::reshape::plan_bucket_auto(plan, b, at)?,
+            StageKind::Densify(d) => stages::densify::plan(plan, d, at)?,
             StageKind::SampleRate(r) => stages::reshape::plan_sample_rate(plan, *r, at)?,
             StageKind::UnionWith(u) => stages::combine::plan_union(plan, u, tables, at)?,
             StageKind::Lookup(l) => stages::combine::plan_lookup(plan, l, tables, at)?,

@@ -3,13 +3,14 @@
 //! `$dateDiff`, `$dateFromParts`), date parsing that can fail softly (`$dateFromString`
 //! with `onError`), and every match of a regular expression with its captures
 //! (`$regexFind`, `$regexFindAll`); and window functions that carry a value along a
-//! partition (`$expMovingAvg`, linear `$fill`). One file per function; [`calendar`] holds what the date
+//! partition (`$expMovingAvg`, linear `$fill`, `$bucketAuto`'s buckets). One file per function; [`calendar`] holds what the date
 //! functions share.
 //!
 //! Each is a plain columnar kernel over Arrow arrays, wrapped by [`KernelUdf`]. They are also
 //! registered in the engine's session, so SQL can call them (`mongo_date_add(ts, 'month', 1,
 //! 'UTC')`).
 
+pub mod bucket_auto;
 pub mod calendar;
 pub mod date_add;
 pub mod date_diff;

@@ -2,6 +2,7 @@
 
 pub mod combine;
 pub mod count;
+pub mod densify;
 pub mod group;
 pub mod limit;
 pub mod match_stage;

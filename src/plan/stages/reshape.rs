@@ -1,4 +1,4 @@
-//! `$replaceRoot` / `$replaceWith`, `$sample` and `$sampleRate`.
+//! `$replaceRoot` / `$replaceWith`, `$sample`, `$sampleRate` and `$bucketAuto`.
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::Column;
@@ -88,4 +88,75 @@ pub fn plan_sample(input: LogicalPlan, s: &Sample, at: &JsonPath) -> Result<Logi
         )?
         .build()?;
     Ok(sampled)
+}
+
+/// Plans `$bucketAuto`: each document's bucket number by Fluxion's `mongo_bucket_auto` window
+/// function over all documents in `groupBy` order, then a `$group` by bucket with `output`'s
+/// accumulators, and the bounds `{min, max}`: a bucket's smallest key, and the next bucket's
+/// smallest (the last bucket's own largest), as in MongoDB. Buckets come out in key order.
+pub fn plan_bucket_auto(
+    input: LogicalPlan,
+    b: &crate::dsl::reshape::BucketAuto,
+    at: &JsonPath,
+) -> Result<LogicalPlan> {
+    use crate::dsl::reshape::{BUCKET, BUCKET_KEY};
+    use datafusion::functions_window::expr_fn::lead;
+    use datafusion::logical_expr::ExprFunctionExt;
+    use datafusion::logical_expr::expr::WindowFunction;
+
+    let schema = input.schema().clone();
+    let c = ExprCompiler::new(&schema);
+    let key = c.compile(&b.group_by, &at.key("groupBy"))?;
+    let mut order_by = vec![key.clone().sort(true, true)];
+    if order::has_seq(&schema) {
+        order_by.push(order::by_seq());
+    }
+    let bucket = Expr::from(WindowFunction::new(
+        crate::udf::bucket_auto::udwf(),
+        vec![key.clone(), lit(b.buckets as i64)],
+    ))
+    .order_by(order_by)
+    .build()?;
+    let mut cols: Vec<Expr> = schema.columns().into_iter().map(Expr::Column).collect();
+    cols.push(key.alias(BUCKET_KEY));
+    let keyed = LogicalPlanBuilder::from(input).project(cols)?.build()?;
+    let numbered = LogicalPlanBuilder::from(keyed)
+        .window(vec![bucket.alias(BUCKET)])?
+        .build()?;
+    // MongoDB sorts by the key to bucket: order-sensitive accumulators see that order.
+    let numbered = order::number_by(
+        numbered,
+        vec![Expr::Column(Column::from_name(BUCKET_KEY)).sort(true, true)],
+    )?;
+    let grouped = super::group::plan(numbered, &b.group, &at.key("output"))?;
+    let min = Expr::Column(Column::from_name(format!("{BUCKET}_min")));
+    let max = Expr::Column(Column::from_name(format!("{BUCKET}_max")));
+    let id = Expr::Column(Column::from_name("_id"));
+    let next_min = lead(min.clone(), Some(1), None)
+        .order_by(vec![id.clone().sort(true, false)])
+        .build()?;
+    let with_next = LogicalPlanBuilder::from(grouped)
+        .window(vec![next_min.alias("__fluxion_next_min")])?
+        .build()?;
+    let upper = datafusion::functions::core::expr_fn::coalesce(vec![
+        Expr::Column(Column::from_name("__fluxion_next_min")),
+        max,
+    ]);
+    let mut out: Vec<(String, Expr)> = vec![(
+        "_id".to_string(),
+        datafusion::functions::core::expr_fn::named_struct(vec![
+            lit("min"),
+            min,
+            lit("max"),
+            upper,
+        ]),
+    )];
+    for f in &b.group.fields {
+        if !f.name.starts_with(BUCKET) {
+            out.push((f.name.clone(), Expr::Column(Column::from_name(&f.name))));
+        }
+    }
+    // Order the buckets by number, then drop it.
+    let sorted = order::number_by(with_next, vec![id.sort(true, false)])?;
+    project::project_fields(sorted, out, at)
 }
