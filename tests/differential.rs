@@ -207,6 +207,21 @@ impl Gen {
                     break;
                 }
                 5 => self.sort_limit(&fields),
+                6 if self.rng.chance(15) => {
+                    let nums: Vec<FieldInfo> = fields
+                        .iter()
+                        .filter(|x| matches!(x.ty, Ty::Num | Ty::Str) && !x.nullable)
+                        .cloned()
+                        .collect();
+                    if nums.is_empty() {
+                        continue;
+                    }
+                    let key = format!("${}", self.rng.pick(&nums).path);
+                    stages.push(
+                        json!({"$bucketAuto": {"groupBy": key, "buckets": 1 + self.rng.below(6)}}),
+                    );
+                    break;
+                }
                 6 if self.rng.chance(30) => {
                     let keys: Vec<FieldInfo> = fields
                         .iter()
@@ -383,8 +398,18 @@ impl Gen {
                 (Ty::NumArray, 2) => {
                     json!({"$size": {"$filter": {"input": p, "cond": {"$gt": ["$$this", 5]}}}})
                 }
+                (Ty::NumArray, 3) if self.rng.chance(50) => json!({"$reduce": {"input": p,
+                    "initialValue": self.rng.below(5), "in": {"$add": ["$$value", {"$multiply": ["$$this", 2]}]}}}),
                 (Ty::NumArray, _) => {
                     json!({"$sum": {"$map": {"input": p, "as": "x", "in": {"$multiply": ["$$x", 2]}}}})
+                }
+                (Ty::StrArray, 2) => {
+                    json!({"$strLenCP": {"$reduce": {"input": p, "initialValue": "",
+                    "in": {"$concat": ["$$value", "$$this", ","]}}}})
+                }
+                (Ty::StrArray, 3) => {
+                    json!({"$size": {"$regexFindAll": {"input": {"$reduce": {"input": p,
+                    "initialValue": "", "in": {"$concat": ["$$value", "$$this"]}}}, "regex": "[aeiou]"}}})
                 }
                 (_, 1) => json!({"$cond": [{"$in": ["gift", p]}, 1, 0]}),
                 _ => {
@@ -577,7 +602,7 @@ impl Gen {
         if !keys.is_empty() && self.rng.chance(70) {
             spec["partitionBy"] = json!(format!("${}", self.rng.pick(&keys).path));
         }
-        let out = match (self.rng.below(4), nums.is_empty()) {
+        let out = match (self.rng.below(8), nums.is_empty()) {
             (0, false) => {
                 let p = format!("${}", self.rng.pick(&nums).path);
                 json!({"$sum": p, "window": {"documents": ["unbounded", "current"]}})
@@ -585,6 +610,25 @@ impl Gen {
             (1, false) => {
                 let p = format!("${}", self.rng.pick(&nums).path);
                 json!({"$max": p, "window": {"documents": [-1, 1]}})
+            }
+            (4, false) => {
+                // Over two or more documents: a one-document window has no slope (Fluxion:
+                // null; mingo: NaN, README).
+                spec.as_object_mut().unwrap().remove("partitionBy");
+                let p = format!("${}", self.rng.pick(&nums).path);
+                json!({"$derivative": {"input": p}, "window": {"documents": ["unbounded", "unbounded"]}})
+            }
+            (5, false) => {
+                let p = format!("${}", self.rng.pick(&nums).path);
+                json!({"$integral": {"input": p}, "window": {"documents": [-2, 0]}})
+            }
+            (6, false) => {
+                let p = format!("${}", self.rng.pick(&nums).path);
+                json!({"$expMovingAvg": {"input": p, "N": 1 + self.rng.below(4)}})
+            }
+            (7, false) => {
+                let p = format!("${}", self.rng.pick(&nums).path);
+                json!({"$avg": p, "window": {"range": [-20, 0]}})
             }
             (2, _) => json!({"$documentNumber": {}}),
             _ => json!({"$count": {}}),

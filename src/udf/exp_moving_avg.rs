@@ -63,10 +63,10 @@ impl PartitionEvaluator for Evaluator {
     fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> DFResult<ArrayRef> {
         let y = values[0].as_primitive::<Float64Type>();
         let alpha = match ScalarValue::try_from_array(&values[1], 0)? {
-            ScalarValue::Float64(Some(a)) if a > 0.0 && a < 1.0 => a,
+            ScalarValue::Float64(Some(a)) if a > 0.0 && a <= 1.0 => a,
             other => {
                 return Err(DataFusionError::Execution(format!(
-                    "$expMovingAvg alpha must be between 0 and 1 (exclusive), got {other}"
+                    "$expMovingAvg alpha must be in (0, 1], got {other}"
                 )));
             }
         };

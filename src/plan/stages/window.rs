@@ -30,12 +30,40 @@ use crate::dsl::window::{Bound, SetWindowFields, Window, WindowOp};
 use crate::plan::expr::{ExprCompiler, Kind, scalar};
 use crate::plan::{field, order};
 
+/// Window arguments, partition and sort keys computed as columns before the Window operator:
+/// DataFusion's common-subexpression pass would otherwise pull a shared argument (say
+/// `CAST(_id AS DOUBLE)` read by two functions) out of the window functions, which its
+/// physical planner then rejects.
+#[derive(Default)]
+struct Columns {
+    exprs: Vec<Expr>,
+}
+
+impl Columns {
+    /// `e` as a column: itself when it is one, else a new column computed before the window.
+    fn of(&mut self, e: Expr) -> Expr {
+        if matches!(e, Expr::Column(_)) {
+            return e;
+        }
+        let name = format!("__fluxion_warg_{}", self.exprs.len());
+        self.exprs.push(e.alias(&name));
+        Expr::Column(Column::from_name(name))
+    }
+}
+
 /// Plans `$setWindowFields`.
 pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<LogicalPlan> {
     let original = input.schema().clone();
-    let first = ExprCompiler::new(&original);
+    let c = ExprCompiler::new(&original);
+    let mut pre = Columns::default();
+    // The keys as written (for the order afterwards) and as columns (for the window).
+    let mut after: Vec<SortExpr> = Vec::new();
     let partition: Vec<Expr> = match &w.partition_by {
-        Some(p) => vec![first.compile(p, &at.key("partitionBy"))?],
+        Some(p) => {
+            let e = c.compile(p, &at.key("partitionBy"))?;
+            after.push(e.clone().sort(true, true));
+            vec![pre.of(e)]
+        }
         None => vec![],
     };
     let mut sort: Vec<SortExpr> = Vec::new();
@@ -43,24 +71,62 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
     for k in &w.sort_by {
         let (e, ty) = field::resolve(&original, &k.field, &at.key("sortBy"))?;
         sort_types.push(ty);
-        sort.push(e.sort(k.ascending, k.ascending));
+        after.push(e.clone().sort(k.ascending, k.ascending));
+        sort.push(pre.of(e).sort(k.ascending, k.ascending));
     }
     let mut with_ties = sort.clone();
     if order::has_seq(&original) {
         with_ties.push(order::by_seq());
     }
+    // Each output's arguments, as columns.
+    let mut args: Vec<Vec<Expr>> = Vec::with_capacity(w.output.len());
+    for out in &w.output {
+        let here = &out.path;
+        let a = match &out.op {
+            WindowOp::Rank | WindowOp::DenseRank | WindowOp::DocumentNumber => vec![],
+            WindowOp::Locf(e) => vec![pre.of(c.compile(e, here)?)],
+            WindowOp::Shift { output, .. } => vec![pre.of(c.compile(output, here)?)],
+            WindowOp::Linear(e) => {
+                let x = position(&sort, &sort_types, None, here).or_else(|_| {
+                    // A date sort key: interpolate along its milliseconds.
+                    position(
+                        &sort,
+                        &sort_types,
+                        Some(crate::dsl::window::Unit::Millisecond),
+                        here,
+                    )
+                })?;
+                vec![pre.of(numeric(&c, e, here)?), pre.of(x)]
+            }
+            WindowOp::ExpMovingAvg { input, .. } => vec![pre.of(numeric(&c, input, here)?)],
+            WindowOp::Derivative { input, unit } | WindowOp::Integral { input, unit } => {
+                let x = position(&sort, &sort_types, *unit, here)?;
+                vec![pre.of(numeric(&c, input, here)?), pre.of(x)]
+            }
+            WindowOp::Accumulate { op, arg } => {
+                if *op == "$count" {
+                    vec![lit(1i64)]
+                } else {
+                    vec![pre.of(c.compile(arg, here)?)]
+                }
+            }
+        };
+        args.push(a);
+    }
+    let mut cols: Vec<Expr> = original.columns().into_iter().map(Expr::Column).collect();
+    cols.extend(pre.exprs);
+    let input = LogicalPlanBuilder::from(input).project(cols)?.build()?;
     // `$integral` adds up trapezoids between neighbours: a first Window operator gives each
-    // document its predecessor's key and value.
-    let mut pre = Vec::new();
+    // document its predecessor's key and value, then each trapezoid becomes a column.
+    let mut lags = Vec::new();
     for (i, out) in w.output.iter().enumerate() {
-        if let WindowOp::Integral { input: y, unit } = &out.op {
-            let x = position(&sort, &sort_types, *unit, &out.path)?;
-            let y = numeric(&first, y, &out.path)?;
+        if let WindowOp::Integral { .. } = &out.op {
+            let (y, x) = (args[i][0].clone(), args[i][1].clone());
             for (name, e) in [
                 (format!("__fluxion_lag_x_{i}"), x),
                 (format!("__fluxion_lag_y_{i}"), y),
             ] {
-                pre.push(
+                lags.push(
                     lag(e, Some(1), None)
                         .partition_by(partition.clone())
                         .order_by(with_ties.clone())
@@ -70,24 +136,19 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
             }
         }
     }
-    let input = if pre.is_empty() {
+    let input = if lags.is_empty() {
         input
     } else {
-        // Each document's trapezoid with its predecessor, as a column (a window function may
-        // not share a computed argument with another: DataFusion's common-subexpression pass
-        // fails on that).
-        let lagged = LogicalPlanBuilder::from(input).window(pre)?.build()?;
-        let lagged_schema = lagged.schema().clone();
-        let lc = ExprCompiler::new(&lagged_schema);
-        let mut cols: Vec<Expr> = lagged_schema
+        let lagged = LogicalPlanBuilder::from(input).window(lags)?.build()?;
+        let mut cols: Vec<Expr> = lagged
+            .schema()
             .columns()
             .into_iter()
             .map(Expr::Column)
             .collect();
         for (i, out) in w.output.iter().enumerate() {
-            if let WindowOp::Integral { input: y, unit } = &out.op {
-                let x = position(&sort, &sort_types, *unit, &out.path)?;
-                let y = numeric(&lc, y, &out.path)?;
+            if let WindowOp::Integral { .. } = &out.op {
+                let (y, x) = (args[i][0].clone(), args[i][1].clone());
                 let lx = Expr::Column(Column::from_name(format!("__fluxion_lag_x_{i}")));
                 let ly = Expr::Column(Column::from_name(format!("__fluxion_lag_y_{i}")));
                 cols.push(((x - lx) * (y + ly) / lit(2f64)).alias(format!("__fluxion_piece_{i}")));
@@ -132,8 +193,8 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
                     .build()?;
                 cast(add(f, &mut window_exprs), DataType::Int64)
             }
-            WindowOp::Locf(field) => {
-                let value = c.compile(field, here)?;
+            WindowOp::Locf(_) => {
+                let value = args[i][0].clone();
                 let f = last_value(value)
                     .null_treatment(NullTreatment::IgnoreNulls)
                     .partition_by(partition.clone())
@@ -146,17 +207,8 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
                     .build()?;
                 add(f, &mut window_exprs)
             }
-            WindowOp::Linear(field) => {
-                let value = numeric(&c, field, here)?;
-                let x = position(&sort, &sort_types, None, here).or_else(|_| {
-                    // A date sort key: interpolate along its milliseconds.
-                    position(
-                        &sort,
-                        &sort_types,
-                        Some(crate::dsl::window::Unit::Millisecond),
-                        here,
-                    )
-                })?;
+            WindowOp::Linear(_) => {
+                let (value, x) = (args[i][0].clone(), args[i][1].clone());
                 let f = Expr::from(WindowFunction::new(
                     crate::udf::linear_fill::udwf(),
                     vec![value, x],
@@ -166,8 +218,8 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
                 .build()?;
                 add(f, &mut window_exprs)
             }
-            WindowOp::ExpMovingAvg { input, alpha } => {
-                let value = numeric(&c, input, here)?;
+            WindowOp::ExpMovingAvg { alpha, .. } => {
+                let value = args[i][0].clone();
                 let f = Expr::from(WindowFunction::new(
                     crate::udf::exp_moving_avg::udwf(),
                     vec![value, lit(*alpha)],
@@ -177,11 +229,10 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
                 .build()?;
                 add(f, &mut window_exprs)
             }
-            WindowOp::Derivative { input, unit } => {
+            WindowOp::Derivative { .. } => {
                 let frame = frame(out.window, &sort_types, at)?;
                 let order_by = frame_order(out.window, &sort, &with_ties);
-                let x = position(&sort, &sort_types, *unit, here)?;
-                let y = numeric(&c, input, here)?;
+                let (y, x) = (args[i][0].clone(), args[i][1].clone());
                 let mut ends = Vec::new();
                 for e in [y, x] {
                     for f in [first_value(e.clone()), last_value(e)] {
@@ -222,11 +273,11 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
                 coalesce(vec![total, lit(0f64)]) - coalesce(vec![head, lit(0f64)])
             }
             WindowOp::Shift {
-                output,
+                output: _,
                 by,
                 default,
             } => {
-                let value = c.compile(output, here)?;
+                let value = args[i][0].clone();
                 let default = match default {
                     crate::dsl::Expression::Literal(v) => Some(scalar(v)),
                     _ => return Err(here.err("$shift default must be a constant")),
@@ -245,11 +296,7 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
             WindowOp::Accumulate { op, arg } => {
                 let frame = frame(out.window, &sort_types, at)?;
                 let order_by = frame_order(out.window, &sort, &with_ties);
-                let value = if *op == "$count" {
-                    lit(1i64)
-                } else {
-                    c.compile(arg, here)?
-                };
+                let value = args[i][0].clone();
                 let numeric = *op == "$count"
                     || c.typed(arg, here)
                         .map(|t| t.kind() == Kind::Number)
@@ -326,15 +373,10 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
     let projected = project::project_fields(windowed, fields, at)?;
     // MongoDB sorts by partition, then sortBy, to compute the windows, and later stages see
     // the documents in that order: renumber them so.
-    let mut keys: Vec<SortExpr> = partition
-        .iter()
-        .map(|p| p.clone().sort(true, true))
-        .collect();
-    keys.extend(sort);
-    if keys.is_empty() {
+    if after.is_empty() {
         return Ok(projected);
     }
-    order::renumber(projected, keys)
+    order::renumber(projected, after)
 }
 
 /// A range frame orders by its one key; a documents frame also by input order.
