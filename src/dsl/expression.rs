@@ -265,6 +265,7 @@ pub static OPERATORS: &[OperatorSpec] = &[
     op("$slice", Family::Array, Arity::Between(2, 3)),
     op("$indexOfArray", Family::Array, Arity::Exactly(2)),
     op("$range", Family::Array, Arity::Between(2, 3)),
+    op("$arrayToObject", Family::Array, Arity::Exactly(1)),
     named(
         "$sortArray",
         Family::Array,

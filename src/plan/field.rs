@@ -115,6 +115,18 @@ fn descend(
                 depth,
             )
         }
+        // A document whose field names are data (`$arrayToObject`): look the name up.
+        DataType::Map(entries, _) => {
+            let DataType::Struct(kv) = entries.data_type() else {
+                return None;
+            };
+            let value_ty = kv.get(1)?.data_type().clone();
+            let value = datafusion::functions_nested::expr_fn::array_element(
+                datafusion::functions_nested::expr_fn::map_extract(expr, lit(seg.as_str())),
+                lit(1i64),
+            );
+            descend(value, value_ty, rest, mode, depth)
+        }
         DataType::List(elem) => {
             if let Ok(i) = seg.parse::<i64>() {
                 // `items.0.sku`: the first element (array_element counts from 1).

@@ -2,7 +2,8 @@
 //! MongoDB's meaning: calendar arithmetic in a time zone (`$dateTrunc` with bins, `$dateAdd`,
 //! `$dateDiff`, `$dateFromParts`), date parsing that can fail softly (`$dateFromString`
 //! with `onError`), and every match of a regular expression with its captures
-//! (`$regexFind`, `$regexFindAll`); and window functions that carry a value along a
+//! (`$regexFind`, `$regexFindAll`), documents with data for field names (`$arrayToObject`);
+//! and window functions that carry a value along a
 //! partition (`$expMovingAvg`, linear `$fill`, `$bucketAuto`'s buckets). One file per function; [`calendar`] holds what the date
 //! functions share.
 //!
@@ -10,6 +11,7 @@
 //! registered in the engine's session, so SQL can call them (`mongo_date_add(ts, 'month', 1,
 //! 'UTC')`).
 
+pub mod array_to_object;
 pub mod bucket_auto;
 pub mod calendar;
 pub mod date_add;
@@ -110,6 +112,7 @@ pub fn all() -> Vec<Arc<ScalarUDF>> {
         date_from_parts::iso_udf(),
         date_parse::udf(),
         regex_find::udf(),
+        array_to_object::udf(),
     ]
 }
 

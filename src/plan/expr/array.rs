@@ -209,6 +209,39 @@ pub(super) fn compile(
             }
             None => return Err(at.index(0).err(format!("{name} needs an array"))),
         },
+        "$arrayToObject" => match arr(0)? {
+            Some(a) => {
+                let DataType::List(elem) = &a.ty else {
+                    unreachable!("an array")
+                };
+                let (param, x) = crate::plan::field::element_var(elem, _c.depth());
+                // `[{k, v}, …]` or `[[name, value], …]` (a pair is one array, so its value
+                // must be a string too).
+                let (k, v) = match elem.data_type() {
+                    DataType::Struct(f) if f.find("k").is_some() && f.find("v").is_some() => (
+                        datafusion::functions::core::expr_fn::get_field(x.clone(), "k"),
+                        datafusion::functions::core::expr_fn::get_field(x, "v"),
+                    ),
+                    DataType::List(inner) if Kind::of(inner.data_type()) == Kind::String => (
+                        array_element(x.clone(), lit(1i64)),
+                        array_element(x, lit(2i64)),
+                    ),
+                    other => {
+                        return Err(at.index(0).err(format!(
+                            "$arrayToObject expects [{{\"k\": name, \"v\": value}}, …] or [[name, value], …] with string names, not an array of {}",
+                            Kind::of(other).name()
+                        )));
+                    }
+                };
+                let keys = array_transform(
+                    a.expr.clone(),
+                    lambda([param.clone()], cast(k, DataType::Utf8)),
+                );
+                let values = array_transform(a.expr.clone(), lambda([param], v));
+                crate::udf::call(crate::udf::array_to_object::udf(), vec![keys, values])
+            }
+            None => lit(ScalarValue::Null),
+        },
         other => unreachable!("{other} is not an array operator"),
     })
 }

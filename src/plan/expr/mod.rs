@@ -206,7 +206,7 @@ impl<'a> ExprCompiler<'a> {
                     Family::Conditional => conditional::compile(op.name, args, at)?,
                     Family::String => string::compile(op.name, args, at)?,
                     Family::Array => array::compile(self, op.name, args, at)?,
-                    Family::Type => types::compile(op.name, args, at)?,
+                    Family::Type => types::compile(self, op.name, args, at)?,
                     Family::Date => date::compile(op.name, args, at)?,
                 }
             }

@@ -16,13 +16,18 @@ use super::{Kind, Typed};
 use crate::Result;
 use crate::dsl::JsonPath;
 
-pub(super) fn compile(name: &str, args: Vec<Typed>, at: &JsonPath) -> Result<Expr> {
+pub(super) fn compile(
+    c: &super::ExprCompiler,
+    name: &str,
+    args: Vec<Typed>,
+    at: &JsonPath,
+) -> Result<Expr> {
     match name {
-        "$convert" => return convert(args, at),
+        "$convert" => return convert(c, args, at),
         "$getField" => return get_field_of(args, at),
         "$mergeObjects" => return merge_objects(args, at),
         "$setField" | "$unsetField" => return set_field(name, args, at),
-        "$objectToArray" => return object_to_array(args, at),
+        "$objectToArray" => return object_to_array(c, args, at),
         _ => {}
     }
     let a = args.into_iter().next().expect("arity checked");
@@ -128,7 +133,7 @@ pub(super) fn compile(name: &str, args: Vec<Typed>, at: &JsonPath) -> Result<Exp
 
 /// `$convert: {input, to, onError, onNull}`: the `$toX` conversion for `to`, with `onNull`
 /// for a null or missing input and `onError` for a value that does not convert.
-fn convert(args: Vec<Typed>, at: &JsonPath) -> Result<Expr> {
+fn convert(c: &super::ExprCompiler, args: Vec<Typed>, at: &JsonPath) -> Result<Expr> {
     let mut it = args.into_iter();
     let input = it.next().expect("arity checked");
     let to = it.next().expect("arity checked");
@@ -174,7 +179,7 @@ fn convert(args: Vec<Typed>, at: &JsonPath) -> Result<Expr> {
         // With onError, text that does not parse becomes null (then onError), not an error.
         super::date::to_date(&input, on_error.is_none(), at)?
     } else {
-        compile(op, vec![input], at)?
+        compile(c, op, vec![input], at)?
     };
     let mut case = datafusion::logical_expr::when(
         x.clone().is_null(),
@@ -250,11 +255,29 @@ fn merge_objects(args: Vec<Typed>, at: &JsonPath) -> Result<Expr> {
 
 /// `$objectToArray`: `[{"k": name, "v": value}, …]` in field order. An array holds one type,
 /// so the fields' values must share a type class (numbers are widened to double).
-fn object_to_array(args: Vec<Typed>, at: &JsonPath) -> Result<Expr> {
+fn object_to_array(c: &super::ExprCompiler, args: Vec<Typed>, at: &JsonPath) -> Result<Expr> {
     let a = args.into_iter().next().expect("arity checked");
     let DataType::Struct(fs) = &a.ty else {
         return match &a.ty {
             DataType::Null => Ok(lit(ScalarValue::Null)),
+            // A document with data for names (`$arrayToObject`): its entries as {k, v}.
+            DataType::Map(..) => {
+                let entries = datafusion::functions_nested::expr_fn::map_entries(a.expr.clone());
+                let DataType::List(elem) = c.with_type(entries.clone(), at)?.ty else {
+                    unreachable!("map entries are a list")
+                };
+                let (param, x) = crate::plan::field::element_var(&elem, c.depth());
+                let kv = named_struct(vec![
+                    lit("k"),
+                    get_field(x.clone(), "key"),
+                    lit("v"),
+                    get_field(x, "value"),
+                ]);
+                Ok(datafusion::functions_nested::expr_fn::array_transform(
+                    entries,
+                    datafusion::logical_expr::lambda([param], kv),
+                ))
+            }
             other => Err(at.index(0).err(format!(
                 "$objectToArray needs a document, not {}",
                 Kind::of(other).name()
