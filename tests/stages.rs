@@ -556,7 +556,7 @@ async fn combining_stages_report_bad_input_names_and_options() {
     .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "pipeline[0].$lookup.pipeline[1].$sort: a $lookup pipeline with let variables (or localField) supports only $match stages yet"
+        "pipeline[0].$lookup.pipeline[1].$sort: a $lookup pipeline with let variables (or localField) supports $match, $project, $addFields/$set, $unset and $replaceRoot stages (yet)"
     );
     let e = run(
         PEOPLE,

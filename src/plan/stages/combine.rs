@@ -121,17 +121,46 @@ pub fn plan_lookup(
         let p = pipeline.expect("parsed: keys or a pipeline");
         return uncorrelated_lookup(input, foreign, p, tables, &as_name, at);
     }
-    for stage in pipeline.map_or(&[][..], |p| &p.stages[..]) {
-        match &stage.kind {
-            crate::dsl::StageKind::Match(q) => conditions.push(Condition::Query(q.clone())),
-            _ => {
-                return Err(stage.path.err(
-                    "a $lookup pipeline with let variables (or localField) supports only $match stages yet",
-                ));
-            }
+    // Leading `$match` stages are join conditions (they may read the variables); the stages
+    // after them reshape each match on its own.
+    let stages = pipeline.map_or(&[][..], |p| &p.stages[..]);
+    let leading = stages
+        .iter()
+        .take_while(|s| matches!(s.kind, crate::dsl::StageKind::Match(_)))
+        .count();
+    for stage in &stages[..leading] {
+        if let crate::dsl::StageKind::Match(q) = &stage.kind {
+            conditions.push(Condition::Query(q.clone()));
         }
     }
-    correlated_lookup(input, foreign, &lets, &conditions, &as_name, at)
+    let after = &stages[leading..];
+    if let Some(s) = after.iter().find(|s| {
+        !matches!(
+            s.kind,
+            crate::dsl::StageKind::Match(_)
+                | crate::dsl::StageKind::Project(_)
+                | crate::dsl::StageKind::AddFields(_)
+                | crate::dsl::StageKind::Unset(_)
+                | crate::dsl::StageKind::ReplaceRoot(_)
+        )
+    }) {
+        return Err(s.path.err(
+            "a $lookup pipeline with let variables (or localField) supports $match, $project, $addFields/$set, $unset and $replaceRoot stages (yet)",
+        ));
+    }
+    let after = crate::dsl::Pipeline {
+        stages: after.to_vec(),
+    };
+    correlated_lookup(
+        input,
+        foreign,
+        &lets,
+        &conditions,
+        &after,
+        tables,
+        &as_name,
+        at,
+    )
 }
 
 /// A join condition of a correlated `$lookup`.
@@ -252,11 +281,14 @@ fn uncorrelated_lookup(
 /// `$lookup` whose matches depend on each document (`let` variables, array keys): the foreign
 /// documents joined with each document's variables on the conditions, gathered back per
 /// document in the foreign input's order.
+#[allow(clippy::too_many_arguments)]
 fn correlated_lookup(
     input: LogicalPlan,
     foreign: LogicalPlan,
     lets: &[(String, crate::dsl::Expression)],
     conditions: &[Condition],
+    after: &crate::dsl::Pipeline,
+    tables: &Tables,
     as_name: &str,
     at: &JsonPath,
 ) -> Result<LogicalPlan> {
@@ -320,33 +352,35 @@ fn correlated_lookup(
     let matched = LogicalPlanBuilder::from(joined)
         .filter(predicate)?
         .build()?;
-    // Gather the foreign fields of each match, per document, in the foreign order.
+    // Each match numbered (document, then foreign order) in the order column, so that the
+    // per-match stages keep it and the matches can be gathered back in order.
+    const PER_ROW: i64 = 1 << 32;
     let hidden = |n: &str| n == ROW || n == FSEQ || n.starts_with("__fluxion_let_");
-    let fields: Vec<Expr> = matched
+    let mut cols: Vec<Expr> = matched
         .schema()
         .columns()
         .into_iter()
         .filter(|col| !hidden(&col.name))
-        .flat_map(|col| [lit(col.name.clone()), Expr::Column(col)])
+        .map(Expr::Column)
         .collect();
-    if fields.is_empty() {
-        return Err(at.err("the foreign documents have no fields"));
-    }
-    let doc = named_struct(fields);
-    let agg = if foreign_ordered {
-        array_agg(doc)
-            .order_by(vec![
-                Expr::Column(Column::from_name(FSEQ)).sort(true, false),
-            ])
-            .build()?
+    let fseq = if foreign_ordered {
+        cast(Expr::Column(Column::from_name(FSEQ)), DataType::Int64)
     } else {
-        array_agg(doc)
+        lit(0i64)
     };
-    let grouped = LogicalPlanBuilder::from(matched)
-        .aggregate(
-            vec![Expr::Column(Column::from_name(ROW))],
-            vec![agg.alias(DOCS)],
-        )?
+    let seq = cast(Expr::Column(Column::from_name(ROW)), DataType::Int64) * lit(PER_ROW) + fseq;
+    cols.push(seq.alias(order::SEQ));
+    let numbered = LogicalPlanBuilder::from(matched).project(cols)?.build()?;
+    let reshaped = crate::plan::compile_stages(after, numbered, tables)?;
+    if !order::has_seq(reshaped.schema()) {
+        return Err(at
+            .key("pipeline")
+            .err("the pipeline's stages lost the documents' order"));
+    }
+    let agg = collect_documents(&reshaped, at)?;
+    let row = cast(Expr::Column(Column::from_name(order::SEQ)), DataType::Int64) / lit(PER_ROW);
+    let grouped = LogicalPlanBuilder::from(reshaped)
+        .aggregate(vec![row.alias(ROW)], vec![agg.alias(DOCS)])?
         .build()?;
     let joined = LogicalPlanBuilder::from(input.clone())
         .join(grouped, JoinType::Left, (vec![order::SEQ], vec![ROW]), None)?
