@@ -65,6 +65,18 @@ pub enum WindowOp {
         input: Expression,
         alpha: f64,
     },
+    /// `$firstN`, `$lastN`, `$maxN`, `$minN` over the window.
+    AccumulateN {
+        op: &'static str,
+        input: Expression,
+        n: u64,
+    },
+    /// `$median` (`p = [0.5]`, a number) and `$percentile` (an array) over the window.
+    Percentile {
+        input: Expression,
+        p: Vec<f64>,
+        median: bool,
+    },
 }
 
 pub use crate::udf::calendar::Unit;
@@ -272,6 +284,37 @@ fn parse_output(name: &str, spec: &Value, at: &JsonPath, sorted: bool) -> Result
                 _ => return Err(here.err("$expMovingAvg takes exactly one of N and alpha")),
             };
             WindowOp::ExpMovingAvg { input, alpha }
+        }
+        "$median" | "$percentile" => {
+            let (input, p) = super::group::parse_percentile(op_name, arg, &here)?;
+            WindowOp::Percentile {
+                input,
+                p,
+                median: op_name.as_str() == "$median",
+            }
+        }
+        "$firstN" | "$lastN" | "$maxN" | "$minN" => {
+            let Value::Object(m) = arg else {
+                return Err(here.err(format!("{op_name} expects {{\"input\", \"n\"}}")));
+            };
+            if let Some(k) = m.keys().find(|k| !matches!(k.as_str(), "input" | "n")) {
+                return Err(here
+                    .key(k)
+                    .err(format!("unknown argument \"{k}\" for {op_name}")));
+            }
+            let input = match m.get("input") {
+                Some(i) => Expression::parse(i, &here.key("input"))?,
+                None => return Err(here.err(format!("{op_name} requires input"))),
+            };
+            let n = match m.get("n").and_then(Value::as_u64) {
+                Some(n) if n > 0 => n,
+                _ => return Err(here.key("n").err("expects a positive integer constant")),
+            };
+            let op = ["$firstN", "$lastN", "$maxN", "$minN"]
+                .into_iter()
+                .find(|o| o == op_name)
+                .expect("matched above");
+            WindowOp::AccumulateN { op, input, n }
         }
         acc => {
             let Some(op) = ACCUMULATORS.iter().find(|a| **a == acc) else {

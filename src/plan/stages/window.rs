@@ -6,6 +6,7 @@
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Column, ScalarValue};
+use datafusion::functions::core::expr_fn::greatest;
 use datafusion::functions::core::expr_fn::{coalesce, nullif};
 use datafusion::functions_aggregate::array_agg::array_agg_udaf;
 use datafusion::functions_aggregate::average::avg_udaf;
@@ -13,11 +14,14 @@ use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::functions_aggregate::min_max::{max_udaf, min_udaf};
 use datafusion::functions_aggregate::stddev::{stddev_pop_udaf, stddev_udaf};
 use datafusion::functions_aggregate::sum::sum_udaf;
-use datafusion::functions_nested::expr_fn::array_distinct;
+use datafusion::functions_nested::expr_fn::{
+    array_distinct, array_filter, array_slice, array_sort, cardinality, make_array,
+};
 use datafusion::functions_window::expr_fn::{
     dense_rank, first_value, lag, last_value, lead, rank, row_number,
 };
 use datafusion::logical_expr::expr::{NullTreatment, WindowFunction};
+use datafusion::logical_expr::lambda;
 use datafusion::logical_expr::{
     Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, SortExpr, WindowFrame,
     WindowFrameBound, WindowFrameUnits, cast, lit, when,
@@ -102,6 +106,9 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
             WindowOp::Derivative { input, unit } | WindowOp::Integral { input, unit } => {
                 let x = position(&sort, &sort_types, *unit, here)?;
                 vec![pre.of(numeric(&c, input, here)?), pre.of(x)]
+            }
+            WindowOp::AccumulateN { input, .. } | WindowOp::Percentile { input, .. } => {
+                vec![pre.of(c.compile(input, here)?)]
             }
             WindowOp::Accumulate { op, arg } => {
                 if *op == "$count" {
@@ -271,6 +278,71 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
                 let total = add(total, &mut window_exprs);
                 let head = add(head, &mut window_exprs);
                 coalesce(vec![total, lit(0f64)]) - coalesce(vec![head, lit(0f64)])
+            }
+            WindowOp::AccumulateN { .. } | WindowOp::Percentile { .. } => {
+                let frame = frame(out.window, &sort_types, at)?;
+                let order_by = frame_order(out.window, &sort, &with_ties);
+                let value = args[i][0].clone();
+                let value_ty = c.with_type(value.clone(), here)?.ty;
+                let gathered = Expr::from(WindowFunction::new(array_agg_udaf(), vec![value]))
+                    .partition_by(partition.clone())
+                    .order_by(order_by)
+                    .window_frame(frame)
+                    .build()?;
+                let all = add(gathered, &mut window_exprs);
+                // The non-null values of the window, for the sorted forms.
+                let elem = std::sync::Arc::new(
+                    datafusion::arrow::datatypes::Field::new_list_field(value_ty.clone(), true),
+                );
+                let (param, x) = field::element_var(&elem, 0);
+                let present = array_filter(all.clone(), lambda([param], x.is_not_null()));
+                let sorted = |asc: bool| {
+                    array_sort(
+                        present.clone(),
+                        lit(if asc { "ASC" } else { "DESC" }),
+                        lit("NULLS LAST"),
+                    )
+                };
+                let take = |list: Expr, n: u64| array_slice(list, lit(1i64), lit(n as i64), None);
+                match &out.op {
+                    WindowOp::AccumulateN { op, n, .. } => match *op {
+                        "$firstN" => take(all, *n),
+                        "$lastN" => {
+                            let len = cardinality(all.clone());
+                            let from = greatest(vec![
+                                cast(len.clone(), DataType::Int64) - lit(*n as i64 - 1),
+                                lit(1i64),
+                            ]);
+                            array_slice(all, from, cast(len, DataType::Int64), None)
+                        }
+                        "$maxN" => take(sorted(false), *n),
+                        _ => take(sorted(true), *n),
+                    },
+                    WindowOp::Percentile { p, median, .. } => {
+                        if Kind::of(&value_ty) != Kind::Number {
+                            return Err(here.err("needs numbers"));
+                        }
+                        let sorted = cast(
+                            sorted(true),
+                            DataType::List(std::sync::Arc::new(
+                                datafusion::arrow::datatypes::Field::new_list_field(
+                                    DataType::Float64,
+                                    true,
+                                ),
+                            )),
+                        );
+                        let picks: Vec<Expr> = p
+                            .iter()
+                            .map(|q| super::group::nearest_rank(sorted.clone(), *q))
+                            .collect();
+                        if *median {
+                            picks.into_iter().next().expect("p = 0.5")
+                        } else {
+                            make_array(picks)
+                        }
+                    }
+                    _ => unreachable!(),
+                }
             }
             WindowOp::Shift {
                 output: _,
