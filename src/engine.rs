@@ -6,6 +6,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
 use crate::Result;
@@ -33,7 +34,26 @@ impl Engine {
     pub fn new() -> Self {
         let mut config = SessionConfig::new().with_information_schema(true);
         config.options_mut().sql_parser.enable_ident_normalization = false;
-        let ctx = SessionContext::new_with_config(config);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .build();
+        // DataFusion 55's physical `ProjectionPushdown` moves a projection under a sort or
+        // limit and re-indexes its expressions, lambda parameters included: a lambda nested
+        // in another lambda's argument (`$reduce`, `$anyElementTrue` of a `$map`) then reads
+        // the wrong column ("Field of physical LambdaVariable with index 0 doesn't match").
+        // Without the rule the projection stays above the sort, which computes it on fewer
+        // rows anyway.
+        let rules: Vec<_> = state
+            .physical_optimizers()
+            .iter()
+            .filter(|r| r.name() != "ProjectionPushdown")
+            .cloned()
+            .collect();
+        let state = SessionStateBuilder::new_from_existing(state)
+            .with_physical_optimizer_rules(rules)
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         // DataFusion 55's leaf-expression pushdown (moving `get_field` towards the scan) fails
         // with "Schema contains duplicate unqualified field name" on plans where a projection
         // re-binds a column name above an Unnest or a window, which `$unwind` and the order

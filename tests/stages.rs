@@ -453,6 +453,20 @@ async fn reduce_without_a_columnar_fold_is_rejected_by_path() {
 }
 
 #[tokio::test]
+async fn nested_lambdas_after_a_sort_and_limit() {
+    // A lambda inside another lambda's argument, above a top-k sort: DataFusion 55's physical
+    // projection pushdown re-indexed its parameter (the engine turns that rule off).
+    let got = run(
+        PEOPLE,
+        json!([{"$sort": {"age": -1}}, {"$limit": 2}, {"$project": {"t": {"$reduce": {
+            "input": "$tags", "initialValue": "", "in": {"$concat": ["$$value", "$$this"]}}}}}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got, [json!({"_id": 4}), json!({"_id": 1, "t": "ab"})]);
+}
+
+#[tokio::test]
 async fn paths_through_arrays_of_scalars_are_missing() {
     // `tags` holds strings: `tags.x` has no values, so it matches only as missing.
     let out = run(PEOPLE, json!([{"$match": {"tags.x": 1}}]))
