@@ -221,6 +221,16 @@ impl Gen {
                     {
                         continue;
                     }
+                    // A key that is a string in the foreign documents too (after `$unwind` a
+                    // local string may be an array there, which `$eq` does not look into).
+                    let original = dataset_fields(dataset);
+                    let keys: Vec<FieldInfo> = keys
+                        .into_iter()
+                        .filter(|x| original.iter().any(|f| f.path == x.path && f.ty == Ty::Str))
+                        .collect();
+                    if keys.is_empty() {
+                        continue;
+                    }
                     let k = self.rng.pick(&keys).path.clone();
                     let lookup = if self.rng.chance(50) {
                         json!({"$lookup": {"from": dataset, "localField": k, "foreignField": k, "as": "m"}})
@@ -491,9 +501,10 @@ impl Gen {
                 json!({"$dateDiff": {"startDate": {"$date": "2024-01-01T00:00:00Z"}, "endDate": d, "unit": unit}}),
                 Ty::Num,
             ),
-            3 => (json!({"$toLong": d}), Ty::Num),
+            // Kept small: later arithmetic on milliseconds would overflow 64 bits.
+            3 => (json!({"$mod": [{"$toLong": d}, 1000]}), Ty::Num),
             4 => (
-                json!({"$subtract": [d, {"$date": "2025-01-01T00:00:00Z"}]}),
+                json!({"$trunc": {"$divide": [{"$subtract": [d, {"$date": "2025-01-01T00:00:00Z"}]}, 3_600_000]}}),
                 Ty::Num,
             ),
             5 => {

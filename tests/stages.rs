@@ -453,6 +453,29 @@ async fn reduce_without_a_columnar_fold_is_rejected_by_path() {
 }
 
 #[tokio::test]
+async fn integer_overflow_stops_instead_of_wrapping() {
+    let docs = "{\"n\": 4611686018427387904, \"m\": 3}\n";
+    let e = run(docs, json!([{"$project": {"x": {"$multiply": ["$n", 2]}}}]))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("integer overflow in $multiply"),
+        "{e}"
+    );
+    let e = run(docs, json!([{"$project": {"x": {"$add": ["$n", "$n"]}}}]))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("integer overflow in $add"), "{e}");
+    let ok = run(
+        docs,
+        json!([{"$project": {"_id": 0, "x": {"$subtract": ["$n", "$m"]}, "y": {"$multiply": ["$m", 3, null]}}}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok, [json!({"x": 4611686018427387901i64})]);
+}
+
+#[tokio::test]
 async fn nested_lambdas_after_a_sort_and_limit() {
     // A lambda inside another lambda's argument, above a top-k sort: DataFusion 55's physical
     // projection pushdown re-indexed its parameter (the engine turns that rule off).

@@ -2,7 +2,7 @@
 //! MongoDB's meaning: calendar arithmetic in a time zone (`$dateTrunc` with bins, `$dateAdd`,
 //! `$dateDiff`, `$dateFromParts`), date parsing that can fail softly (`$dateFromString`
 //! with `onError`), and every match of a regular expression with its captures
-//! (`$regexFind`, `$regexFindAll`), documents with data for field names (`$arrayToObject`);
+//! (`$regexFind`, `$regexFindAll`), integer arithmetic that stops on overflow, documents with data for field names (`$arrayToObject`);
 //! and window functions that carry a value along a
 //! partition (`$expMovingAvg`, linear `$fill`, `$bucketAuto`'s buckets). One file per function; [`calendar`] holds what the date
 //! functions share.
@@ -14,6 +14,7 @@
 pub mod array_to_object;
 pub mod bucket_auto;
 pub mod calendar;
+pub mod checked_arith;
 pub mod date_add;
 pub mod date_diff;
 pub mod date_from_parts;
@@ -113,6 +114,9 @@ pub fn all() -> Vec<Arc<ScalarUDF>> {
         date_parse::udf(),
         regex_find::udf(),
         array_to_object::udf(),
+        checked_arith::add(),
+        checked_arith::subtract(),
+        checked_arith::multiply(),
     ]
 }
 

@@ -28,6 +28,23 @@ pub(super) fn compile(name: &str, args: Vec<Typed>, at: &JsonPath) -> Result<Exp
             )));
         }
     }
+    // Integers stay integers, checked for overflow (DataFusion's `+ - *` wrap around).
+    let integers = !args.is_empty()
+        && args
+            .iter()
+            .all(|a| a.ty.is_integer() || a.kind() == Kind::Null)
+        && args.iter().any(|a| a.ty.is_integer());
+    if integers && matches!(name, "$add" | "$subtract" | "$multiply") {
+        let f = match name {
+            "$add" => crate::udf::checked_arith::add(),
+            "$subtract" => crate::udf::checked_arith::subtract(),
+            _ => crate::udf::checked_arith::multiply(),
+        };
+        let ints = args.into_iter().map(|a| cast(a.expr, DataType::Int64));
+        return Ok(ints
+            .reduce(|a, b| crate::udf::call(f.clone(), vec![a, b]))
+            .expect("at least one argument"));
+    }
     let mut exprs = args.into_iter().map(|a| a.expr);
     Ok(match name {
         "$add" => exprs.reduce(|a, b| a + b).unwrap_or(lit(0i64)),
