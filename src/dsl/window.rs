@@ -231,18 +231,7 @@ fn parse_output(name: &str, spec: &Value, at: &JsonPath, sorted: bool) -> Result
             if !sorted {
                 return Err(here.err(format!("{op_name} requires sortBy")));
             }
-            let Value::Object(m) = arg else {
-                return Err(here.err(format!("{op_name} expects {{\"input\", \"unit\"}}")));
-            };
-            if let Some(k) = m.keys().find(|k| !matches!(k.as_str(), "input" | "unit")) {
-                return Err(here
-                    .key(k)
-                    .err(format!("unknown argument \"{k}\" for {op_name}")));
-            }
-            let input = match m.get("input") {
-                Some(i) => Expression::parse(i, &here.key("input"))?,
-                None => return Err(here.err(format!("{op_name} requires input"))),
-            };
+            let (m, input) = input_and(arg, &here, op_name, &["unit"])?;
             let unit = m
                 .get("unit")
                 .map(|u| parse_unit(u, &here.key("unit"), true))
@@ -255,23 +244,7 @@ fn parse_output(name: &str, spec: &Value, at: &JsonPath, sorted: bool) -> Result
         }
         "$expMovingAvg" => {
             needs_order("$expMovingAvg")?;
-            let Value::Object(m) = arg else {
-                return Err(
-                    here.err("$expMovingAvg expects {\"input\", \"N\"} or {\"input\", \"alpha\"}")
-                );
-            };
-            if let Some(k) = m
-                .keys()
-                .find(|k| !matches!(k.as_str(), "input" | "N" | "alpha"))
-            {
-                return Err(here
-                    .key(k)
-                    .err(format!("unknown argument \"{k}\" for $expMovingAvg")));
-            }
-            let input = match m.get("input") {
-                Some(i) => Expression::parse(i, &here.key("input"))?,
-                None => return Err(here.err("$expMovingAvg requires input")),
-            };
+            let (m, input) = input_and(arg, &here, "$expMovingAvg", &["N", "alpha"])?;
             let alpha = match (m.get("N"), m.get("alpha")) {
                 (Some(n), None) => match n.as_u64() {
                     Some(n) if n > 0 => 2.0 / (n as f64 + 1.0),
@@ -294,18 +267,7 @@ fn parse_output(name: &str, spec: &Value, at: &JsonPath, sorted: bool) -> Result
             }
         }
         "$firstN" | "$lastN" | "$maxN" | "$minN" => {
-            let Value::Object(m) = arg else {
-                return Err(here.err(format!("{op_name} expects {{\"input\", \"n\"}}")));
-            };
-            if let Some(k) = m.keys().find(|k| !matches!(k.as_str(), "input" | "n")) {
-                return Err(here
-                    .key(k)
-                    .err(format!("unknown argument \"{k}\" for {op_name}")));
-            }
-            let input = match m.get("input") {
-                Some(i) => Expression::parse(i, &here.key("input"))?,
-                None => return Err(here.err(format!("{op_name} requires input"))),
-            };
+            let (m, input) = input_and(arg, &here, op_name, &["n"])?;
             let n = match m.get("n").and_then(Value::as_u64) {
                 Some(n) if n > 0 => n,
                 _ => return Err(here.key("n").err("expects a positive integer constant")),
@@ -337,6 +299,36 @@ fn parse_output(name: &str, spec: &Value, at: &JsonPath, sorted: bool) -> Result
         window,
         path: at.clone(),
     })
+}
+
+/// The named arguments `{"input", <others>…}` of a window operator, and `input` parsed.
+fn input_and<'a>(
+    arg: &'a Value,
+    at: &JsonPath,
+    op: &str,
+    others: &[&str],
+) -> Result<(&'a serde_json::Map<String, Value>, Expression)> {
+    let Value::Object(m) = arg else {
+        return Err(at.err(format!(
+            "{op} expects {{\"input\", {}}}",
+            others
+                .iter()
+                .map(|o| format!("\"{o}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    };
+    if let Some(k) = m
+        .keys()
+        .find(|k| k.as_str() != "input" && !others.contains(&k.as_str()))
+    {
+        return Err(at.key(k).err(format!("unknown argument \"{k}\" for {op}")));
+    }
+    let input = match m.get("input") {
+        Some(i) => Expression::parse(i, &at.key("input"))?,
+        None => return Err(at.err(format!("{op} requires input"))),
+    };
+    Ok((m, input))
 }
 
 fn parse_window(v: &Value, at: &JsonPath) -> Result<Window> {

@@ -8,71 +8,38 @@
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{ArrayRef, AsArray, Int64Array};
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::{DataFusionError, Result as DFResult, ScalarValue};
-use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
-use datafusion::logical_expr::{
-    PartitionEvaluator, Signature, Volatility, WindowUDF, WindowUDFImpl,
-};
+use datafusion::logical_expr::{Signature, Volatility, WindowUDF};
+
+use super::KernelUdwf;
 
 /// The function.
 pub fn udwf() -> Arc<WindowUDF> {
     static UDWF: LazyLock<Arc<WindowUDF>> = LazyLock::new(|| {
-        Arc::new(WindowUDF::new_from_impl(BucketAuto {
-            signature: Signature::any(2, Volatility::Immutable),
-        }))
+        Arc::new(WindowUDF::new_from_impl(KernelUdwf::new(
+            "mongo_bucket_auto",
+            Signature::any(2, Volatility::Immutable),
+            DataType::Int64,
+            kernel,
+        )))
     });
     UDWF.clone()
 }
 
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct BucketAuto {
-    signature: Signature,
-}
-
-impl WindowUDFImpl for BucketAuto {
-    fn name(&self) -> &str {
-        "mongo_bucket_auto"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn partition_evaluator(
-        &self,
-        _args: PartitionEvaluatorArgs,
-    ) -> DFResult<Box<dyn PartitionEvaluator>> {
-        Ok(Box::new(Evaluator))
-    }
-
-    fn field(&self, field_args: WindowUDFFieldArgs) -> DFResult<FieldRef> {
-        Ok(Arc::new(Field::new(
-            field_args.name(),
-            DataType::Int64,
-            false,
-        )))
-    }
-}
-
-#[derive(Debug)]
-struct Evaluator;
-
-impl PartitionEvaluator for Evaluator {
-    fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> DFResult<ArrayRef> {
-        let buckets = match values[1].as_primitive_opt::<Int64Type>() {
-            Some(b) if !b.is_empty() && b.value(0) > 0 => b.value(0) as usize,
-            _ => {
-                return Err(DataFusionError::Execution(
-                    "$bucketAuto buckets must be a positive integer".into(),
-                ));
-            }
-        };
-        let keys = (0..num_rows)
-            .map(|i| ScalarValue::try_from_array(&values[0], i))
-            .collect::<DFResult<Vec<_>>>()?;
-        Ok(Arc::new(Int64Array::from(assign(&keys, buckets))))
-    }
+fn kernel(values: &[ArrayRef], num_rows: usize) -> DFResult<ArrayRef> {
+    let buckets = match values[1].as_primitive_opt::<Int64Type>() {
+        Some(b) if !b.is_empty() && b.value(0) > 0 => b.value(0) as usize,
+        _ => {
+            return Err(DataFusionError::Execution(
+                "$bucketAuto buckets must be a positive integer".into(),
+            ));
+        }
+    };
+    let keys = (0..num_rows)
+        .map(|i| ScalarValue::try_from_array(&values[0], i))
+        .collect::<DFResult<Vec<_>>>()?;
+    Ok(Arc::new(Int64Array::from(assign(&keys, buckets))))
 }
 
 /// Bucket numbers (from 0) for keys in ascending order.

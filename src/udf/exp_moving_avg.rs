@@ -6,72 +6,39 @@
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{ArrayRef, AsArray, Float64Array};
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
+use datafusion::arrow::datatypes::{DataType, Float64Type};
 use datafusion::common::{DataFusionError, Result as DFResult, ScalarValue};
-use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
-use datafusion::logical_expr::{
-    PartitionEvaluator, Signature, Volatility, WindowUDF, WindowUDFImpl,
-};
+use datafusion::logical_expr::{Signature, Volatility, WindowUDF};
+
+use super::KernelUdwf;
 
 /// The function.
 pub fn udwf() -> Arc<WindowUDF> {
     static UDWF: LazyLock<Arc<WindowUDF>> = LazyLock::new(|| {
-        Arc::new(WindowUDF::new_from_impl(ExpMovingAvg {
-            signature: Signature::exact(
+        Arc::new(WindowUDF::new_from_impl(KernelUdwf::new(
+            "mongo_exp_moving_avg",
+            Signature::exact(
                 vec![DataType::Float64, DataType::Float64],
                 Volatility::Immutable,
             ),
-        }))
+            DataType::Float64,
+            kernel,
+        )))
     });
     UDWF.clone()
 }
 
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct ExpMovingAvg {
-    signature: Signature,
-}
-
-impl WindowUDFImpl for ExpMovingAvg {
-    fn name(&self) -> &str {
-        "mongo_exp_moving_avg"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn partition_evaluator(
-        &self,
-        _args: PartitionEvaluatorArgs,
-    ) -> DFResult<Box<dyn PartitionEvaluator>> {
-        Ok(Box::new(Evaluator))
-    }
-
-    fn field(&self, field_args: WindowUDFFieldArgs) -> DFResult<FieldRef> {
-        Ok(Arc::new(Field::new(
-            field_args.name(),
-            DataType::Float64,
-            true,
-        )))
-    }
-}
-
-#[derive(Debug)]
-struct Evaluator;
-
-impl PartitionEvaluator for Evaluator {
-    fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> DFResult<ArrayRef> {
-        let y = values[0].as_primitive::<Float64Type>();
-        let alpha = match ScalarValue::try_from_array(&values[1], 0)? {
-            ScalarValue::Float64(Some(a)) if a > 0.0 && a <= 1.0 => a,
-            other => {
-                return Err(DataFusionError::Execution(format!(
-                    "$expMovingAvg alpha must be in (0, 1], got {other}"
-                )));
-            }
-        };
-        Ok(Arc::new(ema(y.iter(), alpha, num_rows)))
-    }
+fn kernel(values: &[ArrayRef], num_rows: usize) -> DFResult<ArrayRef> {
+    let y = values[0].as_primitive::<Float64Type>();
+    let alpha = match ScalarValue::try_from_array(&values[1], 0)? {
+        ScalarValue::Float64(Some(a)) if a > 0.0 && a <= 1.0 => a,
+        other => {
+            return Err(DataFusionError::Execution(format!(
+                "$expMovingAvg alpha must be in (0, 1], got {other}"
+            )));
+        }
+    };
+    Ok(Arc::new(ema(y.iter(), alpha, num_rows)))
 }
 
 fn ema(values: impl Iterator<Item = Option<f64>>, alpha: f64, n: usize) -> Float64Array {

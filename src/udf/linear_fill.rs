@@ -6,65 +6,32 @@
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{ArrayRef, AsArray, Float64Array};
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
+use datafusion::arrow::datatypes::{DataType, Float64Type};
 use datafusion::common::Result as DFResult;
-use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
-use datafusion::logical_expr::{
-    PartitionEvaluator, Signature, Volatility, WindowUDF, WindowUDFImpl,
-};
+use datafusion::logical_expr::{Signature, Volatility, WindowUDF};
+
+use super::KernelUdwf;
 
 /// The function.
 pub fn udwf() -> Arc<WindowUDF> {
     static UDWF: LazyLock<Arc<WindowUDF>> = LazyLock::new(|| {
-        Arc::new(WindowUDF::new_from_impl(LinearFill {
-            signature: Signature::exact(
+        Arc::new(WindowUDF::new_from_impl(KernelUdwf::new(
+            "mongo_linear_fill",
+            Signature::exact(
                 vec![DataType::Float64, DataType::Float64],
                 Volatility::Immutable,
             ),
-        }))
+            DataType::Float64,
+            kernel,
+        )))
     });
     UDWF.clone()
 }
 
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct LinearFill {
-    signature: Signature,
-}
-
-impl WindowUDFImpl for LinearFill {
-    fn name(&self) -> &str {
-        "mongo_linear_fill"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn partition_evaluator(
-        &self,
-        _args: PartitionEvaluatorArgs,
-    ) -> DFResult<Box<dyn PartitionEvaluator>> {
-        Ok(Box::new(Evaluator))
-    }
-
-    fn field(&self, field_args: WindowUDFFieldArgs) -> DFResult<FieldRef> {
-        Ok(Arc::new(Field::new(
-            field_args.name(),
-            DataType::Float64,
-            true,
-        )))
-    }
-}
-
-#[derive(Debug)]
-struct Evaluator;
-
-impl PartitionEvaluator for Evaluator {
-    fn evaluate_all(&mut self, values: &[ArrayRef], _num_rows: usize) -> DFResult<ArrayRef> {
-        let y: Vec<Option<f64>> = values[0].as_primitive::<Float64Type>().iter().collect();
-        let x: Vec<Option<f64>> = values[1].as_primitive::<Float64Type>().iter().collect();
-        Ok(Arc::new(Float64Array::from(fill(&y, &x))))
-    }
+fn kernel(values: &[ArrayRef], _num_rows: usize) -> DFResult<ArrayRef> {
+    let y: Vec<Option<f64>> = values[0].as_primitive::<Float64Type>().iter().collect();
+    let x: Vec<Option<f64>> = values[1].as_primitive::<Float64Type>().iter().collect();
+    Ok(Arc::new(Float64Array::from(fill(&y, &x))))
 }
 
 fn fill(y: &[Option<f64>], x: &[Option<f64>]) -> Vec<Option<f64>> {

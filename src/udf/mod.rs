@@ -27,11 +27,13 @@ pub mod regex_find;
 use std::sync::Arc;
 
 use datafusion::arrow::array::ArrayRef;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::Result as DFResult;
 use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Expr, PartitionEvaluator, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Volatility, WindowUDFImpl,
 };
 
 /// A kernel: every argument as an array of the batch's length, in; the result array, out.
@@ -100,6 +102,85 @@ impl ScalarUDFImpl for KernelUdf {
             ));
         }
         Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// A window kernel: the arguments over one whole partition (in the window's order), in; one
+/// value per row, out.
+pub type WindowKernel = fn(&[ArrayRef], usize) -> DFResult<ArrayRef>;
+
+/// A window function defined by its signature, result type and partition kernel.
+#[derive(Debug)]
+pub struct KernelUdwf {
+    name: &'static str,
+    signature: Signature,
+    returns: DataType,
+    kernel: WindowKernel,
+}
+
+impl KernelUdwf {
+    /// A window function over whole partitions.
+    pub fn new(
+        name: &'static str,
+        signature: Signature,
+        returns: DataType,
+        kernel: WindowKernel,
+    ) -> Self {
+        KernelUdwf {
+            name,
+            signature,
+            returns,
+            kernel,
+        }
+    }
+}
+
+impl PartialEq for KernelUdwf {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for KernelUdwf {}
+
+impl std::hash::Hash for KernelUdwf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state)
+    }
+}
+
+impl WindowUDFImpl for KernelUdwf {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn partition_evaluator(
+        &self,
+        _args: PartitionEvaluatorArgs,
+    ) -> DFResult<Box<dyn PartitionEvaluator>> {
+        Ok(Box::new(WholePartition(self.kernel)))
+    }
+
+    fn field(&self, field_args: WindowUDFFieldArgs) -> DFResult<FieldRef> {
+        Ok(Arc::new(Field::new(
+            field_args.name(),
+            self.returns.clone(),
+            true,
+        )))
+    }
+}
+
+/// Evaluates a [`WindowKernel`] once per partition.
+#[derive(Debug)]
+struct WholePartition(WindowKernel);
+
+impl PartitionEvaluator for WholePartition {
+    fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> DFResult<ArrayRef> {
+        (self.0)(values, num_rows)
     }
 }
 
