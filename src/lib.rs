@@ -5,6 +5,7 @@
 //! - [`connect`]: sources become tables of a DataFusion session; sinks write results.
 //! - [`dsl`]: a pipeline document parsed into a typed AST, with errors naming JSON paths.
 //! - [`plan`]: the AST compiled onto DataFusion `LogicalPlan`s and `Expr`s.
+//! - [`runtime`]: the streaming micro-batch loop over Connect sources and sinks (in progress).
 //! - [`udf`]: Fluxion's own scalar functions (calendar arithmetic in time zones).
 //! - [`document`]: how JSON documents are represented as Arrow (inference, decode, encode).
 //! - [`engine`]: the embedded API tying these together; [`job`] and [`cli`] drive it.
@@ -27,6 +28,7 @@ pub mod engine;
 pub mod error;
 pub mod job;
 pub mod plan;
+pub mod runtime;
 pub mod udf;
 
 pub use dsl::Pipeline;

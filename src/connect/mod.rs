@@ -1,8 +1,11 @@
 //! Connect: where documents enter and leave. Sources become tables of the session (so the
 //! JSON path and the SQL path read them identically); sinks consume a DataFrame's batches.
+//! Streaming sources and sinks implement [`source::Source`] and [`source::Sink`].
 
 pub mod file;
+pub mod memory;
 pub mod object_store;
+pub mod source;
 pub mod stdout;
 
 pub use file::Format;

@@ -55,10 +55,22 @@ pub fn register_ordered(
     schema: SchemaRef,
     partitions: Vec<Vec<RecordBatch>>,
 ) -> Result<()> {
+    register_ordered_from(ctx, name, schema, partitions, 0)
+}
+
+/// Like [`register_ordered`], numbering from `first` (a micro-batch continues the numbering
+/// of the batches before it, so order-dependent stages see one sequence).
+pub fn register_ordered_from(
+    ctx: &SessionContext,
+    name: &str,
+    schema: SchemaRef,
+    partitions: Vec<Vec<RecordBatch>>,
+    first: i64,
+) -> Result<()> {
     let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
     fields.push(Arc::new(Field::new(SEQ, DataType::Int64, false)));
     let numbered_schema = Arc::new(Schema::new(fields));
-    let mut next = 0i64;
+    let mut next = first;
     let mut numbered = Vec::with_capacity(partitions.len());
     for part in partitions {
         let mut batches = Vec::with_capacity(part.len());

@@ -1,0 +1,96 @@
+//! In-memory source and sink, for embedding and tests.
+
+use async_trait::async_trait;
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use serde_json::{Value, json};
+
+use super::source::{Position, Sink, Source, SourceBatch};
+use crate::document::decode::{JsonlOptions, decode};
+use crate::{Error, Result};
+
+/// Documents held in memory, read in order; the position is the number of documents read.
+pub struct MemorySource {
+    rows: RecordBatch,
+    offset: usize,
+}
+
+impl MemorySource {
+    /// A source over `batches` (all of `schema`).
+    pub fn new(schema: SchemaRef, batches: &[RecordBatch]) -> Result<Self> {
+        Ok(MemorySource {
+            rows: concat_batches(&schema, batches)?,
+            offset: 0,
+        })
+    }
+
+    /// A source over JSON lines, with the schema rules of JSON-lines files.
+    pub fn from_jsonl(data: &[u8]) -> Result<Self> {
+        let decoded = decode(data, "memory", &JsonlOptions::default())?;
+        let batches: Vec<RecordBatch> = decoded.partitions.into_iter().flatten().collect();
+        MemorySource::new(decoded.schema, &batches)
+    }
+}
+
+#[async_trait]
+impl Source for MemorySource {
+    fn schema(&self) -> SchemaRef {
+        self.rows.schema()
+    }
+
+    fn position(&self) -> Position {
+        Position(json!({ "offset": self.offset }))
+    }
+
+    fn seek(&mut self, position: &Position) -> Result<()> {
+        match position.0.get("offset").and_then(Value::as_u64) {
+            Some(o) if o as usize <= self.rows.num_rows() => {
+                self.offset = o as usize;
+                Ok(())
+            }
+            _ => Err(Error::input(
+                "memory source",
+                format!("cannot resume at {}", position.0),
+            )),
+        }
+    }
+
+    async fn next_batch(&mut self, max_rows: usize) -> Result<Option<SourceBatch>> {
+        let left = self.rows.num_rows() - self.offset;
+        if left == 0 {
+            return Ok(None);
+        }
+        let n = left.min(max_rows.max(1));
+        let batch = self.rows.slice(self.offset, n);
+        self.offset += n;
+        Ok(Some(SourceBatch {
+            batch,
+            position: self.position(),
+        }))
+    }
+}
+
+/// Collects what it is given; `committed` is the output as of the last commit.
+#[derive(Default)]
+pub struct MemorySink {
+    pending: Vec<RecordBatch>,
+    /// Batches made durable by a commit.
+    pub committed: Vec<RecordBatch>,
+    /// The source position of the last commit.
+    pub position: Option<Position>,
+}
+
+#[async_trait]
+impl Sink for MemorySink {
+    async fn write(&mut self, batches: &[RecordBatch]) -> Result<()> {
+        self.pending.extend_from_slice(batches);
+        Ok(())
+    }
+
+    async fn commit(&mut self, position: &Position) -> Result<()> {
+        self.committed.append(&mut self.pending);
+        self.position = Some(position.clone());
+        Ok(())
+    }
+}

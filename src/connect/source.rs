@@ -1,0 +1,47 @@
+//! The Connect source interface: record batches with a resumable position.
+//!
+//! A source yields Arrow batches of documents and, with each, the position just after it
+//! (a byte offset, Kafka offsets per partition, …) as JSON, so a checkpoint can store it and a
+//! restarted run can [`Source::seek`] back to it.
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use serde_json::Value;
+
+use crate::Result;
+
+/// Where a source is: opaque to the runtime, meaningful to the source that made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Position(pub Value);
+
+/// One micro-batch from a source.
+#[derive(Debug, Clone)]
+pub struct SourceBatch {
+    pub batch: RecordBatch,
+    /// The position after this batch: resuming there reads the next document.
+    pub position: Position,
+}
+
+/// A source of documents.
+#[async_trait]
+pub trait Source: Send {
+    /// The schema of every batch.
+    fn schema(&self) -> SchemaRef;
+    /// The position of the next document.
+    fn position(&self) -> Position;
+    /// Continues from `position` (one this source returned).
+    fn seek(&mut self, position: &Position) -> Result<()>;
+    /// Up to `max_rows` documents, or `None` at the end of a bounded source.
+    async fn next_batch(&mut self, max_rows: usize) -> Result<Option<SourceBatch>>;
+}
+
+/// The Connect sink interface: accepts batches, and makes what it accepted durable together
+/// with the source position it reached.
+#[async_trait]
+pub trait Sink: Send {
+    /// Writes the output of one micro-batch.
+    async fn write(&mut self, batches: &[RecordBatch]) -> Result<()>;
+    /// Makes everything written so far durable, as of source `position`.
+    async fn commit(&mut self, position: &Position) -> Result<()>;
+}

@@ -1,0 +1,9 @@
+//! The streaming runtime (issue 4, in progress): the compiled pipeline run over micro-batches
+//! from a Connect [`Source`](crate::connect::source::Source), each batch's output delivered to
+//! a [`Sink`](crate::connect::source::Sink) and committed with the source position it reached.
+//!
+//! What exists: [`micro_batch`] — the fetch → transform → deliver → commit loop for pipelines
+//! whose stages work document by document. Continuous `$group`, checkpoints, error policies,
+//! metrics and replay are not built yet.
+
+pub mod micro_batch;
