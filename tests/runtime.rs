@@ -1,12 +1,16 @@
 //! The streaming micro-batch loop (`runtime::micro_batch`): streaming a pipeline in
-//! micro-batches of any size gives the batch result, a stopped run resumes from its committed
-//! position without loss or duplicates, and stages that need every document are rejected.
+//! micro-batches of any size gives the batch result; a stopped run resumes from its
+//! checkpoint without loss or duplicates; output written after the last checkpoint is
+//! discarded on restart (exactly-once file sink); a followed file streams appended lines;
+//! stages that need every document are rejected.
 
 mod common;
 
+use fluxion::connect::jsonl_sink::JsonlFileSink;
+use fluxion::connect::jsonl_source::JsonlFileSource;
 use fluxion::connect::memory::{MemorySink, MemorySource};
-use fluxion::connect::source::Source;
 use fluxion::document::encode::to_documents;
+use fluxion::runtime::checkpoint::{DirCheckpoints, MemoryCheckpoints};
 use fluxion::runtime::micro_batch::{RuntimeOptions, run};
 use fluxion::{Engine, Pipeline};
 use serde_json::{Value, json};
@@ -51,9 +55,18 @@ async fn any_micro_batch_size_gives_the_batch_result() {
                 micro_batch_size: size,
                 ..Default::default()
             };
-            let stats = run(&engine, &pipeline, &mut source, &mut sink, &options)
-                .await
-                .unwrap();
+            let mut checkpoints = MemoryCheckpoints::default();
+            let stats = run(
+                &engine,
+                &pipeline,
+                &mut source,
+                &mut sink,
+                &mut checkpoints,
+                &options,
+            )
+            .await
+            .unwrap();
+            assert_eq!(checkpoints.0.unwrap().batches, stats.batches);
             assert_eq!(stats.input_rows, 80, "every document read");
             assert_eq!(stats.batches, 80u64.div_ceil(size as u64));
             let got = to_documents(&sink.committed).unwrap();
@@ -64,33 +77,163 @@ async fn any_micro_batch_size_gives_the_batch_result() {
 }
 
 #[tokio::test]
-async fn a_stopped_run_resumes_from_its_committed_position() {
+async fn a_stopped_run_resumes_from_its_checkpoint() {
     let data = std::fs::read_to_string(ORDERS).unwrap();
     let pipeline = Pipeline::from_value(&pipelines()[1]).unwrap();
     let expected = batch_result(&data, &pipeline).await;
     let engine = Engine::new();
     let mut sink = MemorySink::default();
+    let mut checkpoints = MemoryCheckpoints::default();
     let first = RuntimeOptions {
         micro_batch_size: 7,
         max_batches: Some(5),
+        ..Default::default()
     };
     let mut source = MemorySource::from_jsonl(data.as_bytes()).unwrap();
-    let stats = run(&engine, &pipeline, &mut source, &mut sink, &first)
-        .await
-        .unwrap();
+    let stats = run(
+        &engine,
+        &pipeline,
+        &mut source,
+        &mut sink,
+        &mut checkpoints,
+        &first,
+    )
+    .await
+    .unwrap();
     assert_eq!(stats.input_rows, 35);
-    // A new process: a fresh source, moved to the committed position.
+    // A new run over a fresh source resumes at the checkpointed position.
     let mut source = MemorySource::from_jsonl(data.as_bytes()).unwrap();
-    source.seek(sink.position.as_ref().unwrap()).unwrap();
     let rest = RuntimeOptions {
         micro_batch_size: 7,
-        max_batches: None,
+        ..Default::default()
     };
-    let stats = run(&engine, &pipeline, &mut source, &mut sink, &rest)
-        .await
-        .unwrap();
+    let stats = run(
+        &engine,
+        &pipeline,
+        &mut source,
+        &mut sink,
+        &mut checkpoints,
+        &rest,
+    )
+    .await
+    .unwrap();
     assert_eq!(stats.input_rows, 45);
     assert_eq!(to_documents(&sink.committed).unwrap(), expected);
+}
+
+fn read_docs(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn output_written_after_the_last_checkpoint_is_discarded_on_restart() {
+    let data = std::fs::read_to_string(ORDERS).unwrap();
+    let pipeline = Pipeline::from_value(&pipelines()[0]).unwrap();
+    let expected = batch_result(&data, &pipeline).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
+    std::fs::write(&input, &data).unwrap();
+    let engine = Engine::new();
+    let options = |max| RuntimeOptions {
+        micro_batch_size: 9,
+        max_batches: max,
+        ..Default::default()
+    };
+    {
+        let mut source = JsonlFileSource::open(&input, None, false).unwrap();
+        let mut sink = JsonlFileSink::open(&output).unwrap();
+        let mut checkpoints = DirCheckpoints::new(dir.path().join("cp")).unwrap();
+        run(
+            &engine,
+            &pipeline,
+            &mut source,
+            &mut sink,
+            &mut checkpoints,
+            &options(Some(3)),
+        )
+        .await
+        .unwrap();
+    }
+    // A crash after writing but before checkpointing leaves uncommitted output behind.
+    let committed = read_docs(&output);
+    assert!(!committed.is_empty() && committed.len() < expected.len());
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&output)
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"{\"_id\": 999, \"uncommitted\": true}\n").unwrap();
+    drop(f);
+    let mut source = JsonlFileSource::open(&input, None, false).unwrap();
+    let mut sink = JsonlFileSink::open(&output).unwrap();
+    let mut checkpoints = DirCheckpoints::new(dir.path().join("cp")).unwrap();
+    run(
+        &engine,
+        &pipeline,
+        &mut source,
+        &mut sink,
+        &mut checkpoints,
+        &options(None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(read_docs(&output), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_file_streams_lines_as_they_are_appended() {
+    let data = std::fs::read_to_string(ORDERS).unwrap();
+    let lines: Vec<&str> = data.lines().collect();
+    let pipeline = Pipeline::from_value(&pipelines()[2]).unwrap();
+    let expected = batch_result(&data, &pipeline).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
+    std::fs::write(&input, lines[..30].join("\n") + "\n").unwrap();
+    let options = RuntimeOptions {
+        micro_batch_size: 16,
+        ..Default::default()
+    };
+    let stop = options.stop.clone();
+    let (input2, output2, cp) = (input.clone(), output.clone(), dir.path().join("cp"));
+    let running = tokio::spawn(async move {
+        let engine = Engine::new();
+        let mut source = JsonlFileSource::open(&input2, None, true).unwrap();
+        let mut sink = JsonlFileSink::open(&output2).unwrap();
+        let mut checkpoints = DirCheckpoints::new(cp).unwrap();
+        run(
+            &engine,
+            &pipeline,
+            &mut source,
+            &mut sink,
+            &mut checkpoints,
+            &options,
+        )
+        .await
+    });
+    // The rest arrives in two appends, the first ending in the middle of a line.
+    let rest = lines[30..].join("\n") + "\n";
+    let cut = rest.len() / 2;
+    for part in [&rest[..cut], &rest[cut..]] {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&input)
+            .unwrap();
+        std::io::Write::write_all(&mut f, part.as_bytes()).unwrap();
+    }
+    let mut waited = 0;
+    while std::fs::read_to_string(&output).map_or(0, |s| s.lines().count()) < expected.len() {
+        assert!(waited < 200, "the appended lines never reached the output");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let stats = running.await.unwrap().unwrap();
+    assert_eq!(stats.input_rows, 80);
+    assert_eq!(read_docs(&output), expected);
 }
 
 #[tokio::test]
@@ -102,11 +245,13 @@ async fn stages_that_need_every_document_are_rejected_by_path() {
         &json!([{"$match": {"a": 1}}, {"$group": {"_id": null, "n": {"$sum": 1}}}]),
     )
     .unwrap();
+    let mut checkpoints = MemoryCheckpoints::default();
     let e = run(
         &engine,
         &pipeline,
         &mut source,
         &mut sink,
+        &mut checkpoints,
         &RuntimeOptions::default(),
     )
     .await

@@ -77,8 +77,6 @@ pub struct MemorySink {
     pending: Vec<RecordBatch>,
     /// Batches made durable by a commit.
     pub committed: Vec<RecordBatch>,
-    /// The source position of the last commit.
-    pub position: Option<Position>,
 }
 
 #[async_trait]
@@ -88,9 +86,15 @@ impl Sink for MemorySink {
         Ok(())
     }
 
-    async fn commit(&mut self, position: &Position) -> Result<()> {
+    async fn commit(&mut self) -> Result<Value> {
         self.committed.append(&mut self.pending);
-        self.position = Some(position.clone());
+        Ok(json!({ "batches": self.committed.len() }))
+    }
+
+    async fn restore(&mut self, state: &Value) -> Result<()> {
+        self.pending.clear();
+        let n = state.get("batches").and_then(Value::as_u64).unwrap_or(0) as usize;
+        self.committed.truncate(n);
         Ok(())
     }
 }

@@ -3,6 +3,8 @@
 //! Streaming sources and sinks implement [`source::Source`] and [`source::Sink`].
 
 pub mod file;
+pub mod jsonl_sink;
+pub mod jsonl_source;
 pub mod memory;
 pub mod object_store;
 pub mod source;

@@ -36,12 +36,19 @@ pub trait Source: Send {
     async fn next_batch(&mut self, max_rows: usize) -> Result<Option<SourceBatch>>;
 }
 
-/// The Connect sink interface: accepts batches, and makes what it accepted durable together
-/// with the source position it reached.
+/// The Connect sink interface: accepts batches, and makes what it accepted durable in step
+/// with the checkpoint.
+///
+/// `commit` returns the sink's durable state (say, the length of the file it appends to),
+/// which the runtime stores in the checkpoint beside the source position; after a crash,
+/// `restore` goes back to that state, discarding output written after it, so committed output
+/// holds every document once.
 #[async_trait]
 pub trait Sink: Send {
     /// Writes the output of one micro-batch.
     async fn write(&mut self, batches: &[RecordBatch]) -> Result<()>;
-    /// Makes everything written so far durable, as of source `position`.
-    async fn commit(&mut self, position: &Position) -> Result<()>;
+    /// Makes everything written so far durable; returns the state to checkpoint.
+    async fn commit(&mut self) -> Result<Value>;
+    /// Returns to a checkpointed state (output after it is discarded).
+    async fn restore(&mut self, state: &Value) -> Result<()>;
 }

@@ -7,7 +7,13 @@
 //! source. Only stages that work document by document may stream for now; the others need
 //! every document first and are rejected naming their path.
 
-use crate::connect::source::{Sink, Source};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::Value;
+
+use super::checkpoint::{Checkpoint, CheckpointStore};
+use crate::connect::source::{Position, Sink, Source};
 use crate::dsl::{Pipeline, StageKind};
 use crate::plan::order;
 use crate::{Engine, Result};
@@ -17,8 +23,11 @@ use crate::{Engine, Result};
 pub struct RuntimeOptions {
     /// Documents per micro-batch (at most).
     pub micro_batch_size: usize,
-    /// Stop after this many micro-batches (a graceful stop: the last one is committed).
+    /// Stop after this many micro-batches in this run (a graceful stop: the last one is
+    /// committed).
     pub max_batches: Option<u64>,
+    /// Set to stop gracefully: the loop finishes the batch in hand, checkpoints, and returns.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl Default for RuntimeOptions {
@@ -26,6 +35,7 @@ impl Default for RuntimeOptions {
         RuntimeOptions {
             micro_batch_size: 8192,
             max_batches: None,
+            stop: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -64,23 +74,42 @@ pub fn check_streamable(pipeline: &Pipeline) -> Result<()> {
     Ok(())
 }
 
-/// Runs `pipeline` over `source` into `sink` until the source ends (or `max_batches`).
+/// Runs `pipeline` over `source` into `sink` until the source ends, `max_batches`, or a stop;
+/// resumes from the last checkpoint in `checkpoints`, and checkpoints every committed batch.
 pub async fn run(
     engine: &Engine,
     pipeline: &Pipeline,
     source: &mut dyn Source,
     sink: &mut dyn Sink,
+    checkpoints: &mut dyn CheckpointStore,
     options: &RuntimeOptions,
 ) -> Result<RunStats> {
     check_streamable(pipeline)?;
+    let mut committed = 0u64;
+    // Back to the last checkpoint: the source where it was, the sink without anything written
+    // after it (a fresh run starts the sink empty).
+    match checkpoints.load()? {
+        Some(cp) => {
+            source.seek(&Position(cp.source))?;
+            sink.restore(&cp.sink).await?;
+            committed = cp.batches;
+        }
+        None => sink.restore(&Value::Null).await?,
+    }
     let schema = source.schema();
     let mut stats = RunStats::default();
     let mut next_seq = 0i64;
-    while options.max_batches.is_none_or(|m| stats.batches < m) {
+    while options.max_batches.is_none_or(|m| stats.batches < m)
+        && !options.stop.load(Ordering::SeqCst)
+    {
         let Some(input) = source.next_batch(options.micro_batch_size).await? else {
             break;
         };
         let rows = input.batch.num_rows();
+        if rows == 0 {
+            // A following source with nothing new.
+            continue;
+        }
         order::register_ordered_from(
             engine.context(),
             STREAM,
@@ -94,7 +123,13 @@ pub async fn run(
         stats.input_rows += rows as u64;
         stats.output_rows += output.iter().map(|b| b.num_rows() as u64).sum::<u64>();
         sink.write(&output).await?;
-        sink.commit(&input.position).await?;
+        let sink_state = sink.commit().await?;
+        committed += 1;
+        checkpoints.save(&Checkpoint {
+            source: input.position.0,
+            sink: sink_state,
+            batches: committed,
+        })?;
     }
     Ok(stats)
 }

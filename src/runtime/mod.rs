@@ -2,8 +2,9 @@
 //! from a Connect [`Source`](crate::connect::source::Source), each batch's output delivered to
 //! a [`Sink`](crate::connect::source::Sink) and committed with the source position it reached.
 //!
-//! What exists: [`micro_batch`] — the fetch → transform → deliver → commit loop for pipelines
-//! whose stages work document by document. Continuous `$group`, checkpoints, error policies,
-//! metrics and replay are not built yet.
+//! What exists: [`micro_batch`] — the fetch → transform → deliver → commit → checkpoint loop
+//! for pipelines whose stages work document by document — and [`checkpoint`] stores.
+//! Continuous `$group`, error policies, metrics and replay are not built yet.
 
+pub mod checkpoint;
 pub mod micro_batch;

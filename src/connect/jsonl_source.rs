@@ -1,0 +1,138 @@
+//! A JSON-lines file as a streaming source: documents are read from a byte offset (the
+//! position), complete lines only; with `follow`, the source waits for lines appended to a
+//! growing file instead of ending at its end.
+//!
+//! The schema is declared, or inferred from the documents in the file when the source opens;
+//! later documents are read with it (fields it does not name are ignored).
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::SchemaRef;
+use serde_json::{Value, json};
+
+use super::source::{Position, Source, SourceBatch};
+use crate::document::decode::{JsonlOptions, decode};
+use crate::{Error, Result};
+
+/// Bytes read per attempt (a micro-batch never waits for more than this much text).
+const CHUNK: usize = 8 << 20;
+
+/// A JSON-lines file read from a byte offset.
+pub struct JsonlFileSource {
+    path: PathBuf,
+    schema: SchemaRef,
+    offset: u64,
+    follow: bool,
+    /// How long `next_batch` waits for new lines when following.
+    pub poll: Duration,
+}
+
+impl JsonlFileSource {
+    /// Opens `path`; `schema` declared, or inferred from the file as it is now.
+    pub fn open(path: impl Into<PathBuf>, schema: Option<SchemaRef>, follow: bool) -> Result<Self> {
+        let path = path.into();
+        let schema = match schema {
+            Some(s) => s,
+            None => {
+                let data = std::fs::read(&path)
+                    .map_err(|e| Error::external(format!("reading {}", path.display()), e))?;
+                if data.iter().all(u8::is_ascii_whitespace) {
+                    return Err(Error::input(
+                        path.display().to_string(),
+                        "the file is empty: declare the source's schema to follow it from the start",
+                    ));
+                }
+                decode(&data, &path.display().to_string(), &JsonlOptions::default())?.schema
+            }
+        };
+        Ok(JsonlFileSource {
+            path,
+            schema,
+            offset: 0,
+            follow,
+            poll: Duration::from_millis(50),
+        })
+    }
+
+    /// Complete lines from the offset, at most `max_rows` of them, and their length in bytes.
+    fn read_lines(&self, max_rows: usize) -> Result<(Vec<u8>, u64)> {
+        let mut f = std::fs::File::open(&self.path)
+            .map_err(|e| Error::external(format!("opening {}", self.path.display()), e))?;
+        f.seek(SeekFrom::Start(self.offset))
+            .map_err(|e| Error::external(format!("reading {}", self.path.display()), e))?;
+        let mut buf = Vec::new();
+        f.take(CHUNK as u64)
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::external(format!("reading {}", self.path.display()), e))?;
+        let mut end = 0usize;
+        let mut lines = 0usize;
+        for (i, b) in buf.iter().enumerate() {
+            if *b == b'\n' {
+                end = i + 1;
+                lines += 1;
+                if lines == max_rows {
+                    break;
+                }
+            }
+        }
+        buf.truncate(end);
+        Ok((buf, end as u64))
+    }
+}
+
+#[async_trait]
+impl Source for JsonlFileSource {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn position(&self) -> Position {
+        Position(json!({ "offset": self.offset }))
+    }
+
+    fn seek(&mut self, position: &Position) -> Result<()> {
+        match position.0.get("offset").and_then(Value::as_u64) {
+            Some(o) => {
+                self.offset = o;
+                Ok(())
+            }
+            None => Err(Error::input(
+                self.path.display().to_string(),
+                format!("cannot resume at {}", position.0),
+            )),
+        }
+    }
+
+    async fn next_batch(&mut self, max_rows: usize) -> Result<Option<SourceBatch>> {
+        let (text, consumed) = self.read_lines(max_rows.max(1))?;
+        if consumed == 0 {
+            if !self.follow {
+                return Ok(None);
+            }
+            // Nothing new yet: an empty batch after a short wait, so the caller can stop.
+            tokio::time::sleep(self.poll).await;
+            return Ok(Some(SourceBatch {
+                batch: datafusion::arrow::record_batch::RecordBatch::new_empty(self.schema.clone()),
+                position: self.position(),
+            }));
+        }
+        let at = format!("{}@{}", self.path.display(), self.offset);
+        let options = JsonlOptions {
+            schema: Some(self.schema.clone()),
+            max_partitions: 1,
+            ..Default::default()
+        };
+        let decoded = decode(&text, &at, &options)?;
+        let batches: Vec<_> = decoded.partitions.into_iter().flatten().collect();
+        let batch = concat_batches(&self.schema, &batches)?;
+        self.offset += consumed;
+        Ok(Some(SourceBatch {
+            batch,
+            position: self.position(),
+        }))
+    }
+}

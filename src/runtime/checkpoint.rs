@@ -1,0 +1,142 @@
+//! Checkpoints: the source position and the sink's durable state, saved together after each
+//! committed micro-batch, so a restarted run resumes exactly where the committed output ends.
+//!
+//! Stores: in memory (embedding, tests) and a local directory (`checkpoint.json`, written to
+//! a temporary file, fsynced, then renamed over the old one: a crash leaves the old or the new
+//! checkpoint, never half of one).
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use crate::{Error, Result};
+
+/// One checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// The source position after the last committed micro-batch.
+    pub source: Value,
+    /// The sink's state as of that batch.
+    pub sink: Value,
+    /// Micro-batches committed so far (over all runs).
+    pub batches: u64,
+}
+
+impl Checkpoint {
+    fn to_json(&self) -> Value {
+        json!({"version": 1, "source": self.source, "sink": self.sink, "batches": self.batches})
+    }
+
+    fn from_json(v: &Value, at: &str) -> Result<Checkpoint> {
+        let bad = || Error::input(at, "not a Fluxion checkpoint (expected version 1)");
+        if v.get("version").and_then(Value::as_u64) != Some(1) {
+            return Err(bad());
+        }
+        Ok(Checkpoint {
+            source: v.get("source").cloned().ok_or_else(bad)?,
+            sink: v.get("sink").cloned().ok_or_else(bad)?,
+            batches: v.get("batches").and_then(Value::as_u64).ok_or_else(bad)?,
+        })
+    }
+}
+
+/// Where checkpoints are kept.
+pub trait CheckpointStore: Send {
+    /// The last checkpoint, if any.
+    fn load(&mut self) -> Result<Option<Checkpoint>>;
+    /// Replaces the last checkpoint, atomically.
+    fn save(&mut self, checkpoint: &Checkpoint) -> Result<()>;
+}
+
+/// Checkpoints in memory.
+#[derive(Debug, Default)]
+pub struct MemoryCheckpoints(pub Option<Checkpoint>);
+
+impl CheckpointStore for MemoryCheckpoints {
+    fn load(&mut self) -> Result<Option<Checkpoint>> {
+        Ok(self.0.clone())
+    }
+
+    fn save(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        self.0 = Some(checkpoint.clone());
+        Ok(())
+    }
+}
+
+/// Checkpoints in a local directory.
+#[derive(Debug)]
+pub struct DirCheckpoints {
+    dir: PathBuf,
+}
+
+impl DirCheckpoints {
+    /// A store in `dir` (created if missing).
+    pub fn new(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::external(format!("creating {}", dir.display()), e))?;
+        Ok(DirCheckpoints { dir })
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.join("checkpoint.json")
+    }
+}
+
+impl CheckpointStore for DirCheckpoints {
+    fn load(&mut self) -> Result<Option<Checkpoint>> {
+        let path = self.file();
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::external(format!("reading {}", path.display()), e)),
+        };
+        let at = path.display().to_string();
+        let v: Value = serde_json::from_slice(&text)
+            .map_err(|e| Error::input(&at, format!("not valid JSON: {e}")))?;
+        Checkpoint::from_json(&v, &at).map(Some)
+    }
+
+    fn save(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        use std::io::Write;
+        let tmp = self.dir.join("checkpoint.json.tmp");
+        let io = |what: &str, e: std::io::Error| Error::external(what.to_string(), e);
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io("writing a checkpoint", e))?;
+        f.write_all(checkpoint.to_json().to_string().as_bytes())
+            .map_err(|e| io("writing a checkpoint", e))?;
+        f.sync_all().map_err(|e| io("syncing a checkpoint", e))?;
+        std::fs::rename(&tmp, self.file()).map_err(|e| io("renaming a checkpoint", e))?;
+        // The rename itself is durable once the directory is synced.
+        if let Ok(d) = std::fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_store_round_trips_and_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = DirCheckpoints::new(dir.path().join("cp")).unwrap();
+        assert_eq!(store.load().unwrap(), None);
+        let one = Checkpoint {
+            source: json!({"offset": 10}),
+            sink: json!({"bytes": 3}),
+            batches: 1,
+        };
+        store.save(&one).unwrap();
+        let two = Checkpoint {
+            batches: 2,
+            ..one.clone()
+        };
+        store.save(&two).unwrap();
+        let mut again = DirCheckpoints::new(dir.path().join("cp")).unwrap();
+        assert_eq!(again.load().unwrap(), Some(two));
+        std::fs::write(dir.path().join("cp/checkpoint.json"), "{}").unwrap();
+        assert!(again.load().is_err());
+    }
+}
