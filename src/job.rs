@@ -35,6 +35,26 @@ pub struct Job {
     pub sql: Option<String>,
     #[serde(default)]
     pub sink: SinkConfig,
+    /// Streaming: where checkpoints go (`{"store": "<directory>"}`).
+    pub checkpoint: Option<CheckpointConfig>,
+    /// Streaming: runtime settings.
+    pub runtime: Option<RuntimeConfig>,
+}
+
+/// `checkpoint` of a streaming job.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// A local directory (created if missing).
+    pub store: String,
+}
+
+/// `runtime` of a streaming job.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RuntimeConfig {
+    /// Documents per micro-batch (default 8192).
+    pub micro_batch_size: Option<usize>,
 }
 
 /// Where documents come from.
@@ -49,6 +69,9 @@ pub enum SourceConfig {
         table: Option<String>,
         /// A declared document schema (see `document::declared`); inferred when absent.
         schema: Option<Value>,
+        /// Follow a growing JSON-lines file (a streaming job) instead of ending at its end.
+        #[serde(default)]
+        follow: bool,
     },
 }
 
@@ -113,6 +136,12 @@ impl Job {
         }
     }
 
+    /// True for a streaming job: a followed source, or checkpoints.
+    pub fn is_streaming(&self) -> bool {
+        let SourceConfig::File { follow, .. } = &self.source;
+        *follow || self.checkpoint.is_some()
+    }
+
     /// The table name the source is registered under.
     pub fn table(&self) -> &str {
         match &self.source {
@@ -152,6 +181,9 @@ impl Job {
         }
         if let SinkConfig::File { path, .. } = &mut self.sink {
             fix(path);
+        }
+        if let Some(cp) = &mut self.checkpoint {
+            fix(&mut cp.store);
         }
     }
 }

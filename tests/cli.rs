@@ -308,3 +308,91 @@ fn file_urls_and_directories_are_inputs() {
         ]
     );
 }
+
+/// Lines of a JSON-lines file as documents (none when it does not exist yet).
+fn file_docs(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Waits (boundedly) until `path` holds `n` documents.
+fn wait_for_docs(path: &std::path::Path, n: usize) {
+    for _ in 0..400 {
+        if file_docs(path).len() >= n {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{} never reached {n} documents", path.display());
+}
+
+fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    child.wait().unwrap()
+}
+
+#[test]
+fn a_streaming_job_follows_its_input_stops_on_sigterm_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = std::fs::read_to_string("tests/oracle/data/orders.jsonl").unwrap();
+    let lines: Vec<&str> = data.lines().collect();
+    let input = dir.path().join("in.jsonl");
+    let output = dir.path().join("out.jsonl");
+    std::fs::write(&input, lines[..30].join("\n") + "\n").unwrap();
+    let pipeline = r#"[{"$match": {"status": {"$in": ["PAID", "PENDING"]}}},
+                       {"$project": {"customerId": 1, "orderValue": 1}}]"#;
+    let job = dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        format!(
+            r#"{{"name": "stream", "source": {{"type": "file", "path": "in.jsonl", "follow": true}},
+               "pipeline": {pipeline}, "sink": {{"type": "file", "path": "out.jsonl"}},
+               "checkpoint": {{"store": "cp"}}, "runtime": {{"microBatchSize": 8}}}}"#
+        ),
+    )
+    .unwrap();
+    // The batch answer over the whole input, by the batch path of the same binary.
+    let full = dir.path().join("full.jsonl");
+    std::fs::write(&full, &data).unwrap();
+    let p = dir.path().join("p.json");
+    std::fs::write(&p, pipeline).unwrap();
+    let expected = stdout_docs(&fluxion(&[
+        "run",
+        "--pipeline",
+        p.to_str().unwrap(),
+        "--input",
+        full.to_str().unwrap(),
+    ]));
+
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_fluxion"))
+            .args(["run", job.to_str().unwrap()])
+            .spawn()
+            .unwrap()
+    };
+    let mut child = start();
+    // The rest of the input arrives while the job runs.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .unwrap();
+    std::io::Write::write_all(&mut f, (lines[30..].join("\n") + "\n").as_bytes()).unwrap();
+    drop(f);
+    wait_for_docs(&output, expected.len());
+    assert!(terminate(&mut child).success(), "a graceful stop exits 0");
+    assert_eq!(file_docs(&output), expected);
+
+    // Restarted, it resumes at its checkpoint: nothing is written twice.
+    let mut child = start();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(terminate(&mut child).success());
+    assert_eq!(file_docs(&output), expected);
+}

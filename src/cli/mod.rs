@@ -3,6 +3,7 @@
 
 mod explain;
 mod run;
+mod stream;
 mod validate;
 
 use std::path::PathBuf;

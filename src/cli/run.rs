@@ -18,6 +18,9 @@ pub(super) async fn run(args: RunArgs) -> Result<()> {
             ));
         }
         let job = Job::load(path)?;
+        if job.is_streaming() {
+            return super::stream::run_job(job).await;
+        }
         let (location, options) = job.source_location()?;
         engine
             .register_file_with(job.table(), &location, &options)

@@ -1,0 +1,87 @@
+//! `fluxion run` of a streaming job (a followed source or checkpoints): the micro-batch loop
+//! from a JSON-lines file into a JSON-lines file (exactly-once) or stdout, checkpointing into
+//! a directory; SIGINT or SIGTERM stops it gracefully (the batch in hand is finished and
+//! checkpointed, exit 0).
+
+use std::sync::atomic::Ordering;
+
+use crate::connect::Format;
+use crate::connect::jsonl_sink::JsonlFileSink;
+use crate::connect::jsonl_source::JsonlFileSource;
+use crate::connect::source::Sink;
+use crate::connect::stdout::StdoutSink;
+use crate::engine::Engine;
+use crate::job::{Job, Query, SinkConfig, SourceConfig};
+use crate::runtime::checkpoint::{CheckpointStore, DirCheckpoints, MemoryCheckpoints};
+use crate::runtime::micro_batch::{RuntimeOptions, run};
+use crate::{Error, Result};
+
+pub(super) async fn run_job(job: Job) -> Result<()> {
+    let name = job.name.clone().unwrap_or_else(|| "job".to_string());
+    let Query::Pipeline(pipeline) = job.query()? else {
+        return Err(Error::config(
+            &name,
+            "a streaming job runs a pipeline (SQL over a stream is not supported yet)",
+        ));
+    };
+    let (location, options) = job.source_location()?;
+    let SourceConfig::File { follow, .. } = &job.source;
+    let jsonl = |path: &str, format: Option<Format>| -> Result<()> {
+        match format.map_or_else(|| Format::from_path(path), Ok)? {
+            Format::Jsonl if !path.contains("://") => Ok(()),
+            _ => Err(Error::config(
+                &name,
+                format!("a streaming job reads and writes local JSON-lines files (not {path})"),
+            )),
+        }
+    };
+    jsonl(&location, options.format)?;
+    let mut source = JsonlFileSource::open(&location, options.schema.clone(), *follow)?;
+    let mut sink: Box<dyn Sink> = match &job.sink {
+        SinkConfig::Stdout => Box::new(StdoutSink),
+        SinkConfig::File { path, format } => {
+            jsonl(path, format.as_deref().map(Format::from_name).transpose()?)?;
+            Box::new(JsonlFileSink::open(path)?)
+        }
+    };
+    let mut checkpoints: Box<dyn CheckpointStore> = match &job.checkpoint {
+        Some(cp) => Box::new(DirCheckpoints::new(&cp.store)?),
+        None => Box::new(MemoryCheckpoints::default()),
+    };
+    let mut runtime = RuntimeOptions::default();
+    if let Some(size) = job.runtime.as_ref().and_then(|r| r.micro_batch_size) {
+        runtime.micro_batch_size = size.max(1);
+    }
+    let stop = runtime.stop.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async {
+                match term.as_mut() {
+                    Some(t) => { t.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    let engine = Engine::new();
+    let stats = run(
+        &engine,
+        &pipeline,
+        &mut source,
+        sink.as_mut(),
+        checkpoints.as_mut(),
+        &runtime,
+    )
+    .await?;
+    tracing::info!(
+        batches = stats.batches,
+        input = stats.input_rows,
+        output = stats.output_rows,
+        "stream stopped"
+    );
+    Ok(())
+}
