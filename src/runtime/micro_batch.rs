@@ -4,8 +4,9 @@
 //! Each micro-batch is bounded input to DataFusion, so no operator holds output back waiting
 //! for more (the unbounded-input pitfall of apache/datafusion#24265 does not arise). The
 //! hidden document numbering continues across batches, so document order is that of the
-//! source. Only stages that work document by document may stream for now; the others need
-//! every document first and are rejected naming their path.
+//! source. Stages that work document by document stream, and a `$group` at the end runs
+//! continuously (upserts keyed by `_id`, `runtime::group_state`); the others need every
+//! document first and are rejected naming their path.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,10 +14,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde_json::Value;
 
 use super::checkpoint::{Checkpoint, CheckpointStore};
+use super::group_state::ContinuousGroup;
 use crate::connect::source::{Position, Sink, Source};
 use crate::dsl::{Pipeline, StageKind};
 use crate::plan::order;
-use crate::{Engine, Result};
+use crate::{Engine, Error, Result};
 
 /// How the loop runs.
 #[derive(Debug, Clone)]
@@ -84,11 +86,22 @@ pub async fn run(
     checkpoints: &mut dyn CheckpointStore,
     options: &RuntimeOptions,
 ) -> Result<RunStats> {
-    check_streamable(pipeline)?;
+    // A `$group` at the end runs continuously; everything else document by document.
+    let mut group = ContinuousGroup::plan(pipeline)?;
+    match &group {
+        Some(_) => super::group_state::check_prefix(pipeline)?,
+        None => check_streamable(pipeline)?,
+    }
     let mut committed = 0u64;
     // Back to the last checkpoint: the source where it was, the sink without anything written
     // after it (a fresh run starts the sink empty).
     match checkpoints.load()? {
+        Some(_) if group.is_some() => {
+            return Err(Error::config(
+                "stream",
+                "this stream's $group state is not in its checkpoints yet, so it cannot resume: remove the checkpoint to start over",
+            ));
+        }
         Some(cp) => {
             source.seek(&Position(cp.source))?;
             sink.restore(&cp.sink).await?;
@@ -118,7 +131,10 @@ pub async fn run(
             next_seq,
         )?;
         next_seq += rows as i64;
-        let output = engine.pipeline(STREAM, pipeline).await?.collect().await?;
+        let output = match &mut group {
+            Some(g) => g.step(engine, STREAM).await?,
+            None => engine.pipeline(STREAM, pipeline).await?.collect().await?,
+        };
         stats.batches += 1;
         stats.input_rows += rows as u64;
         stats.output_rows += output.iter().map(|b| b.num_rows() as u64).sum::<u64>();

@@ -3,8 +3,10 @@
 //! a [`Sink`](crate::connect::source::Sink) and committed with the source position it reached.
 //!
 //! What exists: [`micro_batch`] — the fetch → transform → deliver → commit → checkpoint loop
-//! for pipelines whose stages work document by document — and [`checkpoint`] stores.
-//! Continuous `$group`, error policies, metrics and replay are not built yet.
+//! for pipelines whose stages work document by document, and a continuous `$group` at their
+//! end ([`group_state`]) — and [`checkpoint`] stores. Error policies, metrics and replay are
+//! not built yet.
 
 pub mod checkpoint;
+pub mod group_state;
 pub mod micro_batch;
