@@ -320,6 +320,52 @@ async fn a_continuous_group_emits_only_the_groups_a_batch_changed() {
 }
 
 #[tokio::test]
+async fn a_continuous_group_resumes_with_its_checkpointed_state() {
+    let data = std::fs::read_to_string(ORDERS).unwrap();
+    let pipeline = Pipeline::from_value(&json!([
+        {"$group": {"_id": "$status", "n": {"$sum": 1}, "avg": {"$avg": "$orderValue"},
+                    "first": {"$first": "$_id"}, "ids": {"$push": "$_id"}}}
+    ]))
+    .unwrap();
+    let mut expected = batch_result(&data, &pipeline).await;
+    expected.sort_by_key(|d| d["_id"].to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
+    std::fs::write(&input, &data).unwrap();
+    let engine = Engine::new();
+    for max in [Some(3), Some(2), None] {
+        // Each run is a new process: new source, sink, store and group state.
+        let mut source = JsonlFileSource::open(&input, None, false).unwrap();
+        let mut sink = JsonlFileSink::open(&output).unwrap();
+        let mut checkpoints = DirCheckpoints::new(dir.path().join("cp")).unwrap();
+        let options = RuntimeOptions {
+            micro_batch_size: 11,
+            max_batches: max,
+            ..Default::default()
+        };
+        run(
+            &engine,
+            &pipeline,
+            &mut source,
+            &mut sink,
+            &mut checkpoints,
+            &options,
+        )
+        .await
+        .unwrap();
+    }
+    let mut last = std::collections::BTreeMap::new();
+    for d in read_docs(&output) {
+        last.insert(d["_id"].to_string(), d);
+    }
+    let got: Vec<Value> = last.into_values().collect();
+    assert_eq!(got.len(), expected.len());
+    for (g, e) in got.iter().zip(&expected) {
+        assert!(common::same_value(g, e), "{g}\n{e}");
+    }
+}
+
+#[tokio::test]
 async fn stages_that_need_every_document_are_rejected_by_path() {
     let engine = Engine::new();
     let mut source = MemorySource::from_jsonl(b"{\"a\": 1}\n").unwrap();

@@ -1,9 +1,11 @@
-//! Checkpoints: the source position and the sink's durable state, saved together after each
-//! committed micro-batch, so a restarted run resumes exactly where the committed output ends.
+//! Checkpoints: the source position, the sink's durable state and the operators' state (a
+//! continuous `$group`'s groups, as Arrow IPC), saved together after each committed
+//! micro-batch, so a restarted run resumes exactly where the committed output ends.
 //!
 //! Stores: in memory (embedding, tests) and a local directory (`checkpoint.json`, written to
 //! a temporary file, fsynced, then renamed over the old one: a crash leaves the old or the new
-//! checkpoint, never half of one).
+//! checkpoint, never half of one; operator state goes to `state-<batch>.arrow` first, which
+//! the new `checkpoint.json` names, and older state files are removed after the rename).
 
 use std::path::PathBuf;
 
@@ -20,23 +22,29 @@ pub struct Checkpoint {
     pub sink: Value,
     /// Micro-batches committed so far (over all runs).
     pub batches: u64,
+    /// Operator state (Arrow IPC), if the pipeline keeps any.
+    pub state: Option<Vec<u8>>,
 }
 
 impl Checkpoint {
-    fn to_json(&self) -> Value {
-        json!({"version": 1, "source": self.source, "sink": self.sink, "batches": self.batches})
+    fn to_json(&self, state_file: Option<&str>) -> Value {
+        json!({"version": 1, "source": self.source, "sink": self.sink, "batches": self.batches,
+               "state": state_file})
     }
 
-    fn from_json(v: &Value, at: &str) -> Result<Checkpoint> {
+    fn from_json(v: &Value, at: &str) -> Result<(Checkpoint, Option<String>)> {
         let bad = || Error::input(at, "not a Fluxion checkpoint (expected version 1)");
         if v.get("version").and_then(Value::as_u64) != Some(1) {
             return Err(bad());
         }
-        Ok(Checkpoint {
+        let checkpoint = Checkpoint {
             source: v.get("source").cloned().ok_or_else(bad)?,
             sink: v.get("sink").cloned().ok_or_else(bad)?,
             batches: v.get("batches").and_then(Value::as_u64).ok_or_else(bad)?,
-        })
+            state: None,
+        };
+        let state_file = v.get("state").and_then(Value::as_str).map(str::to_string);
+        Ok((checkpoint, state_file))
     }
 }
 
@@ -94,21 +102,57 @@ impl CheckpointStore for DirCheckpoints {
         let at = path.display().to_string();
         let v: Value = serde_json::from_slice(&text)
             .map_err(|e| Error::input(&at, format!("not valid JSON: {e}")))?;
-        Checkpoint::from_json(&v, &at).map(Some)
+        let (mut checkpoint, state_file) = Checkpoint::from_json(&v, &at)?;
+        if let Some(f) = state_file {
+            let p = self.dir.join(&f);
+            checkpoint.state = Some(
+                std::fs::read(&p)
+                    .map_err(|e| Error::external(format!("reading {}", p.display()), e))?,
+            );
+        }
+        Ok(Some(checkpoint))
     }
 
     fn save(&mut self, checkpoint: &Checkpoint) -> Result<()> {
         use std::io::Write;
-        let tmp = self.dir.join("checkpoint.json.tmp");
         let io = |what: &str, e: std::io::Error| Error::external(what.to_string(), e);
+        // Operator state first, in a file of its own that only the new checkpoint names.
+        let state_file = match &checkpoint.state {
+            Some(bytes) => {
+                let name = format!("state-{}.arrow", checkpoint.batches);
+                let mut f = std::fs::File::create(self.dir.join(&name))
+                    .map_err(|e| io("writing checkpoint state", e))?;
+                f.write_all(bytes)
+                    .map_err(|e| io("writing checkpoint state", e))?;
+                f.sync_all()
+                    .map_err(|e| io("syncing checkpoint state", e))?;
+                Some(name)
+            }
+            None => None,
+        };
+        let tmp = self.dir.join("checkpoint.json.tmp");
         let mut f = std::fs::File::create(&tmp).map_err(|e| io("writing a checkpoint", e))?;
-        f.write_all(checkpoint.to_json().to_string().as_bytes())
-            .map_err(|e| io("writing a checkpoint", e))?;
+        f.write_all(
+            checkpoint
+                .to_json(state_file.as_deref())
+                .to_string()
+                .as_bytes(),
+        )
+        .map_err(|e| io("writing a checkpoint", e))?;
         f.sync_all().map_err(|e| io("syncing a checkpoint", e))?;
         std::fs::rename(&tmp, self.file()).map_err(|e| io("renaming a checkpoint", e))?;
         // The rename itself is durable once the directory is synced.
         if let Ok(d) = std::fs::File::open(&self.dir) {
             let _ = d.sync_all();
+        }
+        // State files of older checkpoints are no longer named by any checkpoint.
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                let n = e.file_name().to_string_lossy().to_string();
+                if n.starts_with("state-") && Some(&n) != state_file.as_ref() {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
         }
         Ok(())
     }
@@ -127,15 +171,21 @@ mod tests {
             source: json!({"offset": 10}),
             sink: json!({"bytes": 3}),
             batches: 1,
+            state: Some(vec![1, 2, 3]),
         };
         store.save(&one).unwrap();
         let two = Checkpoint {
             batches: 2,
+            state: Some(vec![4, 5]),
             ..one.clone()
         };
         store.save(&two).unwrap();
         let mut again = DirCheckpoints::new(dir.path().join("cp")).unwrap();
         assert_eq!(again.load().unwrap(), Some(two));
+        assert!(
+            !dir.path().join("cp/state-1.arrow").exists(),
+            "old state removed"
+        );
         std::fs::write(dir.path().join("cp/checkpoint.json"), "{}").unwrap();
         assert!(again.load().is_err());
     }

@@ -6,8 +6,8 @@
 //! `$count`, `$min`, `$max`, `$first`, `$last`, `$push`, `$addToSet`; `$avg` as a sum and a
 //! count) and a *merge* one over the state's rows followed by the batch's partial rows
 //! (`$unionWith`, so `$first` keeps the earliest and `$last` takes the latest). The merged rows
-//! are the new state. The state lives in memory: it is not in checkpoints yet, so a stream
-//! with `$group` cannot resume from one.
+//! are the new state, saved with every checkpoint (Arrow IPC), so a restarted stream
+//! continues with the groups as they were.
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -237,6 +237,42 @@ impl ContinuousGroup {
         let upserts = changed.select(out)?.collect().await?;
         self.state = Some(new_state);
         Ok(upserts)
+    }
+}
+
+impl ContinuousGroup {
+    /// The groups as Arrow IPC bytes, for a checkpoint.
+    pub fn state_bytes(&self) -> Result<Vec<u8>> {
+        let batches = self.state.as_deref().unwrap_or(&[]);
+        let Some(first) = batches.first() else {
+            return Ok(Vec::new());
+        };
+        let mut buf = Vec::new();
+        {
+            let mut w = datafusion::arrow::ipc::writer::FileWriter::try_new(
+                &mut buf,
+                first.schema().as_ref(),
+            )?;
+            for b in batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+        }
+        Ok(buf)
+    }
+
+    /// Takes the groups back from checkpointed bytes.
+    pub fn restore_state(&mut self, bytes: &[u8]) -> Result<()> {
+        if bytes.is_empty() {
+            self.state = None;
+            return Ok(());
+        }
+        let reader = datafusion::arrow::ipc::reader::FileReader::try_new(
+            std::io::Cursor::new(bytes.to_vec()),
+            None,
+        )?;
+        self.state = Some(reader.collect::<std::result::Result<Vec<_>, _>>()?);
+        Ok(())
     }
 }
 

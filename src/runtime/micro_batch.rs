@@ -96,13 +96,18 @@ pub async fn run(
     // Back to the last checkpoint: the source where it was, the sink without anything written
     // after it (a fresh run starts the sink empty).
     match checkpoints.load()? {
-        Some(_) if group.is_some() => {
-            return Err(Error::config(
-                "stream",
-                "this stream's $group state is not in its checkpoints yet, so it cannot resume: remove the checkpoint to start over",
-            ));
-        }
         Some(cp) => {
+            if let Some(g) = group.as_mut() {
+                match &cp.state {
+                    Some(bytes) => g.restore_state(bytes)?,
+                    None => {
+                        return Err(Error::config(
+                            "stream",
+                            "the checkpoint holds no $group state (it was written by a pipeline without $group): remove it to start over",
+                        ));
+                    }
+                }
+            }
             source.seek(&Position(cp.source))?;
             sink.restore(&cp.sink).await?;
             committed = cp.batches;
@@ -141,10 +146,12 @@ pub async fn run(
         sink.write(&output).await?;
         let sink_state = sink.commit().await?;
         committed += 1;
+        let state = group.as_ref().map(|g| g.state_bytes()).transpose()?;
         checkpoints.save(&Checkpoint {
             source: input.position.0,
             sink: sink_state,
             batches: committed,
+            state,
         })?;
     }
     Ok(stats)
