@@ -39,6 +39,12 @@ pub struct Job {
     pub checkpoint: Option<CheckpointConfig>,
     /// Streaming: runtime settings.
     pub runtime: Option<RuntimeConfig>,
+    /// Streaming: `"failFast"` (default), `"skip"` or `"deadLetter"` for unreadable records.
+    #[serde(rename = "errorPolicy")]
+    pub error_policy: Option<String>,
+    /// Streaming: where `"deadLetter"` sends unreadable records (a JSON-lines file).
+    #[serde(rename = "deadLetter")]
+    pub dead_letter: Option<SinkConfig>,
 }
 
 /// `checkpoint` of a streaming job.
@@ -184,6 +190,9 @@ impl Job {
         }
         if let Some(cp) = &mut self.checkpoint {
             fix(&mut cp.store);
+        }
+        if let Some(SinkConfig::File { path, .. }) = &mut self.dead_letter {
+            fix(path);
         }
     }
 }

@@ -11,7 +11,7 @@ use fluxion::connect::jsonl_source::JsonlFileSource;
 use fluxion::connect::memory::{MemorySink, MemorySource};
 use fluxion::document::encode::to_documents;
 use fluxion::runtime::checkpoint::{DirCheckpoints, MemoryCheckpoints};
-use fluxion::runtime::micro_batch::{RuntimeOptions, run};
+use fluxion::runtime::micro_batch::{ErrorPolicy, RuntimeOptions, run, run_with_dead_letters};
 use fluxion::{Engine, Pipeline};
 use serde_json::{Value, json};
 
@@ -363,6 +363,132 @@ async fn a_continuous_group_resumes_with_its_checkpointed_state() {
     for (g, e) in got.iter().zip(&expected) {
         assert!(common::same_value(g, e), "{g}\n{e}");
     }
+}
+
+#[tokio::test]
+async fn unreadable_records_follow_the_error_policy_and_are_all_accounted_for() {
+    let data = std::fs::read_to_string(ORDERS).unwrap();
+    let mut lines: Vec<String> = data.lines().map(str::to_string).collect();
+    // Line 11 is not JSON; line 41 has a string where the schema says double.
+    lines[10] = "{\"_id\": 11, \"status\": ".to_string();
+    lines[40] = "{\"_id\": 41, \"status\": \"PAID\", \"orderValue\": \"lots\"}".to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let good: String = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 10 && *i != 40)
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    let schema = std::sync::Arc::new(
+        fluxion::document::declared::parse_schema(
+            &json!({"_id": "long", "status": "string", "orderValue": "double"}),
+            "test",
+            "schema",
+        )
+        .unwrap(),
+    );
+    let pipeline = Pipeline::from_value(
+        &json!([{"$match": {"status": "PAID"}}, {"$project": {"orderValue": 1}}]),
+    )
+    .unwrap();
+    let expected = {
+        let engine = Engine::new();
+        let mut src = MemorySource::from_jsonl(good.as_bytes()).unwrap();
+        let mut sink = MemorySink::default();
+        run(
+            &engine,
+            &pipeline,
+            &mut src,
+            &mut sink,
+            &mut MemoryCheckpoints::default(),
+            &RuntimeOptions::default(),
+        )
+        .await
+        .unwrap();
+        to_documents(&sink.committed).unwrap()
+    };
+    let engine = Engine::new();
+    let go = |policy| RuntimeOptions {
+        micro_batch_size: 16,
+        error_policy: policy,
+        ..Default::default()
+    };
+    // failFast: the run stops at the first unreadable record, naming its position.
+    let mut source = JsonlFileSource::open(&input, Some(schema.clone()), false).unwrap();
+    let e = run(
+        &engine,
+        &pipeline,
+        &mut source,
+        &mut MemorySink::default(),
+        &mut MemoryCheckpoints::default(),
+        &go(ErrorPolicy::FailFast),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("source position {\"offset\":") && e.contains("failFast"),
+        "{e}"
+    );
+    // skip: counted, and the rest goes on.
+    let mut source = JsonlFileSource::open(&input, Some(schema.clone()), false).unwrap();
+    let mut sink = MemorySink::default();
+    let stats = run(
+        &engine,
+        &pipeline,
+        &mut source,
+        &mut sink,
+        &mut MemoryCheckpoints::default(),
+        &go(ErrorPolicy::Skip),
+    )
+    .await
+    .unwrap();
+    assert_eq!((stats.input_rows, stats.skipped), (78, 2));
+    assert_eq!(to_documents(&sink.committed).unwrap(), expected);
+    // deadLetter: each unreadable record with its reason, position and text.
+    let mut source = JsonlFileSource::open(&input, Some(schema), false).unwrap();
+    let mut sink = MemorySink::default();
+    let mut dead = MemorySink::default();
+    let stats = run_with_dead_letters(
+        &engine,
+        &pipeline,
+        &mut source,
+        &mut sink,
+        Some(&mut dead),
+        &mut MemoryCheckpoints::default(),
+        &go(ErrorPolicy::DeadLetter),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        stats.input_rows + stats.dead_lettered,
+        80,
+        "every record accounted for"
+    );
+    assert_eq!(to_documents(&sink.committed).unwrap(), expected);
+    let letters = to_documents(&dead.committed).unwrap();
+    assert_eq!(letters.len(), 2);
+    let offset_of = |i: usize| lines[..i].iter().map(|l| l.len() + 1).sum::<usize>();
+    assert_eq!(letters[0]["raw"], json!(lines[10]));
+    assert_eq!(
+        letters[0]["position"],
+        json!(format!("{{\"offset\":{}}}", offset_of(10)))
+    );
+    assert!(
+        letters[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON"),
+        "{}",
+        letters[0]
+    );
+    assert_eq!(letters[1]["raw"], json!(lines[40]));
+    assert_eq!(
+        letters[1]["position"],
+        json!(format!("{{\"offset\":{}}}", offset_of(40)))
+    );
 }
 
 #[tokio::test]

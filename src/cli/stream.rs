@@ -13,7 +13,7 @@ use crate::connect::stdout::StdoutSink;
 use crate::engine::Engine;
 use crate::job::{Job, Query, SinkConfig, SourceConfig};
 use crate::runtime::checkpoint::{CheckpointStore, DirCheckpoints, MemoryCheckpoints};
-use crate::runtime::micro_batch::{RuntimeOptions, run};
+use crate::runtime::micro_batch::{ErrorPolicy, RuntimeOptions, run_with_dead_letters};
 use crate::{Error, Result};
 
 pub(super) async fn run_job(job: Job) -> Result<()> {
@@ -48,7 +48,25 @@ pub(super) async fn run_job(job: Job) -> Result<()> {
         Some(cp) => Box::new(DirCheckpoints::new(&cp.store)?),
         None => Box::new(MemoryCheckpoints::default()),
     };
+    let mut dead_letter: Option<Box<dyn Sink>> = match &job.dead_letter {
+        None => None,
+        Some(SinkConfig::Stdout) => Some(Box::new(StdoutSink)),
+        Some(SinkConfig::File { path, format }) => {
+            jsonl(path, format.as_deref().map(Format::from_name).transpose()?)?;
+            Some(Box::new(JsonlFileSink::open(path)?))
+        }
+    };
     let mut runtime = RuntimeOptions::default();
+    if let Some(p) = &job.error_policy {
+        runtime.error_policy = ErrorPolicy::parse(p).ok_or_else(|| {
+            Error::config(
+                &name,
+                format!(
+                    "errorPolicy: unknown policy \"{p}\" (expected failFast, skip, deadLetter)"
+                ),
+            )
+        })?;
+    }
     if let Some(size) = job.runtime.as_ref().and_then(|r| r.micro_batch_size) {
         runtime.micro_batch_size = size.max(1);
     }
@@ -68,11 +86,12 @@ pub(super) async fn run_job(job: Job) -> Result<()> {
         stop.store(true, Ordering::SeqCst);
     });
     let engine = Engine::new();
-    let stats = run(
+    let stats = run_with_dead_letters(
         &engine,
         &pipeline,
         &mut source,
         sink.as_mut(),
+        dead_letter.as_mut().map(|d| d.as_mut() as &mut dyn Sink),
         checkpoints.as_mut(),
         &runtime,
     )
@@ -81,6 +100,8 @@ pub(super) async fn run_job(job: Job) -> Result<()> {
         batches = stats.batches,
         input = stats.input_rows,
         output = stats.output_rows,
+        dead_lettered = stats.dead_lettered,
+        skipped = stats.skipped,
         "stream stopped"
     );
     Ok(())

@@ -14,7 +14,7 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use serde_json::{Value, json};
 
-use super::source::{Position, Source, SourceBatch};
+use super::source::{Position, Rejected, Source, SourceBatch};
 use crate::document::decode::{JsonlOptions, decode};
 use crate::{Error, Result};
 
@@ -118,6 +118,7 @@ impl Source for JsonlFileSource {
             return Ok(Some(SourceBatch {
                 batch: datafusion::arrow::record_batch::RecordBatch::new_empty(self.schema.clone()),
                 position: self.position(),
+                rejected: Vec::new(),
             }));
         }
         let at = format!("{}@{}", self.path.display(), self.offset);
@@ -126,13 +127,47 @@ impl Source for JsonlFileSource {
             max_partitions: 1,
             ..Default::default()
         };
-        let decoded = decode(&text, &at, &options)?;
-        let batches: Vec<_> = decoded.partitions.into_iter().flatten().collect();
+        let (good, rejected) = match decode(&text, &at, &options) {
+            Ok(decoded) => (decoded, Vec::new()),
+            Err(_) => {
+                // Some line is malformed: keep the good ones, hand the others to the error
+                // policy with their byte offset and why.
+                let mut good = Vec::with_capacity(text.len());
+                let mut rejected = Vec::new();
+                let mut at_byte = self.offset;
+                for line in text.split_inclusive(|b| *b == b'\n') {
+                    let here = format!("{}@{}", self.path.display(), at_byte);
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        at_byte += line.len() as u64;
+                        continue;
+                    }
+                    match decode(line, &here, &options) {
+                        Ok(_) => good.extend_from_slice(line),
+                        Err(e) => rejected.push(Rejected {
+                            position: Position(json!({ "offset": at_byte })),
+                            reason: match serde_json::from_slice::<Value>(line) {
+                                Err(j) => format!("not valid JSON: {j}"),
+                                Ok(_) => match e {
+                                    Error::Input { message, .. } => message,
+                                    other => other.to_string(),
+                                },
+                            },
+                            raw: String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(line))
+                                .into_owned(),
+                        }),
+                    }
+                    at_byte += line.len() as u64;
+                }
+                (decode(&good, &at, &options)?, rejected)
+            }
+        };
+        let batches: Vec<_> = good.partitions.into_iter().flatten().collect();
         let batch = concat_batches(&self.schema, &batches)?;
         self.offset += consumed;
         Ok(Some(SourceBatch {
             batch,
             position: self.position(),
+            rejected,
         }))
     }
 }

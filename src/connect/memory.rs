@@ -67,6 +67,7 @@ impl Source for MemorySource {
         Ok(Some(SourceBatch {
             batch,
             position: self.position(),
+            rejected: Vec::new(),
         }))
     }
 }

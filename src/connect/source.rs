@@ -21,6 +21,19 @@ pub struct SourceBatch {
     pub batch: RecordBatch,
     /// The position after this batch: resuming there reads the next document.
     pub position: Position,
+    /// Records of this batch that could not be read, for the error policy.
+    pub rejected: Vec<Rejected>,
+}
+
+/// A record a source could not turn into a document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    /// Where it is in the source (e.g. `{"offset": 1234}`).
+    pub position: Position,
+    /// Why it was rejected.
+    pub reason: String,
+    /// The record as it was (lossy UTF-8 for bytes).
+    pub raw: String,
 }
 
 /// A source of documents.

@@ -15,7 +15,11 @@ use serde_json::Value;
 
 use super::checkpoint::{Checkpoint, CheckpointStore};
 use super::group_state::ContinuousGroup;
-use crate::connect::source::{Position, Sink, Source};
+use datafusion::arrow::array::{ArrayRef, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::connect::source::{Position, Rejected, Sink, Source};
 use crate::dsl::{Pipeline, StageKind};
 use crate::plan::order;
 use crate::{Engine, Error, Result};
@@ -30,6 +34,33 @@ pub struct RuntimeOptions {
     pub max_batches: Option<u64>,
     /// Set to stop gracefully: the loop finishes the batch in hand, checkpoints, and returns.
     pub stop: Arc<AtomicBool>,
+    /// What happens to records the source cannot read.
+    pub error_policy: ErrorPolicy,
+}
+
+/// What happens to a record the source cannot read (malformed JSON, a value that does not
+/// fit the schema).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ErrorPolicy {
+    /// Stop the run with an error naming the record's position (the default).
+    #[default]
+    FailFast,
+    /// Count it as skipped and go on.
+    Skip,
+    /// Write it, with the reason and its position, to the dead-letter sink, and go on.
+    DeadLetter,
+}
+
+impl ErrorPolicy {
+    /// Parses a job file's `errorPolicy`.
+    pub fn parse(s: &str) -> Option<ErrorPolicy> {
+        Some(match s {
+            "failFast" => ErrorPolicy::FailFast,
+            "skip" | "skipAndContinue" => ErrorPolicy::Skip,
+            "deadLetter" => ErrorPolicy::DeadLetter,
+            _ => return None,
+        })
+    }
 }
 
 impl Default for RuntimeOptions {
@@ -38,21 +69,36 @@ impl Default for RuntimeOptions {
             micro_batch_size: 8192,
             max_batches: None,
             stop: Arc::new(AtomicBool::new(false)),
+            error_policy: ErrorPolicy::FailFast,
         }
     }
 }
 
-/// What a run did; every input document is accounted for as output or dropped by the
-/// pipeline (`input_rows` = documents read).
+/// What a run did. Every record read is accounted for: `input_rows` documents went into the
+/// pipeline (which output or filtered them), `dead_lettered` and `skipped` records did not.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunStats {
     pub batches: u64,
     pub input_rows: u64,
     pub output_rows: u64,
+    pub dead_lettered: u64,
+    pub skipped: u64,
 }
 
 /// The table each micro-batch is registered as.
 const STREAM: &str = "__fluxion_stream";
+
+/// The main sink's and the dead-letter sink's states in a checkpoint's `sink`.
+fn split_sink_state(state: &Value, with_dead_letters: bool) -> (Value, Value) {
+    if with_dead_letters {
+        (
+            state.get("out").cloned().unwrap_or(Value::Null),
+            state.get("deadLetter").cloned().unwrap_or(Value::Null),
+        )
+    } else {
+        (state.clone(), Value::Null)
+    }
+}
 
 /// Errors unless every stage of `pipeline` can run on a stream (document by document).
 pub fn check_streamable(pipeline: &Pipeline) -> Result<()> {
@@ -86,6 +132,49 @@ pub async fn run(
     checkpoints: &mut dyn CheckpointStore,
     options: &RuntimeOptions,
 ) -> Result<RunStats> {
+    run_with_dead_letters(engine, pipeline, source, sink, None, checkpoints, options).await
+}
+
+/// The dead-letter record of `r` from `source`.
+fn dead_letter_batch(rejected: &[Rejected], source: &str) -> Result<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("position", DataType::Utf8, false),
+        Field::new("raw", DataType::Utf8, false),
+    ]));
+    let col = |f: &dyn Fn(&Rejected) -> String| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(rejected.iter().map(f)))
+    };
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![
+            col(&|r| r.reason.clone()),
+            col(&|_| source.to_string()),
+            col(&|r| r.position.0.to_string()),
+            col(&|r| r.raw.clone()),
+        ],
+    )?)
+}
+
+/// [`run`], with a dead-letter sink for [`ErrorPolicy::DeadLetter`] (committed and
+/// checkpointed in step with the main sink).
+#[allow(clippy::too_many_arguments)]
+pub async fn run_with_dead_letters(
+    engine: &Engine,
+    pipeline: &Pipeline,
+    source: &mut dyn Source,
+    sink: &mut dyn Sink,
+    mut dead_letter: Option<&mut dyn Sink>,
+    checkpoints: &mut dyn CheckpointStore,
+    options: &RuntimeOptions,
+) -> Result<RunStats> {
+    if options.error_policy == ErrorPolicy::DeadLetter && dead_letter.is_none() {
+        return Err(Error::config(
+            "stream",
+            "errorPolicy \"deadLetter\" needs a deadLetter sink",
+        ));
+    }
     // A `$group` at the end runs continuously; everything else document by document.
     let mut group = ContinuousGroup::plan(pipeline)?;
     match &group {
@@ -97,6 +186,11 @@ pub async fn run(
     // after it (a fresh run starts the sink empty).
     match checkpoints.load()? {
         Some(cp) => {
+            let (main, dead) = split_sink_state(&cp.sink, dead_letter.is_some());
+            sink.restore(&main).await?;
+            if let Some(d) = dead_letter.as_deref_mut() {
+                d.restore(&dead).await?;
+            }
             if let Some(g) = group.as_mut() {
                 match &cp.state {
                     Some(bytes) => g.restore_state(bytes)?,
@@ -109,10 +203,14 @@ pub async fn run(
                 }
             }
             source.seek(&Position(cp.source))?;
-            sink.restore(&cp.sink).await?;
             committed = cp.batches;
         }
-        None => sink.restore(&Value::Null).await?,
+        None => {
+            sink.restore(&Value::Null).await?;
+            if let Some(d) = dead_letter.as_deref_mut() {
+                d.restore(&Value::Null).await?;
+            }
+        }
     }
     let schema = source.schema();
     let mut stats = RunStats::default();
@@ -124,7 +222,25 @@ pub async fn run(
             break;
         };
         let rows = input.batch.num_rows();
-        if rows == 0 {
+        if !input.rejected.is_empty() {
+            match options.error_policy {
+                ErrorPolicy::FailFast => {
+                    let r = &input.rejected[0];
+                    return Err(Error::input(
+                        format!("source position {}", r.position.0),
+                        format!("{} (errorPolicy failFast)", r.reason),
+                    ));
+                }
+                ErrorPolicy::Skip => stats.skipped += input.rejected.len() as u64,
+                ErrorPolicy::DeadLetter => {
+                    let d = dead_letter.as_deref_mut().expect("checked above");
+                    d.write(&[dead_letter_batch(&input.rejected, "source")?])
+                        .await?;
+                    stats.dead_lettered += input.rejected.len() as u64;
+                }
+            }
+        }
+        if rows == 0 && input.rejected.is_empty() {
             // A following source with nothing new.
             continue;
         }
@@ -144,7 +260,11 @@ pub async fn run(
         stats.input_rows += rows as u64;
         stats.output_rows += output.iter().map(|b| b.num_rows() as u64).sum::<u64>();
         sink.write(&output).await?;
-        let sink_state = sink.commit().await?;
+        let mut sink_state = sink.commit().await?;
+        if let Some(d) = dead_letter.as_deref_mut() {
+            let dead = d.commit().await?;
+            sink_state = serde_json::json!({ "out": sink_state, "deadLetter": dead });
+        }
         committed += 1;
         let state = group.as_ref().map(|g| g.state_bytes()).transpose()?;
         checkpoints.save(&Checkpoint {
