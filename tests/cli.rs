@@ -396,3 +396,43 @@ fn a_streaming_job_follows_its_input_stops_on_sigterm_and_resumes() {
     assert!(terminate(&mut child).success());
     assert_eq!(file_docs(&output), expected);
 }
+
+#[test]
+fn a_streaming_job_dead_letters_unreadable_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = std::fs::read_to_string("tests/oracle/data/orders.jsonl").unwrap();
+    let mut lines: Vec<&str> = data.lines().collect();
+    lines.insert(5, "{\"_id\": \"broken\",");
+    std::fs::write(dir.path().join("in.jsonl"), lines.join("\n") + "\n").unwrap();
+    let job = dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        r#"{"source": {"type": "file", "path": "in.jsonl"}, "checkpoint": {"store": "cp"},
+            "pipeline": [{"$match": {"priority": {"$gte": 4}}}, {"$project": {"priority": 1}}],
+            "sink": {"type": "file", "path": "out.jsonl"},
+            "errorPolicy": "deadLetter", "deadLetter": {"type": "file", "path": "dead.jsonl"}}"#,
+    )
+    .unwrap();
+    let out = fluxion(&["run", job.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = data
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|d| d["priority"].as_i64().unwrap() >= 4)
+        .map(|d| serde_json::json!({"_id": d["_id"], "priority": d["priority"]}))
+        .collect::<Vec<_>>();
+    assert_eq!(file_docs(&dir.path().join("out.jsonl")), expected);
+    let dead = file_docs(&dir.path().join("dead.jsonl"));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["raw"], "{\"_id\": \"broken\",");
+    assert!(
+        dead[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("not valid JSON")
+    );
+}

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::source::{Position, Rejected, Source, SourceBatch};
 use crate::document::decode::{JsonlOptions, decode};
+use crate::document::infer::{Shape, schema_of};
 use crate::{Error, Result};
 
 /// Bytes read per attempt (a micro-batch never waits for more than this much text).
@@ -46,7 +47,15 @@ impl JsonlFileSource {
                         "the file is empty: declare the source's schema to follow it from the start",
                     ));
                 }
-                decode(&data, &path.display().to_string(), &JsonlOptions::default())?.schema
+                // Inferred from the lines that parse: the unreadable ones are for the error
+                // policy to deal with when they are read.
+                let mut shape = Shape::Object(Default::default());
+                for line in data.split(|b| *b == b'\n') {
+                    if let Ok(v @ Value::Object(_)) = serde_json::from_slice::<Value>(line) {
+                        shape = shape.merge(Shape::of(&v));
+                    }
+                }
+                std::sync::Arc::new(schema_of(&shape))
             }
         };
         Ok(JsonlFileSource {
