@@ -436,3 +436,92 @@ fn a_streaming_job_dead_letters_unreadable_lines() {
             .starts_with("not valid JSON")
     );
 }
+
+/// Runs a streaming job, killing it with SIGKILL at several points and restarting it, until a
+/// run finishes; returns the committed output.
+fn run_with_kills(job: &std::path::Path, output: &std::path::Path, kills_ms: &[u64]) -> Vec<Value> {
+    for ms in kills_ms {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fluxion"))
+            .args(["run", job.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(*ms));
+        let _ = child.kill(); // SIGKILL: no chance to finish the batch or checkpoint
+        let _ = child.wait();
+    }
+    let out = fluxion(&["run", job.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    file_docs(output)
+}
+
+#[test]
+fn sigkill_at_random_points_loses_and_doubles_nothing() {
+    let data = std::fs::read_to_string("tests/oracle/data/orders.jsonl").unwrap();
+    // 2 400 orders: the sample 30 times over, with fresh _ids.
+    let mut big = String::new();
+    for k in 0..30 {
+        for l in data.lines() {
+            let mut d: Value = serde_json::from_str(l).unwrap();
+            d["_id"] = serde_json::json!(k * 1000 + d["_id"].as_i64().unwrap());
+            big.push_str(&d.to_string());
+            big.push('\n');
+        }
+    }
+    let kills = [40, 90, 25, 140, 60, 200];
+    for (pipeline, upserts) in [
+        (
+            r#"[{"$match": {"status": "PAID"}}, {"$project": {"orderValue": 1, "customerId": 1}}]"#,
+            false,
+        ),
+        (
+            r#"[{"$group": {"_id": "$customerId", "n": {"$sum": 1}, "total": {"$sum": "$orderValue"}}}]"#,
+            true,
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("in.jsonl"), &big).unwrap();
+        let job = dir.path().join("job.json");
+        std::fs::write(
+            &job,
+            format!(
+                r#"{{"source": {{"type": "file", "path": "in.jsonl"}}, "checkpoint": {{"store": "cp"}},
+                    "runtime": {{"microBatchSize": 13}}, "pipeline": {pipeline},
+                    "sink": {{"type": "file", "path": "out.jsonl"}}}}"#
+            ),
+        )
+        .unwrap();
+        let p = dir.path().join("p.json");
+        std::fs::write(&p, pipeline).unwrap();
+        let batch = stdout_docs(&fluxion(&[
+            "run",
+            "--pipeline",
+            p.to_str().unwrap(),
+            "--input",
+            dir.path().join("in.jsonl").to_str().unwrap(),
+        ]));
+        let got = run_with_kills(&job, &dir.path().join("out.jsonl"), &kills);
+        if upserts {
+            // The last upsert per _id is the group.
+            let mut last = std::collections::BTreeMap::new();
+            for d in got {
+                last.insert(d["_id"].to_string(), d);
+            }
+            let mut expected: Vec<Value> = batch;
+            expected.sort_by_key(|d| d["_id"].to_string());
+            let got: Vec<Value> = last.into_values().collect();
+            assert_eq!(got.len(), expected.len());
+            for (g, e) in got.iter().zip(&expected) {
+                assert_eq!(g["n"], e["n"], "{g} vs {e}");
+                let (a, b) = (g["total"].as_f64().unwrap(), e["total"].as_f64().unwrap());
+                assert!((a - b).abs() <= 1e-9 * a.abs().max(b.abs()), "{g} vs {e}");
+            }
+        } else {
+            assert_eq!(got, batch);
+        }
+    }
+}
