@@ -50,9 +50,12 @@ pub struct Job {
 /// `checkpoint` of a streaming job.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct CheckpointConfig {
     /// A local directory (created if missing).
     pub store: String,
+    /// Checkpoint at most every this many milliseconds (default: after every micro-batch).
+    pub interval_ms: Option<u64>,
 }
 
 /// `runtime` of a streaming job.
@@ -142,10 +145,10 @@ impl Job {
         }
     }
 
-    /// True for a streaming job: a followed source, or checkpoints.
+    /// True for a streaming job: a followed source, checkpoints, or runtime settings.
     pub fn is_streaming(&self) -> bool {
         let SourceConfig::File { follow, .. } = &self.source;
-        *follow || self.checkpoint.is_some()
+        *follow || self.checkpoint.is_some() || self.runtime.is_some()
     }
 
     /// The table name the source is registered under.

@@ -491,6 +491,49 @@ async fn unreadable_records_follow_the_error_policy_and_are_all_accounted_for() 
     );
 }
 
+/// Counts the checkpoints it is given.
+#[derive(Default)]
+struct Counting(MemoryCheckpoints, usize);
+
+impl fluxion::runtime::checkpoint::CheckpointStore for Counting {
+    fn load(&mut self) -> fluxion::Result<Option<fluxion::runtime::checkpoint::Checkpoint>> {
+        self.0.load()
+    }
+    fn save(&mut self, c: &fluxion::runtime::checkpoint::Checkpoint) -> fluxion::Result<()> {
+        self.1 += 1;
+        self.0.save(c)
+    }
+}
+
+#[tokio::test]
+async fn checkpoints_follow_their_interval_and_close_every_run() {
+    let data = std::fs::read_to_string(ORDERS).unwrap();
+    let pipeline = Pipeline::from_value(&pipelines()[0]).unwrap();
+    for (interval, saves) in [(None, 12), (Some(std::time::Duration::from_secs(3600)), 1)] {
+        let engine = Engine::new();
+        let mut source = MemorySource::from_jsonl(data.as_bytes()).unwrap();
+        let mut store = Counting::default();
+        let options = RuntimeOptions {
+            micro_batch_size: 7,
+            checkpoint_interval: interval,
+            ..Default::default()
+        };
+        run(
+            &engine,
+            &pipeline,
+            &mut source,
+            &mut MemorySink::default(),
+            &mut store,
+            &options,
+        )
+        .await
+        .unwrap();
+        assert_eq!(store.1, saves, "{interval:?}");
+        let last = store.0.0.unwrap();
+        assert_eq!((last.batches, last.source), (12, json!({"offset": 80})));
+    }
+}
+
 #[tokio::test]
 async fn stages_that_need_every_document_are_rejected_by_path() {
     let engine = Engine::new();

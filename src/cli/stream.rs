@@ -67,6 +67,11 @@ pub(super) async fn run_job(job: Job) -> Result<()> {
             )
         })?;
     }
+    runtime.checkpoint_interval = match &job.checkpoint {
+        Some(c) => c.interval_ms.map(std::time::Duration::from_millis),
+        // Without a store there is nothing to resume from: checkpoint only at the end.
+        None => Some(std::time::Duration::MAX),
+    };
     if let Some(size) = job.runtime.as_ref().and_then(|r| r.micro_batch_size) {
         runtime.micro_batch_size = size.max(1);
     }

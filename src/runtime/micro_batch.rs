@@ -36,6 +36,9 @@ pub struct RuntimeOptions {
     pub stop: Arc<AtomicBool>,
     /// What happens to records the source cannot read.
     pub error_policy: ErrorPolicy,
+    /// Checkpoint at most this often (`None`: after every micro-batch). The last batch of a
+    /// run is always checkpointed.
+    pub checkpoint_interval: Option<std::time::Duration>,
 }
 
 /// What happens to a record the source cannot read (malformed JSON, a value that does not
@@ -70,6 +73,7 @@ impl Default for RuntimeOptions {
             max_batches: None,
             stop: Arc::new(AtomicBool::new(false)),
             error_policy: ErrorPolicy::FailFast,
+            checkpoint_interval: None,
         }
     }
 }
@@ -87,6 +91,23 @@ pub struct RunStats {
 
 /// The table each micro-batch is registered as.
 const STREAM: &str = "__fluxion_stream";
+
+/// Saves a checkpoint (with the `$group` state, if any).
+fn save(
+    checkpoints: &mut dyn CheckpointStore,
+    group: Option<&ContinuousGroup>,
+    source: Value,
+    sink: Value,
+    batches: u64,
+) -> Result<()> {
+    let state = group.map(|g| g.state_bytes()).transpose()?;
+    checkpoints.save(&Checkpoint {
+        source,
+        sink,
+        batches,
+        state,
+    })
+}
 
 /// The main sink's and the dead-letter sink's states in a checkpoint's `sink`.
 fn split_sink_state(state: &Value, with_dead_letters: bool) -> (Value, Value) {
@@ -214,6 +235,8 @@ pub async fn run_with_dead_letters(
     }
     let schema = source.schema();
     let mut stats = RunStats::default();
+    let mut pending: Option<(Value, Value, u64)> = None;
+    let mut last_checkpoint = std::time::Instant::now();
     let mut next_seq = 0i64;
     while options.max_batches.is_none_or(|m| stats.batches < m)
         && !options.stop.load(Ordering::SeqCst)
@@ -266,13 +289,18 @@ pub async fn run_with_dead_letters(
             sink_state = serde_json::json!({ "out": sink_state, "deadLetter": dead });
         }
         committed += 1;
-        let state = group.as_ref().map(|g| g.state_bytes()).transpose()?;
-        checkpoints.save(&Checkpoint {
-            source: input.position.0,
-            sink: sink_state,
-            batches: committed,
-            state,
-        })?;
+        pending = Some((input.position.0, sink_state, committed));
+        let due = options
+            .checkpoint_interval
+            .is_none_or(|every| last_checkpoint.elapsed() >= every);
+        if due && let Some((source_at, sink_at, batches)) = pending.take() {
+            save(checkpoints, group.as_ref(), source_at, sink_at, batches)?;
+            last_checkpoint = std::time::Instant::now();
+        }
+    }
+    // Whatever was committed since the last checkpoint is checkpointed before returning.
+    if let Some((source_at, sink_at, batches)) = pending.take() {
+        save(checkpoints, group.as_ref(), source_at, sink_at, batches)?;
     }
     Ok(stats)
 }
