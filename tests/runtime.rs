@@ -241,7 +241,7 @@ async fn a_continuous_group_ends_in_the_batch_group() {
     let data = std::fs::read_to_string(ORDERS).unwrap();
     let pipeline = Pipeline::from_value(&json!([
         {"$match": {"status": {"$ne": "CANCELLED"}}},
-        {"$group": {"_id": "$customerId", "n": {"$count": {}}, "total": {"$sum": "$orderValue"},
+        {"$group": {"_id": "$customerId", "n": {"$count": {}}, "orderTotal": {"$sum": "$orderValue"},
                     "avg": {"$avg": "$priority"}, "low": {"$min": "$orderValue"}, "high": {"$max": "$orderValue"},
                     "first": {"$first": "$orderId"}, "last": {"$last": "$orderId"}, "ids": {"$push": "$_id"}}}
     ]))

@@ -11,9 +11,10 @@
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::Column;
 use datafusion::common::JoinType;
 use datafusion::functions_nested::expr_fn::{array_distinct, flatten};
-use datafusion::logical_expr::{cast, col, lit, when};
+use datafusion::logical_expr::{Expr, cast, lit, when};
 use datafusion::prelude::DataFrame;
 
 use crate::dsl::expression::{Expression, Family, Operator};
@@ -24,6 +25,11 @@ use crate::plan::order;
 use crate::{Engine, Result};
 
 const STATE: &str = "__fluxion_group_state";
+
+/// A column by its exact name (`col` would fold an unquoted camelCase name to lower case).
+fn col(name: &str) -> Expr {
+    Expr::Column(Column::from_name(name))
+}
 const PARTIAL: &str = "__fluxion_group_partial";
 
 /// How one output field is kept.
