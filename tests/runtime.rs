@@ -534,6 +534,51 @@ async fn checkpoints_follow_their_interval_and_close_every_run() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_builder_runs_a_stream_until_its_handle_stops_it() {
+    let data = std::fs::read_to_string(ORDERS).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
+    std::fs::write(&input, &data).unwrap();
+    let pipeline = pipelines()[0].to_string();
+    let expected = batch_result(&data, &Pipeline::from_json_str(&pipeline).unwrap()).await;
+    let handle = fluxion::runtime::builder::Stream::builder("test")
+        .source(JsonlFileSource::open(&input, None, true).unwrap())
+        .stages_json(&pipeline)
+        .unwrap()
+        .sink(JsonlFileSink::open(&output).unwrap())
+        .checkpoints(DirCheckpoints::new(dir.path().join("cp")).unwrap())
+        .micro_batch_size(10)
+        .start()
+        .unwrap();
+    // A followed source never ends: the stream runs until it is stopped.
+    let mut waited = 0;
+    while read_docs_or_none(&output).len() < expected.len() {
+        assert!(waited < 200, "the stream never caught up");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    handle.stop();
+    let stats = handle.wait().await.unwrap();
+    assert_eq!((stats.input_rows, stats.batches), (80, 8));
+    assert_eq!(read_docs(&output), expected);
+    // Missing parts are named.
+    let e = fluxion::runtime::builder::Stream::builder("incomplete")
+        .micro_batch_size(5)
+        .start()
+        .err()
+        .unwrap();
+    assert_eq!(e.to_string(), "incomplete: the stream needs a source");
+}
+
+fn read_docs_or_none(path: &std::path::Path) -> Vec<Value> {
+    if path.exists() {
+        read_docs(path)
+    } else {
+        Vec::new()
+    }
+}
+
 #[tokio::test]
 async fn stages_that_need_every_document_are_rejected_by_path() {
     let engine = Engine::new();

@@ -4,9 +4,10 @@
 //!
 //! What exists: [`micro_batch`] — the fetch → transform → deliver → commit → checkpoint loop
 //! for pipelines whose stages work document by document, and a continuous `$group` at their
-//! end ([`group_state`]) — and [`checkpoint`] stores. Error policies, metrics and replay are
+//! end ([`group_state`]) — [`checkpoint`] stores, and the library [`builder`]. Error policies, metrics and replay are
 //! not built yet.
 
+pub mod builder;
 pub mod checkpoint;
 pub mod group_state;
 pub mod micro_batch;

@@ -1,0 +1,174 @@
+//! The library API for streams: a builder that reads like the seed's Java quickstart —
+//! a source, stages from JSON, a sink, a pipeline id, runtime settings, checkpoints — started
+//! as a task that returns a handle (stop, wait for the run's counts).
+//!
+//! ```no_run
+//! # async fn demo() -> fluxion::Result<()> {
+//! use fluxion::connect::jsonl_sink::JsonlFileSink;
+//! use fluxion::connect::jsonl_source::JsonlFileSource;
+//! use fluxion::runtime::builder::Stream;
+//! use fluxion::runtime::checkpoint::DirCheckpoints;
+//!
+//! let handle = Stream::builder("orders-ltv")
+//!     .source(JsonlFileSource::open("orders.jsonl", None, true)?)
+//!     .stages_json(r#"[{"$match": {"status": "PAID"}},
+//!                      {"$group": {"_id": "$customerId", "lifetimeValue": {"$sum": "$orderValue"}}}]"#)?
+//!     .sink(JsonlFileSink::open("ltv.jsonl")?)
+//!     .checkpoints(DirCheckpoints::new("checkpoints")?)
+//!     .micro_batch_size(1000)
+//!     .start()?;
+//! // … later:
+//! handle.stop();
+//! let stats = handle.wait().await?;
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::checkpoint::{CheckpointStore, MemoryCheckpoints};
+use super::micro_batch::{ErrorPolicy, RunStats, RuntimeOptions, run_with_dead_letters};
+use crate::connect::source::{Sink, Source};
+use crate::{Engine, Error, Pipeline, Result};
+
+/// Entry point of the builder.
+pub struct Stream;
+
+impl Stream {
+    /// A stream named `id` (used in errors and logs).
+    pub fn builder(id: &str) -> StreamBuilder {
+        StreamBuilder {
+            id: id.to_string(),
+            source: None,
+            pipeline: None,
+            sink: None,
+            dead_letter: None,
+            checkpoints: None,
+            options: RuntimeOptions::default(),
+            engine: None,
+        }
+    }
+}
+
+/// Collects a stream's parts; [`StreamBuilder::start`] runs them.
+pub struct StreamBuilder {
+    id: String,
+    source: Option<Box<dyn Source>>,
+    pipeline: Option<Pipeline>,
+    sink: Option<Box<dyn Sink>>,
+    dead_letter: Option<Box<dyn Sink>>,
+    checkpoints: Option<Box<dyn CheckpointStore>>,
+    options: RuntimeOptions,
+    engine: Option<Engine>,
+}
+
+impl StreamBuilder {
+    /// Where documents come from.
+    pub fn source(mut self, source: impl Source + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// The stages, as a JSON pipeline (errors name their JSON path).
+    pub fn stages_json(mut self, json: &str) -> Result<Self> {
+        self.pipeline = Some(Pipeline::from_json_str(json)?);
+        Ok(self)
+    }
+
+    /// The stages, already parsed.
+    pub fn pipeline(mut self, pipeline: Pipeline) -> Self {
+        self.pipeline = Some(pipeline);
+        self
+    }
+
+    /// Where results go.
+    pub fn sink(mut self, sink: impl Sink + 'static) -> Self {
+        self.sink = Some(Box::new(sink));
+        self
+    }
+
+    /// Where unreadable records go (sets the `deadLetter` policy).
+    pub fn dead_letter(mut self, sink: impl Sink + 'static) -> Self {
+        self.dead_letter = Some(Box::new(sink));
+        self.options.error_policy = ErrorPolicy::DeadLetter;
+        self
+    }
+
+    /// What happens to unreadable records.
+    pub fn error_policy(mut self, policy: ErrorPolicy) -> Self {
+        self.options.error_policy = policy;
+        self
+    }
+
+    /// Where checkpoints go (default: in memory).
+    pub fn checkpoints(mut self, store: impl CheckpointStore + 'static) -> Self {
+        self.checkpoints = Some(Box::new(store));
+        self
+    }
+
+    /// Documents per micro-batch.
+    pub fn micro_batch_size(mut self, n: usize) -> Self {
+        self.options.micro_batch_size = n.max(1);
+        self
+    }
+
+    /// Checkpoint at most this often (default: after every micro-batch).
+    pub fn checkpoint_interval(mut self, every: std::time::Duration) -> Self {
+        self.options.checkpoint_interval = Some(every);
+        self
+    }
+
+    /// The session to run in (for `$lookup` tables registered on it).
+    pub fn engine(mut self, engine: Engine) -> Self {
+        self.engine = Some(engine);
+        self
+    }
+
+    /// Starts the stream on the current tokio runtime.
+    pub fn start(self) -> Result<StreamHandle> {
+        let missing = |what: &str| Error::config(&self.id, format!("the stream needs a {what}"));
+        let mut source = self.source.ok_or_else(|| missing("source"))?;
+        let pipeline = self.pipeline.ok_or_else(|| missing("pipeline"))?;
+        let mut sink = self.sink.ok_or_else(|| missing("sink"))?;
+        let mut dead_letter = self.dead_letter;
+        let mut checkpoints = self
+            .checkpoints
+            .unwrap_or_else(|| Box::new(MemoryCheckpoints::default()));
+        let engine = self.engine.unwrap_or_default();
+        let options = self.options;
+        let stop = options.stop.clone();
+        let task = tokio::spawn(async move {
+            run_with_dead_letters(
+                &engine,
+                &pipeline,
+                source.as_mut(),
+                sink.as_mut(),
+                dead_letter.as_mut().map(|d| d.as_mut() as &mut dyn Sink),
+                checkpoints.as_mut(),
+                &options,
+            )
+            .await
+        });
+        Ok(StreamHandle { stop, task })
+    }
+}
+
+/// A running stream.
+pub struct StreamHandle {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Result<RunStats>>,
+}
+
+impl StreamHandle {
+    /// Asks the stream to stop after the batch in hand (it checkpoints first).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits for the stream to end; its counts, or the error that stopped it.
+    pub async fn wait(self) -> Result<RunStats> {
+        self.task
+            .await
+            .map_err(|e| Error::external("the stream's task", e))?
+    }
+}
