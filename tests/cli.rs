@@ -525,3 +525,84 @@ fn sigkill_at_random_points_loses_and_doubles_nothing() {
         }
     }
 }
+
+/// `GET /metrics` from `addr`, the response body.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: fluxion\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_streaming_job_serves_prometheus_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        "tests/oracle/data/orders.jsonl",
+        dir.path().join("in.jsonl"),
+    )
+    .unwrap();
+    let job = dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        r#"{"name": "metered", "source": {"type": "file", "path": "in.jsonl", "follow": true},
+            "pipeline": [{"$match": {"status": "PAID"}}, {"$group": {"_id": "$customerId", "n": {"$sum": 1}}}],
+            "sink": {"type": "file", "path": "out.jsonl"}, "runtime": {"microBatchSize": 20}}"#,
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fluxion"))
+        .args(["run", job.to_str().unwrap(), "--metrics-addr", &addr])
+        .spawn()
+        .unwrap();
+    // The four micro-batches of the file are in the counters once they are committed.
+    let mut text = String::new();
+    for _ in 0..200 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        if std::net::TcpStream::connect(&addr).is_err() {
+            continue;
+        }
+        text = scrape(&addr);
+        if text.contains("fluxion_batches_total{pipeline=\"metered\"} 4\n") {
+            break;
+        }
+    }
+    assert!(terminate(&mut child).success());
+    assert!(
+        text.contains("fluxion_batches_total{pipeline=\"metered\"} 4\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fluxion_input_records_total{pipeline=\"metered\"} 80\n"),
+        "{text}"
+    );
+    let paid = std::fs::read_to_string(dir.path().join("in.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"status\":\"PAID\""))
+        .count();
+    assert!(text.contains("# TYPE fluxion_state_rows gauge"), "{text}");
+    assert!(
+        text.contains(
+            "fluxion_dead_lettered_total{pipeline=\"metered\"} 0
+"
+        ),
+        "{text}"
+    );
+    // Every batch of 20 touches some groups: output counts upserts, at most one per PAID order.
+    let out_line = text
+        .lines()
+        .find(|l| l.starts_with("fluxion_output_records_total{pipeline=\"metered\"}"))
+        .unwrap();
+    let out: u64 = out_line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(out > 0 && out as usize <= paid, "{out_line}");
+}

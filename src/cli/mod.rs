@@ -66,6 +66,9 @@ pub struct RunArgs {
     /// Output format when the extension does not tell (jsonl, csv, parquet).
     #[arg(long = "output-format", value_name = "FORMAT")]
     pub output_format: Option<String>,
+    /// Serve a streaming job's metrics in Prometheus' text format at http://HOST:PORT/metrics.
+    #[arg(long = "metrics-addr", value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
 }
 
 /// Arguments of `fluxion explain`.

@@ -19,7 +19,7 @@ pub(super) async fn run(args: RunArgs) -> Result<()> {
         }
         let job = Job::load(path)?;
         if job.is_streaming() {
-            return super::stream::run_job(job).await;
+            return super::stream::run_job(job, args.metrics_addr.as_deref()).await;
         }
         let (location, options) = job.source_location()?;
         engine
@@ -61,6 +61,12 @@ pub(super) async fn run(args: RunArgs) -> Result<()> {
             .transpose()?;
         (query, first, sink)
     };
+    if args.metrics_addr.is_some() {
+        return Err(Error::config(
+            "run",
+            "--metrics-addr is for streaming jobs (a job file with follow, checkpoint or runtime)",
+        ));
+    }
     let df = match &query {
         Query::Pipeline(p) => engine.pipeline(&table, p).await?,
         Query::Sql(sql) => engine.sql(sql).await?,

@@ -13,10 +13,11 @@ use crate::connect::stdout::StdoutSink;
 use crate::engine::Engine;
 use crate::job::{Job, Query, SinkConfig, SourceConfig};
 use crate::runtime::checkpoint::{CheckpointStore, DirCheckpoints, MemoryCheckpoints};
+use crate::runtime::metrics::PrometheusMetrics;
 use crate::runtime::micro_batch::{ErrorPolicy, RuntimeOptions, run_with_dead_letters};
 use crate::{Error, Result};
 
-pub(super) async fn run_job(job: Job) -> Result<()> {
+pub(super) async fn run_job(job: Job, metrics_addr: Option<&str>) -> Result<()> {
     let name = job.name.clone().unwrap_or_else(|| "job".to_string());
     let Query::Pipeline(pipeline) = job.query()? else {
         return Err(Error::config(
@@ -75,6 +76,12 @@ pub(super) async fn run_job(job: Job) -> Result<()> {
     if let Some(size) = job.runtime.as_ref().and_then(|r| r.micro_batch_size) {
         runtime.micro_batch_size = size.max(1);
     }
+    runtime.pipeline_id = name.clone();
+    if let Some(addr) = metrics_addr {
+        let metrics = std::sync::Arc::new(PrometheusMetrics::default());
+        runtime.listeners.push(metrics.clone());
+        serve_metrics(addr, metrics).await?;
+    }
     let stop = runtime.stop.clone();
     tokio::spawn(async move {
         let mut term =
@@ -109,5 +116,23 @@ pub(super) async fn run_job(job: Job) -> Result<()> {
         skipped = stats.skipped,
         "stream stopped"
     );
+    Ok(())
+}
+
+/// Serves `metrics` at `http://addr/metrics` for as long as the process runs.
+async fn serve_metrics(addr: &str, metrics: std::sync::Arc<PrometheusMetrics>) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::external(format!("listening on {addr} for metrics"), e))?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move { metrics.render() }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
     Ok(())
 }

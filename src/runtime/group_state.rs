@@ -247,6 +247,16 @@ impl ContinuousGroup {
 }
 
 impl ContinuousGroup {
+    /// How many groups there are.
+    pub fn state_rows(&self) -> u64 {
+        self.state
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .map(|b| b.num_rows() as u64)
+            .sum()
+    }
+
     /// The groups as Arrow IPC bytes, for a checkpoint.
     pub fn state_bytes(&self) -> Result<Vec<u8>> {
         let batches = self.state.as_deref().unwrap_or(&[]);

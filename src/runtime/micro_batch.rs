@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::checkpoint::{Checkpoint, CheckpointStore};
 use super::group_state::ContinuousGroup;
+use super::metrics::{BatchMetrics, MetricsListener};
 use datafusion::arrow::array::{ArrayRef, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -25,7 +26,7 @@ use crate::plan::order;
 use crate::{Engine, Error, Result};
 
 /// How the loop runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RuntimeOptions {
     /// Documents per micro-batch (at most).
     pub micro_batch_size: usize,
@@ -39,6 +40,10 @@ pub struct RuntimeOptions {
     /// Checkpoint at most this often (`None`: after every micro-batch). The last batch of a
     /// run is always checkpointed.
     pub checkpoint_interval: Option<std::time::Duration>,
+    /// The stream's id, for metrics and logs.
+    pub pipeline_id: String,
+    /// Told about every committed micro-batch.
+    pub listeners: Vec<Arc<dyn MetricsListener>>,
 }
 
 /// What happens to a record the source cannot read (malformed JSON, a value that does not
@@ -74,6 +79,8 @@ impl Default for RuntimeOptions {
             stop: Arc::new(AtomicBool::new(false)),
             error_policy: ErrorPolicy::FailFast,
             checkpoint_interval: None,
+            pipeline_id: "stream".to_string(),
+            listeners: Vec::new(),
         }
     }
 }
@@ -241,6 +248,8 @@ pub async fn run_with_dead_letters(
     while options.max_batches.is_none_or(|m| stats.batches < m)
         && !options.stop.load(Ordering::SeqCst)
     {
+        let started = std::time::Instant::now();
+        let before = stats.clone();
         let Some(input) = source.next_batch(options.micro_batch_size).await? else {
             break;
         };
@@ -296,6 +305,25 @@ pub async fn run_with_dead_letters(
         if due && let Some((source_at, sink_at, batches)) = pending.take() {
             save(checkpoints, group.as_ref(), source_at, sink_at, batches)?;
             last_checkpoint = std::time::Instant::now();
+        }
+        let metrics = BatchMetrics {
+            pipeline: options.pipeline_id.clone(),
+            input_rows: stats.input_rows - before.input_rows,
+            output_rows: stats.output_rows - before.output_rows,
+            dead_lettered: stats.dead_lettered - before.dead_lettered,
+            skipped: stats.skipped - before.skipped,
+            duration: started.elapsed(),
+            state_rows: group.as_ref().map_or(0, |g| g.state_rows()),
+        };
+        tracing::debug!(
+            pipeline = %metrics.pipeline,
+            input = metrics.input_rows,
+            output = metrics.output_rows,
+            ms = metrics.duration.as_millis() as u64,
+            "micro-batch committed"
+        );
+        for l in &options.listeners {
+            l.on_batch(&metrics);
         }
     }
     // Whatever was committed since the last checkpoint is checkpointed before returning.

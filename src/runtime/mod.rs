@@ -10,4 +10,5 @@
 pub mod builder;
 pub mod checkpoint;
 pub mod group_state;
+pub mod metrics;
 pub mod micro_batch;
