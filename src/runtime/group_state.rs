@@ -205,8 +205,9 @@ impl ContinuousGroup {
                 Kept::Plain => exprs.push(col(name.as_str()).alias(name)),
             }
         }
-        let merged = merged.select(exprs)?;
-        let new_state = merged.clone().collect().await?;
+        let new_state = merged.select(exprs)?.collect().await?;
+        // The changed groups are read from the merged rows, not merged a second time.
+        let merged = ctx.read_batches(new_state.clone())?;
         // The groups this batch touched, in their current form.
         let touched = DataFrame::new(
             ctx.state(),
