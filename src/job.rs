@@ -39,9 +39,11 @@ pub struct Job {
     pub checkpoint: Option<CheckpointConfig>,
     /// Streaming: runtime settings.
     pub runtime: Option<RuntimeConfig>,
-    /// Streaming: `"failFast"` (default), `"skip"` or `"deadLetter"` for unreadable records.
+    /// Streaming: what happens on failures and to unreadable records — `"failFast"`
+    /// (default), `"retry"`, `"skip"`, `"deadLetter"`, or `{"retry": {…}, "then": …}`
+    /// (see `runtime::error_policy`).
     #[serde(rename = "errorPolicy")]
-    pub error_policy: Option<String>,
+    pub error_policy: Option<Value>,
     /// Streaming: where `"deadLetter"` sends unreadable records (a JSON-lines file).
     #[serde(rename = "deadLetter")]
     pub dead_letter: Option<SinkConfig>,
@@ -64,6 +66,33 @@ pub struct CheckpointConfig {
 pub struct RuntimeConfig {
     /// Documents per micro-batch (default 8192).
     pub micro_batch_size: Option<usize>,
+    /// How long a micro-batch may wait for more documents after its first (default 0: it
+    /// closes when the source has nothing more right now).
+    pub max_batch_delay_ms: Option<u64>,
+    /// Transformed micro-batches waiting for delivery (default 2).
+    pub queue_capacity: Option<usize>,
+    /// Micro-batches read ahead of the pipeline (default 2).
+    pub source_queue_capacity: Option<usize>,
+    /// Threads the job runs on (default: one per core).
+    pub worker_threads: Option<usize>,
+}
+
+impl RuntimeConfig {
+    /// These settings over `options`.
+    pub fn apply(&self, options: &mut crate::runtime::micro_batch::RuntimeOptions) {
+        if let Some(n) = self.micro_batch_size {
+            options.micro_batch_size = n.max(1);
+        }
+        if let Some(ms) = self.max_batch_delay_ms {
+            options.max_batch_delay = (ms > 0).then(|| std::time::Duration::from_millis(ms));
+        }
+        if let Some(n) = self.queue_capacity {
+            options.queue_capacity = n.max(1);
+        }
+        if let Some(n) = self.source_queue_capacity {
+            options.source_queue_capacity = n.max(1);
+        }
+    }
 }
 
 /// Where documents come from.

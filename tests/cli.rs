@@ -398,19 +398,25 @@ fn a_streaming_job_follows_its_input_stops_on_sigterm_and_resumes() {
 }
 
 #[test]
-fn a_streaming_job_dead_letters_unreadable_lines() {
+fn a_streaming_job_dead_letters_unreadable_lines_and_failing_documents() {
     let dir = tempfile::tempdir().unwrap();
     let data = std::fs::read_to_string("tests/oracle/data/orders.jsonl").unwrap();
     let mut lines: Vec<&str> = data.lines().collect();
     lines.insert(5, "{\"_id\": \"broken\",");
+    // Doubling this priority overflows: the pipeline fails on this document alone.
+    lines.insert(30, "{\"_id\": 999, \"priority\": 4611686018427387904}");
     std::fs::write(dir.path().join("in.jsonl"), lines.join("\n") + "\n").unwrap();
     let job = dir.path().join("job.json");
     std::fs::write(
         &job,
         r#"{"source": {"type": "file", "path": "in.jsonl"}, "checkpoint": {"store": "cp"},
-            "pipeline": [{"$match": {"priority": {"$gte": 4}}}, {"$project": {"priority": 1}}],
+            "pipeline": [{"$match": {"priority": {"$gte": 4}}},
+                         {"$project": {"priority": 1, "double": {"$multiply": ["$priority", 2]}}}],
             "sink": {"type": "file", "path": "out.jsonl"},
-            "errorPolicy": "deadLetter", "deadLetter": {"type": "file", "path": "dead.jsonl"}}"#,
+            "runtime": {"microBatchSize": 7, "maxBatchDelayMs": 5, "queueCapacity": 1,
+                        "sourceQueueCapacity": 1, "workerThreads": 1},
+            "errorPolicy": {"retry": {"maxAttempts": 2, "initialBackoffMs": 1}, "then": "deadLetter"},
+            "deadLetter": {"type": "file", "path": "dead.jsonl"}}"#,
     )
     .unwrap();
     let out = fluxion(&["run", job.to_str().unwrap()]);
@@ -423,17 +429,32 @@ fn a_streaming_job_dead_letters_unreadable_lines() {
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|d| d["priority"].as_i64().unwrap() >= 4)
-        .map(|d| serde_json::json!({"_id": d["_id"], "priority": d["priority"]}))
+        .map(|d| {
+            let p = d["priority"].as_i64().unwrap();
+            serde_json::json!({"_id": d["_id"], "priority": p, "double": p * 2})
+        })
         .collect::<Vec<_>>();
     assert_eq!(file_docs(&dir.path().join("out.jsonl")), expected);
     let dead = file_docs(&dir.path().join("dead.jsonl"));
-    assert_eq!(dead.len(), 1);
+    assert_eq!(dead.len(), 2, "{dead:?}");
     assert_eq!(dead[0]["raw"], "{\"_id\": \"broken\",");
+    assert_eq!(dead[0]["stage"], "source");
     assert!(
         dead[0]["reason"]
             .as_str()
             .unwrap()
             .starts_with("not valid JSON")
+    );
+    assert_eq!(dead[1]["stage"], "pipeline");
+    let raw: Value = serde_json::from_str(dead[1]["raw"].as_str().unwrap()).unwrap();
+    assert_eq!(raw["_id"], 999);
+    assert!(
+        dead[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("integer overflow in $multiply"),
+        "{}",
+        dead[1]["reason"]
     );
 }
 

@@ -11,7 +11,8 @@ use fluxion::connect::jsonl_source::JsonlFileSource;
 use fluxion::connect::memory::{MemorySink, MemorySource};
 use fluxion::document::encode::to_documents;
 use fluxion::runtime::checkpoint::{DirCheckpoints, MemoryCheckpoints};
-use fluxion::runtime::micro_batch::{ErrorPolicy, RuntimeOptions, run, run_with_dead_letters};
+use fluxion::runtime::error_policy::ErrorPolicy;
+use fluxion::runtime::micro_batch::{RuntimeOptions, run, run_with_dead_letters};
 use fluxion::{Engine, Pipeline};
 use serde_json::{Value, json};
 
@@ -28,21 +29,13 @@ fn pipelines() -> Vec<Value> {
     ]
 }
 
-async fn batch_result(data: &str, pipeline: &Pipeline) -> Vec<Value> {
-    let engine = Engine::new();
-    engine.register_jsonl("input", data.as_bytes()).unwrap();
-    common::collect(engine.pipeline("input", pipeline).await)
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn any_micro_batch_size_gives_the_batch_result() {
     let data = std::fs::read_to_string(ORDERS).unwrap();
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
     for p in pipelines() {
         let pipeline = Pipeline::from_value(&p).unwrap();
-        let expected = batch_result(&data, &pipeline).await;
+        let expected = common::batch_result(&data, &pipeline).await;
         for _ in 0..4 {
             seed = seed
                 .wrapping_mul(6364136223846793005)
@@ -80,7 +73,7 @@ async fn any_micro_batch_size_gives_the_batch_result() {
 async fn a_stopped_run_resumes_from_its_checkpoint() {
     let data = std::fs::read_to_string(ORDERS).unwrap();
     let pipeline = Pipeline::from_value(&pipelines()[1]).unwrap();
-    let expected = batch_result(&data, &pipeline).await;
+    let expected = common::batch_result(&data, &pipeline).await;
     let engine = Engine::new();
     let mut sink = MemorySink::default();
     let mut checkpoints = MemoryCheckpoints::default();
@@ -133,7 +126,7 @@ fn read_docs(path: &std::path::Path) -> Vec<Value> {
 async fn output_written_after_the_last_checkpoint_is_discarded_on_restart() {
     let data = std::fs::read_to_string(ORDERS).unwrap();
     let pipeline = Pipeline::from_value(&pipelines()[0]).unwrap();
-    let expected = batch_result(&data, &pipeline).await;
+    let expected = common::batch_result(&data, &pipeline).await;
     let dir = tempfile::tempdir().unwrap();
     let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
     std::fs::write(&input, &data).unwrap();
@@ -188,7 +181,7 @@ async fn a_followed_file_streams_lines_as_they_are_appended() {
     let data = std::fs::read_to_string(ORDERS).unwrap();
     let lines: Vec<&str> = data.lines().collect();
     let pipeline = Pipeline::from_value(&pipelines()[2]).unwrap();
-    let expected = batch_result(&data, &pipeline).await;
+    let expected = common::batch_result(&data, &pipeline).await;
     let dir = tempfile::tempdir().unwrap();
     let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
     std::fs::write(&input, lines[..30].join("\n") + "\n").unwrap();
@@ -246,7 +239,7 @@ async fn a_continuous_group_ends_in_the_batch_group() {
                     "first": {"$first": "$orderId"}, "last": {"$last": "$orderId"}, "ids": {"$push": "$_id"}}}
     ]))
     .unwrap();
-    let mut expected = batch_result(&data, &pipeline).await;
+    let mut expected = common::batch_result(&data, &pipeline).await;
     expected.sort_by_key(|d| d["_id"].to_string());
     let mut seed = 7u64;
     for _ in 0..4 {
@@ -327,7 +320,7 @@ async fn a_continuous_group_resumes_with_its_checkpointed_state() {
                     "first": {"$first": "$_id"}, "ids": {"$push": "$_id"}}}
     ]))
     .unwrap();
-    let mut expected = batch_result(&data, &pipeline).await;
+    let mut expected = common::batch_result(&data, &pipeline).await;
     expected.sort_by_key(|d| d["_id"].to_string());
     let dir = tempfile::tempdir().unwrap();
     let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
@@ -423,7 +416,7 @@ async fn unreadable_records_follow_the_error_policy_and_are_all_accounted_for() 
         &mut source,
         &mut MemorySink::default(),
         &mut MemoryCheckpoints::default(),
-        &go(ErrorPolicy::FailFast),
+        &go(ErrorPolicy::fail_fast()),
     )
     .await
     .unwrap_err()
@@ -441,7 +434,7 @@ async fn unreadable_records_follow_the_error_policy_and_are_all_accounted_for() 
         &mut source,
         &mut sink,
         &mut MemoryCheckpoints::default(),
-        &go(ErrorPolicy::Skip),
+        &go(ErrorPolicy::skip()),
     )
     .await
     .unwrap();
@@ -458,7 +451,7 @@ async fn unreadable_records_follow_the_error_policy_and_are_all_accounted_for() 
         &mut sink,
         Some(&mut dead),
         &mut MemoryCheckpoints::default(),
-        &go(ErrorPolicy::DeadLetter),
+        &go(ErrorPolicy::dead_letter()),
     )
     .await
     .unwrap();
@@ -495,13 +488,14 @@ async fn unreadable_records_follow_the_error_policy_and_are_all_accounted_for() 
 #[derive(Default)]
 struct Counting(MemoryCheckpoints, usize);
 
+#[async_trait::async_trait]
 impl fluxion::runtime::checkpoint::CheckpointStore for Counting {
-    fn load(&mut self) -> fluxion::Result<Option<fluxion::runtime::checkpoint::Checkpoint>> {
-        self.0.load()
+    async fn load(&mut self) -> fluxion::Result<Option<fluxion::runtime::checkpoint::Checkpoint>> {
+        self.0.load().await
     }
-    fn save(&mut self, c: &fluxion::runtime::checkpoint::Checkpoint) -> fluxion::Result<()> {
+    async fn save(&mut self, c: &fluxion::runtime::checkpoint::Checkpoint) -> fluxion::Result<()> {
         self.1 += 1;
-        self.0.save(c)
+        self.0.save(c).await
     }
 }
 
@@ -541,7 +535,7 @@ async fn the_builder_runs_a_stream_until_its_handle_stops_it() {
     let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
     std::fs::write(&input, &data).unwrap();
     let pipeline = pipelines()[0].to_string();
-    let expected = batch_result(&data, &Pipeline::from_json_str(&pipeline).unwrap()).await;
+    let expected = common::batch_result(&data, &Pipeline::from_json_str(&pipeline).unwrap()).await;
     let handle = fluxion::runtime::builder::Stream::builder("test")
         .source(JsonlFileSource::open(&input, None, true).unwrap())
         .stages_json(&pipeline)

@@ -80,6 +80,22 @@ pub struct ExplainArgs {
     pub inputs: InputArgs,
 }
 
+impl Cli {
+    /// The threads a job asks to run on (`runtime.workerThreads` of the job file given to
+    /// `run`), so the process's runtime can be built with them before anything runs. A job
+    /// that cannot be read is reported when it runs.
+    pub fn worker_threads(&self) -> Option<usize> {
+        let Command::Run(RunArgs {
+            job: Some(path), ..
+        }) = &self.command
+        else {
+            return None;
+        };
+        let job = crate::job::Job::load(path).ok()?;
+        job.runtime?.worker_threads.map(|n| n.max(1))
+    }
+}
+
 /// Runs the parsed command line.
 pub async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {

@@ -13,8 +13,9 @@ use crate::connect::stdout::StdoutSink;
 use crate::engine::Engine;
 use crate::job::{Job, Query, SinkConfig, SourceConfig};
 use crate::runtime::checkpoint::{CheckpointStore, DirCheckpoints, MemoryCheckpoints};
+use crate::runtime::error_policy::ErrorPolicy;
 use crate::runtime::metrics::PrometheusMetrics;
-use crate::runtime::micro_batch::{ErrorPolicy, RuntimeOptions, run_with_dead_letters};
+use crate::runtime::micro_batch::{RuntimeOptions, run_with_dead_letters};
 use crate::{Error, Result};
 
 pub(super) async fn run_job(job: Job, metrics_addr: Option<&str>) -> Result<()> {
@@ -59,22 +60,15 @@ pub(super) async fn run_job(job: Job, metrics_addr: Option<&str>) -> Result<()> 
     };
     let mut runtime = RuntimeOptions::default();
     if let Some(p) = &job.error_policy {
-        runtime.error_policy = ErrorPolicy::parse(p).ok_or_else(|| {
-            Error::config(
-                &name,
-                format!(
-                    "errorPolicy: unknown policy \"{p}\" (expected failFast, skip, deadLetter)"
-                ),
-            )
-        })?;
+        runtime.error_policy = ErrorPolicy::from_json(p, "errorPolicy")?;
     }
     runtime.checkpoint_interval = match &job.checkpoint {
         Some(c) => c.interval_ms.map(std::time::Duration::from_millis),
         // Without a store there is nothing to resume from: checkpoint only at the end.
         None => Some(std::time::Duration::MAX),
     };
-    if let Some(size) = job.runtime.as_ref().and_then(|r| r.micro_batch_size) {
-        runtime.micro_batch_size = size.max(1);
+    if let Some(r) = &job.runtime {
+        r.apply(&mut runtime);
     }
     runtime.pipeline_id = name.clone();
     if let Some(addr) = metrics_addr {

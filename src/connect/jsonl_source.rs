@@ -116,6 +116,12 @@ impl Source for JsonlFileSource {
         }
     }
 
+    fn lag(&self) -> Option<u64> {
+        std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| m.len().saturating_sub(self.offset))
+    }
+
     async fn next_batch(&mut self, max_rows: usize) -> Result<Option<SourceBatch>> {
         let (text, consumed) = self.read_lines(max_rows.max(1))?;
         if consumed == 0 {

@@ -56,6 +56,10 @@ impl Source for MemorySource {
         }
     }
 
+    fn lag(&self) -> Option<u64> {
+        Some((self.rows.num_rows() - self.offset) as u64)
+    }
+
     async fn next_batch(&mut self, max_rows: usize) -> Result<Option<SourceBatch>> {
         let left = self.rows.num_rows() - self.offset;
         if left == 0 {

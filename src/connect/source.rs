@@ -47,6 +47,11 @@ pub trait Source: Send {
     fn seek(&mut self, position: &Position) -> Result<()>;
     /// Up to `max_rows` documents, or `None` at the end of a bounded source.
     async fn next_batch(&mut self, max_rows: usize) -> Result<Option<SourceBatch>>;
+    /// How far the source is behind what is available (bytes of a file, messages of a
+    /// topic), if it can tell.
+    fn lag(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The Connect sink interface: accepts batches, and makes what it accepted durable in step

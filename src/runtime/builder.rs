@@ -27,7 +27,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::checkpoint::{CheckpointStore, MemoryCheckpoints};
-use super::micro_batch::{ErrorPolicy, RunStats, RuntimeOptions, run_with_dead_letters};
+use super::error_policy::{ErrorPolicy, OnFailure};
+use super::metrics::{MetricsListener, PrometheusMetrics, Totals};
+use super::micro_batch::{RunStats, RuntimeOptions, run_with_dead_letters};
 use crate::connect::source::{Sink, Source};
 use crate::{Engine, Error, Pipeline, Result};
 
@@ -44,8 +46,12 @@ impl Stream {
             sink: None,
             dead_letter: None,
             checkpoints: None,
-            options: RuntimeOptions::default(),
+            options: RuntimeOptions {
+                pipeline_id: id.to_string(),
+                ..RuntimeOptions::default()
+            },
             engine: None,
+            worker_threads: None,
         }
     }
 }
@@ -60,6 +66,7 @@ pub struct StreamBuilder {
     checkpoints: Option<Box<dyn CheckpointStore>>,
     options: RuntimeOptions,
     engine: Option<Engine>,
+    worker_threads: Option<usize>,
 }
 
 impl StreamBuilder {
@@ -90,7 +97,7 @@ impl StreamBuilder {
     /// Where unreadable records go (sets the `deadLetter` policy).
     pub fn dead_letter(mut self, sink: impl Sink + 'static) -> Self {
         self.dead_letter = Some(Box::new(sink));
-        self.options.error_policy = ErrorPolicy::DeadLetter;
+        self.options.error_policy = self.options.error_policy.then(OnFailure::DeadLetter);
         self
     }
 
@@ -118,6 +125,37 @@ impl StreamBuilder {
         self
     }
 
+    /// How long a micro-batch may wait for more documents after its first one (default: it
+    /// closes as soon as the source has nothing more right now).
+    pub fn max_batch_delay(mut self, delay: std::time::Duration) -> Self {
+        self.options.max_batch_delay = Some(delay);
+        self
+    }
+
+    /// Transformed micro-batches waiting for delivery (default 2).
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.options.queue_capacity = n.max(1);
+        self
+    }
+
+    /// Micro-batches read ahead of the pipeline (default 2).
+    pub fn source_queue_capacity(mut self, n: usize) -> Self {
+        self.options.source_queue_capacity = n.max(1);
+        self
+    }
+
+    /// Runs the stream on a runtime of its own with `n` threads (default: the caller's).
+    pub fn worker_threads(mut self, n: usize) -> Self {
+        self.worker_threads = Some(n.max(1));
+        self
+    }
+
+    /// Told about every committed micro-batch (the handle's own metrics are always kept).
+    pub fn listener(mut self, listener: Arc<dyn MetricsListener>) -> Self {
+        self.options.listeners.push(listener);
+        self
+    }
+
     /// The session to run in (for `$lookup` tables registered on it).
     pub fn engine(mut self, engine: Engine) -> Self {
         self.engine = Some(engine);
@@ -135,9 +173,11 @@ impl StreamBuilder {
             .checkpoints
             .unwrap_or_else(|| Box::new(MemoryCheckpoints::default()));
         let engine = self.engine.unwrap_or_default();
-        let options = self.options;
+        let metrics = Arc::new(PrometheusMetrics::default());
+        let mut options = self.options;
+        options.listeners.push(metrics.clone());
         let stop = options.stop.clone();
-        let task = tokio::spawn(async move {
+        let run = async move {
             run_with_dead_letters(
                 &engine,
                 &pipeline,
@@ -148,15 +188,44 @@ impl StreamBuilder {
                 &options,
             )
             .await
-        });
-        Ok(StreamHandle { stop, task })
+        };
+        let (done, wait) = tokio::sync::oneshot::channel();
+        match self.worker_threads {
+            None => {
+                tokio::spawn(async move {
+                    let _ = done.send(run.await);
+                });
+            }
+            Some(n) => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(n)
+                    .thread_name(format!("fluxion-{}", self.id))
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Error::external(format!("starting {}'s threads", self.id), e))?;
+                std::thread::Builder::new()
+                    .name(format!("fluxion-{}", self.id))
+                    .spawn(move || {
+                        let _ = done.send(runtime.block_on(run));
+                    })
+                    .map_err(|e| Error::external(format!("starting {}", self.id), e))?;
+            }
+        }
+        Ok(StreamHandle {
+            id: self.id,
+            stop,
+            wait,
+            metrics,
+        })
     }
 }
 
 /// A running stream.
 pub struct StreamHandle {
+    id: String,
     stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<Result<RunStats>>,
+    wait: tokio::sync::oneshot::Receiver<Result<RunStats>>,
+    metrics: Arc<PrometheusMetrics>,
 }
 
 impl StreamHandle {
@@ -165,9 +234,19 @@ impl StreamHandle {
         self.stop.store(true, Ordering::SeqCst);
     }
 
+    /// The stream's metrics so far (`None` before its first committed batch).
+    pub fn metrics(&self) -> Option<Totals> {
+        self.metrics.totals(&self.id)
+    }
+
+    /// The stream's metrics as a registry (Prometheus text with `render`).
+    pub fn registry(&self) -> Arc<PrometheusMetrics> {
+        self.metrics.clone()
+    }
+
     /// Waits for the stream to end; its counts, or the error that stopped it.
     pub async fn wait(self) -> Result<RunStats> {
-        self.task
+        self.wait
             .await
             .map_err(|e| Error::external("the stream's task", e))?
     }

@@ -49,23 +49,25 @@ impl Checkpoint {
 }
 
 /// Where checkpoints are kept.
+#[async_trait::async_trait]
 pub trait CheckpointStore: Send {
     /// The last checkpoint, if any.
-    fn load(&mut self) -> Result<Option<Checkpoint>>;
+    async fn load(&mut self) -> Result<Option<Checkpoint>>;
     /// Replaces the last checkpoint, atomically.
-    fn save(&mut self, checkpoint: &Checkpoint) -> Result<()>;
+    async fn save(&mut self, checkpoint: &Checkpoint) -> Result<()>;
 }
 
 /// Checkpoints in memory.
 #[derive(Debug, Default)]
 pub struct MemoryCheckpoints(pub Option<Checkpoint>);
 
+#[async_trait::async_trait]
 impl CheckpointStore for MemoryCheckpoints {
-    fn load(&mut self) -> Result<Option<Checkpoint>> {
+    async fn load(&mut self) -> Result<Option<Checkpoint>> {
         Ok(self.0.clone())
     }
 
-    fn save(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+    async fn save(&mut self, checkpoint: &Checkpoint) -> Result<()> {
         self.0 = Some(checkpoint.clone());
         Ok(())
     }
@@ -91,8 +93,9 @@ impl DirCheckpoints {
     }
 }
 
+#[async_trait::async_trait]
 impl CheckpointStore for DirCheckpoints {
-    fn load(&mut self) -> Result<Option<Checkpoint>> {
+    async fn load(&mut self) -> Result<Option<Checkpoint>> {
         let path = self.file();
         let text = match std::fs::read(&path) {
             Ok(t) => t,
@@ -113,7 +116,7 @@ impl CheckpointStore for DirCheckpoints {
         Ok(Some(checkpoint))
     }
 
-    fn save(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+    async fn save(&mut self, checkpoint: &Checkpoint) -> Result<()> {
         use std::io::Write;
         let io = |what: &str, e: std::io::Error| Error::external(what.to_string(), e);
         // Operator state first, in a file of its own that only the new checkpoint names.
@@ -162,31 +165,31 @@ impl CheckpointStore for DirCheckpoints {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_directory_store_round_trips_and_replaces() {
+    #[tokio::test]
+    async fn a_directory_store_round_trips_and_replaces() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = DirCheckpoints::new(dir.path().join("cp")).unwrap();
-        assert_eq!(store.load().unwrap(), None);
+        assert_eq!(store.load().await.unwrap(), None);
         let one = Checkpoint {
             source: json!({"offset": 10}),
             sink: json!({"bytes": 3}),
             batches: 1,
             state: Some(vec![1, 2, 3]),
         };
-        store.save(&one).unwrap();
+        store.save(&one).await.unwrap();
         let two = Checkpoint {
             batches: 2,
             state: Some(vec![4, 5]),
             ..one.clone()
         };
-        store.save(&two).unwrap();
+        store.save(&two).await.unwrap();
         let mut again = DirCheckpoints::new(dir.path().join("cp")).unwrap();
-        assert_eq!(again.load().unwrap(), Some(two));
+        assert_eq!(again.load().await.unwrap(), Some(two));
         assert!(
             !dir.path().join("cp/state-1.arrow").exists(),
             "old state removed"
         );
         std::fs::write(dir.path().join("cp/checkpoint.json"), "{}").unwrap();
-        assert!(again.load().is_err());
+        assert!(again.load().await.is_err());
     }
 }

@@ -179,7 +179,9 @@ impl ContinuousGroup {
             return Ok(Vec::new());
         }
         let ctx = engine.context();
-        let state = self.state.take().unwrap_or_default();
+        // The state is replaced only when the whole step succeeds (a failed batch can be
+        // retried, or split, against the state as it was).
+        let state = self.state.clone().unwrap_or_default();
         order::register_ordered(ctx, STATE, schema.clone(), vec![state])?;
         order::register_ordered(ctx, PARTIAL, schema.clone(), vec![partial.clone()])?;
         let merged = engine.pipeline(STATE, &self.merge).await?;
@@ -258,24 +260,14 @@ impl ContinuousGroup {
             .sum()
     }
 
+    /// The groups, as state rows.
+    pub fn state(&self) -> &[RecordBatch] {
+        self.state.as_deref().unwrap_or(&[])
+    }
+
     /// The groups as Arrow IPC bytes, for a checkpoint.
     pub fn state_bytes(&self) -> Result<Vec<u8>> {
-        let batches = self.state.as_deref().unwrap_or(&[]);
-        let Some(first) = batches.first() else {
-            return Ok(Vec::new());
-        };
-        let mut buf = Vec::new();
-        {
-            let mut w = datafusion::arrow::ipc::writer::FileWriter::try_new(
-                &mut buf,
-                first.schema().as_ref(),
-            )?;
-            for b in batches {
-                w.write(b)?;
-            }
-            w.finish()?;
-        }
-        Ok(buf)
+        state_to_ipc(self.state())
     }
 
     /// Takes the groups back from checkpointed bytes.
@@ -291,6 +283,23 @@ impl ContinuousGroup {
         self.state = Some(reader.collect::<std::result::Result<Vec<_>, _>>()?);
         Ok(())
     }
+}
+
+/// State rows as Arrow IPC bytes (empty for no rows), for a checkpoint.
+pub fn state_to_ipc(batches: &[RecordBatch]) -> Result<Vec<u8>> {
+    let Some(first) = batches.first() else {
+        return Ok(Vec::new());
+    };
+    let mut buf = Vec::new();
+    {
+        let mut w =
+            datafusion::arrow::ipc::writer::FileWriter::try_new(&mut buf, first.schema().as_ref())?;
+        for b in batches {
+            w.write(b)?;
+        }
+        w.finish()?;
+    }
+    Ok(buf)
 }
 
 /// Errors when the stages before a streaming `$group` cannot stream.

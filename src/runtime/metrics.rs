@@ -19,8 +19,18 @@ pub struct BatchMetrics {
     pub skipped: u64,
     /// Fetch to checkpoint.
     pub duration: Duration,
+    /// The pipeline's part of `duration`.
+    pub transform_duration: Duration,
     /// Rows of operator state (a continuous `$group`'s groups) after the batch.
     pub state_rows: u64,
+    /// How far the source was behind its end after this batch (bytes of a file), if known.
+    pub lag: Option<u64>,
+    /// Attempts repeated by the retry policy, and failures that used up their retries, since
+    /// the previous batch.
+    pub retries: u64,
+    pub failures: u64,
+    /// Time the steps spent waiting on a full queue since the previous batch (back-pressure).
+    pub backpressure_wait: Duration,
 }
 
 /// Called after every committed micro-batch.
@@ -28,16 +38,23 @@ pub trait MetricsListener: Send + Sync {
     fn on_batch(&self, batch: &BatchMetrics);
 }
 
-#[derive(Debug, Default, Clone)]
-struct Totals {
-    batches: u64,
-    input: u64,
-    output: u64,
-    dead_lettered: u64,
-    skipped: u64,
-    seconds: f64,
-    last_batch_seconds: f64,
-    state_rows: u64,
+/// A pipeline's metrics so far.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Totals {
+    pub batches: u64,
+    pub input: u64,
+    pub output: u64,
+    pub dead_lettered: u64,
+    pub skipped: u64,
+    pub seconds: f64,
+    pub last_batch_seconds: f64,
+    pub transform_seconds: f64,
+    pub state_rows: u64,
+    /// The source's lag after the last batch (NaN if the source cannot tell).
+    pub lag: f64,
+    pub retries: u64,
+    pub failures: u64,
+    pub backpressure_seconds: f64,
 }
 
 /// A rendered metric: name, type, help text, and its value from the totals.
@@ -61,15 +78,29 @@ impl MetricsListener for PrometheusMetrics {
         t.seconds += b.duration.as_secs_f64();
         t.last_batch_seconds = b.duration.as_secs_f64();
         t.state_rows = b.state_rows;
+        t.transform_seconds += b.transform_duration.as_secs_f64();
+        t.lag = b.lag.map_or(f64::NAN, |l| l as f64);
+        t.retries += b.retries;
+        t.failures += b.failures;
+        t.backpressure_seconds += b.backpressure_wait.as_secs_f64();
     }
 }
 
 impl PrometheusMetrics {
+    /// The totals of `pipeline` so far (`None` before its first batch).
+    pub fn totals(&self, pipeline: &str) -> Option<Totals> {
+        self.totals
+            .lock()
+            .expect("metrics lock")
+            .get(pipeline)
+            .cloned()
+    }
+
     /// The metrics as Prometheus text.
     pub fn render(&self) -> String {
         let all = self.totals.lock().expect("metrics lock").clone();
         let mut out = String::new();
-        let metrics: [Metric; 8] = [
+        let metrics: [Metric; 13] = [
             (
                 "fluxion_batches_total",
                 "counter",
@@ -117,6 +148,36 @@ impl PrometheusMetrics {
                 "gauge",
                 "Rows of operator state.",
                 |t| t.state_rows as f64,
+            ),
+            (
+                "fluxion_transform_seconds_total",
+                "counter",
+                "Time spent in the pipeline (the transform step).",
+                |t| t.transform_seconds,
+            ),
+            (
+                "fluxion_source_lag",
+                "gauge",
+                "How far the source is behind its end after the last batch (bytes of a file; NaN if unknown).",
+                |t| t.lag,
+            ),
+            (
+                "fluxion_retries_total",
+                "counter",
+                "Attempts repeated by the retry policy.",
+                |t| t.retries as f64,
+            ),
+            (
+                "fluxion_failures_total",
+                "counter",
+                "Failures that used up their retries.",
+                |t| t.failures as f64,
+            ),
+            (
+                "fluxion_backpressure_seconds_total",
+                "counter",
+                "Time the steps waited on a full queue.",
+                |t| t.backpressure_seconds,
             ),
         ];
         for (name, kind, help, value) in metrics {

@@ -1,5 +1,11 @@
-//! The micro-batch loop: fetch up to `micro_batch_size` documents, run the compiled pipeline
-//! over them as a bounded table, deliver the output, commit it with the source position.
+//! The micro-batch loop: fetch → transform → deliver → checkpoint → observe.
+//!
+//! Three steps joined by bounded queues ([`fetch`](super::fetch) reads micro-batches from the
+//! source; [`transform`](super::transform) runs the compiled pipeline over each, as a task of
+//! its own; [`deliver`](super::deliver) writes and commits the output), then the checkpoint —
+//! source position, sink state, operator state — and the metrics listeners. When a step falls
+//! behind, the queue before it fills and the step before it waits (back-pressure, counted in
+//! the metrics), so memory stays bounded by the queue capacities.
 //!
 //! Each micro-batch is bounded input to DataFusion, so no operator holds output back waiting
 //! for more (the unbounded-input pitfall of apache/datafusion#24265 does not arise). The
@@ -9,20 +15,20 @@
 //! document first and are rejected naming their path.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tokio::sync::mpsc;
 
 use super::checkpoint::{Checkpoint, CheckpointStore};
+use super::deliver::Deliverer;
+use super::error_policy::{ErrorPolicy, OnFailure, with_retries};
 use super::group_state::ContinuousGroup;
 use super::metrics::{BatchMetrics, MetricsListener};
-use datafusion::arrow::array::{ArrayRef, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::arrow::record_batch::RecordBatch;
-
-use crate::connect::source::{Position, Rejected, Sink, Source};
+use super::transform::Transformer;
+use crate::connect::source::{Position, Sink, Source};
 use crate::dsl::{Pipeline, StageKind};
-use crate::plan::order;
 use crate::{Engine, Error, Result};
 
 /// How the loop runs.
@@ -30,12 +36,19 @@ use crate::{Engine, Error, Result};
 pub struct RuntimeOptions {
     /// Documents per micro-batch (at most).
     pub micro_batch_size: usize,
+    /// How long a micro-batch may wait for more documents after its first one (`None`: it
+    /// closes as soon as the source has nothing more right now).
+    pub max_batch_delay: Option<Duration>,
+    /// Micro-batches read ahead of the transform step (the fetch → transform queue).
+    pub source_queue_capacity: usize,
+    /// Transformed micro-batches waiting for delivery (the transform → deliver queue).
+    pub queue_capacity: usize,
     /// Stop after this many micro-batches in this run (a graceful stop: the last one is
     /// committed).
     pub max_batches: Option<u64>,
     /// Set to stop gracefully: the loop finishes the batch in hand, checkpoints, and returns.
     pub stop: Arc<AtomicBool>,
-    /// What happens to records the source cannot read.
+    /// What happens when a step fails, and to records the source cannot read.
     pub error_policy: ErrorPolicy,
     /// Checkpoint at most this often (`None`: after every micro-batch). The last batch of a
     /// run is always checkpointed.
@@ -46,38 +59,16 @@ pub struct RuntimeOptions {
     pub listeners: Vec<Arc<dyn MetricsListener>>,
 }
 
-/// What happens to a record the source cannot read (malformed JSON, a value that does not
-/// fit the schema).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ErrorPolicy {
-    /// Stop the run with an error naming the record's position (the default).
-    #[default]
-    FailFast,
-    /// Count it as skipped and go on.
-    Skip,
-    /// Write it, with the reason and its position, to the dead-letter sink, and go on.
-    DeadLetter,
-}
-
-impl ErrorPolicy {
-    /// Parses a job file's `errorPolicy`.
-    pub fn parse(s: &str) -> Option<ErrorPolicy> {
-        Some(match s {
-            "failFast" => ErrorPolicy::FailFast,
-            "skip" | "skipAndContinue" => ErrorPolicy::Skip,
-            "deadLetter" => ErrorPolicy::DeadLetter,
-            _ => return None,
-        })
-    }
-}
-
 impl Default for RuntimeOptions {
     fn default() -> Self {
         RuntimeOptions {
             micro_batch_size: 8192,
+            max_batch_delay: None,
+            source_queue_capacity: 2,
+            queue_capacity: 2,
             max_batches: None,
             stop: Arc::new(AtomicBool::new(false)),
-            error_policy: ErrorPolicy::FailFast,
+            error_policy: ErrorPolicy::fail_fast(),
             checkpoint_interval: None,
             pipeline_id: "stream".to_string(),
             listeners: Vec::new(),
@@ -85,8 +76,11 @@ impl Default for RuntimeOptions {
     }
 }
 
-/// What a run did. Every record read is accounted for: `input_rows` documents went into the
-/// pipeline (which output or filtered them), `dead_lettered` and `skipped` records did not.
+/// What a run did. Every record read is accounted for: `input_rows` documents went through
+/// the pipeline (which output or filtered them); `dead_lettered` records (unreadable, or
+/// failing in the pipeline) went to the dead-letter sink; `skipped` ones were dropped by the
+/// policy. Of the output, `output_rows` documents were delivered and `undelivered` ones were
+/// refused by a failing sink and then dropped or dead-lettered by the policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunStats {
     pub batches: u64,
@@ -94,25 +88,44 @@ pub struct RunStats {
     pub output_rows: u64,
     pub dead_lettered: u64,
     pub skipped: u64,
+    pub undelivered: u64,
+    /// Attempts repeated by the retry policy.
+    pub retries: u64,
+    /// Failures that used up their retries (then handled by the policy).
+    pub failures: u64,
 }
 
-/// The table each micro-batch is registered as.
-const STREAM: &str = "__fluxion_stream";
+/// Counts the steps share while a run goes on.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub retries: AtomicU64,
+    pub failures: AtomicU64,
+    /// Time spent waiting on a full queue, in nanoseconds.
+    pub waited_ns: AtomicU64,
+}
 
-/// Saves a checkpoint (with the `$group` state, if any).
-fn save(
+impl Counters {
+    pub fn add_wait(&self, d: Duration) {
+        self.waited_ns
+            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    }
+}
+
+/// Saves a checkpoint (with the `$group` state, if any), retried by the error policy.
+async fn save(
     checkpoints: &mut dyn CheckpointStore,
-    group: Option<&ContinuousGroup>,
-    source: Value,
-    sink: Value,
-    batches: u64,
+    checkpoint: Checkpoint,
+    policy: &ErrorPolicy,
+    counters: &Counters,
 ) -> Result<()> {
-    let state = group.map(|g| g.state_bytes()).transpose()?;
-    checkpoints.save(&Checkpoint {
-        source,
-        sink,
-        batches,
-        state,
+    let saved: Result<()> = with_retries!(
+        policy,
+        "checkpoint",
+        counters.retries,
+        checkpoints.save(&checkpoint).await
+    );
+    saved.inspect_err(|_| {
+        counters.failures.fetch_add(1, Ordering::Relaxed);
     })
 }
 
@@ -163,28 +176,6 @@ pub async fn run(
     run_with_dead_letters(engine, pipeline, source, sink, None, checkpoints, options).await
 }
 
-/// The dead-letter record of `r` from `source`.
-fn dead_letter_batch(rejected: &[Rejected], source: &str) -> Result<RecordBatch> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("reason", DataType::Utf8, false),
-        Field::new("source", DataType::Utf8, false),
-        Field::new("position", DataType::Utf8, false),
-        Field::new("raw", DataType::Utf8, false),
-    ]));
-    let col = |f: &dyn Fn(&Rejected) -> String| -> ArrayRef {
-        Arc::new(StringArray::from_iter_values(rejected.iter().map(f)))
-    };
-    Ok(RecordBatch::try_new(
-        schema,
-        vec![
-            col(&|r| r.reason.clone()),
-            col(&|_| source.to_string()),
-            col(&|r| r.position.0.to_string()),
-            col(&|r| r.raw.clone()),
-        ],
-    )?)
-}
-
 /// [`run`], with a dead-letter sink for [`ErrorPolicy::DeadLetter`] (committed and
 /// checkpointed in step with the main sink).
 #[allow(clippy::too_many_arguments)]
@@ -193,11 +184,11 @@ pub async fn run_with_dead_letters(
     pipeline: &Pipeline,
     source: &mut dyn Source,
     sink: &mut dyn Sink,
-    mut dead_letter: Option<&mut dyn Sink>,
+    dead_letter: Option<&mut dyn Sink>,
     checkpoints: &mut dyn CheckpointStore,
     options: &RuntimeOptions,
 ) -> Result<RunStats> {
-    if options.error_policy == ErrorPolicy::DeadLetter && dead_letter.is_none() {
+    if options.error_policy.on_failure == OnFailure::DeadLetter && dead_letter.is_none() {
         return Err(Error::config(
             "stream",
             "errorPolicy \"deadLetter\" needs a deadLetter sink",
@@ -210,125 +201,129 @@ pub async fn run_with_dead_letters(
         None => check_streamable(pipeline)?,
     }
     let mut committed = 0u64;
+    let mut sink_state = (Value::Null, Value::Null);
     // Back to the last checkpoint: the source where it was, the sink without anything written
     // after it (a fresh run starts the sink empty).
-    match checkpoints.load()? {
-        Some(cp) => {
-            let (main, dead) = split_sink_state(&cp.sink, dead_letter.is_some());
-            sink.restore(&main).await?;
-            if let Some(d) = dead_letter.as_deref_mut() {
-                d.restore(&dead).await?;
-            }
-            if let Some(g) = group.as_mut() {
-                match &cp.state {
-                    Some(bytes) => g.restore_state(bytes)?,
-                    None => {
-                        return Err(Error::config(
-                            "stream",
-                            "the checkpoint holds no $group state (it was written by a pipeline without $group): remove it to start over",
-                        ));
-                    }
-                }
-            }
-            source.seek(&Position(cp.source))?;
-            committed = cp.batches;
-        }
-        None => {
-            sink.restore(&Value::Null).await?;
-            if let Some(d) = dead_letter.as_deref_mut() {
-                d.restore(&Value::Null).await?;
-            }
-        }
-    }
-    let schema = source.schema();
-    let mut stats = RunStats::default();
-    let mut pending: Option<(Value, Value, u64)> = None;
-    let mut last_checkpoint = std::time::Instant::now();
-    let mut next_seq = 0i64;
-    while options.max_batches.is_none_or(|m| stats.batches < m)
-        && !options.stop.load(Ordering::SeqCst)
-    {
-        let started = std::time::Instant::now();
-        let before = stats.clone();
-        let Some(input) = source.next_batch(options.micro_batch_size).await? else {
-            break;
-        };
-        let rows = input.batch.num_rows();
-        if !input.rejected.is_empty() {
-            match options.error_policy {
-                ErrorPolicy::FailFast => {
-                    let r = &input.rejected[0];
-                    return Err(Error::input(
-                        format!("source position {}", r.position.0),
-                        format!("{} (errorPolicy failFast)", r.reason),
+    if let Some(cp) = checkpoints.load().await? {
+        sink_state = split_sink_state(&cp.sink, dead_letter.is_some());
+        if let Some(g) = group.as_mut() {
+            match &cp.state {
+                Some(bytes) => g.restore_state(bytes)?,
+                None => {
+                    return Err(Error::config(
+                        "stream",
+                        "the checkpoint holds no $group state (it was written by a pipeline without $group): remove it to start over",
                     ));
                 }
-                ErrorPolicy::Skip => stats.skipped += input.rejected.len() as u64,
-                ErrorPolicy::DeadLetter => {
-                    let d = dead_letter.as_deref_mut().expect("checked above");
-                    d.write(&[dead_letter_batch(&input.rejected, "source")?])
-                        .await?;
-                    stats.dead_lettered += input.rejected.len() as u64;
-                }
             }
         }
-        if rows == 0 && input.rejected.is_empty() {
-            // A following source with nothing new.
-            continue;
-        }
-        order::register_ordered_from(
-            engine.context(),
-            STREAM,
-            schema.clone(),
-            vec![vec![input.batch]],
-            next_seq,
-        )?;
-        next_seq += rows as i64;
-        let output = match &mut group {
-            Some(g) => g.step(engine, STREAM).await?,
-            None => engine.pipeline(STREAM, pipeline).await?.collect().await?,
-        };
-        stats.batches += 1;
-        stats.input_rows += rows as u64;
-        stats.output_rows += output.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-        sink.write(&output).await?;
-        let mut sink_state = sink.commit().await?;
-        if let Some(d) = dead_letter.as_deref_mut() {
-            let dead = d.commit().await?;
-            sink_state = serde_json::json!({ "out": sink_state, "deadLetter": dead });
-        }
-        committed += 1;
-        pending = Some((input.position.0, sink_state, committed));
-        let due = options
-            .checkpoint_interval
-            .is_none_or(|every| last_checkpoint.elapsed() >= every);
-        if due && let Some((source_at, sink_at, batches)) = pending.take() {
-            save(checkpoints, group.as_ref(), source_at, sink_at, batches)?;
-            last_checkpoint = std::time::Instant::now();
-        }
-        let metrics = BatchMetrics {
-            pipeline: options.pipeline_id.clone(),
-            input_rows: stats.input_rows - before.input_rows,
-            output_rows: stats.output_rows - before.output_rows,
-            dead_lettered: stats.dead_lettered - before.dead_lettered,
-            skipped: stats.skipped - before.skipped,
-            duration: started.elapsed(),
-            state_rows: group.as_ref().map_or(0, |g| g.state_rows()),
-        };
-        tracing::debug!(
-            pipeline = %metrics.pipeline,
-            input = metrics.input_rows,
-            output = metrics.output_rows,
-            ms = metrics.duration.as_millis() as u64,
-            "micro-batch committed"
-        );
-        for l in &options.listeners {
-            l.on_batch(&metrics);
-        }
+        source.seek(&Position(cp.source))?;
+        committed = cp.batches;
     }
-    // Whatever was committed since the last checkpoint is checkpointed before returning.
-    if let Some((source_at, sink_at, batches)) = pending.take() {
-        save(checkpoints, group.as_ref(), source_at, sink_at, batches)?;
-    }
-    Ok(stats)
+    let mut deliverer = Deliverer {
+        sink,
+        dead_letter,
+        committed: sink_state,
+        policy: options.error_policy,
+    };
+    deliverer.restore().await?;
+    let counters = Arc::new(Counters::default());
+    let (fetched_tx, fetched_rx) = mpsc::channel(options.source_queue_capacity.max(1));
+    let (done_tx, mut done_rx) = mpsc::channel(options.queue_capacity.max(1));
+    let transformer = Transformer {
+        engine: engine.clone(),
+        pipeline: pipeline.clone(),
+        group,
+        policy: options.error_policy,
+        next_seq: 0,
+    };
+    let transform = tokio::spawn(transformer.run(fetched_rx, done_tx, counters.clone()));
+    let fetching = super::fetch::fetch(source, fetched_tx, options, &counters);
+    let delivering = async {
+        let mut stats = RunStats::default();
+        let mut pending: Option<Checkpoint> = None;
+        let mut last_checkpoint = Instant::now();
+        let mut seen = (0u64, 0u64, 0u64);
+        let result: Result<()> = async {
+            while let Some(item) = done_rx.recv().await {
+                let t = item?;
+                let delivered = deliverer.deliver(&t, &counters).await?;
+                stats.batches += 1;
+                stats.input_rows += t.input_rows;
+                stats.output_rows += delivered.output_rows;
+                stats.undelivered += delivered.undelivered;
+                stats.dead_lettered += t.dead_lettered;
+                stats.skipped += t.skipped;
+                committed += 1;
+                let state_rows = t
+                    .state
+                    .as_ref()
+                    .map_or(0, |s| s.iter().map(|b| b.num_rows() as u64).sum());
+                pending = Some(Checkpoint {
+                    source: t.position.0.clone(),
+                    sink: deliverer.state(),
+                    batches: committed,
+                    state: t
+                        .state
+                        .as_deref()
+                        .map(super::group_state::state_to_ipc)
+                        .transpose()?,
+                });
+                let due = options
+                    .checkpoint_interval
+                    .is_none_or(|every| last_checkpoint.elapsed() >= every);
+                if due && let Some(cp) = pending.take() {
+                    save(checkpoints, cp, &options.error_policy, &counters).await?;
+                    last_checkpoint = Instant::now();
+                }
+                let now = (
+                    counters.retries.load(Ordering::Relaxed),
+                    counters.failures.load(Ordering::Relaxed),
+                    counters.waited_ns.load(Ordering::Relaxed),
+                );
+                let metrics = BatchMetrics {
+                    pipeline: options.pipeline_id.clone(),
+                    input_rows: t.input_rows,
+                    output_rows: delivered.output_rows,
+                    dead_lettered: t.dead_lettered,
+                    skipped: t.skipped,
+                    duration: t.started.elapsed(),
+                    transform_duration: t.transform_time,
+                    state_rows,
+                    lag: t.lag,
+                    retries: now.0 - seen.0,
+                    failures: now.1 - seen.1,
+                    backpressure_wait: Duration::from_nanos(now.2 - seen.2),
+                };
+                seen = now;
+                tracing::debug!(
+                    pipeline = %metrics.pipeline,
+                    input = metrics.input_rows,
+                    output = metrics.output_rows,
+                    ms = metrics.duration.as_millis() as u64,
+                    "micro-batch committed"
+                );
+                for l in &options.listeners {
+                    l.on_batch(&metrics);
+                }
+            }
+            Ok(())
+        }
+        .await;
+        // Stop the steps before this one (if this one failed), then checkpoint what was
+        // committed since the last checkpoint.
+        drop(done_rx);
+        let closing = match pending.take() {
+            Some(cp) => save(checkpoints, cp, &options.error_policy, &counters).await,
+            None => Ok(()),
+        };
+        stats.retries = counters.retries.load(Ordering::Relaxed);
+        stats.failures = counters.failures.load(Ordering::Relaxed);
+        result.and(closing).map(|()| stats)
+    };
+    let ((), delivered) = tokio::join!(fetching, delivering);
+    transform
+        .await
+        .map_err(|e| Error::external("the transform step", e))?;
+    delivered
 }

@@ -1,14 +1,19 @@
-//! The streaming runtime (issue 4, in progress): the compiled pipeline run over micro-batches
-//! from a Connect [`Source`](crate::connect::source::Source), each batch's output delivered to
-//! a [`Sink`](crate::connect::source::Sink) and committed with the source position it reached.
+//! The streaming runtime: the compiled pipeline run over micro-batches from a Connect
+//! [`Source`](crate::connect::source::Source), each batch's output delivered to a
+//! [`Sink`](crate::connect::source::Sink) and committed with the source position it reached.
 //!
-//! What exists: [`micro_batch`] — the fetch → transform → deliver → commit → checkpoint loop
-//! for pipelines whose stages work document by document, and a continuous `$group` at their
-//! end ([`group_state`]) — [`checkpoint`] stores, and the library [`builder`]. Error policies, metrics and replay are
-//! not built yet.
+//! The loop ([`micro_batch`]) is [`fetch`] → [`transform`] → [`deliver`] joined by bounded
+//! queues, then a [`checkpoint`] and the [`metrics`] listeners; failures follow the
+//! [`error_policy`] and failing records go to the [`dead_letters`] sink; a `$group` at the end
+//! of a pipeline runs continuously ([`group_state`]); [`builder`] is the library API.
 
 pub mod builder;
 pub mod checkpoint;
+pub mod dead_letters;
+mod deliver;
+pub mod error_policy;
+mod fetch;
 pub mod group_state;
 pub mod metrics;
 pub mod micro_batch;
+mod transform;

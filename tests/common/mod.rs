@@ -22,6 +22,15 @@ pub async fn run(docs: &str, pipeline: Value) -> fluxion::Result<Vec<Value>> {
     collect(engine.pipeline("input", &p).await).await
 }
 
+/// The batch answer of a parsed pipeline over JSON lines (what streaming must reproduce).
+pub async fn batch_result(data: &str, pipeline: &Pipeline) -> Vec<Value> {
+    let engine = Engine::new();
+    engine.register_jsonl("input", data.as_bytes()).unwrap();
+    collect(engine.pipeline("input", pipeline).await)
+        .await
+        .unwrap()
+}
+
 /// Like [`run`], sorting the output by its JSON text (for order-insensitive checks).
 pub async fn run_sorted(docs: &str, pipeline: Value) -> Vec<Value> {
     let mut out = run(docs, pipeline).await.unwrap();

@@ -1,0 +1,140 @@
+//! Deliver: the last step of the loop. Writes a micro-batch's output (and its dead letters)
+//! and commits both sinks, so the checkpoint that follows names durable output.
+//!
+//! A failing write or commit is retried by the error policy, each attempt starting from the
+//! sinks' last committed state (`restore`), so a retried batch is not written twice. When the
+//! retries are used up the run fails (`failFast`), the batch's output is dropped (`skip`), or
+//! it goes to the dead-letter sink (`deadLetter`, stage `sink`).
+
+use std::sync::atomic::Ordering;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use serde_json::{Value, json};
+
+use super::dead_letters::{DeadLetter, rows_as_json, to_batch};
+use super::micro_batch::Counters;
+use super::transform::Transformed;
+use crate::Result;
+use crate::connect::source::Sink;
+use crate::runtime::error_policy::{ErrorPolicy, OnFailure, with_retries};
+
+/// The sinks and what they last committed.
+pub(super) struct Deliverer<'a, 'b> {
+    pub sink: &'a mut dyn Sink,
+    pub dead_letter: Option<&'b mut dyn Sink>,
+    /// The main sink's and the dead-letter sink's states at their last commit.
+    pub committed: (Value, Value),
+    pub policy: ErrorPolicy,
+}
+
+/// What delivering one batch did.
+pub(super) struct Delivered {
+    pub output_rows: u64,
+    /// Output documents the sink refused (dropped or dead-lettered by the policy).
+    pub undelivered: u64,
+}
+
+impl Deliverer<'_, '_> {
+    /// The sinks' state as a checkpoint holds it.
+    pub fn state(&self) -> Value {
+        match self.dead_letter {
+            Some(_) => json!({"out": self.committed.0, "deadLetter": self.committed.1}),
+            None => self.committed.0.clone(),
+        }
+    }
+
+    /// Writes and commits `t`; afterwards [`Deliverer::state`] is the state to checkpoint.
+    pub async fn deliver(&mut self, t: &Transformed, counters: &Counters) -> Result<Delivered> {
+        let rows: u64 = t.output.iter().map(|b| b.num_rows() as u64).sum();
+        let tried: Result<()> = with_retries!(
+            self.policy,
+            "delivery",
+            counters.retries,
+            self.attempt(&t.output, &t.dead_letters).await
+        );
+        let Err(error) = tried else {
+            return Ok(Delivered {
+                output_rows: rows,
+                undelivered: 0,
+            });
+        };
+        counters.failures.fetch_add(1, Ordering::Relaxed);
+        match self.policy.on_failure {
+            OnFailure::FailFast => Err(error),
+            OnFailure::Skip => {
+                tracing::warn!(error = %error, documents = rows, "output of a micro-batch dropped");
+                Ok(Delivered {
+                    output_rows: 0,
+                    undelivered: rows,
+                })
+            }
+            OnFailure::DeadLetter => {
+                let reason = error
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let position = json!({"from": t.start.0, "to": t.position.0}).to_string();
+                let mut letters = t.dead_letters.clone();
+                for b in &t.output {
+                    for raw in rows_as_json(b)? {
+                        letters.push(DeadLetter {
+                            reason: reason.clone(),
+                            stage: "sink",
+                            position: position.clone(),
+                            raw,
+                        });
+                    }
+                }
+                let dead = self
+                    .dead_letter
+                    .as_deref_mut()
+                    .expect("deadLetter policies have a dead-letter sink");
+                dead.write(&[to_batch(&letters)?]).await?;
+                self.committed.1 = dead.commit().await?;
+                Ok(Delivered {
+                    output_rows: 0,
+                    undelivered: rows,
+                })
+            }
+        }
+    }
+
+    /// Writes and commits; after a failure, the sinks are back at their last commit.
+    async fn attempt(&mut self, output: &[RecordBatch], letters: &[DeadLetter]) -> Result<()> {
+        let tried = self.write_and_commit(output, letters).await;
+        if tried.is_err() {
+            self.restore().await?;
+        }
+        tried
+    }
+
+    async fn write_and_commit(
+        &mut self,
+        output: &[RecordBatch],
+        letters: &[DeadLetter],
+    ) -> Result<()> {
+        if let Some(dead) = self.dead_letter.as_deref_mut()
+            && !letters.is_empty()
+        {
+            dead.write(&[to_batch(letters)?]).await?;
+        }
+        self.sink.write(output).await?;
+        let main = self.sink.commit().await?;
+        let dead = match self.dead_letter.as_deref_mut() {
+            Some(d) => d.commit().await?,
+            None => Value::Null,
+        };
+        self.committed = (main, dead);
+        Ok(())
+    }
+
+    /// Back to the last committed state (what a failed attempt wrote is discarded).
+    pub async fn restore(&mut self) -> Result<()> {
+        self.sink.restore(&self.committed.0).await?;
+        if let Some(d) = self.dead_letter.as_deref_mut() {
+            d.restore(&self.committed.1).await?;
+        }
+        Ok(())
+    }
+}

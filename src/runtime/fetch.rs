@@ -1,0 +1,156 @@
+//! Fetch: the first step of the loop. Reads micro-batches from the source and queues them
+//! for the transform step (a bounded queue: when the pipeline falls behind, fetching waits —
+//! back-pressure, not unbounded memory).
+//!
+//! A micro-batch closes when it holds `micro_batch_size` documents, when `max_batch_delay`
+//! has passed since its first document arrived, or — without a delay — as soon as the source
+//! has nothing more to give right now. A failing read is retried by the error policy; when the
+//! retries are used up the run fails (there is no record to skip or dead-letter yet).
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::record_batch::RecordBatch;
+use tokio::sync::mpsc;
+
+use super::micro_batch::{Counters, RuntimeOptions};
+use crate::connect::source::{Position, Rejected, Source, SourceBatch};
+use crate::runtime::error_policy::{OnFailure, with_retries};
+use crate::{Error, Result};
+
+/// One micro-batch as read.
+pub(super) struct Fetched {
+    pub batch: RecordBatch,
+    /// The position before the batch's first record.
+    pub start: Position,
+    /// The position after it.
+    pub position: Position,
+    pub rejected: Vec<Rejected>,
+    /// How far the source is behind its end after this batch, if it knows.
+    pub lag: Option<u64>,
+    pub started: Instant,
+}
+
+/// Reads batches into `tx` until the source ends, the run is stopped, `max_batches` have been
+/// read, or the transform step goes away. Errors are queued too, behind the batches read
+/// before them, so everything read before a failure is still delivered.
+pub(super) async fn fetch(
+    source: &mut dyn Source,
+    tx: mpsc::Sender<Result<Fetched>>,
+    options: &RuntimeOptions,
+    counters: &Counters,
+) {
+    let mut sent = 0u64;
+    let schema = source.schema();
+    loop {
+        if options.max_batches.is_some_and(|m| sent >= m) || options.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let started = Instant::now();
+        let start = source.position();
+        let mut parts = Vec::new();
+        let mut rejected = Vec::new();
+        let mut rows = 0usize;
+        let mut position = start.clone();
+        let mut first_at: Option<Instant> = None;
+        let mut ended = false;
+        loop {
+            let want = options.micro_batch_size - rows;
+            let read = match read(source, want, options, counters).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            let Some(SourceBatch {
+                batch,
+                position: at,
+                rejected: bad,
+            }) = read
+            else {
+                ended = true;
+                break;
+            };
+            let got = batch.num_rows() > 0 || !bad.is_empty();
+            rows += batch.num_rows();
+            if batch.num_rows() > 0 {
+                parts.push(batch);
+            }
+            rejected.extend(bad);
+            position = at;
+            if got && first_at.is_none() {
+                first_at = Some(Instant::now());
+            }
+            let full = rows >= options.micro_batch_size;
+            let waited_enough = match (options.max_batch_delay, first_at) {
+                // Nothing yet: hand back so a stop is noticed.
+                (_, None) => true,
+                (None, Some(_)) => true,
+                (Some(delay), Some(t)) => t.elapsed() >= delay,
+            };
+            if full || waited_enough || options.stop.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+        if rows == 0 && rejected.is_empty() {
+            if ended {
+                return;
+            }
+            continue;
+        }
+        if options.error_policy.on_failure == OnFailure::FailFast
+            && let Some(r) = rejected.first()
+        {
+            let e = Error::input(
+                format!("source position {}", r.position.0),
+                format!("{} (errorPolicy failFast)", r.reason),
+            );
+            let _ = tx.send(Err(e)).await;
+            return;
+        }
+        let batch = match concat_batches(&schema, &parts) {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
+        };
+        let fetched = Fetched {
+            batch,
+            start,
+            position,
+            rejected,
+            lag: source.lag(),
+            started,
+        };
+        let waiting = Instant::now();
+        if tx.send(Ok(fetched)).await.is_err() {
+            return;
+        }
+        counters.add_wait(waiting.elapsed());
+        sent += 1;
+        if ended {
+            return;
+        }
+    }
+}
+
+/// One read, retried by the error policy.
+async fn read(
+    source: &mut dyn Source,
+    max_rows: usize,
+    options: &RuntimeOptions,
+    counters: &Counters,
+) -> Result<Option<SourceBatch>> {
+    let read: Result<_> = with_retries!(
+        options.error_policy,
+        "source read",
+        counters.retries,
+        source.next_batch(max_rows.max(1)).await
+    );
+    read.inspect_err(|_| {
+        counters.failures.fetch_add(1, Ordering::Relaxed);
+    })
+}

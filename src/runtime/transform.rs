@@ -1,0 +1,200 @@
+//! Transform: the compiled pipeline over each micro-batch, as a bounded table (so no
+//! DataFusion operator holds output back waiting for more input — apache/datafusion#24265
+//! does not arise), with a continuous `$group`'s state carried from batch to batch.
+//!
+//! Runs as a task of its own between two bounded queues, so fetching the next batch and
+//! delivering the last one overlap with it. A failing batch is retried by the error policy;
+//! after that it is failed (`failFast`), dropped (`skip`), or — `deadLetter` — split in halves
+//! until the documents the pipeline fails on are found: those go to the dead-letter sink with
+//! the error, the others through the pipeline as usual.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::record_batch::RecordBatch;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::dead_letters::{DeadLetter, rows_as_json};
+use super::fetch::Fetched;
+use super::group_state::ContinuousGroup;
+use super::micro_batch::Counters;
+use crate::connect::source::Position;
+use crate::dsl::Pipeline;
+use crate::plan::order;
+use crate::runtime::error_policy::{ErrorPolicy, OnFailure, with_retries};
+use crate::{Engine, Result};
+
+/// The table each micro-batch is registered as.
+const STREAM: &str = "__fluxion_stream";
+
+/// One micro-batch after the pipeline.
+pub(super) struct Transformed {
+    pub output: Vec<RecordBatch>,
+    pub dead_letters: Vec<DeadLetter>,
+    pub start: Position,
+    pub position: Position,
+    /// Documents the pipeline processed (output or filtered).
+    pub input_rows: u64,
+    pub dead_lettered: u64,
+    pub skipped: u64,
+    pub lag: Option<u64>,
+    /// The continuous `$group`'s groups after this batch.
+    pub state: Option<Vec<RecordBatch>>,
+    pub started: Instant,
+    pub transform_time: Duration,
+}
+
+/// The transform step's own state.
+pub(super) struct Transformer {
+    pub engine: Engine,
+    pub pipeline: Pipeline,
+    pub group: Option<ContinuousGroup>,
+    pub policy: ErrorPolicy,
+    /// The hidden document number of the next document (order is the source's).
+    pub next_seq: i64,
+}
+
+impl Transformer {
+    /// Transforms what arrives on `rx` into `tx` until `rx` ends or `tx` goes away; an error
+    /// is passed on behind the batches before it.
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Result<Fetched>>,
+        tx: mpsc::Sender<Result<Transformed>>,
+        counters: std::sync::Arc<Counters>,
+    ) {
+        while let Some(item) = rx.recv().await {
+            let out = match item {
+                Ok(f) => self.transform(f, &counters).await,
+                Err(e) => Err(e),
+            };
+            let failed = out.is_err();
+            let waiting = Instant::now();
+            if tx.send(out).await.is_err() || failed {
+                return;
+            }
+            counters.add_wait(waiting.elapsed());
+        }
+    }
+
+    async fn transform(&mut self, f: Fetched, counters: &Counters) -> Result<Transformed> {
+        let began = Instant::now();
+        let rows = f.batch.num_rows();
+        let mut dead_letters: Vec<DeadLetter> = Vec::new();
+        let mut skipped = 0u64;
+        if self.policy.on_failure == OnFailure::Skip {
+            skipped += f.rejected.len() as u64;
+        } else {
+            dead_letters.extend(f.rejected.iter().map(DeadLetter::unreadable));
+        }
+        let seq = self.next_seq;
+        self.next_seq += rows as i64;
+        let mut input_rows = rows as u64;
+        let output = if rows == 0 {
+            Vec::new()
+        } else {
+            let tried: Result<_> = with_retries!(
+                self.policy,
+                "micro-batch",
+                counters.retries,
+                self.once(&f.batch, seq).await
+            );
+            match tried {
+                Ok(out) => out,
+                Err(e) => {
+                    counters.failures.fetch_add(1, Ordering::Relaxed);
+                    match self.policy.on_failure {
+                        OnFailure::FailFast => return Err(e),
+                        OnFailure::Skip => {
+                            tracing::warn!(error = %e, documents = rows, "micro-batch skipped");
+                            skipped += rows as u64;
+                            input_rows = 0;
+                            Vec::new()
+                        }
+                        OnFailure::DeadLetter => {
+                            let (out, bad) = self.isolate(&f.batch, seq).await;
+                            let docs = rows_as_json(&f.batch)?;
+                            for (i, err) in &bad {
+                                dead_letters.push(DeadLetter {
+                                    reason: one_line(&err.to_string()),
+                                    stage: "pipeline",
+                                    position: json!({"from": f.start.0, "document": i}).to_string(),
+                                    raw: docs[*i].clone(),
+                                });
+                            }
+                            input_rows -= bad.len() as u64;
+                            out
+                        }
+                    }
+                }
+            }
+        };
+        Ok(Transformed {
+            output,
+            dead_lettered: dead_letters.len() as u64,
+            dead_letters,
+            start: f.start,
+            position: f.position,
+            input_rows,
+            skipped,
+            lag: f.lag,
+            state: self.group.as_ref().map(|g| g.state().to_vec()),
+            started: f.started,
+            transform_time: began.elapsed(),
+        })
+    }
+
+    /// The pipeline over `batch`, whose first document is number `seq`.
+    async fn once(&mut self, batch: &RecordBatch, seq: i64) -> Result<Vec<RecordBatch>> {
+        order::register_ordered_from(
+            self.engine.context(),
+            STREAM,
+            batch.schema(),
+            vec![vec![batch.clone()]],
+            seq,
+        )?;
+        match &mut self.group {
+            Some(g) => g.step(&self.engine, STREAM).await,
+            None => Ok(self
+                .engine
+                .pipeline(STREAM, &self.pipeline)
+                .await?
+                .collect()
+                .await?),
+        }
+    }
+
+    /// Finds the documents of a failing batch that the pipeline fails on by halving it: the
+    /// output of the others (in order), and each failing document's index with its error.
+    async fn isolate(
+        &mut self,
+        batch: &RecordBatch,
+        seq: i64,
+    ) -> (Vec<RecordBatch>, Vec<(usize, crate::Error)>) {
+        let mut output = Vec::new();
+        let mut bad = Vec::new();
+        // Left halves first, so the output keeps the source's order.
+        let mut todo = vec![(0usize, batch.num_rows())];
+        while let Some((offset, len)) = todo.pop() {
+            match self
+                .once(&batch.slice(offset, len), seq + offset as i64)
+                .await
+            {
+                Ok(out) => output.extend(out),
+                Err(e) if len == 1 => bad.push((offset, e)),
+                Err(_) => {
+                    let half = len / 2;
+                    todo.push((offset + half, len - half));
+                    todo.push((offset, half));
+                }
+            }
+        }
+        (output, bad)
+    }
+}
+
+/// An error message on one line (dead letters are one JSON document each).
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
