@@ -54,7 +54,7 @@ pub struct Job {
 #[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckpointConfig {
-    /// A local directory (created if missing).
+    /// A local directory (created if missing) or an object-store URL (`s3://…`, `file://…`).
     pub store: String,
     /// Checkpoint at most every this many milliseconds (default: after every micro-batch).
     pub interval_ms: Option<u64>,

@@ -349,12 +349,14 @@ fn a_streaming_job_follows_its_input_stops_on_sigterm_and_resumes() {
     let pipeline = r#"[{"$match": {"status": {"$in": ["PAID", "PENDING"]}}},
                        {"$project": {"customerId": 1, "orderValue": 1}}]"#;
     let job = dir.path().join("job.json");
+    // Checkpoints through the object-store path (a file:// URL).
+    let store = format!("file://{}/cp", dir.path().display());
     std::fs::write(
         &job,
         format!(
             r#"{{"name": "stream", "source": {{"type": "file", "path": "in.jsonl", "follow": true}},
                "pipeline": {pipeline}, "sink": {{"type": "file", "path": "out.jsonl"}},
-               "checkpoint": {{"store": "cp"}}, "runtime": {{"microBatchSize": 8}}}}"#
+               "checkpoint": {{"store": "{store}"}}, "runtime": {{"microBatchSize": 8}}}}"#
         ),
     )
     .unwrap();
@@ -389,6 +391,10 @@ fn a_streaming_job_follows_its_input_stops_on_sigterm_and_resumes() {
     wait_for_docs(&output, expected.len());
     assert!(terminate(&mut child).success(), "a graceful stop exits 0");
     assert_eq!(file_docs(&output), expected);
+    let checkpoint: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("cp/checkpoint.json")).unwrap())
+            .unwrap();
+    assert_eq!(checkpoint["source"]["offset"], data.len());
 
     // Restarted, it resumes at its checkpoint: nothing is written twice.
     let mut child = start();

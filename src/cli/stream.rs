@@ -12,7 +12,7 @@ use crate::connect::source::Sink;
 use crate::connect::stdout::StdoutSink;
 use crate::engine::Engine;
 use crate::job::{Job, Query, SinkConfig, SourceConfig};
-use crate::runtime::checkpoint::{CheckpointStore, DirCheckpoints, MemoryCheckpoints};
+use crate::runtime::checkpoint::{CheckpointStore, MemoryCheckpoints, open_store};
 use crate::runtime::error_policy::ErrorPolicy;
 use crate::runtime::metrics::PrometheusMetrics;
 use crate::runtime::micro_batch::{RuntimeOptions, run_with_dead_letters};
@@ -47,7 +47,7 @@ pub(super) async fn run_job(job: Job, metrics_addr: Option<&str>) -> Result<()> 
         }
     };
     let mut checkpoints: Box<dyn CheckpointStore> = match &job.checkpoint {
-        Some(cp) => Box::new(DirCheckpoints::new(&cp.store)?),
+        Some(cp) => open_store(&cp.store)?,
         None => Box::new(MemoryCheckpoints::default()),
     };
     let mut dead_letter: Option<Box<dyn Sink>> = match &job.dead_letter {

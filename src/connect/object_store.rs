@@ -82,6 +82,14 @@ pub fn register(ctx: &SessionContext, loc: &Location) -> Result<Arc<dyn ObjectSt
     {
         return Ok(store);
     }
+    let store = store_for(loc)?;
+    ctx.register_object_store(&base, store.clone());
+    Ok(store)
+}
+
+/// Builds the store holding `loc` (credentials from the environment).
+pub fn store_for(loc: &Location) -> Result<Arc<dyn ObjectStore>> {
+    let base = loc.store_url();
     let host = loc.url.host_str().unwrap_or_default();
     let store: Arc<dyn ObjectStore> = match loc.url.scheme() {
         "file" => Arc::new(object_store::local::LocalFileSystem::new()),
@@ -118,7 +126,6 @@ pub fn register(ctx: &SessionContext, loc: &Location) -> Result<Arc<dyn ObjectSt
             ));
         }
     };
-    ctx.register_object_store(&base, store.clone());
     Ok(store)
 }
 

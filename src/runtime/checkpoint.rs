@@ -2,10 +2,11 @@
 //! continuous `$group`'s groups, as Arrow IPC), saved together after each committed
 //! micro-batch, so a restarted run resumes exactly where the committed output ends.
 //!
-//! Stores: in memory (embedding, tests) and a local directory (`checkpoint.json`, written to
-//! a temporary file, fsynced, then renamed over the old one: a crash leaves the old or the new
+//! Stores: in memory (embedding, tests), a local directory (`checkpoint.json`, written to a
+//! temporary file, fsynced, then renamed over the old one: a crash leaves the old or the new
 //! checkpoint, never half of one; operator state goes to `state-<batch>.arrow` first, which
-//! the new `checkpoint.json` names, and older state files are removed after the rename).
+//! the new `checkpoint.json` names, and older state files are removed after the rename), and
+//! an object store (the same two objects; a put is atomic).
 
 use std::path::PathBuf;
 
@@ -161,6 +162,123 @@ impl CheckpointStore for DirCheckpoints {
     }
 }
 
+/// Checkpoints in an object store (`s3://bucket/prefix`, `gs://…`, `az://…`, `file://…`):
+/// the state object `state-<batch>.arrow` is put first, then `checkpoint.json` naming it. A
+/// put replaces an object whole or not at all (S3, GCS and Azure guarantee it; the local
+/// store writes a temporary file and renames it), so a crash leaves the old checkpoint or the
+/// new one; state objects of older checkpoints are deleted afterwards.
+pub struct ObjectStoreCheckpoints {
+    store: std::sync::Arc<dyn object_store::ObjectStore>,
+    prefix: object_store::path::Path,
+    display: String,
+}
+
+impl ObjectStoreCheckpoints {
+    /// A store at `url` (credentials from the environment, as for inputs).
+    pub fn open(url: &str) -> Result<Self> {
+        let loc = crate::connect::object_store::Location::parse(url)?;
+        let store = crate::connect::object_store::store_for(&loc)?;
+        Ok(ObjectStoreCheckpoints {
+            store,
+            prefix: loc.path,
+            display: url.to_string(),
+        })
+    }
+
+    /// A store inside `store`, under `prefix`.
+    pub fn new(store: std::sync::Arc<dyn object_store::ObjectStore>, prefix: &str) -> Self {
+        ObjectStoreCheckpoints {
+            store,
+            prefix: object_store::path::Path::from(prefix),
+            display: prefix.to_string(),
+        }
+    }
+
+    fn object(&self, name: &str) -> object_store::path::Path {
+        self.prefix.clone().join(name)
+    }
+
+    fn err(&self, what: &str, e: object_store::Error) -> Error {
+        Error::external(format!("{what} {}", self.display), e)
+    }
+}
+
+#[async_trait::async_trait]
+impl CheckpointStore for ObjectStoreCheckpoints {
+    async fn load(&mut self) -> Result<Option<Checkpoint>> {
+        use object_store::ObjectStoreExt;
+        let at = format!("{}/checkpoint.json", self.display);
+        let bytes = match self.store.get(&self.object("checkpoint.json")).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .map_err(|e| self.err("reading the checkpoint in", e))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.err("reading the checkpoint in", e)),
+        };
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::input(&at, format!("not valid JSON: {e}")))?;
+        let (mut checkpoint, state_file) = Checkpoint::from_json(&v, &at)?;
+        if let Some(f) = state_file {
+            let state = self
+                .store
+                .get(&self.object(&f))
+                .await
+                .map_err(|e| self.err("reading checkpoint state in", e))?
+                .bytes()
+                .await
+                .map_err(|e| self.err("reading checkpoint state in", e))?;
+            checkpoint.state = Some(state.to_vec());
+        }
+        Ok(Some(checkpoint))
+    }
+
+    async fn save(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStoreExt;
+        let state_file = match &checkpoint.state {
+            Some(bytes) => {
+                let name = format!("state-{}.arrow", checkpoint.batches);
+                self.store
+                    .put(&self.object(&name), bytes.clone().into())
+                    .await
+                    .map_err(|e| self.err("writing checkpoint state to", e))?;
+                Some(name)
+            }
+            None => None,
+        };
+        let json = checkpoint.to_json(state_file.as_deref()).to_string();
+        self.store
+            .put(&self.object("checkpoint.json"), json.into_bytes().into())
+            .await
+            .map_err(|e| self.err("writing a checkpoint to", e))?;
+        // State objects of older checkpoints are no longer named by any checkpoint.
+        let old: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&self.prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.err("listing", e))?;
+        for meta in old {
+            let name = meta.location.filename().unwrap_or_default();
+            if name.starts_with("state-") && Some(name) != state_file.as_deref() {
+                let _ = self.store.delete(&meta.location).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The store for a job's `checkpoint.store`: a local directory for a plain path, an object
+/// store for a URL.
+pub fn open_store(location: &str) -> Result<Box<dyn CheckpointStore>> {
+    if location.contains("://") {
+        Ok(Box::new(ObjectStoreCheckpoints::open(location)?))
+    } else {
+        Ok(Box::new(DirCheckpoints::new(location)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +309,45 @@ mod tests {
         );
         std::fs::write(dir.path().join("cp/checkpoint.json"), "{}").unwrap();
         assert!(again.load().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_object_store_keeps_the_last_checkpoint_and_its_state() {
+        let memory = std::sync::Arc::new(object_store::memory::InMemory::new());
+        let mut store = ObjectStoreCheckpoints::new(memory.clone(), "jobs/one");
+        assert_eq!(store.load().await.unwrap(), None);
+        let one = Checkpoint {
+            source: json!({"offset": 10}),
+            sink: json!({"bytes": 3}),
+            batches: 1,
+            state: Some(vec![1, 2, 3]),
+        };
+        store.save(&one).await.unwrap();
+        let two = Checkpoint {
+            batches: 2,
+            state: Some(vec![4, 5]),
+            ..one.clone()
+        };
+        store.save(&two).await.unwrap();
+        let mut again = ObjectStoreCheckpoints::new(memory.clone(), "jobs/one");
+        assert_eq!(again.load().await.unwrap(), Some(two));
+        use futures::TryStreamExt;
+        let mut names: Vec<String> = object_store::ObjectStore::list(memory.as_ref(), None)
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .unwrap();
+        names.sort();
+        assert_eq!(
+            names,
+            ["jobs/one/checkpoint.json", "jobs/one/state-2.arrow"]
+        );
+        // A file:// URL goes through the local object store.
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}/cp", dir.path().display());
+        let mut local = open_store(&url).unwrap();
+        local.save(&one).await.unwrap();
+        assert!(dir.path().join("cp/checkpoint.json").exists());
+        assert_eq!(open_store(&url).unwrap().load().await.unwrap(), Some(one));
     }
 }
