@@ -462,6 +462,14 @@ fn a_streaming_job_dead_letters_unreadable_lines_and_failing_documents() {
         "{}",
         dead[1]["reason"]
     );
+    // The replay leaves out the same records: unreadable, and failing in the pipeline.
+    let out = fluxion(&["replay", job.to_str().unwrap(), "--verify"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("1 unreadable and 1 failing left out") && said.ends_with("match\n"),
+        "{said}"
+    );
 }
 
 /// Runs a streaming job, killing it with SIGKILL at several points and restarting it, until a
@@ -549,6 +557,41 @@ fn sigkill_at_random_points_loses_and_doubles_nothing() {
             }
         } else {
             assert_eq!(got, batch);
+        }
+        // Replay: the batch run over what the last checkpoint covers gives the same answer.
+        let out = fluxion(&["replay", job.to_str().unwrap(), "--verify"]);
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(said.starts_with("replayed 2400 documents"), "{said}");
+        assert!(said.ends_with("\nmatch\n"), "{said}");
+        if !upserts {
+            // One committed value changed (same length, so the committed range still holds):
+            // the replay names the document, and exits 1.
+            let output = dir.path().join("out.jsonl");
+            let text = std::fs::read_to_string(&output).unwrap();
+            let at = text.find("\"orderValue\":").unwrap() + "\"orderValue\":".len();
+            let digit = text.as_bytes()[at];
+            let other = if digit == b'9' {
+                '1'
+            } else {
+                (digit + 1) as char
+            };
+            let tampered = format!("{}{other}{}", &text[..at], &text[at + 1..]);
+            std::fs::write(&output, tampered).unwrap();
+            let out = fluxion(&["replay", job.to_str().unwrap(), "--verify"]);
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.code(), Some(1), "{said}");
+            assert!(said.contains("\ndocument 0: committed {"), "{said}");
+            assert!(
+                String::from_utf8_lossy(&out.stderr)
+                    .contains("differs from the batch run in 1 documents"),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }

@@ -600,3 +600,38 @@ async fn stages_that_need_every_document_are_rejected_by_path() {
     );
     assert!(sink.committed.is_empty());
 }
+
+#[tokio::test]
+async fn a_restarted_stream_reads_with_the_schema_it_started_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
+    std::fs::write(&input, "{\"a\": 1}\n").unwrap();
+    let pipeline =
+        Pipeline::from_value(&json!([{"$project": {"_id": 0, "a": 1, "b": 1}}])).unwrap();
+    let engine = Engine::new();
+    let go = || async {
+        // Inferred from the file as it is when the run starts.
+        let mut source = JsonlFileSource::open(&input, None, false).unwrap();
+        let mut sink = JsonlFileSink::open(&output).unwrap();
+        let mut checkpoints = DirCheckpoints::new(dir.path().join("cp")).unwrap();
+        run(
+            &engine,
+            &pipeline,
+            &mut source,
+            &mut sink,
+            &mut checkpoints,
+            &RuntimeOptions::default(),
+        )
+        .await
+        .unwrap()
+    };
+    go().await;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"{\"a\": 2, \"b\": \"new\"}\n").unwrap();
+    go().await;
+    // `b` was not in the schema the stream started with: the restart reads as the first run.
+    assert_eq!(read_docs(&output), [json!({"a": 1}), json!({"a": 2})]);
+}

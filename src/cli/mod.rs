@@ -2,6 +2,7 @@
 //! checks call exactly these.
 
 mod explain;
+mod replay;
 mod run;
 mod stream;
 mod validate;
@@ -33,6 +34,20 @@ pub enum Command {
     },
     /// Print the logical plan, the physical plan and the equivalent SQL of a pipeline.
     Explain(ExplainArgs),
+    /// Re-run a streaming job's pipeline in batch over the input its last checkpoint covers:
+    /// print the batch answer, or (--verify) compare it with what the stream committed and
+    /// exit 1 when they differ.
+    Replay(ReplayArgs),
+}
+
+/// Arguments of `fluxion replay`.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// The streaming job file (its checkpoint store says what was committed).
+    pub job: PathBuf,
+    /// Compare with the stream's committed output instead of printing the batch answer.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 /// Inputs given on the command line.
@@ -102,6 +117,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Run(args) => run::run(args).await,
         Command::Validate { file } => validate::validate(&file),
         Command::Explain(args) => explain::explain(args).await,
+        Command::Replay(args) => replay::replay(args).await,
     }
 }
 

@@ -27,7 +27,11 @@ pub struct JsonlFileSource {
     path: PathBuf,
     schema: SchemaRef,
     offset: u64,
+    /// Where to stop (a replay), if anywhere.
+    end: Option<u64>,
     follow: bool,
+    /// Whether the schema was declared (else inferred, and replaced by a checkpoint's).
+    declared: bool,
     /// How long `next_batch` waits for new lines when following.
     pub poll: Duration,
 }
@@ -36,6 +40,7 @@ impl JsonlFileSource {
     /// Opens `path`; `schema` declared, or inferred from the file as it is now.
     pub fn open(path: impl Into<PathBuf>, schema: Option<SchemaRef>, follow: bool) -> Result<Self> {
         let path = path.into();
+        let declared = schema.is_some();
         let schema = match schema {
             Some(s) => s,
             None => {
@@ -62,7 +67,9 @@ impl JsonlFileSource {
             path,
             schema,
             offset: 0,
+            end: None,
             follow,
+            declared,
             poll: Duration::from_millis(50),
         })
     }
@@ -74,7 +81,11 @@ impl JsonlFileSource {
         f.seek(SeekFrom::Start(self.offset))
             .map_err(|e| Error::external(format!("reading {}", self.path.display()), e))?;
         let mut buf = Vec::new();
-        f.take(CHUNK as u64)
+        let limit = match self.end {
+            Some(end) => end.saturating_sub(self.offset).min(CHUNK as u64),
+            None => CHUNK as u64,
+        };
+        f.take(limit)
             .read_to_end(&mut buf)
             .map_err(|e| Error::external(format!("reading {}", self.path.display()), e))?;
         let mut end = 0usize;
@@ -117,15 +128,34 @@ impl Source for JsonlFileSource {
     }
 
     fn lag(&self) -> Option<u64> {
-        std::fs::metadata(&self.path)
-            .ok()
-            .map(|m| m.len().saturating_sub(self.offset))
+        let len = std::fs::metadata(&self.path).ok()?.len();
+        Some(self.end.unwrap_or(len).min(len).saturating_sub(self.offset))
+    }
+
+    fn resume_schema(&mut self, schema: SchemaRef) {
+        if !self.declared {
+            self.schema = schema;
+        }
+    }
+
+    fn end_at(&mut self, end: &Position) -> Result<()> {
+        match end.0.get("offset").and_then(Value::as_u64) {
+            Some(o) => {
+                self.end = Some(o);
+                self.follow = false;
+                Ok(())
+            }
+            None => Err(Error::input(
+                self.path.display().to_string(),
+                format!("cannot end at {}", end.0),
+            )),
+        }
     }
 
     async fn next_batch(&mut self, max_rows: usize) -> Result<Option<SourceBatch>> {
         let (text, consumed) = self.read_lines(max_rows.max(1))?;
         if consumed == 0 {
-            if !self.follow {
+            if !self.follow || self.end.is_some_and(|e| self.offset >= e) {
                 return Ok(None);
             }
             // Nothing new yet: an empty batch after a short wait, so the caller can stop.

@@ -14,6 +14,8 @@ use crate::{Error, Result};
 pub struct MemorySource {
     rows: RecordBatch,
     offset: usize,
+    /// Where to stop (a replay).
+    end: Option<usize>,
 }
 
 impl MemorySource {
@@ -22,6 +24,7 @@ impl MemorySource {
         Ok(MemorySource {
             rows: concat_batches(&schema, batches)?,
             offset: 0,
+            end: None,
         })
     }
 
@@ -30,6 +33,13 @@ impl MemorySource {
         let decoded = decode(data, "memory", &JsonlOptions::default())?;
         let batches: Vec<RecordBatch> = decoded.partitions.into_iter().flatten().collect();
         MemorySource::new(decoded.schema, &batches)
+    }
+}
+
+impl MemorySource {
+    /// Documents up to the end (or the replay's end).
+    fn len(&self) -> usize {
+        self.end.unwrap_or(self.rows.num_rows())
     }
 }
 
@@ -57,11 +67,24 @@ impl Source for MemorySource {
     }
 
     fn lag(&self) -> Option<u64> {
-        Some((self.rows.num_rows() - self.offset) as u64)
+        Some((self.len() - self.offset) as u64)
+    }
+
+    fn end_at(&mut self, end: &Position) -> Result<()> {
+        match end.0.get("offset").and_then(Value::as_u64) {
+            Some(o) if o as usize <= self.rows.num_rows() => {
+                self.end = Some(o as usize);
+                Ok(())
+            }
+            _ => Err(Error::input(
+                "memory source",
+                format!("cannot end at {}", end.0),
+            )),
+        }
     }
 
     async fn next_batch(&mut self, max_rows: usize) -> Result<Option<SourceBatch>> {
-        let left = self.rows.num_rows() - self.offset;
+        let left = self.len() - self.offset;
         if left == 0 {
             return Ok(None);
         }

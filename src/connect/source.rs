@@ -47,6 +47,18 @@ pub trait Source: Send {
     fn seek(&mut self, position: &Position) -> Result<()>;
     /// Up to `max_rows` documents, or `None` at the end of a bounded source.
     async fn next_batch(&mut self, max_rows: usize) -> Result<Option<SourceBatch>>;
+    /// Reads with `schema` from now on — the schema of the checkpoint a run resumes from, so
+    /// a restarted stream reads as the first run did. A source whose schema was declared keeps
+    /// its own (the default does nothing).
+    fn resume_schema(&mut self, _schema: SchemaRef) {}
+    /// Ends at `end` (a position this source returned) instead of reading on: for replaying
+    /// what a checkpoint covers.
+    fn end_at(&mut self, end: &Position) -> Result<()> {
+        Err(crate::Error::config(
+            "replay",
+            format!("this source cannot stop at {}", end.0),
+        ))
+    }
     /// How far the source is behind what is available (bytes of a file, messages of a
     /// topic), if it can tell.
     fn lag(&self) -> Option<u64> {

@@ -10,6 +10,7 @@
 
 use std::path::PathBuf;
 
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use serde_json::{Value, json};
 
 use crate::{Error, Result};
@@ -25,12 +26,16 @@ pub struct Checkpoint {
     pub batches: u64,
     /// Operator state (Arrow IPC), if the pipeline keeps any.
     pub state: Option<Vec<u8>>,
+    /// The schema the source read with: a restarted run (and a replay) reads with the same
+    /// one, even if it was inferred from a file that has grown since.
+    pub schema: Option<SchemaRef>,
 }
 
 impl Checkpoint {
     fn to_json(&self, state_file: Option<&str>) -> Value {
+        let schema = self.schema.as_ref().and_then(|s| schema_to_hex(s).ok());
         json!({"version": 1, "source": self.source, "sink": self.sink, "batches": self.batches,
-               "state": state_file})
+               "state": state_file, "schema": schema})
     }
 
     fn from_json(v: &Value, at: &str) -> Result<(Checkpoint, Option<String>)> {
@@ -43,10 +48,34 @@ impl Checkpoint {
             sink: v.get("sink").cloned().ok_or_else(bad)?,
             batches: v.get("batches").and_then(Value::as_u64).ok_or_else(bad)?,
             state: None,
+            schema: match v.get("schema").and_then(Value::as_str) {
+                Some(hex) => Some(schema_from_hex(hex).map_err(|_| bad())?),
+                None => None,
+            },
         };
         let state_file = v.get("state").and_then(Value::as_str).map(str::to_string);
         Ok((checkpoint, state_file))
     }
+}
+
+/// A schema as the hex digits of an Arrow IPC file without batches.
+fn schema_to_hex(schema: &Schema) -> Result<String> {
+    let mut buf = Vec::new();
+    let mut w = datafusion::arrow::ipc::writer::FileWriter::try_new(&mut buf, schema)?;
+    w.finish()?;
+    drop(w);
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn schema_from_hex(hex: &str) -> Result<SchemaRef> {
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
+        .collect::<std::result::Result<Vec<u8>, _>>()
+        .map_err(|e| Error::external("reading a checkpoint's schema", e))?;
+    let reader =
+        datafusion::arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)?;
+    Ok(reader.schema())
 }
 
 /// Where checkpoints are kept.
@@ -293,6 +322,13 @@ mod tests {
             sink: json!({"bytes": 3}),
             batches: 1,
             state: Some(vec![1, 2, 3]),
+            schema: Some(std::sync::Arc::new(Schema::new(vec![
+                datafusion::arrow::datatypes::Field::new(
+                    "a",
+                    datafusion::arrow::datatypes::DataType::Int64,
+                    true,
+                ),
+            ]))),
         };
         store.save(&one).await.unwrap();
         let two = Checkpoint {
@@ -321,6 +357,13 @@ mod tests {
             sink: json!({"bytes": 3}),
             batches: 1,
             state: Some(vec![1, 2, 3]),
+            schema: Some(std::sync::Arc::new(Schema::new(vec![
+                datafusion::arrow::datatypes::Field::new(
+                    "a",
+                    datafusion::arrow::datatypes::DataType::Int64,
+                    true,
+                ),
+            ]))),
         };
         store.save(&one).await.unwrap();
         let two = Checkpoint {

@@ -217,6 +217,9 @@ pub async fn run_with_dead_letters(
                 }
             }
         }
+        if let Some(schema) = &cp.schema {
+            source.resume_schema(schema.clone());
+        }
         source.seek(&Position(cp.source))?;
         committed = cp.batches;
     }
@@ -228,6 +231,7 @@ pub async fn run_with_dead_letters(
     };
     deliverer.restore().await?;
     let counters = Arc::new(Counters::default());
+    let schema = source.schema();
     let (fetched_tx, fetched_rx) = mpsc::channel(options.source_queue_capacity.max(1));
     let (done_tx, mut done_rx) = mpsc::channel(options.queue_capacity.max(1));
     let transformer = Transformer {
@@ -260,6 +264,7 @@ pub async fn run_with_dead_letters(
                     .as_ref()
                     .map_or(0, |s| s.iter().map(|b| b.num_rows() as u64).sum());
                 pending = Some(Checkpoint {
+                    schema: Some(schema.clone()),
                     source: t.position.0.clone(),
                     sink: deliverer.state(),
                     batches: committed,

@@ -5,7 +5,8 @@
 //! The loop ([`micro_batch`]) is [`fetch`] → [`transform`] → [`deliver`] joined by bounded
 //! queues, then a [`checkpoint`] and the [`metrics`] listeners; failures follow the
 //! [`error_policy`] and failing records go to the [`dead_letters`] sink; a `$group` at the end
-//! of a pipeline runs continuously ([`group_state`]); [`builder`] is the library API.
+//! of a pipeline runs continuously ([`group_state`]); [`replay`] re-runs what a checkpoint
+//! covers in batch and compares; [`builder`] is the library API.
 
 pub mod builder;
 pub mod checkpoint;
@@ -16,4 +17,5 @@ mod fetch;
 pub mod group_state;
 pub mod metrics;
 pub mod micro_batch;
+pub mod replay;
 mod transform;

@@ -1,0 +1,163 @@
+//! `fluxion replay JOB.json [--verify]`: the streaming job's pipeline run again in batch over
+//! the input its last checkpoint covers (`runtime::replay`), printed as JSON lines, or
+//! compared with the output the stream committed: one summary line, the differing rows, and
+//! exit 1 when they differ. Long replays show a progress bar on a terminal.
+
+use std::io::Write;
+
+use serde_json::Value;
+
+use crate::connect::jsonl_source::JsonlFileSource;
+use crate::document::encode::{to_documents, write_batch};
+use crate::engine::Engine;
+use crate::job::{Job, Query, SinkConfig, SourceConfig};
+use crate::runtime::checkpoint::open_store;
+use crate::runtime::error_policy::ErrorPolicy;
+use crate::runtime::replay::{compare, replay as run_replay};
+use crate::{Error, Result};
+
+use super::ReplayArgs;
+
+pub(super) async fn replay(args: ReplayArgs) -> Result<()> {
+    let job = Job::load(&args.job)?;
+    let name = job
+        .name
+        .clone()
+        .unwrap_or_else(|| args.job.display().to_string());
+    let Query::Pipeline(pipeline) = job.query()? else {
+        return Err(Error::config(
+            &name,
+            "replay runs a streaming pipeline (not SQL)",
+        ));
+    };
+    let Some(cp_config) = &job.checkpoint else {
+        return Err(Error::config(
+            &name,
+            "replay needs the job's checkpoint store (\"checkpoint\": {\"store\": …})",
+        ));
+    };
+    let Some(checkpoint) = open_store(&cp_config.store)?.load().await? else {
+        return Err(Error::config(
+            &name,
+            format!(
+                "no checkpoint in {} yet: run the stream first",
+                cp_config.store
+            ),
+        ));
+    };
+    let (location, options) = job.source_location()?;
+    let SourceConfig::File { .. } = &job.source;
+    let mut source = match (&options.schema, &checkpoint.schema) {
+        (None, Some(s)) => JsonlFileSource::open(&location, Some(s.clone()), false)?,
+        (declared, _) => JsonlFileSource::open(&location, declared.clone(), false)?,
+    };
+    let policy = match &job.error_policy {
+        Some(p) => ErrorPolicy::from_json(p, "errorPolicy")?,
+        None => ErrorPolicy::default(),
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("replay {bar:40} {bytes}/{total_bytes} {eta}")
+            .expect("a valid template"),
+    );
+    let engine = Engine::new();
+    let replayed = run_replay(
+        &engine,
+        &pipeline,
+        &mut source,
+        &checkpoint,
+        &policy,
+        &|done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        },
+    )
+    .await?;
+    bar.finish_and_clear();
+    let answer = to_documents(&replayed.output)?;
+    if !args.verify {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        for b in &replayed.output {
+            let mut buf = Vec::new();
+            write_batch(&mut buf, b)?;
+            out.write_all(&buf)
+                .map_err(|e| Error::external("writing to stdout", e))?;
+        }
+        return out
+            .flush()
+            .map_err(|e| Error::external("writing to stdout", e));
+    }
+    let SinkConfig::File { path, .. } = &job.sink else {
+        return Err(Error::config(
+            &name,
+            "--verify compares with a file sink's committed output (stdout keeps nothing to compare)",
+        ));
+    };
+    let state = checkpoint.sink.get("out").unwrap_or(&checkpoint.sink);
+    let bytes = state.get("bytes").and_then(Value::as_u64).unwrap_or(0) as usize;
+    let text = std::fs::read(path).map_err(|e| Error::external(format!("reading {path}"), e))?;
+    if text.len() < bytes {
+        return Err(Error::input(
+            path.as_str(),
+            format!(
+                "shorter ({} bytes) than its checkpoint says was committed ({bytes})",
+                text.len()
+            ),
+        ));
+    }
+    let mut committed = Vec::new();
+    for (i, line) in text[..bytes].split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        committed.push(serde_json::from_slice::<Value>(line).map_err(|e| {
+            Error::input(format!("{path}:{}", i + 1), format!("not valid JSON: {e}"))
+        })?);
+    }
+    let upserts = matches!(
+        pipeline.stages.last().map(|s| &s.kind),
+        Some(crate::dsl::StageKind::Group(_))
+    );
+    let differences = compare(&committed, &answer, upserts);
+    let what = if upserts { "groups" } else { "documents" };
+    let mut out = std::io::stdout().lock();
+    let mut say = |line: String| {
+        let _ = writeln!(out, "{line}");
+    };
+    say(format!(
+        "replayed {} documents up to {} ({} micro-batches committed; {} unreadable and {} failing left out): the stream committed {} {what}, the batch run gives {}",
+        replayed.documents,
+        checkpoint.source,
+        checkpoint.batches,
+        replayed.unreadable,
+        replayed.failed,
+        if upserts {
+            let ids: std::collections::BTreeSet<String> =
+                committed.iter().map(|d| d["_id"].to_string()).collect();
+            ids.len()
+        } else {
+            committed.len()
+        },
+        answer.len()
+    ));
+    if differences.is_empty() {
+        say("match".to_string());
+        return Ok(());
+    }
+    for d in &differences {
+        let show = |v: &Option<Value>| v.as_ref().map_or("(none)".to_string(), Value::to_string);
+        say(format!(
+            "{}: committed {} | batch {}",
+            d.key,
+            show(&d.committed),
+            show(&d.replayed)
+        ));
+    }
+    Err(Error::config(
+        &name,
+        format!(
+            "replay: the stream's output differs from the batch run in {} {what}",
+            differences.len()
+        ),
+    ))
+}
