@@ -676,3 +676,45 @@ fn a_streaming_job_serves_prometheus_metrics() {
     let out: u64 = out_line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(out > 0 && out as usize <= paid, "{out_line}");
 }
+
+#[test]
+fn a_streaming_sql_job_gives_the_batch_answer_and_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        "tests/oracle/data/orders.jsonl",
+        dir.path().join("in.jsonl"),
+    )
+    .unwrap();
+    let sql = r#"SELECT _id, upper(status) AS status, "orderValue" * 2 AS twice FROM orders WHERE priority >= 3"#;
+    let job = dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        serde_json::json!({
+            "source": {"type": "file", "path": "in.jsonl", "table": "orders"},
+            "sql": sql,
+            "sink": {"type": "file", "path": "out.jsonl"},
+            "checkpoint": {"store": "cp"},
+            "runtime": {"microBatchSize": 6}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out = fluxion(&["run", job.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let batch = stdout_docs(&fluxion(&[
+        "run",
+        "--sql",
+        sql,
+        "--input",
+        &format!("orders={}", dir.path().join("in.jsonl").display()),
+    ]));
+    assert!(!batch.is_empty());
+    assert_eq!(file_docs(&dir.path().join("out.jsonl")), batch);
+    let out = fluxion(&["replay", job.to_str().unwrap(), "--verify"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.ends_with("match\n"), "{said}");
+}

@@ -635,3 +635,75 @@ async fn a_restarted_stream_reads_with_the_schema_it_started_with() {
     // `b` was not in the schema the stream started with: the restart reads as the first run.
     assert_eq!(read_docs(&output), [json!({"a": 1}), json!({"a": 2})]);
 }
+
+#[tokio::test]
+async fn sql_streams_through_the_same_loop_and_matches_its_json_twin() {
+    use fluxion::runtime::query::StreamQuery;
+    let data = std::fs::read_to_string(ORDERS).unwrap();
+    let json = Pipeline::from_value(&json!([
+        {"$match": {"status": "PAID", "orderValue": {"$gt": 100}}},
+        {"$project": {"_id": 0, "customerId": 1, "orderValue": 1}}
+    ]))
+    .unwrap();
+    let sql = StreamQuery::Sql {
+        sql: "SELECT \"customerId\", \"orderValue\" FROM orders WHERE status = 'PAID' AND \"orderValue\" > 100".into(),
+        table: "orders".into(),
+    };
+    let mut answers = Vec::new();
+    for query in [StreamQuery::from(&json), sql.clone()] {
+        let engine = Engine::new();
+        let mut source = MemorySource::from_jsonl(data.as_bytes()).unwrap();
+        let mut sink = MemorySink::default();
+        let stats = run(
+            &engine,
+            query,
+            &mut source,
+            &mut sink,
+            &mut MemoryCheckpoints::default(),
+            &RuntimeOptions {
+                micro_batch_size: 9,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(stats.batches, 9);
+        answers.push(to_documents(&sink.committed).unwrap());
+    }
+    assert!(!answers[0].is_empty());
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0], common::batch_result(&data, &json).await);
+    // Queries that need every row first are rejected, naming the clause.
+    for (query, says) in [
+        (
+            "SELECT status, count(*) FROM orders GROUP BY status",
+            "GROUP BY and aggregate functions cannot run on a stream yet",
+        ),
+        (
+            "SELECT * FROM orders ORDER BY \"orderValue\"",
+            "ORDER BY cannot",
+        ),
+        ("SELECT * FROM orders LIMIT 3", "LIMIT and OFFSET cannot"),
+        (
+            "SELECT a._id FROM orders a JOIN orders b ON a._id = b._id",
+            "reads its stream \"orders\" exactly once (it reads it 2 times)",
+        ),
+    ] {
+        let mut source = MemorySource::from_jsonl(data.as_bytes()).unwrap();
+        let e = run(
+            &Engine::new(),
+            StreamQuery::Sql {
+                sql: query.into(),
+                table: "orders".into(),
+            },
+            &mut source,
+            &mut MemorySink::default(),
+            &mut MemoryCheckpoints::default(),
+            &RuntimeOptions::default(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("sql: ") && e.contains(says), "{query}: {e}");
+    }
+}

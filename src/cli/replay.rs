@@ -13,6 +13,7 @@ use crate::engine::Engine;
 use crate::job::{Job, Query, SinkConfig, SourceConfig};
 use crate::runtime::checkpoint::open_store;
 use crate::runtime::error_policy::ErrorPolicy;
+use crate::runtime::query::StreamQuery;
 use crate::runtime::replay::{compare, replay as run_replay};
 use crate::{Error, Result};
 
@@ -24,11 +25,12 @@ pub(super) async fn replay(args: ReplayArgs) -> Result<()> {
         .name
         .clone()
         .unwrap_or_else(|| args.job.display().to_string());
-    let Query::Pipeline(pipeline) = job.query()? else {
-        return Err(Error::config(
-            &name,
-            "replay runs a streaming pipeline (not SQL)",
-        ));
+    let query = match job.query()? {
+        Query::Pipeline(p) => StreamQuery::Pipeline(p),
+        Query::Sql(sql) => StreamQuery::Sql {
+            sql,
+            table: job.table().to_string(),
+        },
     };
     let Some(cp_config) = &job.checkpoint else {
         return Err(Error::config(
@@ -63,7 +65,7 @@ pub(super) async fn replay(args: ReplayArgs) -> Result<()> {
     let engine = Engine::new();
     let replayed = run_replay(
         &engine,
-        &pipeline,
+        &query,
         &mut source,
         &checkpoint,
         &policy,
@@ -114,10 +116,8 @@ pub(super) async fn replay(args: ReplayArgs) -> Result<()> {
             Error::input(format!("{path}:{}", i + 1), format!("not valid JSON: {e}"))
         })?);
     }
-    let upserts = matches!(
-        pipeline.stages.last().map(|s| &s.kind),
-        Some(crate::dsl::StageKind::Group(_))
-    );
+    let upserts = matches!(&query, StreamQuery::Pipeline(p)
+        if matches!(p.stages.last().map(|s| &s.kind), Some(crate::dsl::StageKind::Group(_))));
     let differences = compare(&committed, &answer, upserts);
     let what = if upserts { "groups" } else { "documents" };
     let mut out = std::io::stdout().lock();

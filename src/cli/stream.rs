@@ -16,15 +16,17 @@ use crate::runtime::checkpoint::{CheckpointStore, MemoryCheckpoints, open_store}
 use crate::runtime::error_policy::ErrorPolicy;
 use crate::runtime::metrics::PrometheusMetrics;
 use crate::runtime::micro_batch::{RuntimeOptions, run_with_dead_letters};
+use crate::runtime::query::StreamQuery;
 use crate::{Error, Result};
 
 pub(super) async fn run_job(job: Job, metrics_addr: Option<&str>) -> Result<()> {
     let name = job.name.clone().unwrap_or_else(|| "job".to_string());
-    let Query::Pipeline(pipeline) = job.query()? else {
-        return Err(Error::config(
-            &name,
-            "a streaming job runs a pipeline (SQL over a stream is not supported yet)",
-        ));
+    let query = match job.query()? {
+        Query::Pipeline(p) => StreamQuery::Pipeline(p),
+        Query::Sql(sql) => StreamQuery::Sql {
+            sql,
+            table: job.table().to_string(),
+        },
     };
     let (location, options) = job.source_location()?;
     let SourceConfig::File { follow, .. } = &job.source;
@@ -94,7 +96,7 @@ pub(super) async fn run_job(job: Job, metrics_addr: Option<&str>) -> Result<()> 
     let engine = Engine::new();
     let stats = run_with_dead_letters(
         &engine,
-        &pipeline,
+        query,
         &mut source,
         sink.as_mut(),
         dead_letter.as_mut().map(|d| d.as_mut() as &mut dyn Sink),

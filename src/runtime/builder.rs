@@ -30,6 +30,7 @@ use super::checkpoint::{CheckpointStore, MemoryCheckpoints};
 use super::error_policy::{ErrorPolicy, OnFailure};
 use super::metrics::{MetricsListener, PrometheusMetrics, Totals};
 use super::micro_batch::{RunStats, RuntimeOptions, run_with_dead_letters};
+use super::query::StreamQuery;
 use crate::connect::source::{Sink, Source};
 use crate::{Engine, Error, Pipeline, Result};
 
@@ -60,7 +61,7 @@ impl Stream {
 pub struct StreamBuilder {
     id: String,
     source: Option<Box<dyn Source>>,
-    pipeline: Option<Pipeline>,
+    pipeline: Option<StreamQuery>,
     sink: Option<Box<dyn Sink>>,
     dead_letter: Option<Box<dyn Sink>>,
     checkpoints: Option<Box<dyn CheckpointStore>>,
@@ -78,13 +79,23 @@ impl StreamBuilder {
 
     /// The stages, as a JSON pipeline (errors name their JSON path).
     pub fn stages_json(mut self, json: &str) -> Result<Self> {
-        self.pipeline = Some(Pipeline::from_json_str(json)?);
+        self.pipeline = Some(Pipeline::from_json_str(json)?.into());
         Ok(self)
     }
 
     /// The stages, already parsed.
     pub fn pipeline(mut self, pipeline: Pipeline) -> Self {
-        self.pipeline = Some(pipeline);
+        self.pipeline = Some(pipeline.into());
+        self
+    }
+
+    /// SQL instead of stages: each micro-batch is the table `table` (it must work row by row:
+    /// no aggregates, `ORDER BY`, `LIMIT`, window functions, `DISTINCT`, `UNION`).
+    pub fn sql(mut self, sql: &str, table: &str) -> Self {
+        self.pipeline = Some(StreamQuery::Sql {
+            sql: sql.to_string(),
+            table: table.to_string(),
+        });
         self
     }
 
@@ -180,7 +191,7 @@ impl StreamBuilder {
         let run = async move {
             run_with_dead_letters(
                 &engine,
-                &pipeline,
+                pipeline,
                 source.as_mut(),
                 sink.as_mut(),
                 dead_letter.as_mut().map(|d| d.as_mut() as &mut dyn Sink),

@@ -307,5 +307,5 @@ pub fn check_prefix(pipeline: &Pipeline) -> Result<()> {
     let before = Pipeline {
         stages: pipeline.stages[..pipeline.stages.len().saturating_sub(1)].to_vec(),
     };
-    super::micro_batch::check_streamable(&before)
+    super::query::check_stages(&before)
 }

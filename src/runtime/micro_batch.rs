@@ -26,9 +26,9 @@ use super::deliver::Deliverer;
 use super::error_policy::{ErrorPolicy, OnFailure, with_retries};
 use super::group_state::ContinuousGroup;
 use super::metrics::{BatchMetrics, MetricsListener};
+use super::query::{StreamQuery, check_sql, check_stages};
 use super::transform::Transformer;
 use crate::connect::source::{Position, Sink, Source};
-use crate::dsl::{Pipeline, StageKind};
 use crate::{Engine, Error, Result};
 
 /// How the loop runs.
@@ -141,33 +141,11 @@ fn split_sink_state(state: &Value, with_dead_letters: bool) -> (Value, Value) {
     }
 }
 
-/// Errors unless every stage of `pipeline` can run on a stream (document by document).
-pub fn check_streamable(pipeline: &Pipeline) -> Result<()> {
-    for stage in &pipeline.stages {
-        let ok = matches!(
-            stage.kind,
-            StageKind::Match(_)
-                | StageKind::Project(_)
-                | StageKind::AddFields(_)
-                | StageKind::Unset(_)
-                | StageKind::ReplaceRoot(_)
-                | StageKind::Unwind(_)
-                | StageKind::Lookup(_)
-        );
-        if !ok {
-            return Err(stage.path.err(
-                "cannot run on a stream yet: it needs every document before it can emit (streaming runs stages that work document by document)",
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Runs `pipeline` over `source` into `sink` until the source ends, `max_batches`, or a stop;
 /// resumes from the last checkpoint in `checkpoints`, and checkpoints every committed batch.
 pub async fn run(
     engine: &Engine,
-    pipeline: &Pipeline,
+    pipeline: impl Into<StreamQuery>,
     source: &mut dyn Source,
     sink: &mut dyn Sink,
     checkpoints: &mut dyn CheckpointStore,
@@ -181,7 +159,7 @@ pub async fn run(
 #[allow(clippy::too_many_arguments)]
 pub async fn run_with_dead_letters(
     engine: &Engine,
-    pipeline: &Pipeline,
+    query: impl Into<StreamQuery>,
     source: &mut dyn Source,
     sink: &mut dyn Sink,
     dead_letter: Option<&mut dyn Sink>,
@@ -194,12 +172,23 @@ pub async fn run_with_dead_letters(
             "errorPolicy \"deadLetter\" needs a deadLetter sink",
         ));
     }
+    let query = query.into();
     // A `$group` at the end runs continuously; everything else document by document.
-    let mut group = ContinuousGroup::plan(pipeline)?;
-    match &group {
-        Some(_) => super::group_state::check_prefix(pipeline)?,
-        None => check_streamable(pipeline)?,
-    }
+    let mut group = match &query {
+        StreamQuery::Pipeline(pipeline) => {
+            let group = ContinuousGroup::plan(pipeline)?;
+            match &group {
+                Some(_) => super::group_state::check_prefix(pipeline)?,
+                None => check_stages(pipeline)?,
+            }
+            group
+        }
+        StreamQuery::Sql { sql, table } => {
+            let empty = datafusion::arrow::record_batch::RecordBatch::new_empty(source.schema());
+            run_once_check(engine, sql, table, &empty).await?;
+            None
+        }
+    };
     let mut committed = 0u64;
     let mut sink_state = (Value::Null, Value::Null);
     // Back to the last checkpoint: the source where it was, the sink without anything written
@@ -236,7 +225,7 @@ pub async fn run_with_dead_letters(
     let (done_tx, mut done_rx) = mpsc::channel(options.queue_capacity.max(1));
     let transformer = Transformer {
         engine: engine.clone(),
-        pipeline: pipeline.clone(),
+        query,
         group,
         policy: options.error_policy,
         next_seq: 0,
@@ -331,4 +320,20 @@ pub async fn run_with_dead_letters(
         .await
         .map_err(|e| Error::external("the transform step", e))?;
     delivered
+}
+
+/// Registers an empty batch under the SQL's table, so the query can be planned and checked.
+async fn run_once_check(
+    engine: &Engine,
+    sql: &str,
+    table: &str,
+    empty: &datafusion::arrow::record_batch::RecordBatch,
+) -> Result<()> {
+    crate::plan::order::register_ordered(
+        engine.context(),
+        table,
+        empty.schema(),
+        vec![vec![empty.clone()]],
+    )?;
+    check_sql(engine, sql, table).await
 }

@@ -17,5 +17,6 @@ mod fetch;
 pub mod group_state;
 pub mod metrics;
 pub mod micro_batch;
+pub mod query;
 pub mod replay;
 mod transform;

@@ -23,9 +23,9 @@ use serde_json::Value;
 
 use super::checkpoint::Checkpoint;
 use super::error_policy::{ErrorPolicy, OnFailure};
+use super::query::{StreamQuery, run_once};
 use crate::connect::source::{Position, Source};
 use crate::dsl::{Pipeline, StageKind};
-use crate::plan::order;
 use crate::{Engine, Error, Result};
 
 const REPLAY: &str = "__fluxion_replay";
@@ -48,7 +48,7 @@ pub struct Replayed {
 /// bytes of a file).
 pub async fn replay(
     engine: &Engine,
-    pipeline: &Pipeline,
+    query: &StreamQuery,
     source: &mut dyn Source,
     checkpoint: &Checkpoint,
     policy: &ErrorPolicy,
@@ -71,14 +71,12 @@ pub async fn replay(
     }
     let input = concat_batches(&schema, &batches)?;
     let documents = input.num_rows() as u64;
-    let ctx = engine.context();
-    order::register_ordered(ctx, REPLAY, schema.clone(), vec![vec![input.clone()]])?;
-    let first = engine.pipeline(REPLAY, pipeline).await?.collect().await;
+    let first = run_once(engine, query, REPLAY, &input, 0).await;
     let (output, failed) = match first {
         Ok(out) => (out, 0),
         Err(e) if policy.on_failure == OnFailure::DeadLetter => {
             // Find the documents the stream dead-lettered, run without them.
-            let bad = failing_documents(engine, pipeline, &input).await?;
+            let bad = failing_documents(engine, query, &input).await?;
             let keep: Vec<usize> = (0..input.num_rows()).filter(|i| !bad.contains(i)).collect();
             let kept = datafusion::arrow::compute::take_record_batch(
                 &input,
@@ -86,11 +84,7 @@ pub async fn replay(
                     keep.iter().map(|&i| i as u64),
                 ),
             )?;
-            order::register_ordered(ctx, REPLAY, schema, vec![vec![kept]])?;
-            let out = engine
-                .pipeline(REPLAY, pipeline)
-                .await?
-                .collect()
+            let out = run_once(engine, query, REPLAY, &kept, 0)
                 .await
                 .map_err(|again| {
                     Error::config(
@@ -117,33 +111,27 @@ pub async fn replay(
     })
 }
 
-/// The rows of `input` that the stages before a final `$group` fail on, found by halving.
+/// The rows of `input` that the stages before a final `$group` (or the SQL) fail on, found by
+/// halving.
 async fn failing_documents(
     engine: &Engine,
-    pipeline: &Pipeline,
+    query: &StreamQuery,
     input: &RecordBatch,
 ) -> Result<Vec<usize>> {
-    let prefix = match pipeline.stages.last().map(|s| &s.kind) {
-        Some(StageKind::Group(_)) => Pipeline {
-            stages: pipeline.stages[..pipeline.stages.len() - 1].to_vec(),
+    let prefix = match query {
+        StreamQuery::Pipeline(p) => match p.stages.last().map(|s| &s.kind) {
+            Some(StageKind::Group(_)) => StreamQuery::Pipeline(Pipeline {
+                stages: p.stages[..p.stages.len() - 1].to_vec(),
+            }),
+            _ => query.clone(),
         },
-        _ => pipeline.clone(),
+        StreamQuery::Sql { .. } => query.clone(),
     };
-    let table = "__fluxion_replay_part";
     let mut bad = Vec::new();
     let mut todo = vec![(0usize, input.num_rows())];
     while let Some((offset, len)) = todo.pop() {
-        order::register_ordered_from(
-            engine.context(),
-            table,
-            input.schema(),
-            vec![vec![input.slice(offset, len)]],
-            offset as i64,
-        )?;
-        let ok = engine
-            .pipeline(table, &prefix)
-            .await?
-            .collect()
+        let part = input.slice(offset, len);
+        let ok = run_once(engine, &prefix, REPLAY, &part, offset as i64)
             .await
             .is_ok();
         match (ok, len) {

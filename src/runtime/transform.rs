@@ -19,8 +19,8 @@ use super::dead_letters::{DeadLetter, rows_as_json};
 use super::fetch::Fetched;
 use super::group_state::ContinuousGroup;
 use super::micro_batch::Counters;
+use super::query::{StreamQuery, run_once};
 use crate::connect::source::Position;
-use crate::dsl::Pipeline;
 use crate::plan::order;
 use crate::runtime::error_policy::{ErrorPolicy, OnFailure, with_retries};
 use crate::{Engine, Result};
@@ -48,7 +48,7 @@ pub(super) struct Transformed {
 /// The transform step's own state.
 pub(super) struct Transformer {
     pub engine: Engine,
-    pub pipeline: Pipeline,
+    pub query: StreamQuery,
     pub group: Option<ContinuousGroup>,
     pub policy: ErrorPolicy,
     /// The hidden document number of the next document (order is the source's).
@@ -147,21 +147,18 @@ impl Transformer {
 
     /// The pipeline over `batch`, whose first document is number `seq`.
     async fn once(&mut self, batch: &RecordBatch, seq: i64) -> Result<Vec<RecordBatch>> {
-        order::register_ordered_from(
-            self.engine.context(),
-            STREAM,
-            batch.schema(),
-            vec![vec![batch.clone()]],
-            seq,
-        )?;
         match &mut self.group {
-            Some(g) => g.step(&self.engine, STREAM).await,
-            None => Ok(self
-                .engine
-                .pipeline(STREAM, &self.pipeline)
-                .await?
-                .collect()
-                .await?),
+            Some(g) => {
+                order::register_ordered_from(
+                    self.engine.context(),
+                    STREAM,
+                    batch.schema(),
+                    vec![vec![batch.clone()]],
+                    seq,
+                )?;
+                g.step(&self.engine, STREAM).await
+            }
+            None => run_once(&self.engine, &self.query, STREAM, batch, seq).await,
         }
     }
 

@@ -1,0 +1,130 @@
+//! What a stream runs — JSON stages or SQL over the source's table — and the check that it
+//! can run on a stream: micro-batch by micro-batch, each batch's answer final when it is
+//! delivered.
+//!
+//! Stages that work document by document stream, and a `$group` at the end of a pipeline runs
+//! continuously (`runtime::group_state`). SQL streams when it works row by row: projections,
+//! filters, `UNNEST`, joins against static tables. Aggregates, `ORDER BY`, `LIMIT`, window
+//! functions, `DISTINCT` and `UNION` need every row first and are rejected, naming the clause.
+
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::logical_expr::LogicalPlan;
+
+use crate::dsl::{Pipeline, StageKind};
+use crate::plan::order;
+use crate::{Engine, Error, Result};
+
+/// A stream's query.
+#[derive(Debug, Clone)]
+pub enum StreamQuery {
+    /// JSON stages.
+    Pipeline(Pipeline),
+    /// SQL over `table` (each micro-batch is registered under that name).
+    Sql { sql: String, table: String },
+}
+
+impl From<&Pipeline> for StreamQuery {
+    fn from(p: &Pipeline) -> Self {
+        StreamQuery::Pipeline(p.clone())
+    }
+}
+
+impl From<Pipeline> for StreamQuery {
+    fn from(p: Pipeline) -> Self {
+        StreamQuery::Pipeline(p)
+    }
+}
+
+/// Errors unless every stage of `pipeline` can run on a stream (document by document).
+pub fn check_stages(pipeline: &Pipeline) -> Result<()> {
+    for stage in &pipeline.stages {
+        let ok = matches!(
+            stage.kind,
+            StageKind::Match(_)
+                | StageKind::Project(_)
+                | StageKind::AddFields(_)
+                | StageKind::Unset(_)
+                | StageKind::ReplaceRoot(_)
+                | StageKind::Unwind(_)
+                | StageKind::Lookup(_)
+        );
+        if !ok {
+            return Err(stage.path.err(
+                "cannot run on a stream yet: it needs every document before it can emit (streaming runs stages that work document by document)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Errors unless `sql` over `table` (registered, with the stream's schema) works row by row
+/// and reads the stream once.
+pub async fn check_sql(engine: &Engine, sql: &str, table: &str) -> Result<()> {
+    let plan = engine.sql(sql).await?.into_unoptimized_plan();
+    let mut problem: Option<&'static str> = None;
+    let mut scans = 0;
+    // The table is a view over the numbered batches; a plan may show either name.
+    let hidden = order::source_name(table);
+    plan.apply_with_subqueries(|node| {
+        problem = problem.or(match node {
+            LogicalPlan::Aggregate(_) => Some("GROUP BY and aggregate functions"),
+            LogicalPlan::Sort(_) => Some("ORDER BY"),
+            LogicalPlan::Limit(_) => Some("LIMIT and OFFSET"),
+            LogicalPlan::Window(_) => Some("window functions (OVER)"),
+            LogicalPlan::Distinct(_) => Some("DISTINCT"),
+            LogicalPlan::Union(_) => Some("UNION"),
+            LogicalPlan::RecursiveQuery(_) => Some("recursive queries"),
+            _ => None,
+        });
+        if let LogicalPlan::TableScan(scan) = node
+            && (scan.table_name.table() == table || scan.table_name.table() == hidden)
+        {
+            scans += 1;
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if let Some(what) = problem {
+        return Err(Error::config(
+            "sql",
+            format!(
+                "{what} cannot run on a stream yet: they need every row first (streaming SQL runs queries that work row by row; a JSON pipeline can end in a continuous $group)"
+            ),
+        ));
+    }
+    if scans != 1 {
+        return Err(Error::config(
+            "sql",
+            format!(
+                "a streaming query reads its stream \"{table}\" exactly once (it reads it {scans} times)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `query` over `batch` (whose first document is number `seq`): registered as `stream`
+/// for stages, or under the SQL's table name.
+pub(crate) async fn run_once(
+    engine: &Engine,
+    query: &StreamQuery,
+    stream: &str,
+    batch: &datafusion::arrow::record_batch::RecordBatch,
+    seq: i64,
+) -> Result<Vec<datafusion::arrow::record_batch::RecordBatch>> {
+    let table = match query {
+        StreamQuery::Pipeline(_) => stream,
+        StreamQuery::Sql { table, .. } => table.as_str(),
+    };
+    order::register_ordered_from(
+        engine.context(),
+        table,
+        batch.schema(),
+        vec![vec![batch.clone()]],
+        seq,
+    )?;
+    let df = match query {
+        StreamQuery::Pipeline(p) => engine.pipeline(stream, p).await?,
+        StreamQuery::Sql { sql, .. } => engine.sql(sql).await?,
+    };
+    Ok(df.collect().await?)
+}
