@@ -9,14 +9,14 @@
 //! are the new state, saved with every checkpoint (Arrow IPC), so a restarted stream
 //! continues with the groups as they were.
 
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Column;
-use datafusion::common::JoinType;
 use datafusion::functions_nested::expr_fn::{array_distinct, flatten};
 use datafusion::logical_expr::{Expr, cast, lit, when};
-use datafusion::prelude::DataFrame;
 
+use super::keyed_state::{KeyedState, Snapshot};
 use crate::dsl::expression::{Expression, Family, Operator};
 use crate::dsl::group::{Accumulator, Group};
 use crate::dsl::reshape::UnionWith;
@@ -50,7 +50,7 @@ pub struct ContinuousGroup {
     /// `$unionWith` the partial rows, then the merge `$group`.
     merge: Pipeline,
     fields: Vec<(String, Kept)>,
-    state: Option<Vec<RecordBatch>>,
+    state: KeyedState,
 }
 
 impl ContinuousGroup {
@@ -159,7 +159,7 @@ impl ContinuousGroup {
                 stages: merge_stages,
             },
             fields,
-            state: None,
+            state: KeyedState::new("_id"),
         }))
     }
 
@@ -179,11 +179,17 @@ impl ContinuousGroup {
             return Ok(Vec::new());
         }
         let ctx = engine.context();
-        // The state is replaced only when the whole step succeeds (a failed batch can be
-        // retried, or split, against the state as it was).
-        let state = self.state.clone().unwrap_or_default();
-        order::register_ordered(ctx, STATE, schema.clone(), vec![state])?;
-        order::register_ordered(ctx, PARTIAL, schema.clone(), vec![partial.clone()])?;
+        // Only the groups this batch touches are read from the state and merged; the state
+        // is changed only when the whole step succeeds (a failed batch can be retried, or
+        // split, against the state as it was).
+        let partial_rows = concat_batches(&schema, &partial)?;
+        let touched = self.state.rows_for(&partial_rows)?;
+        let touched = match touched {
+            Some(t) => vec![RecordBatch::try_new(schema.clone(), t.columns().to_vec())?],
+            None => Vec::new(),
+        };
+        order::register_ordered(ctx, STATE, schema.clone(), vec![touched])?;
+        order::register_ordered(ctx, PARTIAL, schema.clone(), vec![vec![partial_rows]])?;
         let merged = engine.pipeline(STATE, &self.merge).await?;
         // Arrays merged as arrays of arrays: flatten them (and drop repeats for sets).
         let mut exprs = vec![col("_id")];
@@ -207,24 +213,8 @@ impl ContinuousGroup {
                 Kept::Plain => exprs.push(col(name.as_str()).alias(name)),
             }
         }
-        let new_state = merged.select(exprs)?.collect().await?;
-        // The changed groups are read from the merged rows, not merged a second time.
-        let merged = ctx.read_batches(new_state.clone())?;
-        // The groups this batch touched, in their current form.
-        let touched = DataFrame::new(
-            ctx.state(),
-            ctx.table(PARTIAL).await?.into_unoptimized_plan(),
-        )
-        .select(vec![col("_id").alias("__fluxion_key")])?;
-        let changed = merged.join_on(
-            touched,
-            JoinType::LeftSemi,
-            vec![datafusion::logical_expr::binary_expr(
-                col("_id"),
-                datafusion::logical_expr::Operator::IsNotDistinctFrom,
-                col("__fluxion_key"),
-            )],
-        )?;
+        let new_rows = merged.select(exprs)?.collect().await?;
+        // The upserts: the merged groups in their output form.
         let mut out = vec![col("_id")];
         for (name, kept) in &self.fields {
             out.push(match kept {
@@ -243,8 +233,14 @@ impl ContinuousGroup {
                 _ => col(name.as_str()).alias(name),
             });
         }
-        let upserts = changed.select(out)?.collect().await?;
-        self.state = Some(new_state);
+        let upserts = ctx
+            .read_batches(new_rows.clone())?
+            .select(out)?
+            .collect()
+            .await?;
+        for rows in new_rows {
+            self.state.upsert(rows)?;
+        }
         Ok(upserts)
     }
 }
@@ -252,54 +248,18 @@ impl ContinuousGroup {
 impl ContinuousGroup {
     /// How many groups there are.
     pub fn state_rows(&self) -> u64 {
-        self.state
-            .as_deref()
-            .unwrap_or(&[])
-            .iter()
-            .map(|b| b.num_rows() as u64)
-            .sum()
+        self.state.len() as u64
     }
 
-    /// The groups, as state rows.
-    pub fn state(&self) -> &[RecordBatch] {
-        self.state.as_deref().unwrap_or(&[])
-    }
-
-    /// The groups as Arrow IPC bytes, for a checkpoint.
-    pub fn state_bytes(&self) -> Result<Vec<u8>> {
-        state_to_ipc(self.state())
+    /// The groups now, for a checkpoint.
+    pub fn snapshot(&self) -> Snapshot {
+        self.state.snapshot()
     }
 
     /// Takes the groups back from checkpointed bytes.
     pub fn restore_state(&mut self, bytes: &[u8]) -> Result<()> {
-        if bytes.is_empty() {
-            self.state = None;
-            return Ok(());
-        }
-        let reader = datafusion::arrow::ipc::reader::FileReader::try_new(
-            std::io::Cursor::new(bytes.to_vec()),
-            None,
-        )?;
-        self.state = Some(reader.collect::<std::result::Result<Vec<_>, _>>()?);
-        Ok(())
+        self.state.restore(bytes)
     }
-}
-
-/// State rows as Arrow IPC bytes (empty for no rows), for a checkpoint.
-pub fn state_to_ipc(batches: &[RecordBatch]) -> Result<Vec<u8>> {
-    let Some(first) = batches.first() else {
-        return Ok(Vec::new());
-    };
-    let mut buf = Vec::new();
-    {
-        let mut w =
-            datafusion::arrow::ipc::writer::FileWriter::try_new(&mut buf, first.schema().as_ref())?;
-        for b in batches {
-            w.write(b)?;
-        }
-        w.finish()?;
-    }
-    Ok(buf)
 }
 
 /// Errors when the stages before a streaming `$group` cannot stream.

@@ -25,6 +25,7 @@ use super::checkpoint::{Checkpoint, CheckpointStore};
 use super::deliver::Deliverer;
 use super::error_policy::{ErrorPolicy, OnFailure, with_retries};
 use super::group_state::ContinuousGroup;
+use super::keyed_state::Snapshot;
 use super::metrics::{BatchMetrics, MetricsListener};
 use super::query::{StreamQuery, check_sql, check_stages};
 use super::transform::Transformer;
@@ -114,10 +115,11 @@ impl Counters {
 /// Saves a checkpoint (with the `$group` state, if any), retried by the error policy.
 async fn save(
     checkpoints: &mut dyn CheckpointStore,
-    checkpoint: Checkpoint,
+    (mut checkpoint, state): (Checkpoint, Option<Snapshot>),
     policy: &ErrorPolicy,
     counters: &Counters,
 ) -> Result<()> {
+    checkpoint.state = state.map(|s| s.to_ipc()).transpose()?;
     let saved: Result<()> = with_retries!(
         policy,
         "checkpoint",
@@ -234,7 +236,7 @@ pub async fn run_with_dead_letters(
     let fetching = super::fetch::fetch(source, fetched_tx, options, &counters);
     let delivering = async {
         let mut stats = RunStats::default();
-        let mut pending: Option<Checkpoint> = None;
+        let mut pending: Option<(Checkpoint, Option<Snapshot>)> = None;
         let mut last_checkpoint = Instant::now();
         let mut seen = (0u64, 0u64, 0u64);
         let result: Result<()> = async {
@@ -248,21 +250,18 @@ pub async fn run_with_dead_letters(
                 stats.dead_lettered += t.dead_lettered;
                 stats.skipped += t.skipped;
                 committed += 1;
-                let state_rows = t
-                    .state
-                    .as_ref()
-                    .map_or(0, |s| s.iter().map(|b| b.num_rows() as u64).sum());
-                pending = Some(Checkpoint {
-                    schema: Some(schema.clone()),
-                    source: t.position.0.clone(),
-                    sink: deliverer.state(),
-                    batches: committed,
-                    state: t
-                        .state
-                        .as_deref()
-                        .map(super::group_state::state_to_ipc)
-                        .transpose()?,
-                });
+                let state_rows = t.state.as_ref().map_or(0, |s| s.rows());
+                // The operator state is serialized only when a checkpoint is saved.
+                pending = Some((
+                    Checkpoint {
+                        schema: Some(schema.clone()),
+                        source: t.position.0.clone(),
+                        sink: deliverer.state(),
+                        batches: committed,
+                        state: None,
+                    },
+                    t.state.clone(),
+                ));
                 let due = options
                     .checkpoint_interval
                     .is_none_or(|every| last_checkpoint.elapsed() >= every);

@@ -15,6 +15,7 @@ mod deliver;
 pub mod error_policy;
 mod fetch;
 pub mod group_state;
+pub mod keyed_state;
 pub mod metrics;
 pub mod micro_batch;
 pub mod query;

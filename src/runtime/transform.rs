@@ -40,7 +40,7 @@ pub(super) struct Transformed {
     pub skipped: u64,
     pub lag: Option<u64>,
     /// The continuous `$group`'s groups after this batch.
-    pub state: Option<Vec<RecordBatch>>,
+    pub state: Option<super::keyed_state::Snapshot>,
     pub started: Instant,
     pub transform_time: Duration,
 }
@@ -139,7 +139,7 @@ impl Transformer {
             input_rows,
             skipped,
             lag: f.lag,
-            state: self.group.as_ref().map(|g| g.state().to_vec()),
+            state: self.group.as_ref().map(|g| g.snapshot()),
             started: f.started,
             transform_time: began.elapsed(),
         })
