@@ -232,49 +232,96 @@ async fn a_followed_file_streams_lines_as_they_are_appended() {
 #[tokio::test]
 async fn a_continuous_group_ends_in_the_batch_group() {
     let data = std::fs::read_to_string(ORDERS).unwrap();
-    let pipeline = Pipeline::from_value(&json!([
-        {"$match": {"status": {"$ne": "CANCELLED"}}},
-        {"$group": {"_id": "$customerId", "n": {"$count": {}}, "orderTotal": {"$sum": "$orderValue"},
-                    "avg": {"$avg": "$priority"}, "low": {"$min": "$orderValue"}, "high": {"$max": "$orderValue"},
-                    "first": {"$first": "$orderId"}, "last": {"$last": "$orderId"}, "ids": {"$push": "$_id"}}}
-    ]))
-    .unwrap();
-    let mut expected = common::batch_result(&data, &pipeline).await;
-    expected.sort_by_key(|d| d["_id"].to_string());
-    let mut seed = 7u64;
-    for _ in 0..4 {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let size = 1 + (seed >> 33) as usize % 25;
-        let engine = Engine::new();
-        let mut source = MemorySource::from_jsonl(data.as_bytes()).unwrap();
-        let mut sink = MemorySink::default();
-        let mut checkpoints = MemoryCheckpoints::default();
-        let options = RuntimeOptions {
-            micro_batch_size: size,
-            ..Default::default()
-        };
-        run(
-            &engine,
-            &pipeline,
+    for stages in [
+        json!([
+            {"$match": {"status": {"$ne": "CANCELLED"}}},
+            {"$group": {"_id": "$customerId", "n": {"$count": {}}, "orderTotal": {"$sum": "$orderValue"},
+                        "avg": {"$avg": "$priority"}, "low": {"$min": "$orderValue"}, "high": {"$max": "$orderValue"},
+                        "first": {"$first": "$orderId"}, "last": {"$last": "$orderId"}, "ids": {"$push": "$_id"}}}
+        ]),
+        // The n-forms, standard deviations, and stages after the $group.
+        json!([
+            {"$group": {"_id": "$status", "firstIds": {"$firstN": {"input": "$_id", "n": 3}},
+                        "lastIds": {"$lastN": {"input": "$_id", "n": 2}},
+                        "top": {"$maxN": {"input": "$orderValue", "n": 3}},
+                        "bottom": {"$minN": {"input": "$priority", "n": 4}},
+                        "sd": {"$stdDevPop": "$orderValue"}, "sds": {"$stdDevSamp": "$priority"},
+                        "high": {"$max": "$orderValue"}, "low": {"$min": "$orderValue"}}},
+            {"$addFields": {"range": {"$subtract": ["$high", "$low"]}}},
+            {"$project": {"high": 0}}
+        ]),
+    ] {
+        let pipeline = Pipeline::from_value(&stages).unwrap();
+        let mut expected = common::batch_result(&data, &pipeline).await;
+        expected.sort_by_key(|d| d["_id"].to_string());
+        let mut seed = 7u64;
+        for _ in 0..4 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let size = 1 + (seed >> 33) as usize % 25;
+            let engine = Engine::new();
+            let mut source = MemorySource::from_jsonl(data.as_bytes()).unwrap();
+            let mut sink = MemorySink::default();
+            let mut checkpoints = MemoryCheckpoints::default();
+            let options = RuntimeOptions {
+                micro_batch_size: size,
+                ..Default::default()
+            };
+            run(
+                &engine,
+                &pipeline,
+                &mut source,
+                &mut sink,
+                &mut checkpoints,
+                &options,
+            )
+            .await
+            .unwrap();
+            // Upserts: the last document per _id is the group's value.
+            let mut last = std::collections::BTreeMap::new();
+            for d in to_documents(&sink.committed).unwrap() {
+                last.insert(d["_id"].to_string(), d);
+            }
+            let got: Vec<Value> = last.into_values().collect();
+            assert_eq!(got.len(), expected.len(), "batches of {size}");
+            for (g, e) in got.iter().zip(&expected) {
+                assert!(common::same_value(g, e), "batches of {size}:\n{g}\n{e}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn after_a_streaming_group_only_stages_that_keep_id_are_allowed() {
+    for (stages, says) in [
+        (
+            json!([{"$group": {"_id": "$status", "n": {"$sum": 1}}}, {"$match": {"n": {"$gt": 2}}}]),
+            "pipeline[1].$match: cannot follow a $group on a stream yet",
+        ),
+        (
+            json!([{"$group": {"_id": "$status", "n": {"$sum": 1}}}, {"$project": {"_id": 0, "n": 1}}]),
+            "pipeline[1].$project: cannot change _id after a streaming $group",
+        ),
+        (
+            json!([{"$group": {"_id": "$status", "n": {"$median": {"input": "$priority", "method": "approximate"}}}}]),
+            "$median is not supported in a $group over a stream yet",
+        ),
+    ] {
+        let mut source =
+            MemorySource::from_jsonl(b"{\"status\": \"A\", \"priority\": 1}\n").unwrap();
+        let e = run(
+            &Engine::new(),
+            &Pipeline::from_value(&stages).unwrap(),
             &mut source,
-            &mut sink,
-            &mut checkpoints,
-            &options,
+            &mut MemorySink::default(),
+            &mut MemoryCheckpoints::default(),
+            &RuntimeOptions::default(),
         )
         .await
-        .unwrap();
-        // Upserts: the last document per _id is the group's value.
-        let mut last = std::collections::BTreeMap::new();
-        for d in to_documents(&sink.committed).unwrap() {
-            last.insert(d["_id"].to_string(), d);
-        }
-        let got: Vec<Value> = last.into_values().collect();
-        assert_eq!(got.len(), expected.len(), "batches of {size}");
-        for (g, e) in got.iter().zip(&expected) {
-            assert!(common::same_value(g, e), "batches of {size}:\n{g}\n{e}");
-        }
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(says), "{e}");
     }
 }
 

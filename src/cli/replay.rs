@@ -117,7 +117,7 @@ pub(super) async fn replay(args: ReplayArgs) -> Result<()> {
         })?);
     }
     let upserts = matches!(&query, StreamQuery::Pipeline(p)
-        if matches!(p.stages.last().map(|s| &s.kind), Some(crate::dsl::StageKind::Group(_))));
+        if crate::runtime::group_state::split_at_group(p).is_some());
     let differences = compare(&committed, &answer, upserts);
     let what = if upserts { "groups" } else { "documents" };
     let mut out = std::io::stdout().lock();

@@ -2,18 +2,29 @@
 //! groups it changed are emitted as upserts keyed by `_id` (the last document per `_id` is the
 //! group's current value; after the whole input it equals a batch `$group`).
 //!
-//! Each accumulator is split in two `$group`s: a *partial* one over the micro-batch (`$sum`,
-//! `$count`, `$min`, `$max`, `$first`, `$last`, `$push`, `$addToSet`; `$avg` as a sum and a
-//! count) and a *merge* one over the state's rows followed by the batch's partial rows
-//! (`$unionWith`, so `$first` keeps the earliest and `$last` takes the latest). The merged rows
-//! are the new state, saved with every checkpoint (Arrow IPC), so a restarted stream
-//! continues with the groups as they were.
+//! Each accumulator is split in two `$group`s: a *partial* one over the micro-batch and a
+//! *merge* one over the touched groups' state rows followed by the batch's partial rows
+//! (`$unionWith`, so `$first` keeps the earliest and `$last` takes the latest): `$sum`
+//! `$count` `$min` `$max` `$first` `$last` merge as themselves (`$count` as a `$sum`);
+//! `$push` `$addToSet` `$firstN` `$lastN` `$maxN` `$minN` keep arrays, concatenated and then
+//! cut (first / last n, n largest / smallest, without repeats); `$avg` keeps a sum and a count
+//! of numbers, `$stdDevPop` / `$stdDevSamp` a sum, a sum of squares and a count. Only the
+//! groups a batch touches are read from the state ([`KeyedState`]) and merged, so a batch
+//! costs what it holds, not what the state holds. The state is saved with checkpoints (Arrow
+//! IPC), so a restarted stream continues with the groups as they were.
+//!
+//! Stages after the `$group` may change each upsert on its own — `$project`, `$addFields` /
+//! `$set`, `$unset` that leave `_id` alone; a `$match` there could not take back an upsert it
+//! drops, so it is rejected (as are stages that need every group).
 
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Column;
-use datafusion::functions_nested::expr_fn::{array_distinct, flatten};
+use datafusion::functions::expr_fn::{greatest, sqrt};
+use datafusion::functions_nested::expr_fn::{
+    array_distinct, array_length, array_slice, array_sort, flatten,
+};
 use datafusion::logical_expr::{Expr, cast, lit, when};
 
 use super::keyed_state::{KeyedState, Snapshot};
@@ -31,22 +42,42 @@ fn col(name: &str) -> Expr {
     Expr::Column(Column::from_name(name))
 }
 const PARTIAL: &str = "__fluxion_group_partial";
+const UPSERTS: &str = "__fluxion_group_upserts";
 
 /// How one output field is kept.
 #[derive(Debug, Clone)]
 enum Kept {
     /// One state column, merged by the same kind of accumulator (`$sum` for counts).
     Plain,
-    /// Arrays merged by concatenation (`$push`), or as a set (`$addToSet`).
-    Arrays { distinct: bool },
+    /// Arrays merged by concatenation, then kept as `post` says.
+    Arrays(Post),
     /// `$avg`: a sum and a count of numbers.
     Average,
+    /// `$stdDevPop` / `$stdDevSamp`: a sum, a sum of squares and a count of numbers.
+    StdDev { sample: bool },
+}
+
+/// What becomes of concatenated arrays.
+#[derive(Debug, Clone, Copy)]
+enum Post {
+    /// `$push`: all of them.
+    All,
+    /// `$addToSet`: without repeats.
+    Distinct,
+    /// `$firstN` / `$lastN`: the first or last n.
+    First(u64),
+    Last(u64),
+    /// `$maxN` / `$minN`: the n largest (descending) or smallest (ascending).
+    Max(u64),
+    Min(u64),
 }
 
 /// The state and plans of a continuous `$group`.
 pub struct ContinuousGroup {
     /// The stages before `$group`, then the partial `$group`.
     partial: Pipeline,
+    /// Stages after `$group` (they keep `_id`), applied to the upserts.
+    after: Pipeline,
     /// `$unionWith` the partial rows, then the merge `$group`.
     merge: Pipeline,
     fields: Vec<(String, Kept)>,
@@ -54,14 +85,15 @@ pub struct ContinuousGroup {
 }
 
 impl ContinuousGroup {
-    /// The continuous form of `pipeline` when it ends in `$group` (`None` without one).
+    /// The continuous form of `pipeline` when it has a `$group` (`None` without one).
     pub fn plan(pipeline: &Pipeline) -> Result<Option<ContinuousGroup>> {
-        let Some((last, before)) = pipeline.stages.split_last() else {
+        let Some((before, last, after)) = split_at_group(pipeline) else {
             return Ok(None);
         };
         let StageKind::Group(g) = &last.kind else {
-            return Ok(None);
+            unreachable!("split at a $group")
         };
+        check_after(after)?;
         let at = &last.path;
         let field = |name: &str| Expression::Field(FieldPath::parse(name, at).expect("plain"));
         let acc = |name: String, op: &'static str, arg: Expression| Accumulator {
@@ -88,11 +120,62 @@ impl ContinuousGroup {
                     merge.push(acc(a.name.clone(), "$sum", field(&a.name)));
                     Kept::Plain
                 }
-                "$push" | "$addToSet" => {
-                    partial.push(acc(a.name.clone(), a.op, a.arg.clone()));
+                "$push" | "$addToSet" | "$firstN" | "$lastN" | "$maxN" | "$minN" => {
+                    partial.push(Accumulator {
+                        n: a.n,
+                        ..acc(a.name.clone(), a.op, a.arg.clone())
+                    });
                     merge.push(acc(a.name.clone(), "$push", field(&a.name)));
-                    Kept::Arrays {
-                        distinct: a.op == "$addToSet",
+                    let n = a.n.unwrap_or(1);
+                    Kept::Arrays(match a.op {
+                        "$push" => Post::All,
+                        "$addToSet" => Post::Distinct,
+                        "$firstN" => Post::First(n),
+                        "$lastN" => Post::Last(n),
+                        "$maxN" => Post::Max(n),
+                        _ => Post::Min(n),
+                    })
+                }
+                "$stdDevPop" | "$stdDevSamp" => {
+                    // The value as a double when it is a number, else null (ignored by $sum).
+                    let op = |name: &'static str, family, args| {
+                        Expression::Operator(Operator {
+                            name,
+                            family,
+                            args,
+                            path: a.path.clone(),
+                        })
+                    };
+                    let number = op(
+                        "$cond",
+                        Family::Conditional,
+                        vec![
+                            op("$isNumber", Family::Type, vec![a.arg.clone()]),
+                            op("$toDouble", Family::Type, vec![a.arg.clone()]),
+                            Expression::Literal(serde_json::Value::Null),
+                        ],
+                    );
+                    let one_if = op(
+                        "$cond",
+                        Family::Conditional,
+                        vec![
+                            op("$isNumber", Family::Type, vec![a.arg.clone()]),
+                            Expression::Literal(1.into()),
+                            Expression::Literal(0.into()),
+                        ],
+                    );
+                    let square = op(
+                        "$multiply",
+                        Family::Arithmetic,
+                        vec![number.clone(), number.clone()],
+                    );
+                    for (suffix, arg) in [("__sum", number), ("__sq", square), ("__n", one_if)] {
+                        let part = format!("{}{suffix}", a.name);
+                        partial.push(acc(part.clone(), "$sum", arg));
+                        merge.push(acc(part.clone(), "$sum", field(&part)));
+                    }
+                    Kept::StdDev {
+                        sample: a.op == "$stdDevSamp",
                     }
                 }
                 "$avg" => {
@@ -121,7 +204,7 @@ impl ContinuousGroup {
                 }
                 other => {
                     return Err(a.path.key(other).err(format!(
-                        "{other} is not supported in a $group over a stream yet (supported: $sum $count $min $max $avg $first $last $push $addToSet)"
+                        "{other} is not supported in a $group over a stream yet (supported: $sum $count $min $max $avg $first $last $push $addToSet $firstN $lastN $maxN $minN $stdDevPop $stdDevSamp)"
                     )));
                 }
             };
@@ -154,6 +237,9 @@ impl ContinuousGroup {
         Ok(Some(ContinuousGroup {
             partial: Pipeline {
                 stages: partial_stages,
+            },
+            after: Pipeline {
+                stages: after.to_vec(),
             },
             merge: Pipeline {
                 stages: merge_stages,
@@ -195,17 +281,11 @@ impl ContinuousGroup {
         let mut exprs = vec![col("_id")];
         for (name, kept) in &self.fields {
             match kept {
-                Kept::Arrays { distinct } => {
-                    let flat = flatten(col(name.as_str()));
-                    let e = if *distinct {
-                        array_distinct(flat)
-                    } else {
-                        flat
-                    };
-                    exprs.push(e.alias(name));
+                Kept::Arrays(post) => {
+                    exprs.push(post.apply(flatten(col(name.as_str()))).alias(name))
                 }
-                Kept::Average => {
-                    for part in ["__sum", "__n"] {
+                Kept::Average | Kept::StdDev { .. } => {
+                    for part in kept.parts() {
                         let n = format!("{name}{part}");
                         exprs.push(col(n.as_str()).alias(&n));
                     }
@@ -230,14 +310,39 @@ impl ContinuousGroup {
                     .otherwise(lit(datafusion::common::ScalarValue::Float64(None)))?
                     .alias(name)
                 }
-                _ => col(name.as_str()).alias(name),
+                Kept::StdDev { sample } => {
+                    let part = |p: &str| col(format!("{name}{p}").as_str());
+                    let n = cast(part("__n"), DataType::Float64);
+                    let (sum, sq) = (part("__sum"), part("__sq"));
+                    // Σx² − (Σx)²/n, never below 0 (rounding), over n or n − 1.
+                    let m2 = greatest(vec![sq - sum.clone() * sum / n.clone(), lit(0.0f64)]);
+                    let (divisor, least) = if *sample {
+                        (n.clone() - lit(1.0f64), 1.0f64)
+                    } else {
+                        (n.clone(), 0.0f64)
+                    };
+                    when(n.gt(lit(least)), sqrt(m2 / divisor))
+                        .otherwise(lit(datafusion::common::ScalarValue::Float64(None)))?
+                        .alias(name)
+                }
+                Kept::Plain | Kept::Arrays(_) => col(name.as_str()).alias(name),
             });
         }
-        let upserts = ctx
+        let mut upserts = ctx
             .read_batches(new_rows.clone())?
             .select(out)?
             .collect()
             .await?;
+        if !self.after.stages.is_empty()
+            && let Some(first) = upserts.first()
+        {
+            order::register_ordered(ctx, UPSERTS, first.schema(), vec![upserts.clone()])?;
+            upserts = engine
+                .pipeline(UPSERTS, &self.after)
+                .await?
+                .collect()
+                .await?;
+        }
         for rows in new_rows {
             self.state.upsert(rows)?;
         }
@@ -262,10 +367,80 @@ impl ContinuousGroup {
     }
 }
 
+impl Kept {
+    /// The suffixes of the state columns of a field kept in parts.
+    fn parts(&self) -> &'static [&'static str] {
+        match self {
+            Kept::Average => &["__sum", "__n"],
+            Kept::StdDev { .. } => &["__sum", "__sq", "__n"],
+            _ => &[],
+        }
+    }
+}
+
+impl Post {
+    /// The kept form of the concatenated arrays `flat`.
+    fn apply(self, flat: Expr) -> Expr {
+        let len = || cast(array_length(flat.clone()), DataType::Int64);
+        let first = |n: u64, arr: Expr| array_slice(arr, lit(1i64), lit(n as i64), None);
+        match self {
+            Post::All => flat,
+            Post::Distinct => array_distinct(flat),
+            Post::First(n) => first(n, flat),
+            Post::Last(n) => array_slice(
+                flat.clone(),
+                greatest(vec![len() - lit(n as i64 - 1), lit(1i64)]),
+                len(),
+                None,
+            ),
+            Post::Max(n) => first(n, array_sort(flat, lit("DESC"), lit("NULLS LAST"))),
+            Post::Min(n) => first(n, array_sort(flat, lit("ASC"), lit("NULLS LAST"))),
+        }
+    }
+}
+
+/// The stages before a pipeline's first `$group`, the `$group`, and the stages after it.
+pub fn split_at_group(pipeline: &Pipeline) -> Option<(&[Stage], &Stage, &[Stage])> {
+    let i = pipeline
+        .stages
+        .iter()
+        .position(|s| matches!(s.kind, StageKind::Group(_)))?;
+    Some((
+        &pipeline.stages[..i],
+        &pipeline.stages[i],
+        &pipeline.stages[i + 1..],
+    ))
+}
+
+/// Errors unless the stages after a streaming `$group` keep each upsert's `_id` and work on
+/// it alone: `$project`, `$addFields` / `$set`, `$unset` that leave `_id` as it is.
+fn check_after(after: &[Stage]) -> Result<()> {
+    for stage in after {
+        let touches_id = match &stage.kind {
+            StageKind::Project(p) => p
+                .tree
+                .get("_id")
+                .is_some_and(|n| !matches!(n, crate::dsl::project::Node::Include)),
+            StageKind::AddFields(t) | StageKind::Unset(t) => t.contains_key("_id"),
+            _ => {
+                return Err(stage.path.err(
+                    "cannot follow a $group on a stream yet: after a streaming $group come only $project, $addFields/$set and $unset (each upsert is changed alone; a $match could not take back an upsert it drops)",
+                ));
+            }
+        };
+        if touches_id {
+            return Err(stage
+                .path
+                .err("cannot change _id after a streaming $group: _id is the key of its upserts"));
+        }
+    }
+    Ok(())
+}
+
 /// Errors when the stages before a streaming `$group` cannot stream.
 pub fn check_prefix(pipeline: &Pipeline) -> Result<()> {
-    let before = Pipeline {
-        stages: pipeline.stages[..pipeline.stages.len().saturating_sub(1)].to_vec(),
-    };
-    super::query::check_stages(&before)
+    let before = split_at_group(pipeline).map_or(&[][..], |(b, _, _)| b);
+    super::query::check_stages(&Pipeline {
+        stages: before.to_vec(),
+    })
 }

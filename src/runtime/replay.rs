@@ -7,9 +7,9 @@
 //! them out (dead-lettered or skipped). The pipeline then runs once over all of it, as a batch
 //! (`$group` as a plain `$group`, not the continuous one). If the stream dead-lettered
 //! documents the pipeline failed on, the replay finds the same documents (by halving, with the
-//! stages before a final `$group`) and leaves them out too.
+//! stages before the `$group`) and leaves them out too.
 //!
-//! Comparing: a pipeline that ends in `$group` wrote upserts, so the stream's answer is the last
+//! Comparing: a pipeline with a `$group` wrote upserts, so the stream's answer is the last
 //! document per `_id`, compared group by group; any other pipeline's output is compared
 //! document by document, in order. Numbers match within 1e-9 relative (a continuous `$avg` is
 //! a sum over a count, the batch one DataFusion's average; float sums differ in the last bits
@@ -23,9 +23,10 @@ use serde_json::Value;
 
 use super::checkpoint::Checkpoint;
 use super::error_policy::{ErrorPolicy, OnFailure};
+use super::group_state::split_at_group;
 use super::query::{StreamQuery, run_once};
 use crate::connect::source::{Position, Source};
-use crate::dsl::{Pipeline, StageKind};
+use crate::dsl::Pipeline;
 use crate::{Engine, Error, Result};
 
 const REPLAY: &str = "__fluxion_replay";
@@ -111,7 +112,7 @@ pub async fn replay(
     })
 }
 
-/// The rows of `input` that the stages before a final `$group` (or the SQL) fail on, found by
+/// The rows of `input` that the stages before a `$group` (or the SQL) fail on, found by
 /// halving.
 async fn failing_documents(
     engine: &Engine,
@@ -119,11 +120,11 @@ async fn failing_documents(
     input: &RecordBatch,
 ) -> Result<Vec<usize>> {
     let prefix = match query {
-        StreamQuery::Pipeline(p) => match p.stages.last().map(|s| &s.kind) {
-            Some(StageKind::Group(_)) => StreamQuery::Pipeline(Pipeline {
-                stages: p.stages[..p.stages.len() - 1].to_vec(),
+        StreamQuery::Pipeline(p) => match split_at_group(p) {
+            Some((before, _, _)) => StreamQuery::Pipeline(Pipeline {
+                stages: before.to_vec(),
             }),
-            _ => query.clone(),
+            None => query.clone(),
         },
         StreamQuery::Sql { .. } => query.clone(),
     };
