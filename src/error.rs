@@ -108,3 +108,9 @@ impl From<datafusion::arrow::error::ArrowError> for Error {
         Error::DataFusion(Box::new(e.into()))
     }
 }
+
+impl From<datafusion::parquet::errors::ParquetError> for Error {
+    fn from(e: datafusion::parquet::errors::ParquetError) -> Self {
+        Error::DataFusion(Box::new(e.into()))
+    }
+}

@@ -675,6 +675,56 @@ fn a_streaming_job_serves_prometheus_metrics() {
         .unwrap();
     let out: u64 = out_line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(out > 0 && out as usize <= paid, "{out_line}");
+    // Per operator: the filter saw every document and let the PAID ones through; the merge
+    // ran once per batch.
+    let value = |prefix: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap() as u64
+    };
+    let filter = text
+        .lines()
+        .find(|l| {
+            l.starts_with("fluxion_stage_output_records_total{pipeline=\"metered\",stage=\"")
+                && l.contains("FilterExec")
+        })
+        .unwrap_or_else(|| panic!("{text}"));
+    let stage = filter
+        .split("stage=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    assert_eq!(
+        value(&format!(
+            "fluxion_stage_input_records_total{{pipeline=\"metered\",stage=\"{stage}\"}}"
+        )),
+        80
+    );
+    assert_eq!(
+        value(&format!(
+            "fluxion_stage_output_records_total{{pipeline=\"metered\",stage=\"{stage}\"}}"
+        )),
+        paid as u64
+    );
+    assert_eq!(
+        value("fluxion_stage_invocations_total{pipeline=\"metered\",stage=\"$group merge\"}"),
+        4
+    );
+    assert!(
+        text.contains("# TYPE fluxion_backpressure_seconds_total counter"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fluxion_source_lag{pipeline=\"metered\"} 0\n"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -714,6 +764,60 @@ fn a_streaming_sql_job_gives_the_batch_answer_and_replays() {
     ]));
     assert!(!batch.is_empty());
     assert_eq!(file_docs(&dir.path().join("out.jsonl")), batch);
+    let out = fluxion(&["replay", job.to_str().unwrap(), "--verify"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.ends_with("match\n"), "{said}");
+}
+
+#[test]
+fn a_streaming_job_writes_a_parquet_directory_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        "tests/oracle/data/orders.jsonl",
+        dir.path().join("in.jsonl"),
+    )
+    .unwrap();
+    let pipeline =
+        r#"[{"$match": {"status": "PAID"}}, {"$project": {"customerId": 1, "orderValue": 1}}]"#;
+    let job = dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        format!(
+            r#"{{"source": {{"type": "file", "path": "in.jsonl"}}, "pipeline": {pipeline},
+                "sink": {{"type": "file", "path": "out", "format": "parquet"}},
+                "checkpoint": {{"store": "cp"}}, "runtime": {{"microBatchSize": 25}}}}"#
+        ),
+    )
+    .unwrap();
+    let out = fluxion(&["run", job.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parts: Vec<_> = std::fs::read_dir(dir.path().join("out")).unwrap().collect();
+    assert_eq!(parts.len(), 4, "one part per committed micro-batch");
+    let p = dir.path().join("p.json");
+    std::fs::write(&p, pipeline).unwrap();
+    let batch = stdout_docs(&fluxion(&[
+        "run",
+        "--pipeline",
+        p.to_str().unwrap(),
+        "--input",
+        dir.path().join("in.jsonl").to_str().unwrap(),
+    ]));
+    // The parts, read back in order, are the batch answer.
+    let mut streamed = stdout_docs(&fluxion(&[
+        "run",
+        "--sql",
+        "SELECT * FROM input",
+        "--input-format",
+        "parquet",
+        "--input",
+        &format!("{}/", dir.path().join("out").display()),
+    ]));
+    streamed.sort_by_key(|d| d["_id"].as_i64());
+    assert_eq!(streamed, batch);
     let out = fluxion(&["replay", job.to_str().unwrap(), "--verify"]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && said.ends_with("match\n"), "{said}");

@@ -710,6 +710,32 @@ impl Gen {
         }
     }
 
+    /// A pipeline that can run on a stream: document-by-document stages, maybe ending in a
+    /// `$group` (and an `$addFields` after it).
+    fn stream_pipeline(&mut self, dataset: &str) -> Value {
+        let mut fields = dataset_fields(dataset);
+        let mut stages = Vec::new();
+        for _ in 0..1 + self.rng.below(3) {
+            let stage = match self.rng.below(5) {
+                0 | 1 => self.matcher(&fields),
+                2 => self.add_fields(&mut fields),
+                3 => self.project(&mut fields),
+                _ => match self.unwind(&mut fields) {
+                    Some(s) => s,
+                    None => continue,
+                },
+            };
+            stages.push(stage);
+        }
+        if self.rng.chance(50) {
+            stages.push(self.group(&mut fields));
+            if self.rng.chance(30) {
+                stages.push(json!({"$addFields": {"hasA0": {"$ne": ["$a0", null]}}}));
+            }
+        }
+        Value::Array(stages)
+    }
+
     fn group(&mut self, fields: &mut Vec<FieldInfo>) -> Value {
         let keys: Vec<FieldInfo> = fields
             .iter()
@@ -868,6 +894,111 @@ async fn random_pipelines_agree_with_the_oracle() {
     );
     assert!(
         agreed * 10 >= count * 8,
+        "too few pipelines compared ({agreed} of {count})"
+    );
+}
+
+/// The streaming property: a pipeline streamed in micro-batches of a random size (1 … 30)
+/// gives what it gives in batch — the same documents in the same order, or for a `$group`, the
+/// last upsert per `_id` equal to the batch group. Random pipelines from the grammar above
+/// (`FLUXION_STREAM_COUNT`, default 60; seed `FLUXION_DIFF_SEED`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_pipelines_stream_as_they_run_in_batch() {
+    use fluxion::connect::memory::{MemorySink, MemorySource};
+    use fluxion::document::encode::to_documents;
+    use fluxion::runtime::checkpoint::MemoryCheckpoints;
+    use fluxion::runtime::micro_batch::{RuntimeOptions, run};
+    let count: usize = std::env::var("FLUXION_STREAM_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let seed: u64 = std::env::var("FLUXION_DIFF_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20261126);
+    let mut generator = Gen {
+        rng: Rng(seed ^ 0x5eed),
+    };
+    let (mut agreed, mut grouped, mut rejected) = (0, 0, Vec::new());
+    let mut failures = Vec::new();
+    for i in 0..count {
+        let dataset = *generator.rng.pick(&["orders", "sensors", "events"]);
+        let text = std::fs::read_to_string(format!("tests/oracle/data/{dataset}.jsonl")).unwrap();
+        let stages = generator.stream_pipeline(dataset);
+        let pipeline = Pipeline::from_value(&stages).unwrap();
+        let batch = common::collect({
+            let engine = Engine::new();
+            engine.register_jsonl("input", text.as_bytes()).unwrap();
+            engine.pipeline("input", &pipeline).await
+        })
+        .await;
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                rejected.push(format!("{stages}: batch: {e}"));
+                continue;
+            }
+        };
+        let size = 1 + generator.rng.below(30);
+        let mut source = MemorySource::from_jsonl(text.as_bytes()).unwrap();
+        let mut sink = MemorySink::default();
+        let streamed = run(
+            &Engine::new(),
+            &pipeline,
+            &mut source,
+            &mut sink,
+            &mut MemoryCheckpoints::default(),
+            &RuntimeOptions {
+                micro_batch_size: size,
+                ..Default::default()
+            },
+        )
+        .await;
+        if let Err(e) = streamed {
+            let msg = e.to_string();
+            if msg.contains("not supported in a $group over a stream") {
+                rejected.push(format!("{stages}: {msg}"));
+            } else {
+                failures.push(format!(
+                    "#{i} over {dataset} in batches of {size}: {stages}\n  stream failed: {msg}"
+                ));
+            }
+            continue;
+        }
+        let got = to_documents(&sink.committed).unwrap();
+        let has_group = stages.to_string().contains("\"$group\"");
+        let verdict = if has_group {
+            let mut last = std::collections::BTreeMap::new();
+            for d in got {
+                last.insert(d["_id"].to_string(), d);
+            }
+            let got: Vec<Value> = last.into_values().collect();
+            common::same_documents(&got, &batch, false)
+        } else {
+            common::same_documents(&got, &batch, true)
+        };
+        match verdict {
+            Ok(()) => {
+                agreed += 1;
+                grouped += has_group as usize;
+            }
+            Err(diff) => failures.push(format!(
+                "#{i} over {dataset} in batches of {size}: {stages}\n  {diff}"
+            )),
+        }
+    }
+    println!(
+        "seed {seed}: {count} pipelines streamed, {agreed} agree with batch ({grouped} with a continuous $group), {} not streamable",
+        rejected.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} disagreements:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+    assert!(
+        agreed * 10 >= count * 7,
         "too few pipelines compared ({agreed} of {count})"
     );
 }

@@ -8,6 +8,7 @@ use std::io::Write;
 use serde_json::Value;
 
 use crate::connect::jsonl_source::JsonlFileSource;
+use crate::connect::parquet_sink::ParquetDirSink;
 use crate::document::encode::{to_documents, write_batch};
 use crate::engine::Engine;
 use crate::job::{Job, Query, SinkConfig, SourceConfig};
@@ -89,33 +90,18 @@ pub(super) async fn replay(args: ReplayArgs) -> Result<()> {
             .flush()
             .map_err(|e| Error::external("writing to stdout", e));
     }
-    let SinkConfig::File { path, .. } = &job.sink else {
+    let SinkConfig::File { path, format } = &job.sink else {
         return Err(Error::config(
             &name,
             "--verify compares with a file sink's committed output (stdout keeps nothing to compare)",
         ));
     };
     let state = checkpoint.sink.get("out").unwrap_or(&checkpoint.sink);
-    let bytes = state.get("bytes").and_then(Value::as_u64).unwrap_or(0) as usize;
-    let text = std::fs::read(path).map_err(|e| Error::external(format!("reading {path}"), e))?;
-    if text.len() < bytes {
-        return Err(Error::input(
-            path.as_str(),
-            format!(
-                "shorter ({} bytes) than its checkpoint says was committed ({bytes})",
-                text.len()
-            ),
-        ));
-    }
-    let mut committed = Vec::new();
-    for (i, line) in text[..bytes].split(|b| *b == b'\n').enumerate() {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        committed.push(serde_json::from_slice::<Value>(line).map_err(|e| {
-            Error::input(format!("{path}:{}", i + 1), format!("not valid JSON: {e}"))
-        })?);
-    }
+    let committed = if format.as_deref() == Some("parquet") {
+        committed_parquet(path, state)?
+    } else {
+        committed_jsonl(path, state)?
+    };
     let upserts = matches!(&query, StreamQuery::Pipeline(p)
         if crate::runtime::group_state::split_at_group(p).is_some());
     let differences = compare(&committed, &answer, upserts);
@@ -160,4 +146,47 @@ pub(super) async fn replay(args: ReplayArgs) -> Result<()> {
             differences.len()
         ),
     ))
+}
+
+/// The documents of a JSON-lines sink up to its checkpointed length.
+fn committed_jsonl(path: &str, state: &Value) -> Result<Vec<Value>> {
+    let bytes = state.get("bytes").and_then(Value::as_u64).unwrap_or(0) as usize;
+    let text = std::fs::read(path).map_err(|e| Error::external(format!("reading {path}"), e))?;
+    if text.len() < bytes {
+        return Err(Error::input(
+            path,
+            format!(
+                "shorter ({} bytes) than its checkpoint says was committed ({bytes})",
+                text.len()
+            ),
+        ));
+    }
+    let mut committed = Vec::new();
+    for (i, line) in text[..bytes].split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        committed.push(serde_json::from_slice::<Value>(line).map_err(|e| {
+            Error::input(format!("{path}:{}", i + 1), format!("not valid JSON: {e}"))
+        })?);
+    }
+    Ok(committed)
+}
+
+/// The documents of a Parquet-directory sink's committed parts, in order.
+fn committed_parquet(dir: &str, state: &Value) -> Result<Vec<Value>> {
+    let parts = ParquetDirSink::parts_of(state);
+    let mut committed = Vec::new();
+    for part in ParquetDirSink::committed_parts(std::path::Path::new(dir), parts)? {
+        let file = std::fs::File::open(&part)
+            .map_err(|e| Error::external(format!("reading {}", part.display()), e))?;
+        let reader =
+            datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                file,
+            )?
+            .build()?;
+        let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+        committed.extend(to_documents(&batches)?);
+    }
+    Ok(committed)
 }

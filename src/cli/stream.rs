@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use crate::connect::Format;
 use crate::connect::jsonl_sink::JsonlFileSink;
 use crate::connect::jsonl_source::JsonlFileSource;
+use crate::connect::parquet_sink::ParquetDirSink;
 use crate::connect::source::Sink;
 use crate::connect::stdout::StdoutSink;
 use crate::engine::Engine;
@@ -35,7 +36,9 @@ pub(super) async fn run_job(job: Job, metrics_addr: Option<&str>) -> Result<()> 
             Format::Jsonl if !path.contains("://") => Ok(()),
             _ => Err(Error::config(
                 &name,
-                format!("a streaming job reads and writes local JSON-lines files (not {path})"),
+                format!(
+                    "a streaming job reads local JSON-lines files and writes local JSON-lines files or Parquet directories (\"format\": \"parquet\"), not {path}"
+                ),
             )),
         }
     };
@@ -43,6 +46,12 @@ pub(super) async fn run_job(job: Job, metrics_addr: Option<&str>) -> Result<()> 
     let mut source = JsonlFileSource::open(&location, options.schema.clone(), *follow)?;
     let mut sink: Box<dyn Sink> = match &job.sink {
         SinkConfig::Stdout => Box::new(StdoutSink),
+        // A directory of Parquet parts, one per commit.
+        SinkConfig::File { path, format }
+            if format.as_deref() == Some("parquet") && !path.contains("://") =>
+        {
+            Box::new(ParquetDirSink::open(path)?)
+        }
         SinkConfig::File { path, format } => {
             jsonl(path, format.as_deref().map(Format::from_name).transpose()?)?;
             Box::new(JsonlFileSink::open(path)?)

@@ -54,13 +54,7 @@ impl JsonlFileSource {
                 }
                 // Inferred from the lines that parse: the unreadable ones are for the error
                 // policy to deal with when they are read.
-                let mut shape = Shape::Object(Default::default());
-                for line in data.split(|b| *b == b'\n') {
-                    if let Ok(v @ Value::Object(_)) = serde_json::from_slice::<Value>(line) {
-                        shape = shape.merge(Shape::of(&v));
-                    }
-                }
-                std::sync::Arc::new(schema_of(&shape))
+                std::sync::Arc::new(schema_of(&infer_in_parallel(&data)))
             }
         };
         Ok(JsonlFileSource {
@@ -102,6 +96,46 @@ impl JsonlFileSource {
         buf.truncate(end);
         Ok((buf, end as u64))
     }
+}
+
+/// The shape of every object line of `data`, read by one thread per core (every line, so no
+/// field of the file is left out of the schema; a large file takes a while).
+fn infer_in_parallel(data: &[u8]) -> Shape {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Chunks that end at line ends.
+    let mut chunks = Vec::with_capacity(threads);
+    let mut start = 0;
+    for k in 1..=threads {
+        let mut end = if k == threads {
+            data.len()
+        } else {
+            (data.len() * k / threads).max(start)
+        };
+        while end > start && end < data.len() && data[end - 1] != b'\n' {
+            end += 1;
+        }
+        chunks.push(&data[start..end]);
+        start = end;
+    }
+    let fold = |chunk: &[u8]| {
+        let mut shape = Shape::Object(Default::default());
+        for line in chunk.split(|b| *b == b'\n') {
+            if let Ok(v @ Value::Object(_)) = serde_json::from_slice::<Value>(line) {
+                shape = shape.merge(Shape::of(&v));
+            }
+        }
+        shape
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|c| s.spawn(move || fold(c)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("schema inference thread"))
+            .fold(Shape::Object(Default::default()), Shape::merge)
+    })
 }
 
 #[async_trait]

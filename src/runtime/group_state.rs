@@ -28,6 +28,7 @@ use datafusion::functions_nested::expr_fn::{
 use datafusion::logical_expr::{Expr, cast, lit, when};
 
 use super::keyed_state::{KeyedState, Snapshot};
+use super::metrics::{StageMetrics, collect_measured};
 use crate::dsl::expression::{Expression, Family, Operator};
 use crate::dsl::group::{Accumulator, Group};
 use crate::dsl::reshape::UnionWith;
@@ -249,14 +250,22 @@ impl ContinuousGroup {
         }))
     }
 
-    /// Folds the micro-batch registered as `table` into the state; returns the upserts of the
+    /// Folds the micro-batch registered as `table` (of `batch_rows` documents) into the state; returns the upserts of the
     /// groups it changed.
-    pub async fn step(&mut self, engine: &Engine, table: &str) -> Result<Vec<RecordBatch>> {
-        let partial = engine
-            .pipeline(table, &self.partial)
-            .await?
-            .collect()
-            .await?;
+    pub async fn step(
+        &mut self,
+        engine: &Engine,
+        table: &str,
+        batch_rows: usize,
+        stages: &mut Vec<StageMetrics>,
+    ) -> Result<Vec<RecordBatch>> {
+        let partial = collect_measured(
+            engine.pipeline(table, &self.partial).await?,
+            batch_rows,
+            stages,
+        )
+        .await?;
+        let merging = std::time::Instant::now();
         let Some(first) = partial.first() else {
             return Ok(Vec::new());
         };
@@ -269,7 +278,9 @@ impl ContinuousGroup {
         // is changed only when the whole step succeeds (a failed batch can be retried, or
         // split, against the state as it was).
         let partial_rows = concat_batches(&schema, &partial)?;
+        let partial_count = partial_rows.num_rows();
         let touched = self.state.rows_for(&partial_rows)?;
+        let touched_rows = touched.as_ref().map_or(0, |t| t.num_rows());
         let touched = match touched {
             Some(t) => vec![RecordBatch::try_new(schema.clone(), t.columns().to_vec())?],
             None => Vec::new(),
@@ -343,9 +354,16 @@ impl ContinuousGroup {
                 .collect()
                 .await?;
         }
+        let merged_rows: usize = new_rows.iter().map(|b| b.num_rows()).sum();
         for rows in new_rows {
             self.state.upsert(rows)?;
         }
+        stages.push(StageMetrics {
+            stage: "$group merge".to_string(),
+            input_rows: (touched_rows + partial_count) as u64,
+            output_rows: merged_rows as u64,
+            duration: merging.elapsed(),
+        });
         Ok(upserts)
     }
 }

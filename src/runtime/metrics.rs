@@ -3,6 +3,10 @@
 //! `/metrics`). Each batch also runs in a `tracing` span.
 
 use std::collections::BTreeMap;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::DataFrame;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -31,6 +35,85 @@ pub struct BatchMetrics {
     pub failures: u64,
     /// Time the steps spent waiting on a full queue since the previous batch (back-pressure).
     pub backpressure_wait: Duration,
+    /// What each operator of the plan did in this batch.
+    pub stages: Vec<StageMetrics>,
+}
+
+/// What one operator of the compiled plan did in a micro-batch. The optimizer fuses and
+/// reorders a pipeline's stages, so the unit measured is the physical operator (`fluxion
+/// explain` prints the plan they come from), numbered in plan order: `"2 FilterExec"`; a
+/// continuous `$group`'s merge of the touched groups is `"$group merge"`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StageMetrics {
+    pub stage: String,
+    pub input_rows: u64,
+    pub output_rows: u64,
+    pub duration: Duration,
+}
+
+/// Runs `df` over a micro-batch of `batch_rows` documents and adds what each operator of its
+/// physical plan did to `into`.
+pub async fn collect_measured(
+    df: DataFrame,
+    batch_rows: usize,
+    into: &mut Vec<StageMetrics>,
+) -> crate::Result<Vec<RecordBatch>> {
+    let task = std::sync::Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await?;
+    let out = datafusion::physical_plan::collect(plan.clone(), task).await?;
+    // In-memory scans keep no row count: when the micro-batch's scan is the only such leaf,
+    // its rows are the batch's.
+    let mut unknown = 0;
+    count_unknown_leaves(&plan, &mut unknown);
+    let leaf_rows = (unknown == 1).then_some(batch_rows as u64);
+    let mut n = 0;
+    walk(&plan, leaf_rows, &mut n, into);
+    Ok(out)
+}
+
+fn counted(p: &std::sync::Arc<dyn ExecutionPlan>) -> Option<u64> {
+    p.metrics().and_then(|m| m.output_rows()).map(|r| r as u64)
+}
+
+fn count_unknown_leaves(plan: &std::sync::Arc<dyn ExecutionPlan>, n: &mut usize) {
+    if plan.children().is_empty() && counted(plan).is_none() {
+        *n += 1;
+    }
+    for c in plan.children() {
+        count_unknown_leaves(c, n);
+    }
+}
+
+fn walk(
+    plan: &std::sync::Arc<dyn ExecutionPlan>,
+    leaf_rows: Option<u64>,
+    n: &mut usize,
+    into: &mut Vec<StageMetrics>,
+) {
+    let rows = |p: &std::sync::Arc<dyn ExecutionPlan>| {
+        counted(p)
+            .or(if p.children().is_empty() {
+                leaf_rows
+            } else {
+                None
+            })
+            .unwrap_or(0)
+    };
+    let me = *n;
+    *n += 1;
+    into.push(StageMetrics {
+        stage: format!("{me} {}", plan.name()),
+        input_rows: plan.children().into_iter().map(rows).sum(),
+        output_rows: rows(plan),
+        duration: Duration::from_nanos(
+            plan.metrics()
+                .and_then(|m| m.elapsed_compute())
+                .unwrap_or(0) as u64,
+        ),
+    });
+    for child in plan.children() {
+        walk(child, leaf_rows, n, into);
+    }
 }
 
 /// Called after every committed micro-batch.
@@ -55,10 +138,24 @@ pub struct Totals {
     pub retries: u64,
     pub failures: u64,
     pub backpressure_seconds: f64,
+    /// Per operator: invocations, documents in, documents out, seconds.
+    pub stages: BTreeMap<String, StageTotals>,
+}
+
+/// An operator's totals.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct StageTotals {
+    pub invocations: u64,
+    pub input: u64,
+    pub output: u64,
+    pub seconds: f64,
 }
 
 /// A rendered metric: name, type, help text, and its value from the totals.
 type Metric = (&'static str, &'static str, &'static str, fn(&Totals) -> f64);
+
+/// A rendered per-operator metric: name, help text, its value from an operator's totals.
+type StageMetric = (&'static str, &'static str, fn(&StageTotals) -> f64);
 
 /// Totals per pipeline, rendered in Prometheus' text format.
 #[derive(Debug, Default)]
@@ -83,6 +180,13 @@ impl MetricsListener for PrometheusMetrics {
         t.retries += b.retries;
         t.failures += b.failures;
         t.backpressure_seconds += b.backpressure_wait.as_secs_f64();
+        for st in &b.stages {
+            let s = t.stages.entry(st.stage.clone()).or_default();
+            s.invocations += 1;
+            s.input += st.input_rows;
+            s.output += st.output_rows;
+            s.seconds += st.duration.as_secs_f64();
+        }
     }
 }
 
@@ -183,11 +287,54 @@ impl PrometheusMetrics {
         for (name, kind, help, value) in metrics {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
             for (pipeline, t) in &all {
+                let pipeline = escape(pipeline);
                 out.push_str(&format!("{name}{{pipeline=\"{pipeline}\"}} {}\n", value(t)));
+            }
+        }
+        let per_stage: [StageMetric; 4] = [
+            (
+                "fluxion_stage_invocations_total",
+                "Times an operator of the plan ran (once per micro-batch, more when retried or split).",
+                |s| s.invocations as f64,
+            ),
+            (
+                "fluxion_stage_input_records_total",
+                "Documents into an operator of the plan.",
+                |s| s.input as f64,
+            ),
+            (
+                "fluxion_stage_output_records_total",
+                "Documents out of an operator of the plan.",
+                |s| s.output as f64,
+            ),
+            (
+                "fluxion_stage_seconds_total",
+                "Compute time of an operator of the plan.",
+                |s| s.seconds,
+            ),
+        ];
+        for (name, help, value) in per_stage {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+            for (pipeline, t) in &all {
+                let pipeline = escape(pipeline);
+                for (stage, s) in &t.stages {
+                    out.push_str(&format!(
+                        "{name}{{pipeline=\"{pipeline}\",stage=\"{}\"}} {}\n",
+                        escape(stage),
+                        value(s)
+                    ));
+                }
             }
         }
         out
     }
+}
+
+/// A Prometheus label value, escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -203,6 +350,12 @@ mod tests {
                 input_rows: n,
                 output_rows: 1,
                 duration: Duration::from_millis(500),
+                stages: vec![StageMetrics {
+                    stage: "1 FilterExec".into(),
+                    input_rows: n,
+                    output_rows: 1,
+                    duration: Duration::from_millis(2),
+                }],
                 ..Default::default()
             });
         }
@@ -219,5 +372,18 @@ mod tests {
             text.contains("# TYPE fluxion_last_batch_seconds gauge"),
             "{text}"
         );
+        assert!(
+            text.contains(
+                "fluxion_stage_input_records_total{pipeline=\"p\",stage=\"1 FilterExec\"} 7\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "fluxion_stage_invocations_total{pipeline=\"p\",stage=\"1 FilterExec\"} 2\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(escape("a\"b\\"), "a\\\"b\\\\");
     }
 }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::checkpoint::{Checkpoint, CheckpointStore};
 use super::deliver::Deliverer;
@@ -231,6 +232,7 @@ pub async fn run_with_dead_letters(
         group,
         policy: options.error_policy,
         next_seq: 0,
+        stages: Vec::new(),
     };
     let transform = tokio::spawn(transformer.run(fetched_rx, done_tx, counters.clone()));
     let fetching = super::fetch::fetch(source, fetched_tx, options, &counters);
@@ -242,7 +244,13 @@ pub async fn run_with_dead_letters(
         let result: Result<()> = async {
             while let Some(item) = done_rx.recv().await {
                 let t = item?;
-                let delivered = deliverer.deliver(&t, &counters).await?;
+                let span = tracing::debug_span!(
+                    "deliver",
+                    pipeline = %options.pipeline_id,
+                    batch = committed + 1,
+                    rows = t.input_rows
+                );
+                let delivered = deliverer.deliver(&t, &counters).instrument(span).await?;
                 stats.batches += 1;
                 stats.input_rows += t.input_rows;
                 stats.output_rows += delivered.output_rows;
@@ -287,6 +295,7 @@ pub async fn run_with_dead_letters(
                     retries: now.0 - seen.0,
                     failures: now.1 - seen.1,
                     backpressure_wait: Duration::from_nanos(now.2 - seen.2),
+                    stages: t.stages,
                 };
                 seen = now;
                 tracing::debug!(

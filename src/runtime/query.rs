@@ -10,6 +10,7 @@
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::LogicalPlan;
 
+use super::metrics::{StageMetrics, collect_measured};
 use crate::dsl::{Pipeline, StageKind};
 use crate::plan::order;
 use crate::{Engine, Error, Result};
@@ -103,13 +104,14 @@ pub async fn check_sql(engine: &Engine, sql: &str, table: &str) -> Result<()> {
 }
 
 /// Runs `query` over `batch` (whose first document is number `seq`): registered as `stream`
-/// for stages, or under the SQL's table name.
+/// for stages, or under the SQL's table name; what each operator did is added to `stages`.
 pub(crate) async fn run_once(
     engine: &Engine,
     query: &StreamQuery,
     stream: &str,
     batch: &datafusion::arrow::record_batch::RecordBatch,
     seq: i64,
+    stages: &mut Vec<StageMetrics>,
 ) -> Result<Vec<datafusion::arrow::record_batch::RecordBatch>> {
     let table = match query {
         StreamQuery::Pipeline(_) => stream,
@@ -126,5 +128,5 @@ pub(crate) async fn run_once(
         StreamQuery::Pipeline(p) => engine.pipeline(stream, p).await?,
         StreamQuery::Sql { sql, .. } => engine.sql(sql).await?,
     };
-    Ok(df.collect().await?)
+    collect_measured(df, batch.num_rows(), stages).await
 }

@@ -72,7 +72,7 @@ pub async fn replay(
     }
     let input = concat_batches(&schema, &batches)?;
     let documents = input.num_rows() as u64;
-    let first = run_once(engine, query, REPLAY, &input, 0).await;
+    let first = run_once(engine, query, REPLAY, &input, 0, &mut Vec::new()).await;
     let (output, failed) = match first {
         Ok(out) => (out, 0),
         Err(e) if policy.on_failure == OnFailure::DeadLetter => {
@@ -85,7 +85,7 @@ pub async fn replay(
                     keep.iter().map(|&i| i as u64),
                 ),
             )?;
-            let out = run_once(engine, query, REPLAY, &kept, 0)
+            let out = run_once(engine, query, REPLAY, &kept, 0, &mut Vec::new())
                 .await
                 .map_err(|again| {
                     Error::config(
@@ -132,9 +132,16 @@ async fn failing_documents(
     let mut todo = vec![(0usize, input.num_rows())];
     while let Some((offset, len)) = todo.pop() {
         let part = input.slice(offset, len);
-        let ok = run_once(engine, &prefix, REPLAY, &part, offset as i64)
-            .await
-            .is_ok();
+        let ok = run_once(
+            engine,
+            &prefix,
+            REPLAY,
+            &part,
+            offset as i64,
+            &mut Vec::new(),
+        )
+        .await
+        .is_ok();
         match (ok, len) {
             (true, _) => {}
             (false, 1) => bad.push(offset),

@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::json;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::dead_letters::{DeadLetter, rows_as_json};
 use super::fetch::Fetched;
 use super::group_state::ContinuousGroup;
+use super::metrics::StageMetrics;
 use super::micro_batch::Counters;
 use super::query::{StreamQuery, run_once};
 use crate::connect::source::Position;
@@ -43,6 +45,8 @@ pub(super) struct Transformed {
     pub state: Option<super::keyed_state::Snapshot>,
     pub started: Instant,
     pub transform_time: Duration,
+    /// What the plan's operators did.
+    pub stages: Vec<StageMetrics>,
 }
 
 /// The transform step's own state.
@@ -53,6 +57,8 @@ pub(super) struct Transformer {
     pub policy: ErrorPolicy,
     /// The hidden document number of the next document (order is the source's).
     pub next_seq: i64,
+    /// What the plan's operators did in the batch in hand.
+    pub stages: Vec<StageMetrics>,
 }
 
 impl Transformer {
@@ -64,9 +70,15 @@ impl Transformer {
         tx: mpsc::Sender<Result<Transformed>>,
         counters: std::sync::Arc<Counters>,
     ) {
+        let mut n = 0u64;
         while let Some(item) = rx.recv().await {
+            n += 1;
             let out = match item {
-                Ok(f) => self.transform(f, &counters).await,
+                Ok(f) => {
+                    let span =
+                        tracing::debug_span!("transform", batch = n, rows = f.batch.num_rows());
+                    self.transform(f, &counters).instrument(span).await
+                }
                 Err(e) => Err(e),
             };
             let failed = out.is_err();
@@ -80,6 +92,7 @@ impl Transformer {
 
     async fn transform(&mut self, f: Fetched, counters: &Counters) -> Result<Transformed> {
         let began = Instant::now();
+        self.stages.clear();
         let rows = f.batch.num_rows();
         let mut dead_letters: Vec<DeadLetter> = Vec::new();
         let mut skipped = 0u64;
@@ -142,11 +155,13 @@ impl Transformer {
             state: self.group.as_ref().map(|g| g.snapshot()),
             started: f.started,
             transform_time: began.elapsed(),
+            stages: std::mem::take(&mut self.stages),
         })
     }
 
     /// The pipeline over `batch`, whose first document is number `seq`.
     async fn once(&mut self, batch: &RecordBatch, seq: i64) -> Result<Vec<RecordBatch>> {
+        let stages = &mut self.stages;
         match &mut self.group {
             Some(g) => {
                 order::register_ordered_from(
@@ -156,9 +171,9 @@ impl Transformer {
                     vec![vec![batch.clone()]],
                     seq,
                 )?;
-                g.step(&self.engine, STREAM).await
+                g.step(&self.engine, STREAM, batch.num_rows(), stages).await
             }
-            None => run_once(&self.engine, &self.query, STREAM, batch, seq).await,
+            None => run_once(&self.engine, &self.query, STREAM, batch, seq, stages).await,
         }
     }
 
