@@ -1,14 +1,14 @@
-//! The quickstart as a stream, through the library builder: PAID orders grouped per customer,
-//! continuously, from `examples/data/orders.jsonl` into a JSON-lines file of upserts, with
-//! checkpoints in a directory. Checks that the last upsert per customer is the expected batch
+//! The quickstart as a stream, through the library builder — written like the seed's Java
+//! quickstart: connector configs, a runtime config, stages loaded from a JSON file, a pipeline
+//! id, a state (checkpoint) store, a handle with metrics. PAID orders grouped per customer,
+//! continuously, from `examples/data/orders.jsonl` into a JSON-lines file of upserts. Checks that the last upsert per customer is the expected batch
 //! answer (`examples/orders-ltv.expected.jsonl`) and exits non-zero otherwise.
 //!
 //!     cargo run --example stream_quickstart
 
 use std::collections::BTreeMap;
 
-use fluxion::connect::jsonl_sink::JsonlFileSink;
-use fluxion::connect::jsonl_source::JsonlFileSource;
+use fluxion::job::{RuntimeConfig, SinkConfig, SourceConfig};
 use fluxion::runtime::builder::Stream;
 use fluxion::runtime::checkpoint::DirCheckpoints;
 use serde_json::Value;
@@ -17,22 +17,40 @@ use serde_json::Value;
 async fn main() -> fluxion::Result<()> {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let out = dir.path().join("ltv.jsonl");
-    let handle = Stream::builder("orders-ltv-stream")
-        .source(JsonlFileSource::open(
-            "examples/data/orders.jsonl",
-            None,
-            false,
-        )?)
-        .stages_json(
-            r#"[{"$match": {"status": "PAID"}},
-                {"$group": {"_id": "$customerId", "orderCount": {"$count": {}},
-                            "lifetimeValue": {"$sum": "$orderValue"}}}]"#,
-        )?
-        .sink(JsonlFileSink::open(&out)?)
+    // 1. Connector configs (what a job file's "source" and "sink" say).
+    let source_config = SourceConfig::File {
+        path: "examples/data/orders.jsonl".into(),
+        format: None,
+        table: None,
+        schema: None,
+        follow: false,
+    };
+    let sink_config = SinkConfig::File {
+        path: out.display().to_string(),
+        format: None,
+    };
+    // 2. The runtime config.
+    let runtime_config = RuntimeConfig {
+        micro_batch_size: Some(50),
+        max_batch_delay_ms: None,
+        queue_capacity: Some(4),
+        source_queue_capacity: Some(2),
+        worker_threads: Some(2),
+    };
+    // 3. The pipeline definition, run by the orchestrator; the handle has its metrics.
+    let handle = Stream::builder("orders-ltv")
+        .source_config(&source_config)?
+        .stages_file("examples/orders-ltv.pipeline.json")?
+        .sink_config(&sink_config)?
+        .runtime_config(&runtime_config)
         .checkpoints(DirCheckpoints::new(dir.path().join("checkpoints"))?)
-        .micro_batch_size(50)
         .start()?;
+    let metrics = handle.registry();
     let stats = handle.wait().await?;
+    let totals = metrics
+        .totals("orders-ltv")
+        .expect("metrics of committed batches");
+    assert_eq!(totals.batches, stats.batches, "the metrics saw every batch");
 
     let lines = |path: &std::path::Path| -> Vec<Value> {
         std::fs::read_to_string(path)

@@ -111,6 +111,36 @@ pub enum SourceConfig {
         #[serde(default)]
         follow: bool,
     },
+    /// Documents given in the job itself (for tests, demos and embedding).
+    Memory {
+        documents: Vec<Value>,
+        /// The table name SQL uses (default `input`).
+        table: Option<String>,
+    },
+}
+
+impl SourceConfig {
+    /// The table name the source is registered under (default `input`).
+    pub fn table(&self) -> &str {
+        match self {
+            SourceConfig::File { table, .. } | SourceConfig::Memory { table, .. } => {
+                table.as_deref().unwrap_or("input")
+            }
+        }
+    }
+
+    /// The documents of an in-memory source as JSON lines.
+    pub fn memory_jsonl(&self) -> Option<Vec<u8>> {
+        let SourceConfig::Memory { documents, .. } = self else {
+            return None;
+        };
+        let mut text = Vec::new();
+        for d in documents {
+            text.extend_from_slice(d.to_string().as_bytes());
+            text.push(b'\n');
+        }
+        Some(text)
+    }
 }
 
 /// Where results go.
@@ -176,15 +206,13 @@ impl Job {
 
     /// True for a streaming job: a followed source, checkpoints, or runtime settings.
     pub fn is_streaming(&self) -> bool {
-        let SourceConfig::File { follow, .. } = &self.source;
-        *follow || self.checkpoint.is_some() || self.runtime.is_some()
+        let follow = matches!(self.source, SourceConfig::File { follow: true, .. });
+        follow || self.checkpoint.is_some() || self.runtime.is_some()
     }
 
     /// The table name the source is registered under.
     pub fn table(&self) -> &str {
-        match &self.source {
-            SourceConfig::File { table, .. } => table.as_deref().unwrap_or("input"),
-        }
+        self.source.table()
     }
 
     /// The source's location and how to read it.
@@ -204,6 +232,10 @@ impl Job {
                     .transpose()?;
                 Ok((path.clone(), FileOptions { format, schema }))
             }
+            SourceConfig::Memory { .. } => Err(Error::config(
+                context,
+                "an in-memory source has no location",
+            )),
         }
     }
 
@@ -214,8 +246,8 @@ impl Job {
                 *p = base.join(p.as_str()).display().to_string();
             }
         };
-        match &mut self.source {
-            SourceConfig::File { path, .. } => fix(path),
+        if let SourceConfig::File { path, .. } = &mut self.source {
+            fix(path);
         }
         if let SinkConfig::File { path, .. } = &mut self.sink {
             fix(path);

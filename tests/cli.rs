@@ -822,3 +822,45 @@ fn a_streaming_job_writes_a_parquet_directory_exactly_once() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && said.ends_with("match\n"), "{said}");
 }
+
+#[test]
+fn a_job_can_carry_its_documents_in_memory_in_batch_and_streaming() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs: Vec<Value> = (1..=7)
+        .map(|i| serde_json::json!({"_id": i, "kind": if i % 2 == 0 { "even" } else { "odd" }, "v": i * 10}))
+        .collect();
+    let pipeline = serde_json::json!([{"$match": {"v": {"$gte": 20}}}, {"$group": {"_id": "$kind", "total": {"$sum": "$v"}}}]);
+    let write = |name: &str, streaming: bool| {
+        let mut job = serde_json::json!({
+            "source": {"type": "memory", "documents": docs},
+            "pipeline": pipeline,
+        });
+        if streaming {
+            job["runtime"] = serde_json::json!({"microBatchSize": 2});
+        }
+        let path = dir.path().join(name);
+        std::fs::write(&path, job.to_string()).unwrap();
+        path
+    };
+    let mut batch = stdout_docs(&fluxion(&[
+        "run",
+        write("batch.json", false).to_str().unwrap(),
+    ]));
+    batch.sort_by_key(|d| d["_id"].to_string());
+    assert_eq!(
+        batch,
+        [
+            serde_json::json!({"_id": "even", "total": 120}),
+            serde_json::json!({"_id": "odd", "total": 150})
+        ]
+    );
+    // Streamed in micro-batches of 2, the last upsert per group is the batch group.
+    let mut last = std::collections::BTreeMap::new();
+    for d in stdout_docs(&fluxion(&[
+        "run",
+        write("stream.json", true).to_str().unwrap(),
+    ])) {
+        last.insert(d["_id"].to_string(), d);
+    }
+    assert_eq!(last.into_values().collect::<Vec<_>>(), batch);
+}

@@ -7,11 +7,11 @@ use std::io::Write;
 
 use serde_json::Value;
 
-use crate::connect::jsonl_source::JsonlFileSource;
+use crate::connect::config::open_source;
 use crate::connect::parquet_sink::ParquetDirSink;
 use crate::document::encode::{to_documents, write_batch};
 use crate::engine::Engine;
-use crate::job::{Job, Query, SinkConfig, SourceConfig};
+use crate::job::{Job, Query, SinkConfig};
 use crate::runtime::checkpoint::open_store;
 use crate::runtime::error_policy::ErrorPolicy;
 use crate::runtime::query::StreamQuery;
@@ -48,12 +48,7 @@ pub(super) async fn replay(args: ReplayArgs) -> Result<()> {
             ),
         ));
     };
-    let (location, options) = job.source_location()?;
-    let SourceConfig::File { .. } = &job.source;
-    let mut source = match (&options.schema, &checkpoint.schema) {
-        (None, Some(s)) => JsonlFileSource::open(&location, Some(s.clone()), false)?,
-        (declared, _) => JsonlFileSource::open(&location, declared.clone(), false)?,
-    };
+    let mut source = open_source(&job.source, checkpoint.schema.clone(), &name)?;
     let policy = match &job.error_policy {
         Some(p) => ErrorPolicy::from_json(p, "errorPolicy")?,
         None => ErrorPolicy::default(),
@@ -67,7 +62,7 @@ pub(super) async fn replay(args: ReplayArgs) -> Result<()> {
     let replayed = run_replay(
         &engine,
         &query,
-        &mut source,
+        source.as_mut(),
         &checkpoint,
         &policy,
         &|done, total| {

@@ -21,10 +21,15 @@ pub(super) async fn run(args: RunArgs) -> Result<()> {
         if job.is_streaming() {
             return super::stream::run_job(job, args.metrics_addr.as_deref()).await;
         }
-        let (location, options) = job.source_location()?;
-        engine
-            .register_file_with(job.table(), &location, &options)
-            .await?;
+        match job.source.memory_jsonl() {
+            Some(text) => engine.register_jsonl(job.table(), &text)?,
+            None => {
+                let (location, options) = job.source_location()?;
+                engine
+                    .register_file_with(job.table(), &location, &options)
+                    .await?;
+            }
+        }
         let sink = match &job.sink {
             SinkConfig::Stdout => None,
             SinkConfig::File { path, format } => Some((

@@ -26,12 +26,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::checkpoint::{CheckpointStore, MemoryCheckpoints};
+use super::checkpoint::{CheckpointStore, MemoryCheckpoints, open_store};
 use super::error_policy::{ErrorPolicy, OnFailure};
 use super::metrics::{MetricsListener, PrometheusMetrics, Totals};
 use super::micro_batch::{RunStats, RuntimeOptions, run_with_dead_letters};
 use super::query::StreamQuery;
+use crate::connect::config::{open_sink, open_source};
 use crate::connect::source::{Sink, Source};
+use crate::job::{Job, Query, RuntimeConfig, SinkConfig, SourceConfig};
 use crate::{Engine, Error, Pipeline, Result};
 
 /// Entry point of the builder.
@@ -57,6 +59,46 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// A builder with everything a job file says: its source, query, sink, dead letters,
+    /// error policy, checkpoint store and interval, and runtime settings (the CLI's `fluxion
+    /// run` of a streaming job is this and `start`). A job resuming from a checkpoint reads
+    /// with the checkpoint's schema (no inference over the whole file).
+    pub async fn from_job(job: &Job) -> Result<StreamBuilder> {
+        let name = job.name.clone().unwrap_or_else(|| "job".to_string());
+        let mut b = Stream::builder(&name);
+        b = match job.query()? {
+            Query::Pipeline(p) => b.pipeline(p),
+            Query::Sql(sql) => b.sql(&sql, job.table()),
+        };
+        let mut hint = None;
+        match &job.checkpoint {
+            Some(cp) => {
+                let mut store = open_store(&cp.store)?;
+                hint = store.load().await?.and_then(|c| c.schema);
+                b.checkpoints = Some(store);
+                if let Some(ms) = cp.interval_ms {
+                    b = b.checkpoint_interval(std::time::Duration::from_millis(ms));
+                }
+            }
+            // Without a store there is nothing to resume from: checkpoint only at the end.
+            None => b = b.checkpoint_interval(std::time::Duration::MAX),
+        }
+        b.source = Some(open_source(&job.source, hint, &name)?);
+        b = b.sink_config(&job.sink)?;
+        if let Some(p) = &job.error_policy {
+            b = b.error_policy(ErrorPolicy::from_json(p, "errorPolicy")?);
+        }
+        if let Some(d) = &job.dead_letter {
+            b.dead_letter = Some(open_sink(d, &name)?);
+        }
+        if let Some(r) = &job.runtime {
+            b = b.runtime_config(r);
+        }
+        Ok(b)
+    }
+}
+
 /// Collects a stream's parts; [`StreamBuilder::start`] runs them.
 pub struct StreamBuilder {
     id: String,
@@ -74,6 +116,43 @@ impl StreamBuilder {
     /// Where documents come from.
     pub fn source(mut self, source: impl Source + 'static) -> Self {
         self.source = Some(Box::new(source));
+        self
+    }
+
+    /// The source a connector config describes (a job file's `source`).
+    pub fn source_config(mut self, config: &SourceConfig) -> Result<Self> {
+        self.source = Some(open_source(config, None, &self.id)?);
+        Ok(self)
+    }
+
+    /// The sink a connector config describes (a job file's `sink`).
+    pub fn sink_config(mut self, config: &SinkConfig) -> Result<Self> {
+        self.sink = Some(open_sink(config, &self.id)?);
+        Ok(self)
+    }
+
+    /// Runtime settings as a job file's `runtime` spells them (micro-batch size, batch delay,
+    /// queue capacities, worker threads).
+    pub fn runtime_config(mut self, config: &RuntimeConfig) -> Self {
+        config.apply(&mut self.options);
+        if let Some(n) = config.worker_threads {
+            self = self.worker_threads(n);
+        }
+        self
+    }
+
+    /// The stages, from a JSON pipeline file (errors name the file and the JSON path).
+    pub fn stages_file(mut self, path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::external(format!("reading {}", path.display()), e))?;
+        self.pipeline = Some(Pipeline::from_json_str(&text)?.into());
+        Ok(self)
+    }
+
+    /// Runs on the caller's tokio runtime (undoes `worker_threads`).
+    pub fn on_current_runtime(mut self) -> Self {
+        self.worker_threads = None;
         self
     }
 
@@ -243,6 +322,11 @@ impl StreamHandle {
     /// Asks the stream to stop after the batch in hand (it checkpoints first).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// A flag that stops the stream when set (for a signal handler that outlives `wait`).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
     }
 
     /// The stream's metrics so far (`None` before its first committed batch).
