@@ -662,6 +662,11 @@ fn a_streaming_job_serves_prometheus_metrics() {
         .count();
     assert!(text.contains("# TYPE fluxion_state_rows gauge"), "{text}");
     assert!(
+        !text.contains("fluxion_state_bytes{pipeline=\"metered\"} 0\n")
+            && text.contains("fluxion_state_bytes{pipeline=\"metered\"} "),
+        "{text}"
+    );
+    assert!(
         text.contains(
             "fluxion_dead_lettered_total{pipeline=\"metered\"} 0
 "

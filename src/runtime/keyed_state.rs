@@ -42,6 +42,14 @@ impl Snapshot {
         self.rows
     }
 
+    /// Memory held by the state's batches (dead rows included, until they are packed away).
+    pub fn bytes(&self) -> u64 {
+        self.batches
+            .iter()
+            .map(|b| b.get_array_memory_size() as u64)
+            .sum()
+    }
+
     /// The live rows as batches.
     pub fn batches(&self) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::with_capacity(self.batches.len());

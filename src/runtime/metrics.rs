@@ -27,6 +27,8 @@ pub struct BatchMetrics {
     pub transform_duration: Duration,
     /// Rows of operator state (a continuous `$group`'s groups) after the batch.
     pub state_rows: u64,
+    /// Memory held by operator state after the batch.
+    pub state_bytes: u64,
     /// How far the source was behind its end after this batch (bytes of a file), if known.
     pub lag: Option<u64>,
     /// Attempts repeated by the retry policy, and failures that used up their retries, since
@@ -133,6 +135,7 @@ pub struct Totals {
     pub last_batch_seconds: f64,
     pub transform_seconds: f64,
     pub state_rows: u64,
+    pub state_bytes: u64,
     /// The source's lag after the last batch (NaN if the source cannot tell).
     pub lag: f64,
     pub retries: u64,
@@ -175,6 +178,7 @@ impl MetricsListener for PrometheusMetrics {
         t.seconds += b.duration.as_secs_f64();
         t.last_batch_seconds = b.duration.as_secs_f64();
         t.state_rows = b.state_rows;
+        t.state_bytes = b.state_bytes;
         t.transform_seconds += b.transform_duration.as_secs_f64();
         t.lag = b.lag.map_or(f64::NAN, |l| l as f64);
         t.retries += b.retries;
@@ -204,7 +208,7 @@ impl PrometheusMetrics {
     pub fn render(&self) -> String {
         let all = self.totals.lock().expect("metrics lock").clone();
         let mut out = String::new();
-        let metrics: [Metric; 13] = [
+        let metrics: [Metric; 14] = [
             (
                 "fluxion_batches_total",
                 "counter",
@@ -252,6 +256,12 @@ impl PrometheusMetrics {
                 "gauge",
                 "Rows of operator state.",
                 |t| t.state_rows as f64,
+            ),
+            (
+                "fluxion_state_bytes",
+                "gauge",
+                "Memory held by operator state.",
+                |t| t.state_bytes as f64,
             ),
             (
                 "fluxion_transform_seconds_total",

@@ -259,6 +259,7 @@ pub async fn run_with_dead_letters(
                 stats.skipped += t.skipped;
                 committed += 1;
                 let state_rows = t.state.as_ref().map_or(0, |s| s.rows());
+                let state_bytes = t.state.as_ref().map_or(0, |s| s.bytes());
                 // The operator state is serialized only when a checkpoint is saved.
                 pending = Some((
                     Checkpoint {
@@ -291,6 +292,7 @@ pub async fn run_with_dead_letters(
                     duration: t.started.elapsed(),
                     transform_duration: t.transform_time,
                     state_rows,
+                    state_bytes,
                     lag: t.lag,
                     retries: now.0 - seen.0,
                     failures: now.1 - seen.1,
