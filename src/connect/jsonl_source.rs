@@ -34,6 +34,8 @@ pub struct JsonlFileSource {
     declared: bool,
     /// How long `next_batch` waits for new lines when following.
     pub poll: Duration,
+    /// Average bytes per line read so far (how much to read for a micro-batch).
+    line_bytes: f64,
 }
 
 impl JsonlFileSource {
@@ -65,35 +67,45 @@ impl JsonlFileSource {
             follow,
             declared,
             poll: Duration::from_millis(50),
+            line_bytes: 256.0,
         })
     }
 
     /// Complete lines from the offset, at most `max_rows` of them, and their length in bytes.
-    fn read_lines(&self, max_rows: usize) -> Result<(Vec<u8>, u64)> {
-        let mut f = std::fs::File::open(&self.path)
-            .map_err(|e| Error::external(format!("opening {}", self.path.display()), e))?;
-        f.seek(SeekFrom::Start(self.offset))
-            .map_err(|e| Error::external(format!("reading {}", self.path.display()), e))?;
-        let mut buf = Vec::new();
-        let limit = match self.end {
+    fn read_lines(&mut self, max_rows: usize) -> Result<(Vec<u8>, u64)> {
+        let io = |e: std::io::Error| Error::external(format!("reading {}", self.path.display()), e);
+        let mut f = std::fs::File::open(&self.path).map_err(io)?;
+        f.seek(SeekFrom::Start(self.offset)).map_err(io)?;
+        let cap = match self.end {
             Some(end) => end.saturating_sub(self.offset).min(CHUNK as u64),
             None => CHUNK as u64,
         };
-        f.take(limit)
-            .read_to_end(&mut buf)
-            .map_err(|e| Error::external(format!("reading {}", self.path.display()), e))?;
-        let mut end = 0usize;
-        let mut lines = 0usize;
-        for (i, b) in buf.iter().enumerate() {
-            if *b == b'\n' {
-                end = i + 1;
+        // Read about what `max_rows` lines take (by the lines read so far), more if short:
+        // a small micro-batch does not read megabytes it will not use.
+        let guess = (max_rows as f64 * self.line_bytes * 1.25) as u64;
+        let mut want = guess.clamp(64 << 10, CHUNK as u64);
+        let mut buf = Vec::new();
+        let (mut end, mut lines, mut scanned) = (0usize, 0usize, 0usize);
+        loop {
+            let room = cap.saturating_sub(buf.len() as u64).min(want);
+            let got = (&mut f).take(room).read_to_end(&mut buf).map_err(io)?;
+            for i in memchr::memchr_iter(b'\n', &buf[scanned..]) {
+                end = scanned + i + 1;
                 lines += 1;
                 if lines == max_rows {
                     break;
                 }
             }
+            scanned = if lines == max_rows { end } else { buf.len() };
+            if lines >= max_rows || got == 0 || buf.len() as u64 >= cap {
+                break;
+            }
+            want = buf.len() as u64;
         }
         buf.truncate(end);
+        if lines > 0 {
+            self.line_bytes = end as f64 / lines as f64;
+        }
         Ok((buf, end as u64))
     }
 }
