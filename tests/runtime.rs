@@ -754,3 +754,33 @@ async fn sql_streams_through_the_same_loop_and_matches_its_json_twin() {
         assert!(e.starts_with("sql: ") && e.contains(says), "{query}: {e}");
     }
 }
+
+#[tokio::test]
+async fn a_line_too_long_to_read_stops_the_stream_naming_its_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let long = format!("{{\"a\": \"{}\"}}\n", "x".repeat(9 << 20));
+    std::fs::write(&input, format!("{{\"a\": \"short\"}}\n{long}")).unwrap();
+    let schema = std::sync::Arc::new(
+        fluxion::document::declared::parse_schema(&json!({"a": "string"}), "test", "schema")
+            .unwrap(),
+    );
+    let mut source = JsonlFileSource::open(&input, Some(schema), false).unwrap();
+    let mut sink = MemorySink::default();
+    let e = run(
+        &Engine::new(),
+        &Pipeline::from_value(&json!([{"$project": {"_id": 0, "a": 1}}])).unwrap(),
+        &mut source,
+        &mut sink,
+        &mut MemoryCheckpoints::default(),
+        &RuntimeOptions::default(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("in.jsonl@15: a line longer than 8 MB"), "{e}");
+    assert_eq!(
+        to_documents(&sink.committed).unwrap(),
+        [json!({"a": "short"})]
+    );
+}

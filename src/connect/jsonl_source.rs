@@ -102,6 +102,15 @@ impl JsonlFileSource {
             }
             want = buf.len() as u64;
         }
+        if lines == 0 && buf.len() >= CHUNK {
+            return Err(Error::input(
+                format!("{}@{}", self.path.display(), self.offset),
+                format!(
+                    "a line longer than {} MB (not read as a document)",
+                    CHUNK >> 20
+                ),
+            ));
+        }
         buf.truncate(end);
         if lines > 0 {
             self.line_bytes = end as f64 / lines as f64;
