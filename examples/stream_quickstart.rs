@@ -24,6 +24,7 @@ async fn main() -> fluxion::Result<()> {
         table: None,
         schema: None,
         follow: false,
+        time_field: None,
     };
     let sink_config = SinkConfig::File {
         path: out.display().to_string(),

@@ -110,16 +110,32 @@ pub enum SourceConfig {
         /// Follow a growing JSON-lines file (a streaming job) instead of ending at its end.
         #[serde(default)]
         follow: bool,
+        /// The event time of each document, for windows: an expression (`"$ts"`) giving a
+        /// date, ISO-8601 text or epoch milliseconds.
+        #[serde(rename = "timeField")]
+        time_field: Option<Value>,
     },
     /// Documents given in the job itself (for tests, demos and embedding).
     Memory {
         documents: Vec<Value>,
         /// The table name SQL uses (default `input`).
         table: Option<String>,
+        /// The event time of each document, for windows (see `File`).
+        #[serde(rename = "timeField")]
+        time_field: Option<Value>,
     },
 }
 
 impl SourceConfig {
+    /// The `timeField` expression, if any.
+    pub fn time_field(&self) -> Option<&Value> {
+        match self {
+            SourceConfig::File { time_field, .. } | SourceConfig::Memory { time_field, .. } => {
+                time_field.as_ref()
+            }
+        }
+    }
+
     /// The table name the source is registered under (default `input`).
     pub fn table(&self) -> &str {
         match self {

@@ -65,6 +65,7 @@ pub(super) async fn replay(args: ReplayArgs) -> Result<()> {
         source.as_mut(),
         &checkpoint,
         &policy,
+        job.source.time_field(),
         &|done, total| {
             bar.set_length(total);
             bar.set_position(done);

@@ -12,6 +12,7 @@ pub mod project;
 pub mod query;
 pub mod reshape;
 pub mod sort;
+pub mod stream_window;
 pub mod unwind;
 pub mod window;
 
@@ -60,6 +61,8 @@ pub enum StageKind {
     /// `$facet`: named sub-pipelines over the same input, each collected into an array.
     Facet(Vec<(String, Pipeline)>),
     SetWindowFields(window::SetWindowFields),
+    /// `$tumblingWindow` / `$hoppingWindow`: windows of a stream (`runtime::window_state`).
+    StreamWindow(stream_window::StreamWindow),
 }
 
 /// Names of all stages, for error messages.
@@ -86,6 +89,8 @@ pub static STAGES: &[&str] = &[
     "$facet",
     "$setWindowFields",
     "$fill",
+    "$tumblingWindow",
+    "$hoppingWindow",
 ];
 
 impl Pipeline {
@@ -195,6 +200,9 @@ fn parse_stage(v: &Value, at: &JsonPath) -> Result<Vec<Stage>> {
         "$lookup" => StageKind::Lookup(reshape::Lookup::parse(operand, &path)?),
         "$facet" => StageKind::Facet(reshape::parse_facet(operand, &path)?),
         "$fill" => return window::parse_fill(operand, &path),
+        "$tumblingWindow" | "$hoppingWindow" => {
+            StageKind::StreamWindow(stream_window::StreamWindow::parse(name, operand, &path)?)
+        }
         "$setWindowFields" => {
             StageKind::SetWindowFields(window::SetWindowFields::parse(operand, &path)?)
         }

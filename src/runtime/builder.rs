@@ -85,6 +85,7 @@ impl Stream {
             None => b = b.checkpoint_interval(std::time::Duration::MAX),
         }
         b.source = Some(open_source(&job.source, hint, &name)?);
+        b.options.time_field = job.source.time_field().cloned();
         b = b.sink_config(&job.sink)?;
         if let Some(p) = &job.error_policy {
             b = b.error_policy(ErrorPolicy::from_json(p, "errorPolicy")?);
@@ -122,7 +123,16 @@ impl StreamBuilder {
     /// The source a connector config describes (a job file's `source`).
     pub fn source_config(mut self, config: &SourceConfig) -> Result<Self> {
         self.source = Some(open_source(config, None, &self.id)?);
+        if let Some(t) = config.time_field() {
+            self.options.time_field = Some(t.clone());
+        }
         Ok(self)
+    }
+
+    /// The event time of each document (an expression such as `"$ts"`), for windows.
+    pub fn time_field(mut self, expression: serde_json::Value) -> Self {
+        self.options.time_field = Some(expression);
+        self
     }
 
     /// The sink a connector config describes (a job file's `sink`).

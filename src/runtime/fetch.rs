@@ -30,6 +30,8 @@ pub(super) struct Fetched {
     /// How far the source is behind its end after this batch, if it knows.
     pub lag: Option<u64>,
     pub started: Instant,
+    /// The source's last batch (a bounded source ended after it).
+    pub last: bool,
 }
 
 /// Reads batches into `tx` until the source ends, the run is stopped, `max_batches` have been
@@ -96,6 +98,18 @@ pub(super) async fn fetch(
         }
         if rows == 0 && rejected.is_empty() {
             if ended {
+                // The end of a bounded source: an empty last batch, so windows can flush.
+                let _ = tx
+                    .send(Ok(Fetched {
+                        batch: RecordBatch::new_empty(schema.clone()),
+                        start: position.clone(),
+                        position,
+                        rejected,
+                        lag: source.lag(),
+                        started,
+                        last: true,
+                    }))
+                    .await;
                 return;
             }
             continue;
@@ -124,6 +138,7 @@ pub(super) async fn fetch(
             rejected,
             lag: source.lag(),
             started,
+            last: ended,
         };
         let waiting = Instant::now();
         if tx.send(Ok(fetched)).await.is_err() {

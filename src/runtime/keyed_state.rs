@@ -7,6 +7,7 @@
 //! batches and the live masks) is what a checkpoint serializes, as Arrow IPC of the live rows.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, BooleanArray};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, interleave_record_batch};
@@ -34,9 +35,32 @@ pub struct Snapshot {
     batches: Vec<RecordBatch>,
     live: Vec<BooleanArray>,
     rows: u64,
+    /// The rows' schema, and metadata saved with it (an operator's own numbers).
+    schema: Option<SchemaRef>,
+    meta: Vec<(String, String)>,
 }
 
 impl Snapshot {
+    /// A snapshot of rows that are all live, with `meta` saved in the schema's metadata.
+    pub fn of(
+        schema: Option<SchemaRef>,
+        batches: Vec<RecordBatch>,
+        meta: Vec<(String, String)>,
+    ) -> Snapshot {
+        let live = batches
+            .iter()
+            .map(|b| BooleanArray::from(vec![true; b.num_rows()]))
+            .collect();
+        let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+        Snapshot {
+            batches,
+            live,
+            rows,
+            schema,
+            meta,
+        }
+    }
+
     /// How many live rows.
     pub fn rows(&self) -> u64 {
         self.rows
@@ -69,14 +93,24 @@ impl Snapshot {
     /// The live rows as Arrow IPC bytes (empty for no rows), for a checkpoint.
     pub fn to_ipc(&self) -> Result<Vec<u8>> {
         let batches = self.batches()?;
-        let Some(first) = batches.first() else {
-            return Ok(Vec::new());
+        let schema = match (batches.first(), &self.schema) {
+            (Some(first), _) => first.schema(),
+            (None, Some(s)) if !self.meta.is_empty() => s.clone(),
+            _ if self.meta.is_empty() => return Ok(Vec::new()),
+            // Metadata to keep but no rows yet: an empty schema carries it.
+            _ => Arc::new(datafusion::arrow::datatypes::Schema::empty()),
         };
+        let schema = schema
+            .as_ref()
+            .clone()
+            .with_metadata(self.meta.iter().cloned().collect());
         let mut buf = Vec::new();
-        let mut w =
-            datafusion::arrow::ipc::writer::FileWriter::try_new(&mut buf, first.schema().as_ref())?;
+        let mut w = datafusion::arrow::ipc::writer::FileWriter::try_new(&mut buf, &schema)?;
         for b in &batches {
-            w.write(b)?;
+            w.write(&RecordBatch::try_new(
+                Arc::new(schema.clone()),
+                b.columns().to_vec(),
+            )?)?;
         }
         w.finish()?;
         drop(w);
@@ -201,6 +235,8 @@ impl KeyedState {
                 .map(|l| BooleanArray::from(l.clone()))
                 .collect(),
             rows: self.index.len() as u64,
+            schema: self.schema.clone(),
+            meta: Vec::new(),
         }
     }
 

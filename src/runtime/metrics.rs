@@ -21,6 +21,8 @@ pub struct BatchMetrics {
     /// Unreadable records, by the error policy.
     pub dead_lettered: u64,
     pub skipped: u64,
+    /// Documents a window found late.
+    pub late: u64,
     /// Fetch to checkpoint.
     pub duration: Duration,
     /// The pipeline's part of `duration`.
@@ -131,6 +133,7 @@ pub struct Totals {
     pub output: u64,
     pub dead_lettered: u64,
     pub skipped: u64,
+    pub late: u64,
     pub seconds: f64,
     pub last_batch_seconds: f64,
     pub transform_seconds: f64,
@@ -175,6 +178,7 @@ impl MetricsListener for PrometheusMetrics {
         t.output += b.output_rows;
         t.dead_lettered += b.dead_lettered;
         t.skipped += b.skipped;
+        t.late += b.late;
         t.seconds += b.duration.as_secs_f64();
         t.last_batch_seconds = b.duration.as_secs_f64();
         t.state_rows = b.state_rows;
@@ -208,7 +212,7 @@ impl PrometheusMetrics {
     pub fn render(&self) -> String {
         let all = self.totals.lock().expect("metrics lock").clone();
         let mut out = String::new();
-        let metrics: [Metric; 14] = [
+        let metrics: [Metric; 15] = [
             (
                 "fluxion_batches_total",
                 "counter",
@@ -238,6 +242,12 @@ impl PrometheusMetrics {
                 "counter",
                 "Unreadable records skipped by policy.",
                 |t| t.skipped as f64,
+            ),
+            (
+                "fluxion_late_records_total",
+                "counter",
+                "Documents a window found behind the watermark.",
+                |t| t.late as f64,
             ),
             (
                 "fluxion_batch_seconds_total",

@@ -29,7 +29,8 @@ use super::group_state::ContinuousGroup;
 use super::keyed_state::Snapshot;
 use super::metrics::{BatchMetrics, MetricsListener};
 use super::query::{StreamQuery, check_sql, check_stages};
-use super::transform::Transformer;
+use super::transform::{Operator, Transformer};
+use super::window_state::ContinuousWindow;
 use crate::connect::source::{Position, Sink, Source};
 use crate::{Engine, Error, Result};
 
@@ -59,6 +60,8 @@ pub struct RuntimeOptions {
     pub pipeline_id: String,
     /// Told about every committed micro-batch.
     pub listeners: Vec<Arc<dyn MetricsListener>>,
+    /// The source's `timeField` (an expression), for event-time windows.
+    pub time_field: Option<Value>,
 }
 
 impl Default for RuntimeOptions {
@@ -74,6 +77,7 @@ impl Default for RuntimeOptions {
             checkpoint_interval: None,
             pipeline_id: "stream".to_string(),
             listeners: Vec::new(),
+            time_field: None,
         }
     }
 }
@@ -91,6 +95,9 @@ pub struct RunStats {
     pub dead_lettered: u64,
     pub skipped: u64,
     pub undelivered: u64,
+    /// Documents a window found late (counted among `input_rows`; dead-lettered under the
+    /// `deadLetter` policy).
+    pub late: u64,
     /// Attempts repeated by the retry policy.
     pub retries: u64,
     /// Failures that used up their retries (then handled by the policy).
@@ -177,14 +184,18 @@ pub async fn run_with_dead_letters(
     }
     let query = query.into();
     // A `$group` at the end runs continuously; everything else document by document.
-    let mut group = match &query {
+    let mut operator = match &query {
         StreamQuery::Pipeline(pipeline) => {
-            let group = ContinuousGroup::plan(pipeline)?;
-            match &group {
-                Some(_) => super::group_state::check_prefix(pipeline)?,
-                None => check_stages(pipeline)?,
+            if let Some(w) = ContinuousWindow::plan(pipeline, options.time_field.as_ref())? {
+                Some(Operator::Window(w))
+            } else {
+                let group = ContinuousGroup::plan(pipeline)?;
+                match &group {
+                    Some(_) => super::group_state::check_prefix(pipeline)?,
+                    None => check_stages(pipeline)?,
+                }
+                group.map(Operator::Group)
             }
-            group
         }
         StreamQuery::Sql { sql, table } => {
             let empty = datafusion::arrow::record_batch::RecordBatch::new_empty(source.schema());
@@ -198,13 +209,13 @@ pub async fn run_with_dead_letters(
     // after it (a fresh run starts the sink empty).
     if let Some(cp) = checkpoints.load().await? {
         sink_state = split_sink_state(&cp.sink, dead_letter.is_some());
-        if let Some(g) = group.as_mut() {
+        if let Some(g) = operator.as_mut() {
             match &cp.state {
                 Some(bytes) => g.restore_state(bytes)?,
                 None => {
                     return Err(Error::config(
                         "stream",
-                        "the checkpoint holds no $group state (it was written by a pipeline without $group): remove it to start over",
+                        "the checkpoint holds no operator state (it was written by a pipeline without $group or window): remove it to start over",
                     ));
                 }
             }
@@ -229,10 +240,12 @@ pub async fn run_with_dead_letters(
     let transformer = Transformer {
         engine: engine.clone(),
         query,
-        group,
+        operator,
         policy: options.error_policy,
         next_seq: 0,
         stages: Vec::new(),
+        end_of_input: false,
+        side: Vec::new(),
     };
     let transform = tokio::spawn(transformer.run(fetched_rx, done_tx, counters.clone()));
     let fetching = super::fetch::fetch(source, fetched_tx, options, &counters);
@@ -257,6 +270,7 @@ pub async fn run_with_dead_letters(
                 stats.undelivered += delivered.undelivered;
                 stats.dead_lettered += t.dead_lettered;
                 stats.skipped += t.skipped;
+                stats.late += t.late;
                 committed += 1;
                 let state_rows = t.state.as_ref().map_or(0, |s| s.rows());
                 let state_bytes = t.state.as_ref().map_or(0, |s| s.bytes());
@@ -289,6 +303,7 @@ pub async fn run_with_dead_letters(
                     output_rows: delivered.output_rows,
                     dead_lettered: t.dead_lettered,
                     skipped: t.skipped,
+                    late: t.late,
                     duration: t.started.elapsed(),
                     transform_duration: t.transform_time,
                     state_rows,

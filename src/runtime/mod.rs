@@ -21,3 +21,4 @@ pub mod micro_batch;
 pub mod query;
 pub mod replay;
 mod transform;
+pub mod window_state;

@@ -25,8 +25,10 @@ use super::checkpoint::Checkpoint;
 use super::error_policy::{ErrorPolicy, OnFailure};
 use super::group_state::split_at_group;
 use super::query::{StreamQuery, run_once};
+use super::window_state::ContinuousWindow;
 use crate::connect::source::{Position, Source};
 use crate::dsl::Pipeline;
+use crate::plan::order;
 use crate::{Engine, Error, Result};
 
 const REPLAY: &str = "__fluxion_replay";
@@ -38,7 +40,8 @@ pub struct Replayed {
     pub documents: u64,
     /// Records the source could not read (left out).
     pub unreadable: u64,
-    /// Documents the pipeline fails on (left out, as the stream's `deadLetter` policy did).
+    /// Documents the pipeline fails on (left out, as the stream's `deadLetter` policy did),
+    /// or a window found late or without an event time.
     pub failed: u64,
     /// The batch answer.
     pub output: Vec<RecordBatch>,
@@ -53,6 +56,7 @@ pub async fn replay(
     source: &mut dyn Source,
     checkpoint: &Checkpoint,
     policy: &ErrorPolicy,
+    time_field: Option<&Value>,
     progress: &dyn Fn(u64, u64),
 ) -> Result<Replayed> {
     if let Some(schema) = &checkpoint.schema {
@@ -72,6 +76,22 @@ pub async fn replay(
     }
     let input = concat_batches(&schema, &batches)?;
     let documents = input.num_rows() as u64;
+    // Windows: the window operator over all of it as one batch, then the end of input (the
+    // same per-document watermark decides the same late documents).
+    if let StreamQuery::Pipeline(p) = query
+        && let Some(mut w) = ContinuousWindow::plan(p, time_field)?
+    {
+        order::register_ordered(engine.context(), REPLAY, schema, vec![vec![input.clone()]])?;
+        let out = w
+            .step(engine, REPLAY, input.num_rows(), true, &mut Vec::new())
+            .await?;
+        return Ok(Replayed {
+            documents,
+            unreadable,
+            failed: (out.late.len() + out.untimed.len()) as u64,
+            output: out.output,
+        });
+    }
     let first = run_once(engine, query, REPLAY, &input, 0, &mut Vec::new()).await;
     let (output, failed) = match first {
         Ok(out) => (out, 0),

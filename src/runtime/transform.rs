@@ -22,6 +22,7 @@ use super::group_state::ContinuousGroup;
 use super::metrics::StageMetrics;
 use super::micro_batch::Counters;
 use super::query::{StreamQuery, run_once};
+use super::window_state::ContinuousWindow;
 use crate::connect::source::Position;
 use crate::plan::order;
 use crate::runtime::error_policy::{ErrorPolicy, OnFailure, with_retries};
@@ -40,6 +41,8 @@ pub(super) struct Transformed {
     pub input_rows: u64,
     pub dead_lettered: u64,
     pub skipped: u64,
+    /// Documents a window found late.
+    pub late: u64,
     pub lag: Option<u64>,
     /// The continuous `$group`'s groups after this batch.
     pub state: Option<super::keyed_state::Snapshot>,
@@ -53,12 +56,40 @@ pub(super) struct Transformed {
 pub(super) struct Transformer {
     pub engine: Engine,
     pub query: StreamQuery,
-    pub group: Option<ContinuousGroup>,
+    pub operator: Option<Operator>,
     pub policy: ErrorPolicy,
     /// The hidden document number of the next document (order is the source's).
     pub next_seq: i64,
     /// What the plan's operators did in the batch in hand.
     pub stages: Vec<StageMetrics>,
+    /// Whether the batch in hand is the source's last (windows are flushed).
+    pub end_of_input: bool,
+    /// Late and untimed documents of the batch in hand (from a window).
+    pub side: Vec<DeadLetter>,
+}
+
+/// The operator whose state a stream carries from batch to batch.
+pub enum Operator {
+    Group(ContinuousGroup),
+    Window(ContinuousWindow),
+}
+
+impl Operator {
+    /// Its state now, for a checkpoint.
+    pub fn snapshot(&self) -> super::keyed_state::Snapshot {
+        match self {
+            Operator::Group(g) => g.snapshot(),
+            Operator::Window(w) => w.snapshot(),
+        }
+    }
+
+    /// Back to a checkpoint's state.
+    pub fn restore_state(&mut self, bytes: &[u8]) -> Result<()> {
+        match self {
+            Operator::Group(g) => g.restore_state(bytes),
+            Operator::Window(w) => w.restore_state(bytes),
+        }
+    }
 }
 
 impl Transformer {
@@ -73,14 +104,24 @@ impl Transformer {
         let mut n = 0u64;
         while let Some(item) = rx.recv().await {
             n += 1;
+            let mut marker = false;
             let out = match item {
                 Ok(f) => {
+                    marker = f.batch.num_rows() == 0 && f.rejected.is_empty();
                     let span =
                         tracing::debug_span!("transform", batch = n, rows = f.batch.num_rows());
                     self.transform(f, &counters).instrument(span).await
                 }
                 Err(e) => Err(e),
             };
+            // The end-of-input marker is passed on only when flushing windows gave something.
+            if marker
+                && let Ok(t) = &out
+                && t.output.is_empty()
+                && t.dead_letters.is_empty()
+            {
+                continue;
+            }
             let failed = out.is_err();
             let waiting = Instant::now();
             if tx.send(out).await.is_err() || failed {
@@ -104,7 +145,10 @@ impl Transformer {
         let seq = self.next_seq;
         self.next_seq += rows as i64;
         let mut input_rows = rows as u64;
-        let output = if rows == 0 {
+        let windowed = matches!(self.operator, Some(Operator::Window(_)));
+        self.end_of_input = f.last;
+        self.side.clear();
+        let output = if rows == 0 && !(windowed && f.last) {
             Vec::new()
         } else {
             let tried: Result<_> = with_retries!(
@@ -143,16 +187,42 @@ impl Transformer {
                 }
             }
         };
+        // Late and untimed documents of a window: late ones are counted (and dead-lettered
+        // under deadLetter); untimed ones follow the policy like unreadable records.
+        let mut late = 0u64;
+        let mut dead_lettered = dead_letters.len() as u64;
+        for letter in std::mem::take(&mut self.side) {
+            let dead = self.policy.on_failure == OnFailure::DeadLetter;
+            if letter.reason.starts_with("late") {
+                late += 1;
+            } else {
+                match self.policy.on_failure {
+                    OnFailure::FailFast => {
+                        return Err(crate::Error::input(
+                            format!("window input {}", letter.position),
+                            format!("{} (errorPolicy failFast)", letter.reason),
+                        ));
+                    }
+                    OnFailure::Skip => skipped += 1,
+                    OnFailure::DeadLetter => dead_lettered += 1,
+                }
+                input_rows -= 1;
+            }
+            if dead {
+                dead_letters.push(letter);
+            }
+        }
         Ok(Transformed {
             output,
-            dead_lettered: dead_letters.len() as u64,
+            dead_lettered,
+            late,
             dead_letters,
             start: f.start,
             position: f.position,
             input_rows,
             skipped,
             lag: f.lag,
-            state: self.group.as_ref().map(|g| g.snapshot()),
+            state: self.operator.as_ref().map(Operator::snapshot),
             started: f.started,
             transform_time: began.elapsed(),
             stages: std::mem::take(&mut self.stages),
@@ -162,16 +232,32 @@ impl Transformer {
     /// The pipeline over `batch`, whose first document is number `seq`.
     async fn once(&mut self, batch: &RecordBatch, seq: i64) -> Result<Vec<RecordBatch>> {
         let stages = &mut self.stages;
-        match &mut self.group {
-            Some(g) => {
-                order::register_ordered_from(
-                    self.engine.context(),
-                    STREAM,
-                    batch.schema(),
-                    vec![vec![batch.clone()]],
-                    seq,
-                )?;
+        if self.operator.is_some() {
+            order::register_ordered_from(
+                self.engine.context(),
+                STREAM,
+                batch.schema(),
+                vec![vec![batch.clone()]],
+                seq,
+            )?;
+        }
+        match &mut self.operator {
+            Some(Operator::Group(g)) => {
                 g.step(&self.engine, STREAM, batch.num_rows(), stages).await
+            }
+            Some(Operator::Window(w)) => {
+                let out = w
+                    .step(
+                        &self.engine,
+                        STREAM,
+                        batch.num_rows(),
+                        self.end_of_input,
+                        stages,
+                    )
+                    .await?;
+                self.side.extend(out.late);
+                self.side.extend(out.untimed);
+                Ok(out.output)
             }
             None => run_once(&self.engine, &self.query, STREAM, batch, seq, stages).await,
         }

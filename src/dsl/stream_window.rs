@@ -1,0 +1,169 @@
+//! Stream window stages, in the shape of MongoDB Atlas Stream Processing: `$tumblingWindow`
+//! and `$hoppingWindow` with `interval: {size, unit}` (`hopSize` for hopping windows),
+//! `boundary: "eventTime"`, an inner `pipeline` run over each window's documents,
+//! `allowedLateness` and `offset` (both `{size, unit}`).
+//!
+//! ```json
+//! {"$tumblingWindow": {"interval": {"size": 1, "unit": "minute"},
+//!                      "pipeline": [{"$group": {"_id": "$customerId", "n": {"$sum": 1}}}]}}
+//! ```
+
+use serde_json::Value;
+
+use super::Pipeline;
+use super::path::JsonPath;
+use crate::Result;
+
+/// Which windows a document falls in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// One window per `size`, back to back.
+    Tumbling,
+    /// Windows of `size` starting every `hop` milliseconds (they overlap when hop < size).
+    Hopping { hop_ms: i64 },
+}
+
+/// A parsed `$tumblingWindow` / `$hoppingWindow`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamWindow {
+    pub kind: WindowKind,
+    pub size_ms: i64,
+    pub offset_ms: i64,
+    pub allowed_lateness_ms: i64,
+    /// The stages run over each window's documents.
+    pub pipeline: Pipeline,
+}
+
+impl StreamWindow {
+    /// Parses the operand of `name` (`$tumblingWindow` or `$hoppingWindow`) at `at`.
+    pub fn parse(name: &str, v: &Value, at: &JsonPath) -> Result<StreamWindow> {
+        let Value::Object(map) = v else {
+            return Err(at.err(format!(
+                "{name} expects an object {{interval, pipeline, …}}"
+            )));
+        };
+        let mut size = None;
+        let mut hop = None;
+        let mut offset = 0;
+        let mut lateness = 0;
+        let mut pipeline = None;
+        for (k, v) in map {
+            let here = at.key(k);
+            match k.as_str() {
+                "interval" => size = Some(duration(v, &here)?),
+                "hopSize" if name == "$hoppingWindow" => hop = Some(duration(v, &here)?),
+                "offset" => offset = duration(v, &here)?,
+                "allowedLateness" => lateness = duration(v, &here)?,
+                "pipeline" => pipeline = Some(Pipeline::parse_at(v, &here)?),
+                "boundary" => match v.as_str() {
+                    Some("eventTime") => {}
+                    Some("processingTime") => {
+                        return Err(here.err(
+                            "processingTime windows are not supported yet (boundary: \"eventTime\")",
+                        ));
+                    }
+                    _ => return Err(here.err("expected \"eventTime\" or \"processingTime\"")),
+                },
+                "idleTimeout" => {
+                    duration(v, &here)?;
+                }
+                other => {
+                    let known = if name == "$hoppingWindow" {
+                        "interval, hopSize, pipeline, boundary, offset, allowedLateness, idleTimeout"
+                    } else {
+                        "interval, pipeline, boundary, offset, allowedLateness, idleTimeout"
+                    };
+                    return Err(here.err(format!("unknown option \"{other}\" (expected {known})")));
+                }
+            }
+        }
+        let size_ms = size.ok_or_else(|| at.err(format!("{name} needs an interval")))?;
+        if size_ms <= 0 {
+            return Err(at.key("interval").err("the interval must be positive"));
+        }
+        let kind = if name == "$hoppingWindow" {
+            let hop_ms = hop.ok_or_else(|| at.err("$hoppingWindow needs a hopSize"))?;
+            if hop_ms <= 0 || hop_ms > size_ms || size_ms % hop_ms != 0 {
+                return Err(at
+                    .key("hopSize")
+                    .err("hopSize must be positive, at most the interval, and divide it evenly"));
+            }
+            WindowKind::Hopping { hop_ms }
+        } else {
+            WindowKind::Tumbling
+        };
+        Ok(StreamWindow {
+            kind,
+            size_ms,
+            offset_ms: offset,
+            allowed_lateness_ms: lateness,
+            pipeline: pipeline.ok_or_else(|| at.err(format!("{name} needs a pipeline")))?,
+        })
+    }
+
+    /// Milliseconds between window starts.
+    pub fn hop_ms(&self) -> i64 {
+        match self.kind {
+            WindowKind::Tumbling => self.size_ms,
+            WindowKind::Hopping { hop_ms } => hop_ms,
+        }
+    }
+
+    /// The starts of the windows holding event time `t` (milliseconds), earliest first.
+    pub fn starts(&self, t: i64) -> impl Iterator<Item = i64> + '_ {
+        let hop = self.hop_ms();
+        let last = (t - self.offset_ms).div_euclid(hop) * hop + self.offset_ms;
+        let count = self.size_ms / hop;
+        (0..count).rev().map(move |k| last - k * hop)
+    }
+}
+
+/// `{size, unit}` in milliseconds.
+fn duration(v: &Value, at: &JsonPath) -> Result<i64> {
+    let size = v.get("size").and_then(Value::as_i64);
+    let unit = v.get("unit").and_then(Value::as_str);
+    let ms = match unit {
+        Some("ms" | "millisecond") => 1,
+        Some("second") => 1_000,
+        Some("minute") => 60_000,
+        Some("hour") => 3_600_000,
+        Some("day") => 86_400_000,
+        _ => {
+            return Err(at.err("expected {size, unit} with unit ms, second, minute, hour or day"));
+        }
+    };
+    match size {
+        Some(n) if n >= 0 => Ok(n * ms),
+        _ => Err(at.key("size").err("expected a whole number, at least 0")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn windows_hold_the_times_they_cover() {
+        let w = StreamWindow::parse(
+            "$hoppingWindow",
+            &json!({"interval": {"size": 10, "unit": "second"}, "hopSize": {"size": 5, "unit": "second"},
+                    "pipeline": []}),
+            &JsonPath::root(),
+        )
+        .unwrap();
+        assert_eq!(w.starts(12_000).collect::<Vec<_>>(), [5_000, 10_000]);
+        assert_eq!(w.starts(-1).collect::<Vec<_>>(), [-10_000, -5_000]);
+        let e = StreamWindow::parse(
+            "$tumblingWindow",
+            &json!({"interval": {"size": 1, "unit": "week"}, "pipeline": []}),
+            &JsonPath::root().index(0).key("$tumblingWindow"),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("pipeline[0].$tumblingWindow.interval: expected {size, unit}"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,287 @@
+//! Event-time windows on a stream (`runtime::window_state`, `dsl::stream_window`): tumbling and
+//! hopping windows emit when the watermark passes their end, with the same contents whatever
+//! the micro-batch size; out-of-order documents within the allowed lateness are kept, later
+//! ones are counted and dead-lettered as late; a bounded source flushes every open window; a
+//! restart inside an open window emits every window exactly once. The expected windows are
+//! computed here, in plain Rust, from the rule: a document is late when every window holding
+//! it ends at or before (largest event time before it − allowed lateness).
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use fluxion::connect::jsonl_sink::JsonlFileSink;
+use fluxion::connect::jsonl_source::JsonlFileSource;
+use fluxion::connect::memory::{MemorySink, MemorySource};
+use fluxion::document::encode::to_documents;
+use fluxion::runtime::checkpoint::{DirCheckpoints, MemoryCheckpoints};
+use fluxion::runtime::error_policy::ErrorPolicy;
+use fluxion::runtime::micro_batch::{RuntimeOptions, run, run_with_dead_letters};
+use fluxion::{Engine, Pipeline};
+use serde_json::{Value, json};
+
+/// 200 events over ~100 s, mostly in order, some a few seconds late, a few very late.
+fn events() -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut seed = 42u64;
+    for i in 0..200i64 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let jitter = (seed >> 33) as i64 % 4_000; // up to 4 s out of order
+        let very_late = if i % 37 == 36 { 30_000 } else { 0 };
+        let ts = 1_000_000 + i * 500 - jitter - very_late;
+        out.push(json!({"_id": i, "ts": ts, "k": format!("k{}", i % 3), "v": i}));
+    }
+    out
+}
+
+fn jsonl(docs: &[Value]) -> String {
+    docs.iter().map(|d| format!("{d}\n")).collect()
+}
+
+/// (window start ms, key) → (count, total).
+type Windows = BTreeMap<(i64, String), (i64, i64)>;
+
+/// The windows by the rule, computed directly: (start, key) → (count, total), and the late ids.
+fn expected(docs: &[Value], size: i64, hop: i64, lateness: i64) -> (Windows, Vec<i64>) {
+    let mut windows = BTreeMap::new();
+    let mut late = Vec::new();
+    let mut max: Option<i64> = None;
+    for d in docs {
+        let t = d["ts"].as_i64().unwrap();
+        let wm = max.map(|m| m - lateness);
+        let last = t.div_euclid(hop) * hop;
+        let mut any = false;
+        for k in 0..size / hop {
+            let s = last - k * hop;
+            if wm.is_none_or(|w| s + size > w) {
+                let e = windows
+                    .entry((s, d["k"].as_str().unwrap().to_string()))
+                    .or_insert((0, 0));
+                e.0 += 1;
+                e.1 += d["v"].as_i64().unwrap();
+                any = true;
+            }
+        }
+        if !any {
+            late.push(d["_id"].as_i64().unwrap());
+        }
+        max = Some(max.map_or(t, |m| m.max(t)));
+    }
+    (windows, late)
+}
+
+fn pipeline(stage: &str, extra: Value) -> Pipeline {
+    let mut spec = json!({
+        "interval": {"size": 10, "unit": "second"},
+        "allowedLateness": {"size": 2, "unit": "second"},
+        "pipeline": [{"$group": {"_id": "$k", "n": {"$sum": 1}, "total": {"$sum": "$v"}}},
+                     {"$sort": {"_id": 1}}]
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    Pipeline::from_value(&json!([{ stage: spec }])).unwrap()
+}
+
+/// (start ms, key) → (n, total) of emitted window documents.
+fn emitted(docs: &[Value]) -> Windows {
+    let mut out = BTreeMap::new();
+    for d in docs {
+        let start = d["_stream_meta"]["window"]["start"]["$date"]
+            .as_str()
+            .unwrap();
+        let start = chrono::DateTime::parse_from_rfc3339(start)
+            .unwrap()
+            .timestamp_millis();
+        let prev = out.insert(
+            (start, d["_id"].as_str().unwrap().to_string()),
+            (d["n"].as_i64().unwrap(), d["total"].as_i64().unwrap()),
+        );
+        assert!(prev.is_none(), "a window emitted twice: {d}");
+    }
+    out
+}
+
+async fn stream(
+    p: &Pipeline,
+    data: &str,
+    size: usize,
+    policy: ErrorPolicy,
+) -> (Vec<Value>, Vec<Value>, u64) {
+    let mut source = MemorySource::from_jsonl(data.as_bytes()).unwrap();
+    let mut sink = MemorySink::default();
+    let mut dead = MemorySink::default();
+    let dead_letters = policy == ErrorPolicy::dead_letter();
+    let stats = run_with_dead_letters(
+        &Engine::new(),
+        p,
+        &mut source,
+        &mut sink,
+        if dead_letters { Some(&mut dead) } else { None },
+        &mut MemoryCheckpoints::default(),
+        &RuntimeOptions {
+            micro_batch_size: size,
+            error_policy: policy,
+            time_field: Some(json!("$ts")),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    (
+        to_documents(&sink.committed).unwrap(),
+        to_documents(&dead.committed).unwrap(),
+        stats.late,
+    )
+}
+
+#[tokio::test]
+async fn tumbling_and_hopping_windows_give_the_rule_whatever_the_batch_size() {
+    let docs = events();
+    let data = jsonl(&docs);
+    for (stage, extra, hop) in [
+        ("$tumblingWindow", json!({}), 10_000),
+        (
+            "$hoppingWindow",
+            json!({"hopSize": {"size": 5, "unit": "second"}}),
+            5_000,
+        ),
+    ] {
+        let p = pipeline(stage, extra);
+        let (want, late) = expected(&docs, 10_000, hop, 2_000);
+        assert!(
+            !late.is_empty() && late.len() < 20,
+            "the data has some late events"
+        );
+        let mut first: Option<Vec<Value>> = None;
+        for size in [1, 7, 64, 500] {
+            let (out, _, n_late) = stream(&p, &data, size, ErrorPolicy::fail_fast()).await;
+            assert_eq!(emitted(&out), want, "{stage} in batches of {size}");
+            assert_eq!(n_late as usize, late.len(), "{stage} in batches of {size}");
+            // Windows come out in order of their start, the same whatever the batch size.
+            match &first {
+                None => first = Some(out),
+                Some(f) => assert_eq!(&out, f, "{stage} in batches of {size}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn late_documents_are_dead_lettered_with_their_reason() {
+    let docs = events();
+    let (_, late) = expected(&docs, 10_000, 10_000, 2_000);
+    let p = pipeline("$tumblingWindow", json!({}));
+    let (_, letters, n_late) = stream(&p, &jsonl(&docs), 25, ErrorPolicy::dead_letter()).await;
+    assert_eq!(n_late as usize, late.len());
+    let ids: Vec<i64> = letters
+        .iter()
+        .map(|l| {
+            assert_eq!(l["stage"], json!("window"));
+            assert!(
+                l["reason"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("late: event time"),
+                "{l}"
+            );
+            serde_json::from_str::<Value>(l["raw"].as_str().unwrap()).unwrap()["_id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ids, late);
+}
+
+#[tokio::test]
+async fn a_restart_inside_an_open_window_emits_every_window_once() {
+    let docs = events();
+    let data = jsonl(&docs);
+    let p = pipeline("$tumblingWindow", json!({}));
+    let (want, _) = expected(&docs, 10_000, 10_000, 2_000);
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
+    std::fs::write(&input, &data).unwrap();
+    // Runs of 3 batches of 9: each stops with windows open, the next resumes from the
+    // checkpoint (buffered documents and the largest event time included).
+    for _ in 0..40 {
+        let mut source = JsonlFileSource::open(&input, None, false).unwrap();
+        let mut sink = JsonlFileSink::open(&output).unwrap();
+        let mut checkpoints = DirCheckpoints::new(dir.path().join("cp")).unwrap();
+        let stats = run(
+            &Engine::new(),
+            &p,
+            &mut source,
+            &mut sink,
+            &mut checkpoints,
+            &RuntimeOptions {
+                micro_batch_size: 9,
+                max_batches: Some(3),
+                time_field: Some(json!("$ts")),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        if stats.batches == 0 {
+            break;
+        }
+    }
+    let out: Vec<Value> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(emitted(&out), want);
+}
+
+#[tokio::test]
+async fn window_stages_are_checked_by_path() {
+    for (stages, says) in [
+        (
+            json!([{"$tumblingWindow": {"interval": {"size": 1, "unit": "minute"}}}]),
+            "pipeline[0].$tumblingWindow: $tumblingWindow needs a pipeline",
+        ),
+        (
+            json!([{"$hoppingWindow": {"interval": {"size": 10, "unit": "second"},
+                                       "hopSize": {"size": 3, "unit": "second"}, "pipeline": []}}]),
+            "pipeline[0].$hoppingWindow.hopSize: hopSize must be positive, at most the interval, and divide it evenly",
+        ),
+        (
+            json!([{"$tumblingWindow": {"interval": {"size": 1, "unit": "minute"}, "pipeline": [],
+                                        "boundary": "processingTime"}}]),
+            "processingTime windows are not supported yet",
+        ),
+    ] {
+        let e = Pipeline::from_value(&stages).unwrap_err().to_string();
+        assert!(e.contains(says), "{e}");
+    }
+    // No timeField on the source; and a batch run explains where windows run.
+    let p = pipeline("$tumblingWindow", json!({}));
+    let mut source = MemorySource::from_jsonl(b"{\"ts\": 1}\n").unwrap();
+    let e = run(
+        &Engine::new(),
+        &p,
+        &mut source,
+        &mut MemorySink::default(),
+        &mut MemoryCheckpoints::default(),
+        &RuntimeOptions::default(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("an eventTime window needs the source's timeField"),
+        "{e}"
+    );
+    let e = common::run(
+        "{\"ts\": 1}\n",
+        json!([{"$tumblingWindow": {"interval": {"size": 1, "unit": "minute"}, "pipeline": []}}]),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("window stages run on a stream"), "{e}");
+}
