@@ -115,6 +115,14 @@ pub enum SourceConfig {
         #[serde(rename = "timeField")]
         time_field: Option<Value>,
     },
+    /// Nexmark bids generated in process (`connect::nexmark`): `events` of them, or without
+    /// end. Event time is `dateTime` unless `timeField` says otherwise.
+    Nexmark {
+        events: Option<u64>,
+        table: Option<String>,
+        #[serde(rename = "timeField")]
+        time_field: Option<Value>,
+    },
     /// Documents given in the job itself (for tests, demos and embedding).
     Memory {
         documents: Vec<Value>,
@@ -133,15 +141,20 @@ impl SourceConfig {
             SourceConfig::File { time_field, .. } | SourceConfig::Memory { time_field, .. } => {
                 time_field.as_ref()
             }
+            SourceConfig::Nexmark { time_field, .. } => {
+                static DATE_TIME: std::sync::LazyLock<Value> =
+                    std::sync::LazyLock::new(|| Value::String("$dateTime".into()));
+                Some(time_field.as_ref().unwrap_or(&DATE_TIME))
+            }
         }
     }
 
     /// The table name the source is registered under (default `input`).
     pub fn table(&self) -> &str {
         match self {
-            SourceConfig::File { table, .. } | SourceConfig::Memory { table, .. } => {
-                table.as_deref().unwrap_or("input")
-            }
+            SourceConfig::File { table, .. }
+            | SourceConfig::Memory { table, .. }
+            | SourceConfig::Nexmark { table, .. } => table.as_deref().unwrap_or("input"),
         }
     }
 
@@ -166,6 +179,8 @@ pub enum SinkConfig {
     /// JSON lines on standard output.
     #[default]
     Stdout,
+    /// Nowhere: documents are counted and dropped (for benchmarks).
+    Null,
     /// One file (JSON lines, CSV or Parquet).
     File {
         path: String,
@@ -248,9 +263,9 @@ impl Job {
                     .transpose()?;
                 Ok((path.clone(), FileOptions { format, schema }))
             }
-            SourceConfig::Memory { .. } => Err(Error::config(
+            SourceConfig::Memory { .. } | SourceConfig::Nexmark { .. } => Err(Error::config(
                 context,
-                "an in-memory source has no location",
+                "a generated or in-memory source has no location",
             )),
         }
     }

@@ -1,9 +1,11 @@
 //! `fluxion run`: a job file, or `--pipeline` / `--sql` over `--input` files.
 
+use crate::connect::nexmark::NexmarkSource;
+use crate::connect::source::Source;
 use crate::connect::{Format, file, stdout};
 use crate::dsl::Pipeline;
 use crate::engine::Engine;
-use crate::job::{Job, Query, SinkConfig};
+use crate::job::{Job, Query, SinkConfig, SourceConfig};
 use crate::{Error, Result};
 
 use super::{InputArgs, RunArgs, split_input};
@@ -23,6 +25,28 @@ pub(super) async fn run(args: RunArgs) -> Result<()> {
         }
         match job.source.memory_jsonl() {
             Some(text) => engine.register_jsonl(job.table(), &text)?,
+            None if matches!(job.source, SourceConfig::Nexmark { .. }) => {
+                let SourceConfig::Nexmark { events, .. } = &job.source else {
+                    unreachable!()
+                };
+                let Some(n) = events else {
+                    return Err(Error::config(
+                        "run",
+                        "a batch job reads a bounded Nexmark source: give \"events\"",
+                    ));
+                };
+                let mut source = NexmarkSource::new(Some(*n));
+                let mut batches = Vec::new();
+                while let Some(b) = source.next_batch(1 << 16).await? {
+                    batches.push(b.batch);
+                }
+                crate::plan::order::register_ordered(
+                    engine.context(),
+                    job.table(),
+                    source.schema(),
+                    vec![batches],
+                )?;
+            }
             None => {
                 let (location, options) = job.source_location()?;
                 engine
@@ -32,6 +56,7 @@ pub(super) async fn run(args: RunArgs) -> Result<()> {
         }
         let sink = match &job.sink {
             SinkConfig::Stdout => None,
+            SinkConfig::Null => Some((String::new(), None)),
             SinkConfig::File { path, format } => Some((
                 path.clone(),
                 format.as_deref().map(Format::from_name).transpose()?,
@@ -78,6 +103,16 @@ pub(super) async fn run(args: RunArgs) -> Result<()> {
     };
     let rows = match sink {
         None => stdout::write_stdout(df).await?,
+        // The null sink: run, count, keep nothing.
+        Some((path, None)) if path.is_empty() => {
+            use futures::TryStreamExt;
+            let mut stream = df.execute_stream().await?;
+            let mut rows = 0u64;
+            while let Some(b) = stream.try_next().await? {
+                rows += b.num_rows() as u64;
+            }
+            rows
+        }
         Some((path, format)) => file::write_file(engine.context(), df, &path, format).await?,
     };
     tracing::info!(rows, "run finished");

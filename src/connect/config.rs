@@ -12,7 +12,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use super::Format;
 use super::jsonl_sink::JsonlFileSink;
 use super::jsonl_source::JsonlFileSource;
-use super::memory::MemorySource;
+use super::memory::{MemorySource, NullSink};
+use super::nexmark::NexmarkSource;
 use super::parquet_sink::ParquetDirSink;
 use super::source::{Sink, Source};
 use super::stdout::StdoutSink;
@@ -56,6 +57,7 @@ pub fn open_source(
                 *follow,
             )?))
         }
+        SourceConfig::Nexmark { events, .. } => Ok(Box::new(NexmarkSource::new(*events))),
         SourceConfig::Memory { .. } => {
             let text = config.memory_jsonl().expect("a memory source");
             Ok(Box::new(MemorySource::from_jsonl(&text)?))
@@ -67,6 +69,7 @@ pub fn open_source(
 pub fn open_sink(config: &SinkConfig, context: &str) -> Result<Box<dyn Sink>> {
     match config {
         SinkConfig::Stdout => Ok(Box::new(StdoutSink)),
+        SinkConfig::Null => Ok(Box::new(NullSink::default())),
         SinkConfig::File { path, .. } if path.contains("://") => Err(Error::config(
             context,
             format!("a stream writes local files (not {path})"),

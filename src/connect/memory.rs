@@ -126,3 +126,27 @@ impl Sink for MemorySink {
         Ok(())
     }
 }
+
+/// Counts what it is given and keeps nothing (benchmarks measure the pipeline, not a sink).
+#[derive(Debug, Default)]
+pub struct NullSink {
+    /// Documents written so far.
+    pub documents: u64,
+}
+
+#[async_trait]
+impl Sink for NullSink {
+    async fn write(&mut self, batches: &[RecordBatch]) -> Result<()> {
+        self.documents += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> Result<Value> {
+        Ok(json!({ "documents": self.documents }))
+    }
+
+    async fn restore(&mut self, state: &Value) -> Result<()> {
+        self.documents = state.get("documents").and_then(Value::as_u64).unwrap_or(0);
+        Ok(())
+    }
+}
