@@ -285,3 +285,158 @@ async fn window_stages_are_checked_by_path() {
     .to_string();
     assert!(e.contains("window stages run on a stream"), "{e}");
 }
+
+/// (start, end, key) → the sorted ids of a session.
+type Sessions = BTreeMap<(i64, i64, String), Vec<i64>>;
+
+/// Sessions by the rule, computed directly: the sessions, the late ids, and how many times a
+/// document merged two sessions.
+fn expected_sessions(docs: &[Value], gap: i64, lateness: i64) -> (Sessions, Vec<i64>, usize) {
+    // Open sessions per key: (start, last, ids).
+    let mut open: BTreeMap<String, Vec<(i64, i64, Vec<i64>)>> = BTreeMap::new();
+    let mut done = BTreeMap::new();
+    let mut late = Vec::new();
+    let mut merges = 0;
+    let mut max: Option<i64> = None;
+    for d in docs {
+        let (t, id) = (d["ts"].as_i64().unwrap(), d["_id"].as_i64().unwrap());
+        let key = d["k"].as_str().unwrap().to_string();
+        let wm = max.map(|m| m - lateness);
+        let sessions = open.entry(key.clone()).or_default();
+        let mut keep = Vec::new();
+        let mut touching = Vec::new();
+        for s in sessions.drain(..) {
+            if wm.is_some_and(|w| s.1 + gap <= w) {
+                done.insert((s.0, s.1 + gap, key.clone()), s.2);
+            } else if t > s.0 - gap && t < s.1 + gap {
+                touching.push(s);
+            } else {
+                keep.push(s);
+            }
+        }
+        merges += usize::from(touching.len() > 1);
+        if touching.is_empty() && wm.is_some_and(|w| t + gap <= w) {
+            late.push(id);
+        } else {
+            let mut m = (t, t, vec![id]);
+            for s in touching {
+                m.0 = m.0.min(s.0);
+                m.1 = m.1.max(s.1);
+                m.2.extend(s.2);
+            }
+            keep.push(m);
+        }
+        *sessions = keep;
+        max = Some(max.map_or(t, |x| x.max(t)));
+    }
+    for (key, sessions) in open {
+        for s in sessions {
+            done.insert((s.0, s.1 + gap, key.clone()), s.2);
+        }
+    }
+    for ids in done.values_mut() {
+        ids.sort();
+    }
+    (done, late, merges)
+}
+
+#[tokio::test]
+async fn sessions_merge_close_by_the_watermark_and_survive_restarts() {
+    // Bursts per key with pauses; a document that bridges two sessions merges them.
+    let mut docs = Vec::new();
+    let mut seed = 7u64;
+    let mut ts = 1_000_000i64;
+    for i in 0..300i64 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let r = (seed >> 33) as i64;
+        ts += if r % 11 == 0 { 9_000 } else { r % 900 };
+        let jitter = r % 2_500 + if i % 29 == 28 { 20_000 } else { 0 };
+        docs.push(json!({"_id": i, "ts": ts - jitter, "k": format!("k{}", r % 2), "v": i}));
+    }
+    let (want, late, merges) = expected_sessions(&docs, 3_000, 1_000);
+    assert!(
+        want.len() > 10 && !late.is_empty() && merges > 0,
+        "{} sessions, {} late, {merges} merges",
+        want.len(),
+        late.len()
+    );
+    let p = Pipeline::from_value(&json!([{"$sessionWindow": {
+        "gap": {"size": 3, "unit": "second"}, "partitionBy": "$k",
+        "allowedLateness": {"size": 1, "unit": "second"},
+        "pipeline": [{"$group": {"_id": "$k", "ids": {"$push": "$_id"}}}]}}]))
+    .unwrap();
+    let sessions = |out: &[Value]| -> Sessions {
+        let ms = |v: &Value| {
+            chrono::DateTime::parse_from_rfc3339(v["$date"].as_str().unwrap())
+                .unwrap()
+                .timestamp_millis()
+        };
+        out.iter()
+            .map(|d| {
+                let mut ids: Vec<i64> = d["ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_i64().unwrap())
+                    .collect();
+                ids.sort();
+                let w = &d["_stream_meta"]["window"];
+                (
+                    (
+                        ms(&w["start"]),
+                        ms(&w["end"]),
+                        d["_id"].as_str().unwrap().to_string(),
+                    ),
+                    ids,
+                )
+            })
+            .collect()
+    };
+    let data = jsonl(&docs);
+    let mut first: Option<Vec<Value>> = None;
+    for size in [1, 5, 33, 500] {
+        let (out, _, n_late) = stream(&p, &data, size, ErrorPolicy::fail_fast()).await;
+        assert_eq!(sessions(&out), want, "batches of {size}");
+        assert_eq!(n_late as usize, late.len(), "batches of {size}");
+        match &first {
+            None => first = Some(out),
+            Some(f) => assert_eq!(&out, f, "same order in batches of {size}"),
+        }
+    }
+    // Restarts inside open sessions.
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
+    std::fs::write(&input, &data).unwrap();
+    for _ in 0..60 {
+        let mut source = JsonlFileSource::open(&input, None, false).unwrap();
+        let mut sink = JsonlFileSink::open(&output).unwrap();
+        let mut checkpoints = DirCheckpoints::new(dir.path().join("cp")).unwrap();
+        let stats = run(
+            &Engine::new(),
+            &p,
+            &mut source,
+            &mut sink,
+            &mut checkpoints,
+            &RuntimeOptions {
+                micro_batch_size: 11,
+                max_batches: Some(2),
+                time_field: Some(json!("$ts")),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        if stats.batches == 0 {
+            break;
+        }
+    }
+    let out: Vec<Value> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(sessions(&out), want);
+    assert_eq!(out.len(), want.len(), "each session emitted once");
+}

@@ -91,6 +91,7 @@ pub static STAGES: &[&str] = &[
     "$fill",
     "$tumblingWindow",
     "$hoppingWindow",
+    "$sessionWindow",
 ];
 
 impl Pipeline {
@@ -200,7 +201,7 @@ fn parse_stage(v: &Value, at: &JsonPath) -> Result<Vec<Stage>> {
         "$lookup" => StageKind::Lookup(reshape::Lookup::parse(operand, &path)?),
         "$facet" => StageKind::Facet(reshape::parse_facet(operand, &path)?),
         "$fill" => return window::parse_fill(operand, &path),
-        "$tumblingWindow" | "$hoppingWindow" => {
+        "$tumblingWindow" | "$hoppingWindow" | "$sessionWindow" => {
             StageKind::StreamWindow(stream_window::StreamWindow::parse(name, operand, &path)?)
         }
         "$setWindowFields" => {

@@ -21,6 +21,8 @@ pub enum WindowKind {
     Tumbling,
     /// Windows of `size` starting every `hop` milliseconds (they overlap when hop < size).
     Hopping { hop_ms: i64 },
+    /// Sessions: documents (per `partitionBy` value) less than `gap` apart.
+    Session { gap_ms: i64 },
 }
 
 /// A parsed `$tumblingWindow` / `$hoppingWindow`.
@@ -32,6 +34,8 @@ pub struct StreamWindow {
     pub allowed_lateness_ms: i64,
     /// The stages run over each window's documents.
     pub pipeline: Pipeline,
+    /// `partitionBy` of a session window (an expression), if any.
+    pub partition_by: Option<Value>,
 }
 
 impl StreamWindow {
@@ -47,10 +51,13 @@ impl StreamWindow {
         let mut offset = 0;
         let mut lateness = 0;
         let mut pipeline = None;
+        let mut partition_by = None;
         for (k, v) in map {
             let here = at.key(k);
             match k.as_str() {
-                "interval" => size = Some(duration(v, &here)?),
+                "interval" if name != "$sessionWindow" => size = Some(duration(v, &here)?),
+                "gap" if name == "$sessionWindow" => size = Some(duration(v, &here)?),
+                "partitionBy" if name == "$sessionWindow" => partition_by = Some(v.clone()),
                 "hopSize" if name == "$hoppingWindow" => hop = Some(duration(v, &here)?),
                 "offset" => offset = duration(v, &here)?,
                 "allowedLateness" => lateness = duration(v, &here)?,
@@ -70,6 +77,8 @@ impl StreamWindow {
                 other => {
                     let known = if name == "$hoppingWindow" {
                         "interval, hopSize, pipeline, boundary, offset, allowedLateness, idleTimeout"
+                    } else if name == "$sessionWindow" {
+                        "gap, partitionBy, pipeline, boundary, allowedLateness, idleTimeout"
                     } else {
                         "interval, pipeline, boundary, offset, allowedLateness, idleTimeout"
                     };
@@ -77,11 +86,18 @@ impl StreamWindow {
                 }
             }
         }
-        let size_ms = size.ok_or_else(|| at.err(format!("{name} needs an interval")))?;
+        let what = if name == "$sessionWindow" {
+            "gap"
+        } else {
+            "interval"
+        };
+        let size_ms = size.ok_or_else(|| at.err(format!("{name} needs a {what}")))?;
         if size_ms <= 0 {
-            return Err(at.key("interval").err("the interval must be positive"));
+            return Err(at.key(what).err(format!("the {what} must be positive")));
         }
-        let kind = if name == "$hoppingWindow" {
+        let kind = if name == "$sessionWindow" {
+            WindowKind::Session { gap_ms: size_ms }
+        } else if name == "$hoppingWindow" {
             let hop_ms = hop.ok_or_else(|| at.err("$hoppingWindow needs a hopSize"))?;
             if hop_ms <= 0 || hop_ms > size_ms || size_ms % hop_ms != 0 {
                 return Err(at
@@ -98,13 +114,14 @@ impl StreamWindow {
             offset_ms: offset,
             allowed_lateness_ms: lateness,
             pipeline: pipeline.ok_or_else(|| at.err(format!("{name} needs a pipeline")))?,
+            partition_by,
         })
     }
 
     /// Milliseconds between window starts.
     pub fn hop_ms(&self) -> i64 {
         match self.kind {
-            WindowKind::Tumbling => self.size_ms,
+            WindowKind::Tumbling | WindowKind::Session { .. } => self.size_ms,
             WindowKind::Hopping { hop_ms } => hop_ms,
         }
     }

@@ -20,5 +20,6 @@ pub mod metrics;
 pub mod micro_batch;
 pub mod query;
 pub mod replay;
+pub mod session_state;
 mod transform;
 pub mod window_state;

@@ -22,7 +22,7 @@ use super::group_state::ContinuousGroup;
 use super::metrics::StageMetrics;
 use super::micro_batch::Counters;
 use super::query::{StreamQuery, run_once};
-use super::window_state::ContinuousWindow;
+use super::window_state::WindowOperator;
 use crate::connect::source::Position;
 use crate::plan::order;
 use crate::runtime::error_policy::{ErrorPolicy, OnFailure, with_retries};
@@ -71,7 +71,7 @@ pub(super) struct Transformer {
 /// The operator whose state a stream carries from batch to batch.
 pub enum Operator {
     Group(ContinuousGroup),
-    Window(ContinuousWindow),
+    Window(WindowOperator),
 }
 
 impl Operator {

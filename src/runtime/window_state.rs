@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 use super::dead_letters::{DeadLetter, rows_as_json};
 use super::keyed_state::Snapshot;
 use super::metrics::{StageMetrics, collect_measured};
+use super::session_state::SessionWindows;
 use crate::dsl::path::JsonPath;
 use crate::dsl::stream_window::StreamWindow;
 use crate::dsl::{Pipeline, Stage, StageKind};
@@ -49,6 +50,53 @@ pub struct WindowOutput {
     pub untimed: Vec<DeadLetter>,
 }
 
+/// A stream's window operator: fixed windows (tumbling, hopping) or sessions.
+pub enum WindowOperator {
+    Fixed(ContinuousWindow),
+    Session(SessionWindows),
+}
+
+impl WindowOperator {
+    /// Takes the micro-batch registered as `table` in; emits the windows the watermark has
+    /// passed (all of them when `end_of_input`).
+    pub async fn step(
+        &mut self,
+        engine: &Engine,
+        table: &str,
+        batch_rows: usize,
+        end_of_input: bool,
+        stages: &mut Vec<StageMetrics>,
+    ) -> Result<WindowOutput> {
+        match self {
+            WindowOperator::Fixed(w) => {
+                w.step(engine, table, batch_rows, end_of_input, stages)
+                    .await
+            }
+            WindowOperator::Session(s) => {
+                s.step(engine, table, batch_rows, end_of_input, stages)
+                    .await
+            }
+        }
+    }
+
+    /// The state, for a checkpoint.
+    pub fn snapshot(&self) -> Snapshot {
+        match self {
+            WindowOperator::Fixed(w) => w.snapshot(),
+            // Packing the open sessions can only fail on a broken invariant.
+            WindowOperator::Session(s) => s.snapshot().expect("packing open sessions"),
+        }
+    }
+
+    /// Back to a checkpoint's state.
+    pub fn restore_state(&mut self, bytes: &[u8]) -> Result<()> {
+        match self {
+            WindowOperator::Fixed(w) => w.restore_state(bytes),
+            WindowOperator::Session(s) => s.restore_state(bytes),
+        }
+    }
+}
+
 /// The state and plans of a stream's window stage.
 pub struct ContinuousWindow {
     /// The stages before the window, then the event time as a column.
@@ -64,7 +112,7 @@ pub struct ContinuousWindow {
 impl ContinuousWindow {
     /// The windowed form of `pipeline` when it has a window stage (`None` without one).
     /// `time_field` is the source's `timeField` expression.
-    pub fn plan(pipeline: &Pipeline, time_field: Option<&Value>) -> Result<Option<Self>> {
+    pub fn plan(pipeline: &Pipeline, time_field: Option<&Value>) -> Result<Option<WindowOperator>> {
         let Some(i) = pipeline
             .stages
             .iter()
@@ -103,16 +151,24 @@ impl ContinuousWindow {
             &json!([{"$addFields": {TIME: {"$toLong": {"$toDate": time_field}}}}]),
             &JsonPath::root().key("source").key("timeField"),
         )?;
+        if let crate::dsl::stream_window::WindowKind::Session { .. } = window.kind {
+            return Ok(Some(WindowOperator::Session(SessionWindows::new(
+                window,
+                before.stages,
+                after.stages,
+                time_field,
+            )?)));
+        }
         let mut stages = before.stages;
         stages.extend(time.stages);
-        Ok(Some(ContinuousWindow {
+        Ok(Some(WindowOperator::Fixed(ContinuousWindow {
             before: Pipeline { stages },
             window: window.clone(),
             after: after.stages,
             schema: None,
             buffer: Vec::new(),
             max_time: None,
-        }))
+        })))
     }
 
     /// Takes the micro-batch registered as `table` in; emits the windows the watermark has

@@ -1,0 +1,420 @@
+//! Session windows on a stream (`$sessionWindow`): per `partitionBy` value, documents less
+//! than `gap` apart in event time form a session; a document that falls between two sessions
+//! merges them. A session closes when the watermark reaches its last event time plus the gap;
+//! then the inner pipeline runs over its documents, and the results carry
+//! `_stream_meta.window.start` (its first event time) and `.end` (last + gap).
+//!
+//! As for the fixed windows (`window_state`), the watermark advances document by document in
+//! source order: before a document joins a session, the sessions of its partition that the
+//! watermark has passed are closed, so neither lateness nor merging depends on where
+//! micro-batches end. Closed sessions are emitted at the end of the micro-batch in order of
+//! their end, then partition, then start. The open sessions' documents (with their session
+//! number) and the largest event time are the checkpointed state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
+use datafusion::arrow::compute::interleave_record_batch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, SortField};
+use serde_json::{Value, json};
+
+use super::dead_letters::{DeadLetter, rows_as_json};
+use super::keyed_state::Snapshot;
+use super::metrics::{StageMetrics, collect_measured};
+use super::window_state::WindowOutput;
+use crate::dsl::path::JsonPath;
+use crate::dsl::stream_window::{StreamWindow, WindowKind};
+use crate::dsl::{Pipeline, Stage};
+use crate::plan::order;
+use crate::{Engine, Error, Result};
+
+const TIME: &str = "__fluxion_event_time";
+const KEY: &str = "__fluxion_session_key";
+const SESSION: &str = "__fluxion_session";
+const WINDOW: &str = "__fluxion_session_window";
+const MAX_TIME: &str = "fluxion.max_event_time";
+
+#[derive(Clone)]
+struct Session {
+    key: Box<[u8]>,
+    start: i64,
+    last: i64,
+    /// (buffer batch, row) of its documents, in arrival order.
+    rows: Vec<(usize, usize)>,
+}
+
+/// The state and plans of a stream's session window.
+pub struct SessionWindows {
+    before: Pipeline,
+    gap: i64,
+    lateness: i64,
+    inner: Vec<Stage>,
+    after: Vec<Stage>,
+    buffer: Vec<RecordBatch>,
+    open: HashMap<Box<[u8]>, Vec<Session>>,
+    closed: Vec<Session>,
+    max_time: Option<i64>,
+    converter: Option<RowConverter>,
+}
+
+impl SessionWindows {
+    /// The session operator of `window` (a `$sessionWindow`), after the `before` stages.
+    pub fn new(
+        window: &StreamWindow,
+        before: Vec<Stage>,
+        after: Vec<Stage>,
+        time_field: &Value,
+    ) -> Result<Self> {
+        let WindowKind::Session { gap_ms } = window.kind else {
+            unreachable!("a session window")
+        };
+        let key = window.partition_by.clone().unwrap_or(Value::Null);
+        let extra = Pipeline::parse_at(
+            &json!([{"$addFields": {TIME: {"$toLong": {"$toDate": time_field}}, KEY: key}}]),
+            &JsonPath::root().key("source").key("timeField"),
+        )?;
+        let mut stages = before;
+        stages.extend(extra.stages);
+        Ok(SessionWindows {
+            before: Pipeline { stages },
+            gap: gap_ms,
+            lateness: window.allowed_lateness_ms,
+            inner: window.pipeline.stages.clone(),
+            after,
+            buffer: Vec::new(),
+            open: HashMap::new(),
+            closed: Vec::new(),
+            max_time: None,
+            converter: None,
+        })
+    }
+
+    /// Takes the micro-batch registered as `table` in; emits the sessions the watermark has
+    /// passed (all of them when `end_of_input`). All or nothing.
+    pub async fn step(
+        &mut self,
+        engine: &Engine,
+        table: &str,
+        batch_rows: usize,
+        end_of_input: bool,
+        stages: &mut Vec<StageMetrics>,
+    ) -> Result<WindowOutput> {
+        // A failed step must leave the sessions as they were: work on a copy of the index.
+        let saved_buffer = self.buffer.len();
+        let saved_max = self.max_time;
+        let saved_open = self.open.clone();
+        let stepped = self
+            .try_step(engine, table, batch_rows, end_of_input, stages)
+            .await;
+        if stepped.is_err() {
+            self.buffer.truncate(saved_buffer);
+            self.max_time = saved_max;
+            self.closed.clear();
+            self.open = saved_open;
+        }
+        stepped
+    }
+
+    async fn try_step(
+        &mut self,
+        engine: &Engine,
+        table: &str,
+        batch_rows: usize,
+        end_of_input: bool,
+        stages: &mut Vec<StageMetrics>,
+    ) -> Result<WindowOutput> {
+        let mut out = WindowOutput::default();
+        if batch_rows > 0 {
+            let rows = collect_measured(
+                engine.pipeline(table, &self.before).await?,
+                batch_rows,
+                stages,
+            )
+            .await?;
+            if let Some(first) = rows.first() {
+                let rows = datafusion::arrow::compute::concat_batches(&first.schema(), &rows)?;
+                self.admit(rows, &mut out)?;
+            }
+        }
+        let watermark = if end_of_input {
+            i64::MAX
+        } else {
+            match self.max_time {
+                Some(t) => t.saturating_sub(self.lateness),
+                None => return Ok(out),
+            }
+        };
+        for sessions in self.open.values_mut() {
+            let (done, open): (Vec<Session>, Vec<Session>) = std::mem::take(sessions)
+                .into_iter()
+                .partition(|s| s.last.saturating_add(self.gap) <= watermark);
+            *sessions = open;
+            self.closed.extend(done);
+        }
+        self.open.retain(|_, v| !v.is_empty());
+        out.output = self.emit(engine).await?;
+        self.compact()?;
+        Ok(out)
+    }
+
+    fn admit(&mut self, rows: RecordBatch, out: &mut WindowOutput) -> Result<()> {
+        let times = rows
+            .column_by_name(TIME)
+            .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+            .ok_or_else(|| Error::pipeline("source.timeField", "the event time is not a number"))?
+            .clone();
+        let key_column = rows.column_by_name(KEY).expect("the key column").clone();
+        if self.converter.is_none() {
+            self.converter = Some(RowConverter::new(vec![SortField::new(
+                key_column.data_type().clone(),
+            )])?);
+        }
+        let keys = self
+            .converter
+            .as_ref()
+            .expect("made")
+            .convert_columns(&[key_column])?;
+        let b = self.buffer.len();
+        let mut late = Vec::new();
+        let mut untimed = Vec::new();
+        for i in 0..rows.num_rows() {
+            if times.is_null(i) {
+                untimed.push(i);
+                continue;
+            }
+            let t = times.value(i);
+            let watermark = self.max_time.map(|m| m.saturating_sub(self.lateness));
+            let key: Box<[u8]> = keys.row(i).as_ref().into();
+            let sessions = self.open.entry(key.clone()).or_default();
+            if let Some(w) = watermark {
+                let (done, open): (Vec<Session>, Vec<Session>) = std::mem::take(sessions)
+                    .into_iter()
+                    .partition(|s| s.last.saturating_add(self.gap) <= w);
+                *sessions = open;
+                self.closed.extend(done);
+            }
+            let gap = self.gap;
+            let (touching, rest): (Vec<Session>, Vec<Session>) = std::mem::take(sessions)
+                .into_iter()
+                .partition(|s| t > s.start - gap && t < s.last + gap);
+            *sessions = rest;
+            if touching.is_empty() && watermark.is_some_and(|w| t.saturating_add(gap) <= w) {
+                late.push((i, t, watermark.unwrap_or(i64::MIN)));
+            } else {
+                let mut merged = Session {
+                    key,
+                    start: t,
+                    last: t,
+                    rows: Vec::new(),
+                };
+                for s in touching {
+                    merged.start = merged.start.min(s.start);
+                    merged.last = merged.last.max(s.last);
+                    merged.rows.extend(s.rows);
+                }
+                merged.rows.push((b, i));
+                merged.rows.sort_unstable();
+                sessions.push(merged);
+            }
+            self.max_time = Some(self.max_time.map_or(t, |m| m.max(t)));
+        }
+        if !late.is_empty() || !untimed.is_empty() {
+            let docs = rows_as_json(&visible(&rows)?)?;
+            for (i, t, w) in late {
+                out.late.push(DeadLetter {
+                    reason: format!("late: event time {t} ms is behind the watermark {w} ms"),
+                    stage: "window",
+                    position: json!({"windowInput": i}).to_string(),
+                    raw: docs[i].clone(),
+                });
+            }
+            for i in untimed {
+                out.untimed.push(DeadLetter {
+                    reason: "no event time: the source's timeField is missing or not a date"
+                        .to_string(),
+                    stage: "window",
+                    position: json!({"windowInput": i}).to_string(),
+                    raw: docs[i].clone(),
+                });
+            }
+        }
+        self.buffer.push(rows);
+        Ok(())
+    }
+
+    /// Runs the closed sessions, in order of their end, partition, start.
+    async fn emit(&mut self, engine: &Engine) -> Result<Vec<RecordBatch>> {
+        let mut closed = std::mem::take(&mut self.closed);
+        closed.sort_by(|a, b| {
+            (a.last + self.gap, &a.key, a.start).cmp(&(b.last + self.gap, &b.key, b.start))
+        });
+        let sources: Vec<&RecordBatch> = self.buffer.iter().collect();
+        let mut output = Vec::new();
+        for s in closed {
+            let docs = visible(&interleave_record_batch(&sources, &s.rows)?)?;
+            order::register_ordered(engine.context(), WINDOW, docs.schema(), vec![vec![docs]])?;
+            let mut stages = self.inner.clone();
+            stages.extend(
+                Pipeline::parse_at(
+                    &json!([{"$addFields": {"_stream_meta": {"window": {
+                        "start": {"$toDate": s.start}, "end": {"$toDate": s.last + self.gap}}}}}]),
+                    &JsonPath::root(),
+                )?
+                .stages,
+            );
+            stages.extend(self.after.iter().cloned());
+            let results = engine
+                .pipeline(WINDOW, &Pipeline { stages })
+                .await?
+                .collect()
+                .await?;
+            output.extend(results.into_iter().filter(|b| b.num_rows() > 0));
+        }
+        Ok(output)
+    }
+
+    /// The open sessions' documents as one batch with their session number.
+    fn packed(&self) -> Result<Option<RecordBatch>> {
+        let sources: Vec<&RecordBatch> = self.buffer.iter().collect();
+        let mut at = Vec::new();
+        let mut ids = Vec::new();
+        let mut all: Vec<&Session> = self.open.values().flatten().collect();
+        all.sort_by(|a, b| (&a.key, a.start).cmp(&(&b.key, b.start)));
+        for (n, s) in all.into_iter().enumerate() {
+            at.extend(s.rows.iter().copied());
+            ids.extend(std::iter::repeat_n(n as i64, s.rows.len()));
+        }
+        if at.is_empty() {
+            return Ok(None);
+        }
+        let rows = interleave_record_batch(&sources, &at)?;
+        let mut fields: Vec<Arc<Field>> = rows.schema().fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(SESSION, DataType::Int64, false)));
+        let mut columns = rows.columns().to_vec();
+        columns.push(Arc::new(Int64Array::from(ids)) as ArrayRef);
+        Ok(Some(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?))
+    }
+
+    /// Keeps only the open sessions' documents, in one batch.
+    fn compact(&mut self) -> Result<()> {
+        if self.open.is_empty() {
+            self.buffer.clear();
+            return Ok(());
+        }
+        if self.buffer.len() < 16 {
+            return Ok(());
+        }
+        let packed = self.packed()?.expect("open sessions have documents");
+        self.load(&packed)
+    }
+
+    /// Rebuilds the sessions from packed rows.
+    fn load(&mut self, packed: &RecordBatch) -> Result<()> {
+        let ids = packed
+            .column_by_name(SESSION)
+            .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+            .expect("session numbers")
+            .clone();
+        let keep: Vec<usize> = (0..packed.num_columns())
+            .filter(|&i| packed.schema().field(i).name() != SESSION)
+            .collect();
+        let rows = packed.project(&keep)?;
+        let rows = RecordBatch::try_new(
+            Arc::new(Schema::new(rows.schema().fields().clone())),
+            rows.columns().to_vec(),
+        )?;
+        let times = rows
+            .column_by_name(TIME)
+            .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+            .expect("event times")
+            .clone();
+        let key_column = rows.column_by_name(KEY).expect("keys").clone();
+        if self.converter.is_none() {
+            self.converter = Some(RowConverter::new(vec![SortField::new(
+                key_column.data_type().clone(),
+            )])?);
+        }
+        let keys = self
+            .converter
+            .as_ref()
+            .expect("made")
+            .convert_columns(&[key_column])?;
+        let mut sessions: Vec<Session> = Vec::new();
+        for i in 0..rows.num_rows() {
+            let id = ids.value(i) as usize;
+            let t = times.value(i);
+            if id == sessions.len() {
+                sessions.push(Session {
+                    key: keys.row(i).as_ref().into(),
+                    start: t,
+                    last: t,
+                    rows: Vec::new(),
+                });
+            }
+            let s = &mut sessions[id];
+            s.start = s.start.min(t);
+            s.last = s.last.max(t);
+            s.rows.push((0, i));
+        }
+        self.buffer = vec![rows];
+        self.open.clear();
+        for s in sessions {
+            self.open.entry(s.key.clone()).or_default().push(s);
+        }
+        Ok(())
+    }
+
+    /// The open sessions' documents and the largest event time, for a checkpoint.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let meta = self
+            .max_time
+            .map(|t| vec![(MAX_TIME.to_string(), t.to_string())])
+            .unwrap_or_default();
+        Ok(match self.packed()? {
+            Some(b) => Snapshot::of(Some(b.schema()), vec![b], meta),
+            None => Snapshot::of(None::<SchemaRef>, Vec::new(), meta),
+        })
+    }
+
+    /// Back to a checkpoint's state.
+    pub fn restore_state(&mut self, bytes: &[u8]) -> Result<()> {
+        self.buffer.clear();
+        self.open.clear();
+        self.closed.clear();
+        self.max_time = None;
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let reader = datafusion::arrow::ipc::reader::FileReader::try_new(
+            std::io::Cursor::new(bytes.to_vec()),
+            None,
+        )?;
+        let schema = reader.schema();
+        self.max_time = schema.metadata().get(MAX_TIME).and_then(|t| t.parse().ok());
+        let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+        if schema.fields().is_empty() || batches.is_empty() {
+            return Ok(());
+        }
+        let all = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
+        self.load(&all)
+    }
+}
+
+/// The documents without the operator's own columns.
+fn visible(b: &RecordBatch) -> Result<RecordBatch> {
+    let keep: Vec<usize> = b
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.name() != TIME && f.name() != KEY && f.name() != SESSION)
+        .map(|(i, _)| i)
+        .collect();
+    Ok(b.project(&keep)?)
+}
