@@ -163,3 +163,53 @@ async fn the_source_regenerates_the_same_bids_from_a_position() {
         rest.batch
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn q5_and_q7_in_sql_give_the_json_windows() {
+    let ms = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v["$date"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis()
+    };
+    let sql = |q: &str| StreamQuery::Sql {
+        sql: query(&format!("{q}.sql")),
+        table: "bid".into(),
+    };
+    let json =
+        |q: &str| StreamQuery::from(Pipeline::from_json_str(&query(&format!("{q}.json"))).unwrap());
+    // q7: the highest price per window.
+    let by_sql: BTreeMap<i64, i64> = stream(sql("q7"), EVENTS, 4_000)
+        .await
+        .iter()
+        .map(|d| (ms(&d["window_start"]), d["price"].as_i64().unwrap()))
+        .collect();
+    let by_json: BTreeMap<i64, i64> = stream(json("q7"), EVENTS, 4_000)
+        .await
+        .iter()
+        .map(|d| (window_start(d), d["price"].as_i64().unwrap()))
+        .collect();
+    assert!(!by_json.is_empty());
+    assert_eq!(by_sql, by_json);
+    // q5: the hottest auction per sliding window.
+    let by_sql: BTreeMap<i64, (i64, i64)> = stream(sql("q5"), EVENTS, 4_000)
+        .await
+        .iter()
+        .map(|d| {
+            (
+                ms(&d["window_start"]),
+                (d["auction"].as_i64().unwrap(), d["num"].as_i64().unwrap()),
+            )
+        })
+        .collect();
+    let by_json: BTreeMap<i64, (i64, i64)> = stream(json("q5"), EVENTS, 4_000)
+        .await
+        .iter()
+        .map(|d| {
+            (
+                window_start(d),
+                (d["_id"].as_i64().unwrap(), d["num"].as_i64().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(by_sql, by_json);
+}

@@ -197,6 +197,10 @@ pub async fn run_with_dead_letters(
                 group.map(Operator::Group)
             }
         }
+        StreamQuery::Sql { sql, table } if super::sql_window::parse(sql)?.is_some() => {
+            let w = super::sql_window::parse(sql)?.expect("checked");
+            Some(Operator::Window(ContinuousWindow::plan_sql(&w, table)?))
+        }
         StreamQuery::Sql { sql, table } => {
             let empty = datafusion::arrow::record_batch::RecordBatch::new_empty(source.schema());
             run_once_check(engine, sql, table, &empty).await?;

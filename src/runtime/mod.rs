@@ -21,5 +21,6 @@ pub mod micro_batch;
 pub mod query;
 pub mod replay;
 pub mod session_state;
+pub mod sql_window;
 mod transform;
 pub mod window_state;

@@ -78,9 +78,14 @@ pub async fn replay(
     let documents = input.num_rows() as u64;
     // Windows: the window operator over all of it as one batch, then the end of input (the
     // same per-document watermark decides the same late documents).
-    if let StreamQuery::Pipeline(p) = query
-        && let Some(mut w) = ContinuousWindow::plan(p, time_field)?
-    {
+    let window = match query {
+        StreamQuery::Pipeline(p) => ContinuousWindow::plan(p, time_field)?,
+        StreamQuery::Sql { sql, table } => match super::sql_window::parse(sql)? {
+            Some(w) => Some(ContinuousWindow::plan_sql(&w, table)?),
+            None => None,
+        },
+    };
+    if let Some(mut w) = window {
         order::register_ordered(engine.context(), REPLAY, schema, vec![vec![input.clone()]])?;
         let out = w
             .step(engine, REPLAY, input.num_rows(), true, &mut Vec::new())

@@ -107,6 +107,8 @@ pub struct ContinuousWindow {
     schema: Option<SchemaRef>,
     buffer: Vec<RecordBatch>,
     max_time: Option<i64>,
+    /// The SQL spelling: the query per window, and the table name it reads.
+    inner_sql: Option<(String, String)>,
 }
 
 impl ContinuousWindow {
@@ -168,7 +170,28 @@ impl ContinuousWindow {
             schema: None,
             buffer: Vec::new(),
             max_time: None,
+            inner_sql: None,
         })))
+    }
+
+    /// The window operator of a windowed SQL query over `table`.
+    pub fn plan_sql(
+        w: &crate::runtime::sql_window::SqlWindow,
+        table: &str,
+    ) -> Result<WindowOperator> {
+        let before = Pipeline::parse_at(
+            &json!([{"$addFields": {TIME: {"$toLong": {"$toDate": w.time_field}}}}]),
+            &JsonPath::root().key("sql"),
+        )?;
+        Ok(WindowOperator::Fixed(ContinuousWindow {
+            before,
+            window: w.window.clone(),
+            after: Vec::new(),
+            schema: None,
+            buffer: Vec::new(),
+            max_time: None,
+            inner_sql: Some((w.inner.clone(), table.to_string())),
+        }))
     }
 
     /// Takes the micro-batch registered as `table` in; emits the windows the watermark has
@@ -323,6 +346,13 @@ impl ContinuousWindow {
             }
             let Some(first) = parts.first() else { continue };
             let docs = concat_batches(&first.schema(), &parts)?;
+            if let Some((sql, table)) = &self.inner_sql {
+                let docs = with_bounds(&docs, start, start + size)?;
+                order::register_ordered(engine.context(), table, docs.schema(), vec![vec![docs]])?;
+                let results = engine.sql(sql).await?.collect().await?;
+                output.extend(results.into_iter().filter(|b| b.num_rows() > 0));
+                continue;
+            }
             order::register_ordered(engine.context(), WINDOW, docs.schema(), vec![vec![docs]])?;
             let mut stages = self.window.pipeline.stages.clone();
             stages.extend(
@@ -393,6 +423,28 @@ impl ContinuousWindow {
         self.schema = Some(plain);
         Ok(())
     }
+}
+
+/// `docs` with the window's bounds as the columns `window_start` and `window_end`.
+fn with_bounds(docs: &RecordBatch, start: i64, end: i64) -> Result<RecordBatch> {
+    use datafusion::arrow::array::TimestampMillisecondArray;
+    let utc: Arc<str> = "UTC".into();
+    let ty = DataType::Timestamp(
+        datafusion::arrow::datatypes::TimeUnit::Millisecond,
+        Some(utc),
+    );
+    let mut fields: Vec<Arc<Field>> = docs.schema().fields().iter().cloned().collect();
+    let mut columns = docs.columns().to_vec();
+    for (name, at) in [("window_start", start), ("window_end", end)] {
+        fields.push(Arc::new(Field::new(name, ty.clone(), false)));
+        columns.push(Arc::new(
+            TimestampMillisecondArray::from(vec![at; docs.num_rows()]).with_timezone("UTC"),
+        ) as ArrayRef);
+    }
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 fn start_column(b: &RecordBatch) -> &Int64Array {
