@@ -246,14 +246,21 @@ impl KeyedState {
         if bytes.is_empty() {
             return Ok(());
         }
-        let reader = datafusion::arrow::ipc::reader::FileReader::try_new(
-            std::io::Cursor::new(bytes.to_vec()),
-            None,
-        )?;
-        let schema = reader.schema();
-        let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+        let (schema, batches) = read_ipc(bytes)?;
         self.upsert(concat_batches(&schema, &batches)?)
     }
+}
+
+/// The schema (with its metadata) and batches of checkpointed state (from
+/// [`Snapshot::to_ipc`]).
+pub fn read_ipc(bytes: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let reader = datafusion::arrow::ipc::reader::FileReader::try_new(
+        std::io::Cursor::new(bytes.to_vec()),
+        None,
+    )?;
+    let schema = reader.schema();
+    let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((schema, batches))
 }
 
 #[cfg(test)]

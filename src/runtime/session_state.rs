@@ -21,10 +21,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
 use serde_json::{Value, json};
 
-use super::dead_letters::{DeadLetter, rows_as_json};
-use super::keyed_state::Snapshot;
+use super::keyed_state::{Snapshot, read_ipc};
 use super::metrics::{StageMetrics, collect_measured};
-use super::window_state::WindowOutput;
+use super::window_state::{WindowOutput, visible, window_stages};
 use crate::dsl::path::JsonPath;
 use crate::dsl::stream_window::{StreamWindow, WindowKind};
 use crate::dsl::{Pipeline, Stage};
@@ -160,23 +159,28 @@ impl SessionWindows {
         Ok(out)
     }
 
+    /// The partition keys of `rows`, in Arrow's row format.
+    fn keys(&mut self, rows: &RecordBatch) -> Result<datafusion::arrow::row::Rows> {
+        let column = rows.column_by_name(KEY).expect("the key column").clone();
+        if self.converter.is_none() {
+            self.converter = Some(RowConverter::new(vec![SortField::new(
+                column.data_type().clone(),
+            )])?);
+        }
+        Ok(self
+            .converter
+            .as_ref()
+            .expect("just made")
+            .convert_columns(&[column])?)
+    }
+
     fn admit(&mut self, rows: RecordBatch, out: &mut WindowOutput) -> Result<()> {
         let times = rows
             .column_by_name(TIME)
             .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
             .ok_or_else(|| Error::pipeline("source.timeField", "the event time is not a number"))?
             .clone();
-        let key_column = rows.column_by_name(KEY).expect("the key column").clone();
-        if self.converter.is_none() {
-            self.converter = Some(RowConverter::new(vec![SortField::new(
-                key_column.data_type().clone(),
-            )])?);
-        }
-        let keys = self
-            .converter
-            .as_ref()
-            .expect("made")
-            .convert_columns(&[key_column])?;
+        let keys = self.keys(&rows)?;
         let b = self.buffer.len();
         let mut late = Vec::new();
         let mut untimed = Vec::new();
@@ -210,37 +214,22 @@ impl SessionWindows {
                     last: t,
                     rows: Vec::new(),
                 };
+                let merging = touching.len() > 1;
                 for s in touching {
                     merged.start = merged.start.min(s.start);
                     merged.last = merged.last.max(s.last);
                     merged.rows.extend(s.rows);
                 }
+                // Arrival order: the new row comes last; only merged sessions interleave.
+                if merging {
+                    merged.rows.sort_unstable();
+                }
                 merged.rows.push((b, i));
-                merged.rows.sort_unstable();
                 sessions.push(merged);
             }
             self.max_time = Some(self.max_time.map_or(t, |m| m.max(t)));
         }
-        if !late.is_empty() || !untimed.is_empty() {
-            let docs = rows_as_json(&visible(&rows)?)?;
-            for (i, t, w) in late {
-                out.late.push(DeadLetter {
-                    reason: format!("late: event time {t} ms is behind the watermark {w} ms"),
-                    stage: "window",
-                    position: json!({"windowInput": i}).to_string(),
-                    raw: docs[i].clone(),
-                });
-            }
-            for i in untimed {
-                out.untimed.push(DeadLetter {
-                    reason: "no event time: the source's timeField is missing or not a date"
-                        .to_string(),
-                    stage: "window",
-                    position: json!({"windowInput": i}).to_string(),
-                    raw: docs[i].clone(),
-                });
-            }
-        }
+        out.add_letters(&rows, &late, &untimed)?;
         self.buffer.push(rows);
         Ok(())
     }
@@ -256,21 +245,8 @@ impl SessionWindows {
         for s in closed {
             let docs = visible(&interleave_record_batch(&sources, &s.rows)?)?;
             order::register_ordered(engine.context(), WINDOW, docs.schema(), vec![vec![docs]])?;
-            let mut stages = self.inner.clone();
-            stages.extend(
-                Pipeline::parse_at(
-                    &json!([{"$addFields": {"_stream_meta": {"window": {
-                        "start": {"$toDate": s.start}, "end": {"$toDate": s.last + self.gap}}}}}]),
-                    &JsonPath::root(),
-                )?
-                .stages,
-            );
-            stages.extend(self.after.iter().cloned());
-            let results = engine
-                .pipeline(WINDOW, &Pipeline { stages })
-                .await?
-                .collect()
-                .await?;
+            let stages = window_stages(&self.inner, s.start, s.last + self.gap, &self.after)?;
+            let results = engine.pipeline(WINDOW, &stages).await?.collect().await?;
             output.extend(results.into_iter().filter(|b| b.num_rows() > 0));
         }
         Ok(output)
@@ -334,17 +310,7 @@ impl SessionWindows {
             .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
             .expect("event times")
             .clone();
-        let key_column = rows.column_by_name(KEY).expect("keys").clone();
-        if self.converter.is_none() {
-            self.converter = Some(RowConverter::new(vec![SortField::new(
-                key_column.data_type().clone(),
-            )])?);
-        }
-        let keys = self
-            .converter
-            .as_ref()
-            .expect("made")
-            .convert_columns(&[key_column])?;
+        let keys = self.keys(&rows)?;
         let mut sessions: Vec<Session> = Vec::new();
         for i in 0..rows.num_rows() {
             let id = ids.value(i) as usize;
@@ -391,30 +357,12 @@ impl SessionWindows {
         if bytes.is_empty() {
             return Ok(());
         }
-        let reader = datafusion::arrow::ipc::reader::FileReader::try_new(
-            std::io::Cursor::new(bytes.to_vec()),
-            None,
-        )?;
-        let schema = reader.schema();
+        let (schema, batches) = read_ipc(bytes)?;
         self.max_time = schema.metadata().get(MAX_TIME).and_then(|t| t.parse().ok());
-        let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
         if schema.fields().is_empty() || batches.is_empty() {
             return Ok(());
         }
         let all = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
         self.load(&all)
     }
-}
-
-/// The documents without the operator's own columns.
-fn visible(b: &RecordBatch) -> Result<RecordBatch> {
-    let keep: Vec<usize> = b
-        .schema()
-        .fields()
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| f.name() != TIME && f.name() != KEY && f.name() != SESSION)
-        .map(|(i, _)| i)
-        .collect();
-    Ok(b.project(&keep)?)
 }

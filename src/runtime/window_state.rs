@@ -25,7 +25,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{Value, json};
 
 use super::dead_letters::{DeadLetter, rows_as_json};
-use super::keyed_state::Snapshot;
+use super::keyed_state::{Snapshot, read_ipc};
 use super::metrics::{StageMetrics, collect_measured};
 use super::session_state::SessionWindows;
 use crate::dsl::path::JsonPath;
@@ -95,6 +95,62 @@ impl WindowOperator {
             WindowOperator::Session(s) => s.restore_state(bytes),
         }
     }
+}
+
+impl WindowOutput {
+    /// Dead letters for the late documents (index, event time, watermark) and the untimed
+    /// ones (index) of `rows`, a window's input.
+    pub(super) fn add_letters(
+        &mut self,
+        rows: &RecordBatch,
+        late: &[(usize, i64, i64)],
+        untimed: &[usize],
+    ) -> Result<()> {
+        if late.is_empty() && untimed.is_empty() {
+            return Ok(());
+        }
+        let docs = rows_as_json(&visible(rows)?)?;
+        let letter = |i: usize, reason: String| DeadLetter {
+            reason,
+            stage: "window",
+            position: json!({"windowInput": i}).to_string(),
+            raw: docs[i].clone(),
+        };
+        for &(i, t, w) in late {
+            self.late.push(letter(
+                i,
+                format!("late: event time {t} ms is behind the watermark {w} ms"),
+            ));
+        }
+        for &i in untimed {
+            self.untimed.push(letter(
+                i,
+                "no event time: the source's timeField is missing or not a date".to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The stages run over one window's documents: its pipeline, the window's bounds as
+/// `_stream_meta.window`, then the stages after the window stage.
+pub(super) fn window_stages(
+    inner: &[Stage],
+    start: i64,
+    end: i64,
+    after: &[Stage],
+) -> Result<Pipeline> {
+    let mut stages = inner.to_vec();
+    stages.extend(
+        Pipeline::parse_at(
+            &json!([{"$addFields": {"_stream_meta": {"window": {
+                "start": {"$toDate": start}, "end": {"$toDate": end}}}}}]),
+            &JsonPath::root(),
+        )?
+        .stages,
+    );
+    stages.extend(after.iter().cloned());
+    Ok(Pipeline { stages })
 }
 
 /// The state and plans of a stream's window stage.
@@ -281,26 +337,7 @@ impl ContinuousWindow {
             }
             self.max_time = Some(self.max_time.map_or(t, |m| m.max(t)));
         }
-        if !late.is_empty() || !untimed.is_empty() {
-            let docs = rows_as_json(&visible(rows)?)?;
-            for (i, t, w) in late {
-                out.late.push(DeadLetter {
-                    reason: format!("late: event time {t} ms is behind the watermark {w} ms"),
-                    stage: "window",
-                    position: json!({"windowInput": i}).to_string(),
-                    raw: docs[i].clone(),
-                });
-            }
-            for i in untimed {
-                out.untimed.push(DeadLetter {
-                    reason: "no event time: the source's timeField is missing or not a date"
-                        .to_string(),
-                    stage: "window",
-                    position: json!({"windowInput": i}).to_string(),
-                    raw: docs[i].clone(),
-                });
-            }
-        }
+        out.add_letters(rows, &late, &untimed)?;
         if take.is_empty() {
             return Ok(());
         }
@@ -354,21 +391,13 @@ impl ContinuousWindow {
                 continue;
             }
             order::register_ordered(engine.context(), WINDOW, docs.schema(), vec![vec![docs]])?;
-            let mut stages = self.window.pipeline.stages.clone();
-            stages.extend(
-                Pipeline::parse_at(
-                    &json!([{"$addFields": {"_stream_meta": {"window": {
-                        "start": {"$toDate": start}, "end": {"$toDate": start + size}}}}}]),
-                    &JsonPath::root(),
-                )?
-                .stages,
-            );
-            stages.extend(self.after.iter().cloned());
-            let results = engine
-                .pipeline(WINDOW, &Pipeline { stages })
-                .await?
-                .collect()
-                .await?;
+            let stages = window_stages(
+                &self.window.pipeline.stages,
+                start,
+                start + size,
+                &self.after,
+            )?;
+            let results = engine.pipeline(WINDOW, &stages).await?.collect().await?;
             output.extend(results.into_iter().filter(|b| b.num_rows() > 0));
         }
         // Keep only the rows of windows still open.
@@ -409,16 +438,12 @@ impl ContinuousWindow {
         if bytes.is_empty() {
             return Ok(());
         }
-        let reader = datafusion::arrow::ipc::reader::FileReader::try_new(
-            std::io::Cursor::new(bytes.to_vec()),
-            None,
-        )?;
-        let schema = reader.schema();
+        let (schema, batches) = read_ipc(bytes)?;
         self.max_time = schema.metadata().get(MAX_TIME).and_then(|t| t.parse().ok());
         let plain = Arc::new(Schema::new(schema.fields().clone()));
-        for b in reader {
+        for b in batches {
             self.buffer
-                .push(RecordBatch::try_new(plain.clone(), b?.columns().to_vec())?);
+                .push(RecordBatch::try_new(plain.clone(), b.columns().to_vec())?);
         }
         self.schema = Some(plain);
         Ok(())
@@ -453,14 +478,14 @@ fn start_column(b: &RecordBatch) -> &Int64Array {
         .expect("buffered rows carry their window start")
 }
 
-/// The documents without the operator's own columns.
-fn visible(b: &RecordBatch) -> Result<RecordBatch> {
+/// The documents without the window operators' own columns (named `__fluxion_…`).
+pub(super) fn visible(b: &RecordBatch) -> Result<RecordBatch> {
     let keep: Vec<usize> = b
         .schema()
         .fields()
         .iter()
         .enumerate()
-        .filter(|(_, f)| f.name() != TIME && f.name() != START)
+        .filter(|(_, f)| !f.name().starts_with("__fluxion_"))
         .map(|(i, _)| i)
         .collect();
     Ok(b.project(&keep)?)
