@@ -166,6 +166,17 @@ async fn tumbling_and_hopping_windows_give_the_rule_whatever_the_batch_size() {
                 Some(f) => assert_eq!(&out, f, "{stage} in batches of {size}"),
             }
         }
+        // The event time is the source document's: stages before the window may drop `ts`
+        // (or `$replaceRoot` away from it) and the windows stay the same.
+        let mut reshaped = Pipeline::from_value(&json!([
+            {"$project": {"doc": {"k": "$k", "v": "$v"}}},
+            {"$replaceRoot": {"newRoot": "$doc"}}
+        ]))
+        .unwrap();
+        reshaped.stages.extend(p.stages.clone());
+        let (out, _, n_late) = stream(&reshaped, &data, 64, ErrorPolicy::fail_fast()).await;
+        assert_eq!(emitted(&out), want, "{stage} after $project");
+        assert_eq!(n_late as usize, late.len());
     }
 }
 
@@ -251,8 +262,13 @@ async fn window_stages_are_checked_by_path() {
         ),
         (
             json!([{"$tumblingWindow": {"interval": {"size": 1, "unit": "minute"}, "pipeline": [],
-                                        "boundary": "processingTime"}}]),
-            "processingTime windows are not supported yet",
+                                        "boundary": "wallClock"}}]),
+            "pipeline[0].$tumblingWindow.boundary: expected \"eventTime\" or \"processingTime\"",
+        ),
+        (
+            json!([{"$tumblingWindow": {"interval": {"size": 1, "unit": "minute"}, "pipeline": [],
+                                        "idleTimeout": {"size": 0, "unit": "second"}}}]),
+            "pipeline[0].$tumblingWindow.idleTimeout: the idleTimeout must be positive",
         ),
     ] {
         let e = Pipeline::from_value(&stages).unwrap_err().to_string();
@@ -439,4 +455,181 @@ async fn sessions_merge_close_by_the_watermark_and_survive_restarts() {
         .collect();
     assert_eq!(sessions(&out), want);
     assert_eq!(out.len(), want.len(), "each session emitted once");
+}
+
+/// Waits (up to a minute) until `done` holds — a stream running on its own task gets there.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+fn counted_windows(view: &fluxion::connect::memory::CommittedView) -> Vec<(String, i64)> {
+    view.documents()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["_stream_meta"]["window"]["start"]["$date"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                d["n"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn stream_schema() -> datafusion::arrow::datatypes::SchemaRef {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    std::sync::Arc::new(Schema::new(vec![
+        Field::new("ts", DataType::Int64, true),
+        Field::new("v", DataType::Int64, true),
+    ]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_partitions_stop_holding_the_watermark_back() {
+    use fluxion::connect::channel::channel;
+    use fluxion::runtime::builder::Stream;
+    use fluxion::runtime::clock::ManualClock;
+
+    let (tx, source) = channel(stream_schema());
+    let (sink, view) = MemorySink::with_view();
+    let clock = ManualClock::at(0);
+    let stages = json!([{"$tumblingWindow": {
+        "interval": {"size": 10, "unit": "second"},
+        "idleTimeout": {"size": 5, "unit": "second"},
+        "pipeline": [{"$group": {"_id": null, "n": {"$sum": 1}}}]}}]);
+    let handle = Stream::builder("idle")
+        .source(source)
+        .sink(sink)
+        .stages_json(&stages.to_string())
+        .unwrap()
+        .time_field(json!("$ts"))
+        .clock(std::sync::Arc::new(clock.clone()))
+        .tick_interval(std::time::Duration::from_millis(5))
+        .start()
+        .unwrap();
+    let input = |n| {
+        let h = &handle;
+        move || h.metrics().is_some_and(|m| m.input >= n)
+    };
+    // Partition 1 is behind: the watermark is its 1.5 s.
+    tx.send_json(&[json!({"ts": 1_500, "v": 1})], 1).unwrap();
+    tx.send_json(
+        &[json!({"ts": 1_000, "v": 2}), json!({"ts": 2_000, "v": 3})],
+        0,
+    )
+    .unwrap();
+    until("3 documents in", input(3)).await;
+    clock.set(3_000);
+    tx.send_json(&[json!({"ts": 12_000, "v": 4})], 0).unwrap();
+    until("4 documents in", input(4)).await;
+    // Ticks go by; partition 1 (last heard of at 0 s) is not idle yet at 3 s.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(
+        counted_windows(&view).is_empty(),
+        "partition 1 holds [0, 10 s) open"
+    );
+    // At 6 s partition 1 has been quiet for 5 s: partition 0 alone moves the watermark to 12 s.
+    clock.set(6_000);
+    until("the first window", || counted_windows(&view).len() == 1).await;
+    assert_eq!(
+        counted_windows(&view),
+        [("1970-01-01T00:00:00.000Z".to_string(), 3)]
+    );
+    // At 20 s every partition is idle: the open window closes, as Atlas closes an idle
+    // source's windows.
+    clock.set(20_000);
+    until("the second window", || counted_windows(&view).len() == 2).await;
+    assert_eq!(
+        counted_windows(&view)[1],
+        ("1970-01-01T00:00:10.000Z".to_string(), 1)
+    );
+    // Partition 1 wakes up with a document for a closed window: late.
+    tx.send_json(&[json!({"ts": 5_000, "v": 5})], 1).unwrap();
+    drop(tx);
+    let stats = handle.wait().await.unwrap();
+    assert_eq!((stats.input_rows, stats.late), (5, 1));
+    assert_eq!(counted_windows(&view).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processing_time_windows_follow_the_clock() {
+    use fluxion::connect::channel::channel;
+    use fluxion::runtime::builder::Stream;
+    use fluxion::runtime::clock::ManualClock;
+
+    for stage in ["$tumblingWindow", "$sessionWindow"] {
+        let (tx, source) = channel(stream_schema());
+        let (sink, view) = MemorySink::with_view();
+        let clock = ManualClock::at(1_000);
+        let size = if stage == "$sessionWindow" {
+            "gap"
+        } else {
+            "interval"
+        };
+        let stages = json!([{stage: {
+            size: {"size": 10, "unit": "second"},
+            "boundary": "processingTime",
+            "pipeline": [{"$group": {"_id": null, "n": {"$sum": 1}, "v": {"$sum": "$v"}}}]}}]);
+        // No timeField: the clock places documents.
+        let handle = Stream::builder("clock")
+            .source(source)
+            .sink(sink)
+            .stages_json(&stages.to_string())
+            .unwrap()
+            .clock(std::sync::Arc::new(clock.clone()))
+            .tick_interval(std::time::Duration::from_millis(5))
+            .start()
+            .unwrap();
+        // Event times in the documents do not matter.
+        tx.send_json(
+            &[json!({"ts": 999_999, "v": 1}), json!({"ts": 0, "v": 2})],
+            0,
+        )
+        .unwrap();
+        until("2 in", || handle.metrics().is_some_and(|m| m.input >= 2)).await;
+        clock.set(8_000);
+        tx.send_json(&[json!({"v": 4})], 3).unwrap();
+        until("3 in", || handle.metrics().is_some_and(|m| m.input >= 3)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        assert!(
+            counted_windows(&view).is_empty(),
+            "{stage}: nothing closed at 8 s"
+        );
+        // Tumbling: [0, 10 s) closes at 10 s; a session: 10 s after its last document (8 s).
+        clock.set(if stage == "$sessionWindow" {
+            18_000
+        } else {
+            10_000
+        });
+        until("a window", || !counted_windows(&view).is_empty()).await;
+        let docs = view.documents().unwrap();
+        assert_eq!(docs.len(), 1, "{stage}: {docs:?}");
+        assert_eq!(
+            (docs[0]["n"].as_i64(), docs[0]["v"].as_i64()),
+            (Some(3), Some(7))
+        );
+        let start = if stage == "$sessionWindow" {
+            "1970-01-01T00:00:01.000Z"
+        } else {
+            "1970-01-01T00:00:00.000Z"
+        };
+        assert_eq!(
+            docs[0]["_stream_meta"]["window"]["start"],
+            json!({"$date": start}),
+            "{stage}"
+        );
+        tx.send_json(&[json!({"v": 8})], 0).unwrap();
+        drop(tx);
+        handle.wait().await.unwrap();
+        // The source ended: the last window is flushed.
+        let docs = view.documents().unwrap();
+        assert_eq!(docs.len(), 2, "{stage}: {docs:?}");
+        assert_eq!(docs[1]["v"], json!(8));
+    }
 }

@@ -219,6 +219,7 @@ impl Source for JsonlFileSource {
                 batch: datafusion::arrow::record_batch::RecordBatch::new_empty(self.schema.clone()),
                 position: self.position(),
                 rejected: Vec::new(),
+                partitions: None,
             }));
         }
         let at = format!("{}@{}", self.path.display(), self.offset);
@@ -268,6 +269,7 @@ impl Source for JsonlFileSource {
             batch,
             position: self.position(),
             rejected,
+            partitions: None,
         }))
     }
 }

@@ -1,5 +1,7 @@
 //! In-memory source and sink, for embedding and tests.
 
+use std::sync::{Arc, Mutex};
+
 use async_trait::async_trait;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -95,6 +97,7 @@ impl Source for MemorySource {
             batch,
             position: self.position(),
             rejected: Vec::new(),
+            partitions: None,
         }))
     }
 }
@@ -105,6 +108,43 @@ pub struct MemorySink {
     pending: Vec<RecordBatch>,
     /// Batches made durable by a commit.
     pub committed: Vec<RecordBatch>,
+    view: Option<CommittedView>,
+}
+
+/// The committed output of a [`MemorySink`] that a running stream owns, read from outside.
+#[derive(Clone, Default)]
+pub struct CommittedView(Arc<Mutex<Vec<RecordBatch>>>);
+
+impl CommittedView {
+    /// The committed batches so far.
+    pub fn batches(&self) -> Vec<RecordBatch> {
+        self.0.lock().expect("the view's lock").clone()
+    }
+
+    /// The committed documents so far, as JSON.
+    pub fn documents(&self) -> Result<Vec<Value>> {
+        crate::document::encode::to_documents(&self.batches())
+    }
+}
+
+impl MemorySink {
+    /// A sink whose committed output can be read while a stream runs into it.
+    pub fn with_view() -> (MemorySink, CommittedView) {
+        let view = CommittedView::default();
+        (
+            MemorySink {
+                view: Some(view.clone()),
+                ..MemorySink::default()
+            },
+            view,
+        )
+    }
+
+    fn mirror(&self) {
+        if let Some(v) = &self.view {
+            *v.0.lock().expect("the view's lock") = self.committed.clone();
+        }
+    }
 }
 
 #[async_trait]
@@ -116,6 +156,7 @@ impl Sink for MemorySink {
 
     async fn commit(&mut self) -> Result<Value> {
         self.committed.append(&mut self.pending);
+        self.mirror();
         Ok(json!({ "batches": self.committed.len() }))
     }
 
@@ -123,6 +164,7 @@ impl Sink for MemorySink {
         self.pending.clear();
         let n = state.get("batches").and_then(Value::as_u64).unwrap_or(0) as usize;
         self.committed.truncate(n);
+        self.mirror();
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! JSON path and the SQL path read them identically); sinks consume a DataFrame's batches.
 //! Streaming sources and sinks implement [`source::Source`] and [`source::Sink`].
 
+pub mod channel;
 pub mod config;
 pub mod file;
 pub mod jsonl_sink;

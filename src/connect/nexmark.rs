@@ -153,6 +153,7 @@ impl Source for NexmarkSource {
             batch: RecordBatch::try_new(self.schema.clone(), columns)?,
             position: self.position(),
             rejected: Vec::new(),
+            partitions: None,
         }))
     }
 }

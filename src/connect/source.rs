@@ -23,6 +23,9 @@ pub struct SourceBatch {
     pub position: Position,
     /// Records of this batch that could not be read, for the error policy.
     pub rejected: Vec<Rejected>,
+    /// The source partition of each document (a Kafka partition, say), for per-partition
+    /// watermarks; `None` for a source without partitions.
+    pub partitions: Option<Vec<u32>>,
 }
 
 /// A record a source could not turn into a document.

@@ -1,7 +1,8 @@
 //! Stream window stages, in the shape of MongoDB Atlas Stream Processing: `$tumblingWindow`
 //! and `$hoppingWindow` with `interval: {size, unit}` (`hopSize` for hopping windows),
-//! `boundary: "eventTime"`, an inner `pipeline` run over each window's documents,
-//! `allowedLateness` and `offset` (both `{size, unit}`).
+//! `boundary: "eventTime" | "processingTime"`, an inner `pipeline` run over each window's
+//! documents, `allowedLateness`, `idleTimeout` and `offset` (all `{size, unit}`);
+//! `$sessionWindow` with `gap` and `partitionBy`.
 //!
 //! ```json
 //! {"$tumblingWindow": {"interval": {"size": 1, "unit": "minute"},
@@ -25,7 +26,17 @@ pub enum WindowKind {
     Session { gap_ms: i64 },
 }
 
-/// A parsed `$tumblingWindow` / `$hoppingWindow`.
+/// Which clock places documents in windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Boundary {
+    /// The source's `timeField` (the default).
+    #[default]
+    EventTime,
+    /// The stream's clock when a document is processed.
+    ProcessingTime,
+}
+
+/// A parsed `$tumblingWindow` / `$hoppingWindow` / `$sessionWindow`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamWindow {
     pub kind: WindowKind,
@@ -36,6 +47,10 @@ pub struct StreamWindow {
     pub pipeline: Pipeline,
     /// `partitionBy` of a session window (an expression), if any.
     pub partition_by: Option<Value>,
+    pub boundary: Boundary,
+    /// How long a source partition may deliver nothing before it stops holding the watermark
+    /// back (`runtime::watermark`).
+    pub idle_timeout_ms: Option<i64>,
 }
 
 impl StreamWindow {
@@ -52,6 +67,8 @@ impl StreamWindow {
         let mut lateness = 0;
         let mut pipeline = None;
         let mut partition_by = None;
+        let mut boundary = Boundary::EventTime;
+        let mut idle_timeout_ms = None;
         for (k, v) in map {
             let here = at.key(k);
             match k.as_str() {
@@ -62,17 +79,21 @@ impl StreamWindow {
                 "offset" => offset = duration(v, &here)?,
                 "allowedLateness" => lateness = duration(v, &here)?,
                 "pipeline" => pipeline = Some(Pipeline::parse_at(v, &here)?),
-                "boundary" => match v.as_str() {
-                    Some("eventTime") => {}
-                    Some("processingTime") => {
-                        return Err(here.err(
-                            "processingTime windows are not supported yet (boundary: \"eventTime\")",
-                        ));
+                "boundary" => {
+                    boundary = match v.as_str() {
+                        Some("eventTime") => Boundary::EventTime,
+                        Some("processingTime") => Boundary::ProcessingTime,
+                        _ => {
+                            return Err(here.err("expected \"eventTime\" or \"processingTime\""));
+                        }
                     }
-                    _ => return Err(here.err("expected \"eventTime\" or \"processingTime\"")),
-                },
+                }
                 "idleTimeout" => {
-                    duration(v, &here)?;
+                    let ms = duration(v, &here)?;
+                    if ms == 0 {
+                        return Err(here.err("the idleTimeout must be positive"));
+                    }
+                    idle_timeout_ms = Some(ms);
                 }
                 other => {
                     let known = if name == "$hoppingWindow" {
@@ -115,6 +136,8 @@ impl StreamWindow {
             allowed_lateness_ms: lateness,
             pipeline: pipeline.ok_or_else(|| at.err(format!("{name} needs a pipeline")))?,
             partition_by,
+            boundary,
+            idle_timeout_ms,
         })
     }
 

@@ -33,6 +33,17 @@ use crate::Result;
 /// The name of the order column.
 pub const SEQ: &str = "__fluxion_seq";
 
+/// The prefix of the runtime's riders: hidden columns (a stream document's event time and
+/// source partition) that, like the order column, every stage keeping documents carries
+/// through, whatever a `$project` or `$replaceRoot` says — so a window after them still
+/// knows when and where each document arrived.
+pub const RIDER: &str = "__fluxion_ride_";
+
+/// True for the columns that ride along: the order column and the runtime's riders.
+pub fn rides(name: &str) -> bool {
+    name == SEQ || name.starts_with(RIDER)
+}
+
 /// The name under which the numbered source of table `name` is registered.
 pub fn source_name(name: &str) -> String {
     format!("__fluxion_source_{name}")

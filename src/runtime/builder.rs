@@ -250,6 +250,20 @@ impl StreamBuilder {
         self
     }
 
+    /// Reads processing time from `clock` (processing-time windows, idle timeouts) instead of
+    /// the system clock — a [`ManualClock`](super::clock::ManualClock) in tests.
+    pub fn clock(mut self, clock: Arc<dyn super::clock::Clock>) -> Self {
+        self.options.clock = clock;
+        self
+    }
+
+    /// How often windows the clock alone can close are stepped while the source is quiet
+    /// (100 ms by default).
+    pub fn tick_interval(mut self, every: std::time::Duration) -> Self {
+        self.options.tick_interval = every;
+        self
+    }
+
     /// Told about every committed micro-batch (the handle's own metrics are always kept).
     pub fn listener(mut self, listener: Arc<dyn MetricsListener>) -> Self {
         self.options.listeners.push(listener);

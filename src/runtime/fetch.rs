@@ -6,9 +6,12 @@
 //! has passed since its first document arrived, or — without a delay — as soon as the source
 //! has nothing more to give right now. A failing read is retried by the error policy; when the
 //! retries are used up the run fails (there is no record to skip or dead-letter yet).
+//!
+//! While the source is quiet, a window that the clock alone can close (processing time, idle
+//! timeouts) gets an empty micro-batch every `ticks` — a tick — so it can.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -32,19 +35,26 @@ pub(super) struct Fetched {
     pub started: Instant,
     /// The source's last batch (a bounded source ended after it).
     pub last: bool,
+    /// The source partition of each document, if the source has partitions.
+    pub partitions: Option<Vec<u32>>,
+    /// An empty batch sent only so the clock can close windows.
+    pub tick: bool,
 }
 
 /// Reads batches into `tx` until the source ends, the run is stopped, `max_batches` have been
 /// read, or the transform step goes away. Errors are queued too, behind the batches read
-/// before them, so everything read before a failure is still delivered.
+/// before them, so everything read before a failure is still delivered. With `ticks`, an
+/// empty batch goes out that often while the source has nothing.
 pub(super) async fn fetch(
     source: &mut dyn Source,
     tx: mpsc::Sender<Result<Fetched>>,
     options: &RuntimeOptions,
     counters: &Counters,
+    ticks: Option<Duration>,
 ) {
     let mut sent = 0u64;
     let schema = source.schema();
+    let mut last_sent = Instant::now();
     loop {
         if options.max_batches.is_some_and(|m| sent >= m) || options.stop.load(Ordering::SeqCst) {
             return;
@@ -52,6 +62,8 @@ pub(super) async fn fetch(
         let started = Instant::now();
         let start = source.position();
         let mut parts = Vec::new();
+        let mut partitions: Vec<u32> = Vec::new();
+        let mut partitioned = false;
         let mut rejected = Vec::new();
         let mut rows = 0usize;
         let mut position = start.clone();
@@ -70,6 +82,7 @@ pub(super) async fn fetch(
                 batch,
                 position: at,
                 rejected: bad,
+                partitions: parts_of,
             }) = read
             else {
                 ended = true;
@@ -77,6 +90,13 @@ pub(super) async fn fetch(
             };
             let got = batch.num_rows() > 0 || !bad.is_empty();
             rows += batch.num_rows();
+            match parts_of {
+                Some(p) => {
+                    partitioned = true;
+                    partitions.extend(p);
+                }
+                None => partitions.extend(std::iter::repeat_n(0, batch.num_rows())),
+            }
             if batch.num_rows() > 0 {
                 parts.push(batch);
             }
@@ -108,9 +128,28 @@ pub(super) async fn fetch(
                         lag: source.lag(),
                         started,
                         last: true,
+                        partitions: None,
+                        tick: false,
                     }))
                     .await;
                 return;
+            }
+            if ticks.is_some_and(|every| last_sent.elapsed() >= every) {
+                let tick = Fetched {
+                    batch: RecordBatch::new_empty(schema.clone()),
+                    start: position.clone(),
+                    position,
+                    rejected,
+                    lag: source.lag(),
+                    started,
+                    last: false,
+                    partitions: None,
+                    tick: true,
+                };
+                if tx.send(Ok(tick)).await.is_err() {
+                    return;
+                }
+                last_sent = Instant::now();
             }
             continue;
         }
@@ -139,12 +178,15 @@ pub(super) async fn fetch(
             lag: source.lag(),
             started,
             last: ended,
+            partitions: partitioned.then_some(partitions),
+            tick: false,
         };
         let waiting = Instant::now();
         if tx.send(Ok(fetched)).await.is_err() {
             return;
         }
         counters.add_wait(waiting.elapsed());
+        last_sent = Instant::now();
         sent += 1;
         if ended {
             return;

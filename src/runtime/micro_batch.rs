@@ -62,6 +62,12 @@ pub struct RuntimeOptions {
     pub listeners: Vec<Arc<dyn MetricsListener>>,
     /// The source's `timeField` (an expression), for event-time windows.
     pub time_field: Option<Value>,
+    /// Processing time (processing-time windows, idle timeouts): the system clock unless a
+    /// test or simulation drives its own.
+    pub clock: Arc<dyn super::clock::Clock>,
+    /// How often a quiet source's windows are stepped anyway, when the clock alone can close
+    /// them (processing time, idle timeouts).
+    pub tick_interval: Duration,
 }
 
 impl Default for RuntimeOptions {
@@ -78,6 +84,8 @@ impl Default for RuntimeOptions {
             pipeline_id: "stream".to_string(),
             listeners: Vec::new(),
             time_field: None,
+            clock: super::clock::system(),
+            tick_interval: Duration::from_millis(100),
         }
     }
 }
@@ -239,6 +247,10 @@ pub async fn run_with_dead_letters(
     deliverer.restore().await?;
     let counters = Arc::new(Counters::default());
     let schema = source.schema();
+    let ticks = match &operator {
+        Some(Operator::Window(w)) if w.needs_ticks() => Some(options.tick_interval),
+        _ => None,
+    };
     let (fetched_tx, fetched_rx) = mpsc::channel(options.source_queue_capacity.max(1));
     let (done_tx, mut done_rx) = mpsc::channel(options.queue_capacity.max(1));
     let transformer = Transformer {
@@ -250,9 +262,11 @@ pub async fn run_with_dead_letters(
         stages: Vec::new(),
         end_of_input: false,
         side: Vec::new(),
+        clock: options.clock.clone(),
+        now: 0,
     };
     let transform = tokio::spawn(transformer.run(fetched_rx, done_tx, counters.clone()));
-    let fetching = super::fetch::fetch(source, fetched_tx, options, &counters);
+    let fetching = super::fetch::fetch(source, fetched_tx, options, &counters, ticks);
     let delivering = async {
         let mut stats = RunStats::default();
         let mut pending: Option<(Checkpoint, Option<Snapshot>)> = None;

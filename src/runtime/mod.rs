@@ -10,6 +10,7 @@
 
 pub mod builder;
 pub mod checkpoint;
+pub mod clock;
 pub mod dead_letters;
 mod deliver;
 pub mod error_policy;
@@ -23,4 +24,5 @@ pub mod replay;
 pub mod session_state;
 pub mod sql_window;
 mod transform;
+pub mod watermark;
 pub mod window_state;

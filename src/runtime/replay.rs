@@ -66,9 +66,14 @@ pub async fn replay(
     let total = source.lag().unwrap_or(0);
     let schema = source.schema();
     let mut batches = Vec::new();
+    let mut partitions = Vec::new();
     let mut unreadable = 0u64;
     while let Some(b) = source.next_batch(1 << 16).await? {
         unreadable += b.rejected.len() as u64;
+        match b.partitions {
+            Some(p) => partitions.extend(p),
+            None => partitions.extend(std::iter::repeat_n(0, b.batch.num_rows())),
+        }
         if b.batch.num_rows() > 0 {
             batches.push(b.batch);
         }
@@ -86,9 +91,22 @@ pub async fn replay(
         },
     };
     if let Some(mut w) = window {
-        order::register_ordered(engine.context(), REPLAY, schema, vec![vec![input.clone()]])?;
+        if w.processing_time() {
+            return Err(Error::config(
+                "replay",
+                "processing-time windows cannot be replayed: which window a document fell in depends on when it was processed (boundary: \"eventTime\" replays)",
+            ));
+        }
+        let input = super::watermark::with_partitions(&input, Some(&partitions))?;
+        order::register_ordered(
+            engine.context(),
+            REPLAY,
+            input.schema(),
+            vec![vec![input.clone()]],
+        )?;
+        // No idle time passes in a replay: the clock stands still.
         let out = w
-            .step(engine, REPLAY, input.num_rows(), true, &mut Vec::new())
+            .step(engine, REPLAY, input.num_rows(), true, 0, &mut Vec::new())
             .await?;
         return Ok(Replayed {
             documents,

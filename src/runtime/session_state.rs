@@ -9,7 +9,8 @@
 //! watermark has passed are closed, so neither lateness nor merging depends on where
 //! micro-batches end. Closed sessions are emitted at the end of the micro-batch in order of
 //! their end, then partition, then start. The open sessions' documents (with their session
-//! number) and the largest event time are the checkpointed state.
+//! number) and the watermarks are the checkpointed state. With `boundary: "processingTime"` a
+//! document's time is the clock's when it is processed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,18 +24,17 @@ use serde_json::{Value, json};
 
 use super::keyed_state::{Snapshot, read_ipc};
 use super::metrics::{StageMetrics, collect_measured};
-use super::window_state::{WindowOutput, visible, window_stages};
+use super::watermark::{Watermarks, partition_at, partitions_of};
+use super::window_state::{TIME, WindowOutput, event_times, visible, window_stages};
 use crate::dsl::path::JsonPath;
 use crate::dsl::stream_window::{StreamWindow, WindowKind};
 use crate::dsl::{Pipeline, Stage};
 use crate::plan::order;
 use crate::{Engine, Error, Result};
 
-const TIME: &str = "__fluxion_event_time";
 const KEY: &str = "__fluxion_session_key";
 const SESSION: &str = "__fluxion_session";
 const WINDOW: &str = "__fluxion_session_window";
-const MAX_TIME: &str = "fluxion.max_event_time";
 
 #[derive(Clone)]
 struct Session {
@@ -49,46 +49,45 @@ struct Session {
 pub struct SessionWindows {
     before: Pipeline,
     gap: i64,
-    lateness: i64,
     inner: Vec<Stage>,
     after: Vec<Stage>,
     buffer: Vec<RecordBatch>,
     open: HashMap<Box<[u8]>, Vec<Session>>,
     closed: Vec<Session>,
-    max_time: Option<i64>,
+    marks: Watermarks,
     converter: Option<RowConverter>,
 }
 
 impl SessionWindows {
-    /// The session operator of `window` (a `$sessionWindow`), after the `before` stages.
-    pub fn new(
-        window: &StreamWindow,
-        before: Vec<Stage>,
-        after: Vec<Stage>,
-        time_field: &Value,
-    ) -> Result<Self> {
+    /// The session operator of `window` (a `$sessionWindow`), after the `before` stages
+    /// (which put the event time on the documents).
+    pub fn new(window: &StreamWindow, before: Vec<Stage>, after: Vec<Stage>) -> Result<Self> {
         let WindowKind::Session { gap_ms } = window.kind else {
             unreachable!("a session window")
         };
         let key = window.partition_by.clone().unwrap_or(Value::Null);
         let extra = Pipeline::parse_at(
-            &json!([{"$addFields": {TIME: {"$toLong": {"$toDate": time_field}}, KEY: key}}]),
-            &JsonPath::root().key("source").key("timeField"),
+            &json!([{"$addFields": {KEY: key}}]),
+            &JsonPath::root().key("partitionBy"),
         )?;
         let mut stages = before;
         stages.extend(extra.stages);
         Ok(SessionWindows {
             before: Pipeline { stages },
             gap: gap_ms,
-            lateness: window.allowed_lateness_ms,
             inner: window.pipeline.stages.clone(),
             after,
             buffer: Vec::new(),
             open: HashMap::new(),
             closed: Vec::new(),
-            max_time: None,
+            marks: Watermarks::new(window),
             converter: None,
         })
+    }
+
+    /// The watermarks.
+    pub fn marks(&self) -> &Watermarks {
+        &self.marks
     }
 
     /// Takes the micro-batch registered as `table` in; emits the sessions the watermark has
@@ -99,18 +98,20 @@ impl SessionWindows {
         table: &str,
         batch_rows: usize,
         end_of_input: bool,
+        now: i64,
         stages: &mut Vec<StageMetrics>,
     ) -> Result<WindowOutput> {
         // A failed step must leave the sessions as they were: work on a copy of the index.
         let saved_buffer = self.buffer.len();
-        let saved_max = self.max_time;
+        let saved_marks = self.marks.clone();
         let saved_open = self.open.clone();
+        self.marks.begin(now);
         let stepped = self
             .try_step(engine, table, batch_rows, end_of_input, stages)
             .await;
         if stepped.is_err() {
             self.buffer.truncate(saved_buffer);
-            self.max_time = saved_max;
+            self.marks = saved_marks;
             self.closed.clear();
             self.open = saved_open;
         }
@@ -138,11 +139,19 @@ impl SessionWindows {
                 self.admit(rows, &mut out)?;
             }
         }
+        let gap = self.gap;
+        let open = &self.open;
+        self.marks.settle(|| {
+            open.values()
+                .flatten()
+                .map(|s| s.last.saturating_add(gap))
+                .max()
+        });
         let watermark = if end_of_input {
             i64::MAX
         } else {
-            match self.max_time {
-                Some(t) => t.saturating_sub(self.lateness),
+            match self.marks.current() {
+                Some(w) => w,
                 None => return Ok(out),
             }
         };
@@ -175,11 +184,16 @@ impl SessionWindows {
     }
 
     fn admit(&mut self, rows: RecordBatch, out: &mut WindowOutput) -> Result<()> {
-        let times = rows
-            .column_by_name(TIME)
-            .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-            .ok_or_else(|| Error::pipeline("source.timeField", "the event time is not a number"))?
-            .clone();
+        // Processing time: the clock's time is each document's, kept for a restart.
+        let rows = if self.marks.processing() {
+            let now = self.marks.time_of(None).expect("the clock");
+            stamped(&rows, now)?
+        } else {
+            rows
+        };
+        let times = event_times(&rows)?
+            .ok_or_else(|| Error::pipeline("source.timeField", "no event time"))?;
+        let partitions = partitions_of(&rows);
         let keys = self.keys(&rows)?;
         let b = self.buffer.len();
         let mut late = Vec::new();
@@ -190,7 +204,7 @@ impl SessionWindows {
                 continue;
             }
             let t = times.value(i);
-            let watermark = self.max_time.map(|m| m.saturating_sub(self.lateness));
+            let watermark = self.marks.current();
             let key: Box<[u8]> = keys.row(i).as_ref().into();
             let sessions = self.open.entry(key.clone()).or_default();
             if let Some(w) = watermark {
@@ -227,7 +241,7 @@ impl SessionWindows {
                 merged.rows.push((b, i));
                 sessions.push(merged);
             }
-            self.max_time = Some(self.max_time.map_or(t, |m| m.max(t)));
+            self.marks.observe(partition_at(partitions.as_ref(), i), t);
         }
         out.add_letters(&rows, &late, &untimed)?;
         self.buffer.push(rows);
@@ -336,12 +350,9 @@ impl SessionWindows {
         Ok(())
     }
 
-    /// The open sessions' documents and the largest event time, for a checkpoint.
+    /// The open sessions' documents and the watermarks, for a checkpoint.
     pub fn snapshot(&self) -> Result<Snapshot> {
-        let meta = self
-            .max_time
-            .map(|t| vec![(MAX_TIME.to_string(), t.to_string())])
-            .unwrap_or_default();
+        let meta = self.marks.meta();
         Ok(match self.packed()? {
             Some(b) => Snapshot::of(Some(b.schema()), vec![b], meta),
             None => Snapshot::of(None::<SchemaRef>, Vec::new(), meta),
@@ -353,16 +364,32 @@ impl SessionWindows {
         self.buffer.clear();
         self.open.clear();
         self.closed.clear();
-        self.max_time = None;
+        self.marks.restore(&Default::default());
         if bytes.is_empty() {
             return Ok(());
         }
         let (schema, batches) = read_ipc(bytes)?;
-        self.max_time = schema.metadata().get(MAX_TIME).and_then(|t| t.parse().ok());
+        self.marks.restore(schema.metadata());
         if schema.fields().is_empty() || batches.is_empty() {
             return Ok(());
         }
         let all = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
         self.load(&all)
     }
+}
+
+/// `rows` with the event-time column set to `now` for every document.
+fn stamped(rows: &RecordBatch, now: i64) -> Result<RecordBatch> {
+    let keep: Vec<usize> = (0..rows.num_columns())
+        .filter(|&i| rows.schema().field(i).name() != TIME)
+        .collect();
+    let rows = rows.project(&keep)?;
+    let mut fields: Vec<Arc<Field>> = rows.schema().fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new(TIME, DataType::Int64, true)));
+    let mut columns = rows.columns().to_vec();
+    columns.push(Arc::new(Int64Array::from(vec![now; rows.num_rows()])) as ArrayRef);
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }

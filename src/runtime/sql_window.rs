@@ -103,6 +103,8 @@ pub fn parse(sql: &str) -> Result<Option<SqlWindow>> {
             allowed_lateness_ms: 0,
             pipeline: Pipeline { stages: Vec::new() },
             partition_by: None,
+            boundary: Default::default(),
+            idle_timeout_ms: None,
         },
         time_field: Value::String(format!("${column}")),
         inner,

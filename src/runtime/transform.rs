@@ -66,6 +66,10 @@ pub(super) struct Transformer {
     pub end_of_input: bool,
     /// Late and untimed documents of the batch in hand (from a window).
     pub side: Vec<DeadLetter>,
+    /// Processing time, for windows.
+    pub clock: std::sync::Arc<dyn super::clock::Clock>,
+    /// The clock's time when the batch in hand arrived.
+    pub now: i64,
 }
 
 /// The operator whose state a stream carries from batch to batch.
@@ -148,14 +152,21 @@ impl Transformer {
         let windowed = matches!(self.operator, Some(Operator::Window(_)));
         self.end_of_input = f.last;
         self.side.clear();
-        let output = if rows == 0 && !(windowed && f.last) {
+        self.now = self.clock.now_ms();
+        // A window needs each document's source partition (for its watermark).
+        let batch = if windowed {
+            super::watermark::with_partitions(&f.batch, f.partitions.as_deref())?
+        } else {
+            f.batch.clone()
+        };
+        let output = if rows == 0 && !(windowed && (f.last || f.tick)) {
             Vec::new()
         } else {
             let tried: Result<_> = with_retries!(
                 self.policy,
                 "micro-batch",
                 counters.retries,
-                self.once(&f.batch, seq).await
+                self.once(&batch, seq).await
             );
             match tried {
                 Ok(out) => out,
@@ -170,7 +181,7 @@ impl Transformer {
                             Vec::new()
                         }
                         OnFailure::DeadLetter => {
-                            let (out, bad) = self.isolate(&f.batch, seq).await;
+                            let (out, bad) = self.isolate(&batch, seq).await;
                             let docs = rows_as_json(&f.batch)?;
                             for (i, err) in &bad {
                                 dead_letters.push(DeadLetter {
@@ -252,6 +263,7 @@ impl Transformer {
                         STREAM,
                         batch.num_rows(),
                         self.end_of_input,
+                        self.now,
                         stages,
                     )
                     .await?;

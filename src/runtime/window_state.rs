@@ -3,17 +3,16 @@
 //! runs over the window's documents (any stages: `$group`, `$sort`, `$limit`, …) and the
 //! results are emitted with `_stream_meta.window.start` / `.end`.
 //!
-//! Event time is the source's `timeField` (a date, ISO-8601 text or epoch milliseconds). The
-//! watermark is the largest event time seen minus `allowedLateness`, advanced document by
-//! document in source order, so which documents are late does not depend on where micro-batches
-//! end — a replay over the same input decides the same. A document whose windows have all been
-//! passed by the watermark is late: it is counted, and dead-lettered with reason `late` under
-//! the `deadLetter` policy. When a bounded source ends, the watermark moves to the end of time
-//! and every open window is emitted. The open windows' documents and the largest event time are
-//! the operator's state, saved with checkpoints.
+//! Event time is the source's `timeField` (a date, ISO-8601 text or epoch milliseconds),
+//! evaluated on the document as the source gave it, before any stage; the watermark
+//! ([`watermark`](super::watermark)) follows it per source partition. A document whose windows
+//! have all been passed by the watermark is late: it is counted, and dead-lettered with reason
+//! `late` under the `deadLetter` policy. When a bounded source ends, the watermark moves to the
+//! end of time and every open window is emitted. Processing-time windows take the stream's
+//! clock instead. The open windows' documents and the watermarks are the operator's state,
+//! saved with checkpoints.
 //!
-//! First version: one watermark per source (no per-partition watermarks or idle timeouts yet),
-//! event time only, and windows hold their documents rather than partial aggregates.
+//! Windows hold their documents rather than partial aggregates (README).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -28,16 +27,17 @@ use super::dead_letters::{DeadLetter, rows_as_json};
 use super::keyed_state::{Snapshot, read_ipc};
 use super::metrics::{StageMetrics, collect_measured};
 use super::session_state::SessionWindows;
+use super::watermark::{Watermarks, partition_at, partitions_of};
 use crate::dsl::path::JsonPath;
-use crate::dsl::stream_window::StreamWindow;
+use crate::dsl::stream_window::{Boundary, StreamWindow};
 use crate::dsl::{Pipeline, Stage, StageKind};
 use crate::plan::order;
 use crate::{Engine, Error, Result};
 
-const TIME: &str = "__fluxion_event_time";
+/// The event time of each document (a rider: it survives `$project`, `plan::order`).
+pub(super) const TIME: &str = "__fluxion_ride_time";
 const START: &str = "__fluxion_window_start";
 const WINDOW: &str = "__fluxion_window";
-const MAX_TIME: &str = "fluxion.max_event_time";
 
 /// What one step of the window operator gives.
 #[derive(Debug, Default)]
@@ -59,23 +59,43 @@ pub enum WindowOperator {
 impl WindowOperator {
     /// Takes the micro-batch registered as `table` in; emits the windows the watermark has
     /// passed (all of them when `end_of_input`).
+    /// `now` is the processing time.
     pub async fn step(
         &mut self,
         engine: &Engine,
         table: &str,
         batch_rows: usize,
         end_of_input: bool,
+        now: i64,
         stages: &mut Vec<StageMetrics>,
     ) -> Result<WindowOutput> {
         match self {
             WindowOperator::Fixed(w) => {
-                w.step(engine, table, batch_rows, end_of_input, stages)
+                w.step(engine, table, batch_rows, end_of_input, now, stages)
                     .await
             }
             WindowOperator::Session(s) => {
-                s.step(engine, table, batch_rows, end_of_input, stages)
+                s.step(engine, table, batch_rows, end_of_input, now, stages)
                     .await
             }
+        }
+    }
+
+    /// Whether the clock alone can close windows (processing time, or an idle timeout), so
+    /// the loop should step it while the source is quiet.
+    pub fn needs_ticks(&self) -> bool {
+        let marks = match self {
+            WindowOperator::Fixed(w) => &w.marks,
+            WindowOperator::Session(s) => s.marks(),
+        };
+        marks.processing() || marks.idle_timeout().is_some()
+    }
+
+    /// Whether windows follow the clock rather than event time (no replay then).
+    pub fn processing_time(&self) -> bool {
+        match self {
+            WindowOperator::Fixed(w) => w.marks.processing(),
+            WindowOperator::Session(s) => s.marks().processing(),
         }
     }
 
@@ -162,7 +182,7 @@ pub struct ContinuousWindow {
     after: Vec<Stage>,
     schema: Option<SchemaRef>,
     buffer: Vec<RecordBatch>,
-    max_time: Option<i64>,
+    marks: Watermarks,
     /// The SQL spelling: the query per window, and the table name it reads.
     inner_sql: Option<(String, String)>,
 }
@@ -182,10 +202,15 @@ impl ContinuousWindow {
         let StageKind::StreamWindow(window) = &stage.kind else {
             unreachable!()
         };
-        let Some(time_field) = time_field else {
-            return Err(stage.path.err(
-                "an eventTime window needs the source's timeField (\"source\": {…, \"timeField\": \"$ts\"})",
-            ));
+        let processing = window.boundary == Boundary::ProcessingTime;
+        let time_field = match time_field {
+            Some(t) => Some(t),
+            None if processing => None,
+            None => {
+                return Err(stage.path.err(
+                    "an eventTime window needs the source's timeField (\"source\": {…, \"timeField\": \"$ts\"})",
+                ));
+            }
         };
         let before = Pipeline {
             stages: pipeline.stages[..i].to_vec(),
@@ -205,27 +230,23 @@ impl ContinuousWindow {
                 .path
                 .err("a window's pipeline cannot hold another window"));
         }
-        let time = Pipeline::parse_at(
-            &json!([{"$addFields": {TIME: {"$toLong": {"$toDate": time_field}}}}]),
-            &JsonPath::root().key("source").key("timeField"),
-        )?;
+        // The event time of the document as the source gave it; it rides through the stages.
+        let mut stages = event_time(if processing { None } else { time_field })?;
+        stages.extend(before.stages);
         if let crate::dsl::stream_window::WindowKind::Session { .. } = window.kind {
             return Ok(Some(WindowOperator::Session(SessionWindows::new(
                 window,
-                before.stages,
+                stages,
                 after.stages,
-                time_field,
             )?)));
         }
-        let mut stages = before.stages;
-        stages.extend(time.stages);
         Ok(Some(WindowOperator::Fixed(ContinuousWindow {
             before: Pipeline { stages },
             window: window.clone(),
             after: after.stages,
             schema: None,
             buffer: Vec::new(),
-            max_time: None,
+            marks: Watermarks::new(window),
             inner_sql: None,
         })))
     }
@@ -245,7 +266,7 @@ impl ContinuousWindow {
             after: Vec::new(),
             schema: None,
             buffer: Vec::new(),
-            max_time: None,
+            marks: Watermarks::new(&w.window),
             inner_sql: Some((w.inner.clone(), table.to_string())),
         }))
     }
@@ -258,15 +279,17 @@ impl ContinuousWindow {
         table: &str,
         batch_rows: usize,
         end_of_input: bool,
+        now: i64,
         stages: &mut Vec<StageMetrics>,
     ) -> Result<WindowOutput> {
         // All or nothing: a failed step (retried, or split) leaves the state as it was.
-        let saved = (self.buffer.clone(), self.max_time, self.schema.clone());
+        let saved = (self.buffer.clone(), self.marks.clone(), self.schema.clone());
+        self.marks.begin(now);
         let stepped = self
             .try_step(engine, table, batch_rows, end_of_input, stages)
             .await;
         if stepped.is_err() {
-            (self.buffer, self.max_time, self.schema) = saved;
+            (self.buffer, self.marks, self.schema) = saved;
         }
         stepped
     }
@@ -292,11 +315,20 @@ impl ContinuousWindow {
                 self.admit(&rows, &mut out)?;
             }
         }
+        let size = self.window.size_ms;
+        let buffer = &self.buffer;
+        self.marks.settle(|| {
+            buffer
+                .iter()
+                .filter_map(|b| start_column(b).values().iter().max().copied())
+                .max()
+                .map(|s| s.saturating_add(size))
+        });
         let watermark = if end_of_input {
             i64::MAX
         } else {
-            match self.max_time {
-                Some(t) => t.saturating_sub(self.window.allowed_lateness_ms),
+            match self.marks.current() {
+                Some(w) => w,
                 None => return Ok(out),
             }
         };
@@ -306,24 +338,21 @@ impl ContinuousWindow {
 
     /// Assigns each document to its open windows (or finds it late) and buffers it.
     fn admit(&mut self, rows: &RecordBatch, out: &mut WindowOutput) -> Result<()> {
-        let times = rows
-            .column_by_name(TIME)
-            .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-            .ok_or_else(|| Error::pipeline("source.timeField", "the event time is not a number"))?
-            .clone();
+        let times = event_times(rows)?;
+        let partitions = partitions_of(rows);
         let mut take = Vec::new();
         let mut starts = Vec::new();
         let mut late = Vec::new();
         let mut untimed = Vec::new();
         for i in 0..rows.num_rows() {
-            if times.is_null(i) {
+            let event = times
+                .as_ref()
+                .and_then(|t| t.is_valid(i).then(|| t.value(i)));
+            let Some(t) = self.marks.time_of(event) else {
                 untimed.push(i);
                 continue;
-            }
-            let t = times.value(i);
-            let watermark = self
-                .max_time
-                .map(|m| m.saturating_sub(self.window.allowed_lateness_ms));
+            };
+            let watermark = self.marks.current();
             let mut any = false;
             for s in self.window.starts(t) {
                 if watermark.is_none_or(|w| s + self.window.size_ms > w) {
@@ -335,7 +364,7 @@ impl ContinuousWindow {
             if !any {
                 late.push((i, t, watermark.unwrap_or(i64::MIN)));
             }
-            self.max_time = Some(self.max_time.map_or(t, |m| m.max(t)));
+            self.marks.observe(partition_at(partitions.as_ref(), i), t);
         }
         out.add_letters(rows, &late, &untimed)?;
         if take.is_empty() {
@@ -422,24 +451,20 @@ impl ContinuousWindow {
         self.buffer.iter().map(|b| b.num_rows() as u64).sum()
     }
 
-    /// The open windows' documents and the largest event time, for a checkpoint.
+    /// The open windows' documents and the watermarks, for a checkpoint.
     pub fn snapshot(&self) -> Snapshot {
-        let meta = self
-            .max_time
-            .map(|t| vec![(MAX_TIME.to_string(), t.to_string())])
-            .unwrap_or_default();
-        Snapshot::of(self.schema.clone(), self.buffer.clone(), meta)
+        Snapshot::of(self.schema.clone(), self.buffer.clone(), self.marks.meta())
     }
 
     /// Back to a checkpoint's state.
     pub fn restore_state(&mut self, bytes: &[u8]) -> Result<()> {
         self.buffer.clear();
-        self.max_time = None;
+        self.marks.restore(&Default::default());
         if bytes.is_empty() {
             return Ok(());
         }
         let (schema, batches) = read_ipc(bytes)?;
-        self.max_time = schema.metadata().get(MAX_TIME).and_then(|t| t.parse().ok());
+        self.marks.restore(schema.metadata());
         let plain = Arc::new(Schema::new(schema.fields().clone()));
         for b in batches {
             self.buffer
@@ -470,6 +495,33 @@ fn with_bounds(docs: &RecordBatch, start: i64, end: i64) -> Result<RecordBatch> 
         Arc::new(Schema::new(fields)),
         columns,
     )?)
+}
+
+/// The stages that put the event time of `time_field` (none: processing time) on each
+/// document, as the hidden column [`TIME`].
+pub(super) fn event_time(time_field: Option<&Value>) -> Result<Vec<Stage>> {
+    let Some(time_field) = time_field else {
+        return Ok(Vec::new());
+    };
+    Ok(Pipeline::parse_at(
+        &json!([{"$addFields": {TIME: {"$toLong": {"$toDate": time_field}}}}]),
+        &JsonPath::root().key("source").key("timeField"),
+    )?
+    .stages)
+}
+
+/// The event times of `rows` (`None` for processing-time windows, which have none).
+pub(super) fn event_times(rows: &RecordBatch) -> Result<Option<Int64Array>> {
+    rows.column_by_name(TIME)
+        .map(|c| {
+            c.as_any()
+                .downcast_ref::<Int64Array>()
+                .cloned()
+                .ok_or_else(|| {
+                    Error::pipeline("source.timeField", "the event time is not a number")
+                })
+        })
+        .transpose()
 }
 
 fn start_column(b: &RecordBatch) -> &Int64Array {

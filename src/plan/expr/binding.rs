@@ -42,7 +42,7 @@ pub(super) fn variable(
     let base = match name {
         "ROOT" | "CURRENT" => {
             let mut args = Vec::new();
-            for (q, f) in c.schema().iter().filter(|(_, f)| f.name() != order::SEQ) {
+            for (q, f) in c.schema().iter().filter(|(_, f)| !order::rides(f.name())) {
                 args.push(lit(f.name().as_str()));
                 args.push(Expr::Column(Column::new(q.cloned(), f.name())));
             }

@@ -430,7 +430,7 @@ fn collect_documents(plan: &LogicalPlan, at: &JsonPath) -> Result<Expr> {
         .schema()
         .columns()
         .into_iter()
-        .filter(|c| c.name != order::SEQ)
+        .filter(|c| !order::rides(&c.name))
         .flat_map(|c| [lit(c.name.clone()), Expr::Column(c)])
         .collect();
     if fields.is_empty() {

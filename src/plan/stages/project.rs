@@ -91,17 +91,18 @@ fn project(
     mut fields: Vec<(String, Expr)>,
     at: &JsonPath,
 ) -> Result<LogicalPlan> {
-    if fields.iter().all(|(n, _)| n == order::SEQ) {
+    if fields.iter().all(|(n, _)| order::rides(n)) {
         return Err(
             at.err("the projection leaves no fields; Fluxion cannot represent empty documents")
         );
     }
-    // The order column rides along, whatever the projection says (`plan::order`).
-    if order::has_seq(input.schema()) && !fields.iter().any(|(n, _)| n == order::SEQ) {
-        fields.push((
-            order::SEQ.to_string(),
-            Expr::Column(Column::from_name(order::SEQ)),
-        ));
+    // The order column and the runtime's riders ride along, whatever the projection says
+    // (`plan::order`).
+    for (_, f) in input.schema().iter() {
+        let name = f.name();
+        if order::rides(name) && !fields.iter().any(|(n, _)| n == name) {
+            fields.push((name.clone(), Expr::Column(Column::from_name(name))));
+        }
     }
     let exprs: Vec<Expr> = fields.into_iter().map(|(n, e)| e.alias(n)).collect();
     Ok(LogicalPlanBuilder::from(input).project(exprs)?.build()?)
