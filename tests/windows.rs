@@ -17,6 +17,7 @@ use fluxion::document::encode::to_documents;
 use fluxion::runtime::checkpoint::{DirCheckpoints, MemoryCheckpoints};
 use fluxion::runtime::error_policy::ErrorPolicy;
 use fluxion::runtime::micro_batch::{RuntimeOptions, run, run_with_dead_letters};
+use fluxion::runtime::query::StreamQuery;
 use fluxion::{Engine, Pipeline};
 use serde_json::{Value, json};
 
@@ -85,6 +86,30 @@ fn pipeline(stage: &str, extra: Value) -> Pipeline {
     Pipeline::from_value(&json!([{ stage: spec }])).unwrap()
 }
 
+fn sql_query(sql: &str) -> StreamQuery {
+    StreamQuery::Sql {
+        sql: sql.to_string(),
+        table: "input".to_string(),
+    }
+}
+
+/// SQL rows with `window_start` / `window_end` in the JSON spelling's `_stream_meta.window`.
+fn as_window_meta(rows: &[Value]) -> Vec<Value> {
+    rows.iter()
+        .map(|d| {
+            let mut d = d.clone();
+            let o = d.as_object_mut().unwrap();
+            let start = o.remove("window_start").unwrap();
+            let end = o.remove("window_end").unwrap_or(Value::Null);
+            o.insert(
+                "_stream_meta".into(),
+                json!({"window": {"start": start, "end": end}}),
+            );
+            d
+        })
+        .collect()
+}
+
 /// (start ms, key) → (n, total) of emitted window documents.
 fn emitted(docs: &[Value]) -> Windows {
     let mut out = BTreeMap::new();
@@ -105,7 +130,7 @@ fn emitted(docs: &[Value]) -> Windows {
 }
 
 async fn stream(
-    p: &Pipeline,
+    p: impl Into<StreamQuery>,
     data: &str,
     size: usize,
     policy: ErrorPolicy,
@@ -177,6 +202,19 @@ async fn tumbling_and_hopping_windows_give_the_rule_whatever_the_batch_size() {
         let (out, _, n_late) = stream(&reshaped, &data, 64, ErrorPolicy::fail_fast()).await;
         assert_eq!(emitted(&out), want, "{stage} after $project");
         assert_eq!(n_late as usize, late.len());
+        // The SQL twin gives the same windows.
+        let window = if hop == 10_000 {
+            "tumble(ts, INTERVAL '10' SECOND".to_string()
+        } else {
+            "hop(ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND".to_string()
+        };
+        let sql = sql_query(&format!(
+            "SELECT window_start, k AS _id, count(*) AS n, sum(v) AS total FROM input \
+             GROUP BY {window}, allowed_lateness => INTERVAL '2' SECOND), k"
+        ));
+        let (out, _, n_late) = stream(sql, &data, 64, ErrorPolicy::fail_fast()).await;
+        assert_eq!(emitted(&as_window_meta(&out)), want, "{stage} in SQL");
+        assert_eq!(n_late as usize, late.len(), "{stage} in SQL");
     }
 }
 
@@ -421,6 +459,14 @@ async fn sessions_merge_close_by_the_watermark_and_survive_restarts() {
             Some(f) => assert_eq!(&out, f, "same order in batches of {size}"),
         }
     }
+    // The SQL twin: session(…), partitioned by the other GROUP BY key.
+    let sql = sql_query(
+        "SELECT window_start, window_end, k AS _id, array_agg(_id) AS ids FROM input \
+         GROUP BY session(ts, INTERVAL '3' SECOND, allowed_lateness => INTERVAL '1' SECOND), k",
+    );
+    let (out, _, n_late) = stream(sql, &data, 33, ErrorPolicy::fail_fast()).await;
+    assert_eq!(sessions(&as_window_meta(&out)), want, "in SQL");
+    assert_eq!(n_late as usize, late.len(), "in SQL");
     // Restarts inside open sessions.
     let dir = tempfile::tempdir().unwrap();
     let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));

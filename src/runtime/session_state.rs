@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use super::keyed_state::{Snapshot, read_ipc};
 use super::metrics::{StageMetrics, collect_measured};
 use super::watermark::{Watermarks, partition_at, partitions_of};
-use super::window_state::{TIME, WindowOutput, event_times, visible, window_stages};
+use super::window_state::{TIME, WindowOutput, event_times, visible, window_stages, with_bounds};
 use crate::dsl::path::JsonPath;
 use crate::dsl::stream_window::{StreamWindow, WindowKind};
 use crate::dsl::{Pipeline, Stage};
@@ -55,6 +55,8 @@ pub struct SessionWindows {
     open: HashMap<Box<[u8]>, Vec<Session>>,
     closed: Vec<Session>,
     marks: Watermarks,
+    /// The SQL spelling: the query per session, and the table name it reads.
+    pub(super) inner_sql: Option<(String, String)>,
     converter: Option<RowConverter>,
 }
 
@@ -81,6 +83,7 @@ impl SessionWindows {
             open: HashMap::new(),
             closed: Vec::new(),
             marks: Watermarks::new(window),
+            inner_sql: None,
             converter: None,
         })
     }
@@ -258,6 +261,13 @@ impl SessionWindows {
         let mut output = Vec::new();
         for s in closed {
             let docs = visible(&interleave_record_batch(&sources, &s.rows)?)?;
+            if let Some((sql, table)) = &self.inner_sql {
+                let docs = with_bounds(&docs, s.start, s.last + self.gap)?;
+                order::register_ordered(engine.context(), table, docs.schema(), vec![vec![docs]])?;
+                let results = engine.sql(sql).await?.collect().await?;
+                output.extend(results.into_iter().filter(|b| b.num_rows() > 0));
+                continue;
+            }
             order::register_ordered(engine.context(), WINDOW, docs.schema(), vec![vec![docs]])?;
             let stages = window_stages(&self.inner, s.start, s.last + self.gap, &self.after)?;
             let results = engine.pipeline(WINDOW, &stages).await?.collect().await?;

@@ -1,114 +1,280 @@
-//! The SQL spelling of stream windows: `GROUP BY tumble(<time column>, INTERVAL '<n>' <unit>)`
-//! or `GROUP BY hop(<time column>, INTERVAL '<hop>' <unit>, INTERVAL '<size>' <unit>)`,
-//! compiled to the same window operator as `$tumblingWindow` / `$hoppingWindow`: the column is
-//! the event time, and the rest of the query runs over each window's rows when the window
-//! closes, with the window's bounds as the columns `window_start` and `window_end` (the
-//! `tumble(…)` item in `GROUP BY` stands for both).
+//! The SQL spelling of stream windows, read from the query's syntax tree: one window function
+//! in the top-level `GROUP BY` —
+//!
+//! - `tumble(<time>, INTERVAL '<n>' <unit>)`
+//! - `hop(<time>, INTERVAL '<hop>' <unit>, INTERVAL '<size>' <unit>)`
+//! - `session(<time>, INTERVAL '<gap>' <unit>)`, partitioned by the other `GROUP BY` columns
+//!
+//! with optional named arguments `allowed_lateness => INTERVAL …`, `idle_timeout => INTERVAL …`
+//! and (tumble, hop) `offset => INTERVAL …`; `<time>` is a column (the event time) or
+//! `PROCTIME()` (processing time). It compiles to the same window operator as
+//! `$tumblingWindow` / `$hoppingWindow` / `$sessionWindow`, and the rest of the query runs over
+//! each window's rows when the window closes, with the window's bounds as the columns
+//! `window_start` and `window_end` (the window function in `GROUP BY` stands for both).
 //!
 //! ```sql
 //! SELECT window_start, max(price) AS price FROM bid
-//! GROUP BY tumble("dateTime", INTERVAL '10' SECOND)
+//! GROUP BY tumble("dateTime", INTERVAL '10' SECOND, allowed_lateness => INTERVAL '2' SECOND)
 //! ```
 
-use std::sync::LazyLock;
+use std::ops::ControlFlow;
 
-use regex::Regex;
-use serde_json::Value;
+use datafusion::sql::sqlparser::ast::{
+    self, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, SetExpr,
+    Statement, visit_expressions,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use serde_json::{Value, json};
 
 use crate::dsl::Pipeline;
-use crate::dsl::stream_window::{StreamWindow, WindowKind};
+use crate::dsl::stream_window::{Boundary, StreamWindow, WindowKind};
 use crate::{Error, Result};
-
-static INTERVAL: &str = r"INTERVAL\s*'\s*(\d+)\s*'\s*(MILLISECOND|SECOND|MINUTE|HOUR|DAY)S?";
-
-static WINDOW: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(&format!(
-        r#"(?i)\b(tumble|hop)\s*\(\s*("[^"]+"|\w+)\s*,\s*{INTERVAL}\s*(?:,\s*{INTERVAL}\s*)?\)"#
-    ))
-    .expect("a valid pattern")
-});
 
 /// A windowed SQL query, taken apart.
 #[derive(Debug, Clone)]
 pub struct SqlWindow {
     pub window: StreamWindow,
-    /// The event time, as an expression (`"$dateTime"`).
-    pub time_field: Value,
+    /// The event time, as an expression (`"$dateTime"`); `None` for `PROCTIME()`.
+    pub time_field: Option<Value>,
     /// The query run over each window's rows (`window_start`, `window_end` in place of the
     /// window function).
     pub inner: String,
 }
 
-fn millis(n: &str, unit: &str) -> i64 {
-    let n: i64 = n.parse().unwrap_or(0);
-    n * match unit.to_ascii_uppercase().as_str() {
-        "MILLISECOND" => 1,
-        "SECOND" => 1_000,
-        "MINUTE" => 60_000,
-        "HOUR" => 3_600_000,
-        _ => 86_400_000,
-    }
+const NAMES: [&str; 3] = ["tumble", "hop", "session"];
+
+fn err(message: impl Into<String>) -> Error {
+    Error::config("sql", message)
 }
 
-/// The window of `sql`, if it groups by `tumble(…)` or `hop(…)`.
+/// The window function `e` calls, if it is one.
+fn window_call(e: &Expr) -> Option<(&str, &ast::Function)> {
+    let Expr::Function(f) = e else { return None };
+    let name = f.name.0.last()?.as_ident()?.value.to_ascii_lowercase();
+    NAMES.iter().find(|n| **n == name).map(|n| (*n, f))
+}
+
+/// The window of `sql`, if it groups by `tumble(…)`, `hop(…)` or `session(…)`.
 pub fn parse(sql: &str) -> Result<Option<SqlWindow>> {
-    let Some(c) = WINDOW.captures(sql) else {
-        if Regex::new(r"(?i)\b(tumble|hop|session)\s*\(")
-            .expect("a valid pattern")
-            .is_match(sql)
-        {
-            return Err(Error::config(
-                "sql",
-                "window functions are spelled tumble(<column>, INTERVAL '<n>' <unit>) or hop(<column>, INTERVAL '<hop>' <unit>, INTERVAL '<size>' <unit>) (session windows are not supported in SQL yet)",
-            ));
-        }
+    // A query the parser cannot read is DataFusion's to report.
+    let Ok(mut statements) = Parser::parse_sql(&GenericDialect {}, sql) else {
         return Ok(None);
     };
-    let column = c[2].trim_matches('"').to_string();
-    let first = millis(&c[3], &c[4]);
-    let kind_name = c[1].to_ascii_lowercase();
-    let (kind, size) = match (kind_name.as_str(), c.get(5), c.get(6)) {
-        ("tumble", None, None) => (WindowKind::Tumbling, first),
-        ("hop", Some(n), Some(u)) => {
-            let size = millis(n.as_str(), u.as_str());
-            if first <= 0 || first > size || size % first != 0 {
-                return Err(Error::config(
-                    "sql",
+    let mut calls = 0;
+    let _ = visit_expressions(&statements, |e: &Expr| {
+        if window_call(e).is_some() {
+            calls += 1;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    if calls == 0 {
+        return Ok(None);
+    }
+    let placement = || {
+        err(
+            "a window function (tumble, hop, session) goes in the GROUP BY of the top-level SELECT, once",
+        )
+    };
+    if calls > 1 || statements.len() != 1 {
+        return Err(placement());
+    }
+    let Statement::Query(query) = &mut statements[0] else {
+        return Err(placement());
+    };
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return Err(placement());
+    };
+    let GroupByExpr::Expressions(keys, _) = &mut select.group_by else {
+        return Err(placement());
+    };
+    let Some(at) = keys.iter().position(|k| window_call(k).is_some()) else {
+        return Err(placement());
+    };
+    // Columns may be qualified by a table's name or alias.
+    let tables: Vec<String> = select
+        .from
+        .iter()
+        .filter_map(|t| match &t.relation {
+            ast::TableFactor::Table { name, alias, .. } => Some(
+                alias
+                    .as_ref()
+                    .map_or_else(|| name.to_string(), |a| a.name.value.clone()),
+            ),
+            _ => None,
+        })
+        .collect();
+    let (name, call) = window_call(&keys[at]).expect("found");
+    let mut window = window_of(name, call)?;
+    let time_field = time_of(name, call, &mut window, &tables)?;
+    // The other keys partition sessions.
+    if let WindowKind::Session { .. } = window.kind {
+        let mut by = serde_json::Map::new();
+        for (i, k) in keys.iter().enumerate().filter(|(i, _)| *i != at) {
+            let path = column_path(k, &tables).ok_or_else(|| {
+                err(format!(
+                    "session(…) is partitioned by the other GROUP BY keys, which must be columns: {k}"
+                ))
+            })?;
+            by.insert(format!("k{i}"), json!(format!("${path}")));
+        }
+        window.partition_by = (!by.is_empty()).then_some(Value::Object(by));
+    }
+    keys.splice(
+        at..=at,
+        ["window_start", "window_end"].map(|n| Expr::Identifier(Ident::new(n))),
+    );
+    Ok(Some(SqlWindow {
+        window,
+        time_field,
+        inner: statements[0].to_string(),
+    }))
+}
+
+/// The window the call describes (kind, sizes, named options).
+fn window_of(name: &str, call: &ast::Function) -> Result<StreamWindow> {
+    let FunctionArguments::List(list) = &call.args else {
+        return Err(err(format!("{name}(…) needs arguments")));
+    };
+    let mut intervals = Vec::new();
+    let mut lateness = 0;
+    let mut idle = None;
+    let mut offset = 0;
+    for arg in list.args.iter().skip(1) {
+        match arg {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => intervals.push(millis(e, name)?),
+            FunctionArg::Named {
+                name: option,
+                arg: FunctionArgExpr::Expr(e),
+                ..
+            } => match option.value.to_ascii_lowercase().as_str() {
+                "allowed_lateness" => lateness = millis(e, name)?,
+                "idle_timeout" => idle = Some(millis(e, name)?).filter(|ms| *ms > 0),
+                "offset" if name != "session" => offset = millis(e, name)?,
+                other => {
+                    return Err(err(format!(
+                        "{name}(…): unknown option {other} (expected allowed_lateness, idle_timeout{})",
+                        if name == "session" { "" } else { ", offset" }
+                    )));
+                }
+            },
+            other => return Err(err(format!("{name}(…): unexpected argument {other}"))),
+        }
+    }
+    let (kind, size) = match (name, intervals.as_slice()) {
+        ("tumble", [size]) => (WindowKind::Tumbling, *size),
+        ("session", [gap]) => (WindowKind::Session { gap_ms: *gap }, *gap),
+        ("hop", [hop, size]) => {
+            if *hop <= 0 || hop > size || size % hop != 0 {
+                return Err(err(
                     "hop(…): the hop must be positive, at most the size, and divide it evenly",
                 ));
             }
-            (WindowKind::Hopping { hop_ms: first }, size)
+            (WindowKind::Hopping { hop_ms: *hop }, *size)
         }
         _ => {
-            return Err(Error::config(
-                "sql",
-                "tumble takes a column and one interval; hop a column, the hop and the size",
+            return Err(err(
+                "tumble takes a time and one interval, hop a time, the hop and the size, session a time and the gap",
             ));
         }
     };
     if size <= 0 {
-        return Err(Error::config("sql", "a window's interval must be positive"));
+        return Err(err(format!("{name}(…): the interval must be positive")));
     }
-    let whole = c.get(0).expect("the match");
-    let inner = format!(
-        "{}window_start, window_end{}",
-        &sql[..whole.start()],
-        &sql[whole.end()..]
-    );
-    Ok(Some(SqlWindow {
-        window: StreamWindow {
-            kind,
-            size_ms: size,
-            offset_ms: 0,
-            allowed_lateness_ms: 0,
-            pipeline: Pipeline { stages: Vec::new() },
-            partition_by: None,
-            boundary: Default::default(),
-            idle_timeout_ms: None,
+    Ok(StreamWindow {
+        kind,
+        size_ms: size,
+        offset_ms: offset,
+        allowed_lateness_ms: lateness,
+        pipeline: Pipeline { stages: Vec::new() },
+        partition_by: None,
+        boundary: Boundary::EventTime,
+        idle_timeout_ms: idle,
+    })
+}
+
+/// The event time the call's first argument names (a column), or processing time.
+fn time_of(
+    name: &str,
+    call: &ast::Function,
+    window: &mut StreamWindow,
+    tables: &[String],
+) -> Result<Option<Value>> {
+    let first = match &call.args {
+        FunctionArguments::List(list) => list.args.first(),
+        _ => None,
+    };
+    let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(e))) = first else {
+        return Err(err(format!("{name}(…) starts with the time column")));
+    };
+    if let Expr::Function(f) = e
+        && f.name.to_string().eq_ignore_ascii_case("proctime")
+    {
+        window.boundary = Boundary::ProcessingTime;
+        return Ok(None);
+    }
+    let path = column_path(e, tables).ok_or_else(|| {
+        err(format!(
+            "{name}(…) starts with the time column or PROCTIME(), not {e}"
+        ))
+    })?;
+    Ok(Some(Value::String(format!("${path}"))))
+}
+
+/// A column as a field path: `a`; `t.a` when `t` is one of `tables`; else `a.b` is a nested
+/// field.
+fn column_path(e: &Expr, tables: &[String]) -> Option<String> {
+    match e {
+        Expr::Identifier(i) => Some(i.value.clone()),
+        Expr::CompoundIdentifier(parts) => {
+            let skip = usize::from(parts.len() > 1 && tables.contains(&parts[0].value));
+            Some(
+                parts[skip..]
+                    .iter()
+                    .map(|i| i.value.as_str())
+                    .collect::<Vec<_>>()
+                    .join("."),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// An interval (`INTERVAL '10' SECOND`, `INTERVAL '10 seconds'`) in milliseconds.
+fn millis(e: &Expr, name: &str) -> Result<i64> {
+    let bad = || {
+        err(format!(
+            "{name}(…): expected an interval like INTERVAL '10' SECOND, not {e}"
+        ))
+    };
+    let Expr::Interval(interval) = e else {
+        return Err(bad());
+    };
+    let text = match interval.value.as_ref() {
+        Expr::Value(v) => match &v.value {
+            ast::Value::SingleQuotedString(s) => s.clone(),
+            ast::Value::Number(n, _) => n.clone(),
+            _ => return Err(bad()),
         },
-        time_field: Value::String(format!("${column}")),
-        inner,
-    }))
+        _ => return Err(bad()),
+    };
+    let mut words = text.split_whitespace();
+    let n: i64 = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
+    let unit = match (&interval.leading_field, words.next()) {
+        (Some(field), None) => field.to_string(),
+        (None, Some(unit)) => unit.to_string(),
+        _ => return Err(bad()),
+    };
+    let unit = unit.to_ascii_lowercase();
+    let per = match unit.trim_end_matches('s') {
+        "millisecond" | "m" => 1,
+        "second" => 1_000,
+        "minute" => 60_000,
+        "hour" => 3_600_000,
+        "day" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    Ok(n * per)
 }
 
 #[cfg(test)]
@@ -116,7 +282,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tumble_and_hop_are_read_out_of_group_by() {
+    fn windows_are_read_out_of_group_by() {
         let w = parse(r#"SELECT window_start, max(price) FROM bid GROUP BY tumble("dateTime", INTERVAL '10' SECOND)"#)
             .unwrap()
             .unwrap();
@@ -124,19 +290,59 @@ mod tests {
             (w.window.kind, w.window.size_ms),
             (WindowKind::Tumbling, 10_000)
         );
-        assert_eq!(w.time_field, Value::String("$dateTime".into()));
+        assert_eq!(w.time_field, Some(Value::String("$dateTime".into())));
         assert_eq!(
             w.inner,
             "SELECT window_start, max(price) FROM bid GROUP BY window_start, window_end"
         );
-        let w = parse("select auction from bid group by HOP(ts, interval '2' seconds, interval '10' second), auction")
+        let w = parse("select auction from bid group by HOP(ts, interval '2' seconds, interval '10 seconds', allowed_lateness => INTERVAL '1' MINUTE), auction")
             .unwrap()
             .unwrap();
         assert_eq!(
-            (w.window.kind, w.window.size_ms),
-            (WindowKind::Hopping { hop_ms: 2_000 }, 10_000)
+            (
+                w.window.kind,
+                w.window.size_ms,
+                w.window.allowed_lateness_ms
+            ),
+            (WindowKind::Hopping { hop_ms: 2_000 }, 10_000, 60_000)
+        );
+        let w = parse("SELECT count(*) FROM t GROUP BY session(PROCTIME(), INTERVAL '30' SECOND, idle_timeout => INTERVAL '5' SECOND), t.account, region, doc.a")
+            .unwrap()
+            .unwrap();
+        assert_eq!(w.window.kind, WindowKind::Session { gap_ms: 30_000 });
+        assert_eq!(
+            (w.window.boundary, w.window.idle_timeout_ms, w.time_field),
+            (Boundary::ProcessingTime, Some(5_000), None)
+        );
+        assert_eq!(
+            w.window.partition_by,
+            Some(json!({"k1": "$account", "k2": "$region", "k3": "$doc.a"}))
         );
         assert!(parse("SELECT * FROM bid").unwrap().is_none());
-        assert!(parse("SELECT 1 FROM bid GROUP BY tumble(ts)").is_err());
+        for (sql, says) in [
+            (
+                "SELECT 1 FROM bid GROUP BY tumble(ts)",
+                "tumble takes a time and one interval",
+            ),
+            (
+                "SELECT tumble(ts, INTERVAL '1' SECOND) FROM bid",
+                "goes in the GROUP BY",
+            ),
+            (
+                "SELECT 1 FROM bid GROUP BY tumble(ts, INTERVAL '1' WEEK)",
+                "expected an interval",
+            ),
+            (
+                "SELECT 1 FROM bid GROUP BY tumble(ts, INTERVAL '1' SECOND, lateness => INTERVAL '1' SECOND)",
+                "unknown option lateness",
+            ),
+            (
+                "SELECT 1 FROM bid GROUP BY session(ts, INTERVAL '1' SECOND), upper(k)",
+                "must be columns",
+            ),
+        ] {
+            let e = parse(sql).unwrap_err().to_string();
+            assert!(e.contains(says), "{sql}: {e}");
+        }
     }
 }

@@ -256,12 +256,14 @@ impl ContinuousWindow {
         w: &crate::runtime::sql_window::SqlWindow,
         table: &str,
     ) -> Result<WindowOperator> {
-        let before = Pipeline::parse_at(
-            &json!([{"$addFields": {TIME: {"$toLong": {"$toDate": w.time_field}}}}]),
-            &JsonPath::root().key("sql"),
-        )?;
+        let before = event_time(w.time_field.as_ref())?;
+        if let crate::dsl::stream_window::WindowKind::Session { .. } = w.window.kind {
+            let mut s = SessionWindows::new(&w.window, before, Vec::new())?;
+            s.inner_sql = Some((w.inner.clone(), table.to_string()));
+            return Ok(WindowOperator::Session(s));
+        }
         Ok(WindowOperator::Fixed(ContinuousWindow {
-            before,
+            before: Pipeline { stages: before },
             window: w.window.clone(),
             after: Vec::new(),
             schema: None,
@@ -476,7 +478,7 @@ impl ContinuousWindow {
 }
 
 /// `docs` with the window's bounds as the columns `window_start` and `window_end`.
-fn with_bounds(docs: &RecordBatch, start: i64, end: i64) -> Result<RecordBatch> {
+pub(super) fn with_bounds(docs: &RecordBatch, start: i64, end: i64) -> Result<RecordBatch> {
     use datafusion::arrow::array::TimestampMillisecondArray;
     let utc: Arc<str> = "UTC".into();
     let ty = DataType::Timestamp(
