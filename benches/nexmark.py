@@ -43,7 +43,7 @@ def main():
     d = tempfile.mkdtemp(prefix="fluxion-nexmark-")
     rows = []
     try:
-        for q in ["q0", "q1", "q2", "q5", "q7"]:
+        for q in ["q0", "q1", "q2", "q5", "q7", "q11", "q14", "q22"]:
             for spelling in ["json", "sql"]:
                 if not os.path.exists(os.path.join(QUERIES, f"{q}.{spelling}")):
                     continue

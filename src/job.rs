@@ -115,10 +115,14 @@ pub enum SourceConfig {
         #[serde(rename = "timeField")]
         time_field: Option<Value>,
     },
-    /// Nexmark bids generated in process (`connect::nexmark`): `events` of them, or without
-    /// end. Event time is `dateTime` unless `timeField` says otherwise.
+    /// Nexmark events generated in process (`connect::nexmark`): `kind` (`"bid"`, the default,
+    /// `"auction"` or `"person"`), `events` of them (or without end), at most `rate` per
+    /// second (default: as fast as they come). Event time is `dateTime` unless `timeField`
+    /// says otherwise.
     Nexmark {
+        kind: Option<String>,
         events: Option<u64>,
+        rate: Option<f64>,
         table: Option<String>,
         #[serde(rename = "timeField")]
         time_field: Option<Value>,

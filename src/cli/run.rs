@@ -1,7 +1,5 @@
 //! `fluxion run`: a job file, or `--pipeline` / `--sql` over `--input` files.
 
-use crate::connect::nexmark::NexmarkSource;
-use crate::connect::source::Source;
 use crate::connect::{Format, file, stdout};
 use crate::dsl::Pipeline;
 use crate::engine::Engine;
@@ -29,13 +27,17 @@ pub(super) async fn run(args: RunArgs) -> Result<()> {
                 let SourceConfig::Nexmark { events, .. } = &job.source else {
                     unreachable!()
                 };
-                let Some(n) = events else {
+                if events.is_none() {
                     return Err(Error::config(
                         "run",
                         "a batch job reads a bounded Nexmark source: give \"events\"",
                     ));
-                };
-                let mut source = NexmarkSource::new(Some(*n));
+                }
+                let mut source = crate::connect::config::open_source(
+                    &job.source,
+                    None,
+                    &path.display().to_string(),
+                )?;
                 let mut batches = Vec::new();
                 while let Some(b) = source.next_batch(1 << 16).await? {
                     batches.push(b.batch);

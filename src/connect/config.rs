@@ -13,7 +13,7 @@ use super::Format;
 use super::jsonl_sink::JsonlFileSink;
 use super::jsonl_source::JsonlFileSource;
 use super::memory::{MemorySource, NullSink};
-use super::nexmark::NexmarkSource;
+use super::nexmark::{NexmarkKind, NexmarkSource};
 use super::parquet_sink::ParquetDirSink;
 use super::source::{Sink, Source};
 use super::stdout::StdoutSink;
@@ -57,7 +57,12 @@ pub fn open_source(
                 *follow,
             )?))
         }
-        SourceConfig::Nexmark { events, .. } => Ok(Box::new(NexmarkSource::new(*events))),
+        SourceConfig::Nexmark {
+            kind, events, rate, ..
+        } => {
+            let kind = NexmarkKind::parse(kind.as_deref().unwrap_or("bid"))?;
+            Ok(Box::new(NexmarkSource::of(kind, *events).with_rate(*rate)))
+        }
         SourceConfig::Memory { .. } => {
             let text = config.memory_jsonl().expect("a memory source");
             Ok(Box::new(MemorySource::from_jsonl(&text)?))
