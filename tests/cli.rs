@@ -937,3 +937,86 @@ fn a_windowed_streaming_job_replays_to_the_same_windows() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && said.ends_with("match\n"), "{said}");
 }
+
+#[test]
+fn sql_session_windows_replay_and_processing_time_windows_say_they_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = String::new();
+    for (i, (ts, k)) in [
+        (0, "a"),
+        (1_000, "b"),
+        (3_000, "a"),
+        (9_000, "a"),
+        (4_000, "b"),
+        (20_000, "b"),
+        (12_000, "a"),
+        (30_000, "a"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        lines.push_str(&format!("{{\"id\": {i}, \"ts\": {ts}, \"k\": \"{k}\"}}\n"));
+    }
+    std::fs::write(dir.path().join("in.jsonl"), lines).unwrap();
+    let job = dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        r#"{"source": {"type": "file", "path": "in.jsonl", "timeField": "$ts"},
+            "sql": "SELECT k, count(*) AS n, window_start, window_end FROM input GROUP BY session(ts, INTERVAL '5' SECOND, allowed_lateness => INTERVAL '2' SECOND), k",
+            "sink": {"type": "file", "path": "out.jsonl"}, "checkpoint": {"store": "cp"},
+            "runtime": {"microBatchSize": 2}}"#,
+    )
+    .unwrap();
+    let out = fluxion(&["run", job.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sessions: Vec<(String, i64)> = file_docs(&dir.path().join("out.jsonl"))
+        .iter()
+        .map(|d| {
+            (
+                d["k"].as_str().unwrap().to_string(),
+                d["n"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    // Watermark = largest time − 2 s, sessions closed at the end of each batch of two, in
+    // order of their end: after 9 000 (watermark 7 000) b's {1 000} ends (6 000); so 4 000
+    // starts a new b session; after 20 000 (watermark 18 000) a's {0, 3 000}, b's {4 000} and
+    // a's {9 000} end; 12 000 is then late for a; b's {20 000}; at the end a's {30 000}.
+    let expect = [("b", 1), ("a", 2), ("b", 1), ("a", 1), ("b", 1), ("a", 1)];
+    assert_eq!(sessions, expect.map(|(k, n)| (k.to_string(), n)).to_vec());
+    let out = fluxion(&["replay", job.to_str().unwrap(), "--verify"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.ends_with("match\n"), "{said}");
+    // Processing time: the job runs (every window closes at the end of the file), and a
+    // replay explains why it cannot reproduce it.
+    let job2 = dir.path().join("proc.json");
+    std::fs::write(
+        &job2,
+        r#"{"source": {"type": "file", "path": "in.jsonl"},
+            "pipeline": [{"$tumblingWindow": {"interval": {"size": 1, "unit": "hour"}, "boundary": "processingTime",
+                          "pipeline": [{"$group": {"_id": null, "n": {"$sum": 1}}}]}}],
+            "sink": {"type": "file", "path": "proc.jsonl"}, "checkpoint": {"store": "cp2"}}"#,
+    )
+    .unwrap();
+    let out = fluxion(&["run", job2.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n: i64 = file_docs(&dir.path().join("proc.jsonl"))
+        .iter()
+        .map(|d| d["n"].as_i64().unwrap())
+        .sum();
+    assert_eq!(n, 8);
+    let out = fluxion(&["replay", job2.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("processing-time windows cannot be replayed"),
+        "{said}"
+    );
+}

@@ -81,8 +81,21 @@ pub struct ContinuousGroup {
     after: Pipeline,
     /// `$unionWith` the partial rows, then the merge `$group`.
     merge: Pipeline,
-    fields: Vec<(String, Kept)>,
+    parts: GroupParts,
     state: KeyedState,
+}
+
+/// A `$group` taken apart for incremental work: partial accumulators over some documents,
+/// merge accumulators over partial rows (grouped by `_id` again), and how each field's kept
+/// state becomes its value. Partial rows and merged rows have the same form (the *state*
+/// form), so merging can go on batch after batch.
+#[derive(Debug, Clone)]
+pub struct GroupParts {
+    /// The partial `$group`'s accumulators (the group's `_id` is the caller's).
+    pub partial: Vec<Accumulator>,
+    merge: Vec<Accumulator>,
+    fields: Vec<(String, Kept)>,
+    at: crate::dsl::JsonPath,
 }
 
 impl ContinuousGroup {
@@ -96,6 +109,129 @@ impl ContinuousGroup {
         };
         check_after(after)?;
         let at = &last.path;
+        let parts = GroupParts::of(g, at)?;
+        let mut partial_stages = before.to_vec();
+        partial_stages.push(Stage {
+            kind: StageKind::Group(Group {
+                id: g.id.clone(),
+                fields: parts.partial.clone(),
+            }),
+            path: at.clone(),
+        });
+        let merge_stages = vec![
+            Stage {
+                kind: StageKind::UnionWith(UnionWith {
+                    coll: PARTIAL.to_string(),
+                    pipeline: None,
+                }),
+                path: at.clone(),
+            },
+            parts.merge_stage(),
+        ];
+        Ok(Some(ContinuousGroup {
+            partial: Pipeline {
+                stages: partial_stages,
+            },
+            after: Pipeline {
+                stages: after.to_vec(),
+            },
+            merge: Pipeline {
+                stages: merge_stages,
+            },
+            parts,
+            state: KeyedState::new("_id"),
+        }))
+    }
+
+    /// Folds the micro-batch registered as `table` (of `batch_rows` documents) into the state; returns the upserts of the
+    /// groups it changed.
+    pub async fn step(
+        &mut self,
+        engine: &Engine,
+        table: &str,
+        batch_rows: usize,
+        stages: &mut Vec<StageMetrics>,
+    ) -> Result<Vec<RecordBatch>> {
+        let partial = collect_measured(
+            engine.pipeline(table, &self.partial).await?,
+            batch_rows,
+            stages,
+        )
+        .await?;
+        let merging = std::time::Instant::now();
+        let Some(first) = partial.first() else {
+            return Ok(Vec::new());
+        };
+        let schema = first.schema();
+        if partial.iter().all(|b| b.num_rows() == 0) {
+            return Ok(Vec::new());
+        }
+        let ctx = engine.context();
+        // Only the groups this batch touches are read from the state and merged; the state
+        // is changed only when the whole step succeeds (a failed batch can be retried, or
+        // split, against the state as it was).
+        let partial_rows = concat_batches(&schema, &partial)?;
+        let partial_count = partial_rows.num_rows();
+        let touched = self.state.rows_for(&partial_rows)?;
+        let touched_rows = touched.as_ref().map_or(0, |t| t.num_rows());
+        let touched = match touched {
+            Some(t) => vec![RecordBatch::try_new(schema.clone(), t.columns().to_vec())?],
+            None => Vec::new(),
+        };
+        order::register_ordered(ctx, STATE, schema.clone(), vec![touched])?;
+        order::register_ordered(ctx, PARTIAL, schema.clone(), vec![vec![partial_rows]])?;
+        let merged = engine.pipeline(STATE, &self.merge).await?;
+        let new_rows = merged.select(self.parts.state_exprs())?.collect().await?;
+        // The upserts: the merged groups in their output form.
+        let mut upserts = ctx
+            .read_batches(new_rows.clone())?
+            .select(self.parts.output_exprs()?)?
+            .collect()
+            .await?;
+        if !self.after.stages.is_empty()
+            && let Some(first) = upserts.first()
+        {
+            order::register_ordered(ctx, UPSERTS, first.schema(), vec![upserts.clone()])?;
+            upserts = engine
+                .pipeline(UPSERTS, &self.after)
+                .await?
+                .collect()
+                .await?;
+        }
+        let merged_rows: usize = new_rows.iter().map(|b| b.num_rows()).sum();
+        for rows in new_rows {
+            self.state.upsert(rows)?;
+        }
+        stages.push(StageMetrics {
+            stage: "$group merge".to_string(),
+            input_rows: (touched_rows + partial_count) as u64,
+            output_rows: merged_rows as u64,
+            duration: merging.elapsed(),
+        });
+        Ok(upserts)
+    }
+}
+
+impl ContinuousGroup {
+    /// How many groups there are.
+    pub fn state_rows(&self) -> u64 {
+        self.state.len() as u64
+    }
+
+    /// The groups now, for a checkpoint.
+    pub fn snapshot(&self) -> Snapshot {
+        self.state.snapshot()
+    }
+
+    /// Takes the groups back from checkpointed bytes.
+    pub fn restore_state(&mut self, bytes: &[u8]) -> Result<()> {
+        self.state.restore(bytes)
+    }
+}
+
+impl GroupParts {
+    /// `g` taken apart (`at` is its path, for errors).
+    pub fn of(g: &Group, at: &crate::dsl::JsonPath) -> Result<GroupParts> {
         let field = |name: &str| Expression::Field(FieldPath::parse(name, at).expect("plain"));
         let acc = |name: String, op: &'static str, arg: Expression| Accumulator {
             name,
@@ -211,84 +347,28 @@ impl ContinuousGroup {
             };
             fields.push((a.name.clone(), kept));
         }
-        let mut partial_stages = before.to_vec();
-        partial_stages.push(Stage {
-            kind: StageKind::Group(Group {
-                id: g.id.clone(),
-                fields: partial,
-            }),
-            path: at.clone(),
-        });
-        let merge_stages = vec![
-            Stage {
-                kind: StageKind::UnionWith(UnionWith {
-                    coll: PARTIAL.to_string(),
-                    pipeline: None,
-                }),
-                path: at.clone(),
-            },
-            Stage {
-                kind: StageKind::Group(Group {
-                    id: field("_id"),
-                    fields: merge,
-                }),
-                path: at.clone(),
-            },
-        ];
-        Ok(Some(ContinuousGroup {
-            partial: Pipeline {
-                stages: partial_stages,
-            },
-            after: Pipeline {
-                stages: after.to_vec(),
-            },
-            merge: Pipeline {
-                stages: merge_stages,
-            },
+        Ok(GroupParts {
+            partial,
+            merge,
             fields,
-            state: KeyedState::new("_id"),
-        }))
+            at: at.clone(),
+        })
     }
 
-    /// Folds the micro-batch registered as `table` (of `batch_rows` documents) into the state; returns the upserts of the
-    /// groups it changed.
-    pub async fn step(
-        &mut self,
-        engine: &Engine,
-        table: &str,
-        batch_rows: usize,
-        stages: &mut Vec<StageMetrics>,
-    ) -> Result<Vec<RecordBatch>> {
-        let partial = collect_measured(
-            engine.pipeline(table, &self.partial).await?,
-            batch_rows,
-            stages,
-        )
-        .await?;
-        let merging = std::time::Instant::now();
-        let Some(first) = partial.first() else {
-            return Ok(Vec::new());
-        };
-        let schema = first.schema();
-        if partial.iter().all(|b| b.num_rows() == 0) {
-            return Ok(Vec::new());
+    /// The merge `$group`: partial (or merged) rows grouped by `_id` again.
+    pub fn merge_stage(&self) -> Stage {
+        Stage {
+            kind: StageKind::Group(Group {
+                id: Expression::Field(FieldPath::parse("_id", &self.at).expect("plain")),
+                fields: self.merge.clone(),
+            }),
+            path: self.at.clone(),
         }
-        let ctx = engine.context();
-        // Only the groups this batch touches are read from the state and merged; the state
-        // is changed only when the whole step succeeds (a failed batch can be retried, or
-        // split, against the state as it was).
-        let partial_rows = concat_batches(&schema, &partial)?;
-        let partial_count = partial_rows.num_rows();
-        let touched = self.state.rows_for(&partial_rows)?;
-        let touched_rows = touched.as_ref().map_or(0, |t| t.num_rows());
-        let touched = match touched {
-            Some(t) => vec![RecordBatch::try_new(schema.clone(), t.columns().to_vec())?],
-            None => Vec::new(),
-        };
-        order::register_ordered(ctx, STATE, schema.clone(), vec![touched])?;
-        order::register_ordered(ctx, PARTIAL, schema.clone(), vec![vec![partial_rows]])?;
-        let merged = engine.pipeline(STATE, &self.merge).await?;
-        // Arrays merged as arrays of arrays: flatten them (and drop repeats for sets).
+    }
+
+    /// The merge `$group`'s rows in state form: arrays, merged as arrays of arrays, flattened
+    /// (and cut, and without repeats for sets).
+    pub fn state_exprs(&self) -> Vec<Expr> {
         let mut exprs = vec![col("_id")];
         for (name, kept) in &self.fields {
             match kept {
@@ -304,8 +384,11 @@ impl ContinuousGroup {
                 Kept::Plain => exprs.push(col(name.as_str()).alias(name)),
             }
         }
-        let new_rows = merged.select(exprs)?.collect().await?;
-        // The upserts: the merged groups in their output form.
+        exprs
+    }
+
+    /// State rows in the group's output form (averages and deviations computed).
+    pub fn output_exprs(&self) -> Result<Vec<Expr>> {
         let mut out = vec![col("_id")];
         for (name, kept) in &self.fields {
             out.push(match kept {
@@ -339,49 +422,7 @@ impl ContinuousGroup {
                 Kept::Plain | Kept::Arrays(_) => col(name.as_str()).alias(name),
             });
         }
-        let mut upserts = ctx
-            .read_batches(new_rows.clone())?
-            .select(out)?
-            .collect()
-            .await?;
-        if !self.after.stages.is_empty()
-            && let Some(first) = upserts.first()
-        {
-            order::register_ordered(ctx, UPSERTS, first.schema(), vec![upserts.clone()])?;
-            upserts = engine
-                .pipeline(UPSERTS, &self.after)
-                .await?
-                .collect()
-                .await?;
-        }
-        let merged_rows: usize = new_rows.iter().map(|b| b.num_rows()).sum();
-        for rows in new_rows {
-            self.state.upsert(rows)?;
-        }
-        stages.push(StageMetrics {
-            stage: "$group merge".to_string(),
-            input_rows: (touched_rows + partial_count) as u64,
-            output_rows: merged_rows as u64,
-            duration: merging.elapsed(),
-        });
-        Ok(upserts)
-    }
-}
-
-impl ContinuousGroup {
-    /// How many groups there are.
-    pub fn state_rows(&self) -> u64 {
-        self.state.len() as u64
-    }
-
-    /// The groups now, for a checkpoint.
-    pub fn snapshot(&self) -> Snapshot {
-        self.state.snapshot()
-    }
-
-    /// Takes the groups back from checkpointed bytes.
-    pub fn restore_state(&mut self, bytes: &[u8]) -> Result<()> {
-        self.state.restore(bytes)
+        Ok(out)
     }
 }
 

@@ -26,15 +26,21 @@ use super::keyed_state::{Snapshot, read_ipc};
 use super::metrics::{StageMetrics, collect_measured};
 use super::watermark::{Watermarks, partition_at, partitions_of};
 use super::window_state::{TIME, WindowOutput, event_times, visible, window_stages, with_bounds};
+use crate::dsl::expression::Expression;
+use crate::dsl::group::Group;
 use crate::dsl::path::JsonPath;
 use crate::dsl::stream_window::{StreamWindow, WindowKind};
-use crate::dsl::{Pipeline, Stage};
+use crate::dsl::{FieldPath, Pipeline, Stage, StageKind};
 use crate::plan::order;
 use crate::{Engine, Error, Result};
 
 const KEY: &str = "__fluxion_session_key";
 const SESSION: &str = "__fluxion_session";
 const WINDOW: &str = "__fluxion_session_window";
+/// Riders of sessions run together: the session's number, start and end.
+const RIDE_N: &str = "__fluxion_ride_session";
+const RIDE_START: &str = "__fluxion_ride_session_start";
+const RIDE_END: &str = "__fluxion_ride_session_end";
 
 #[derive(Clone)]
 struct Session {
@@ -57,6 +63,10 @@ pub struct SessionWindows {
     marks: Watermarks,
     /// The SQL spelling: the query per session, and the table name it reads.
     pub(super) inner_sql: Option<(String, String)>,
+    /// The SQL spelling's partition columns (to sort sessions run together).
+    pub(super) sql_keys: Option<Vec<String>>,
+    /// The stages that run many closed sessions at once (see `emit_together`).
+    together: Option<Pipeline>,
     converter: Option<RowConverter>,
 }
 
@@ -74,6 +84,7 @@ impl SessionWindows {
         )?;
         let mut stages = before;
         stages.extend(extra.stages);
+        let together = together(&window.pipeline, &after)?;
         Ok(SessionWindows {
             before: Pipeline { stages },
             gap: gap_ms,
@@ -84,6 +95,8 @@ impl SessionWindows {
             closed: Vec::new(),
             marks: Watermarks::new(window),
             inner_sql: None,
+            sql_keys: None,
+            together,
             converter: None,
         })
     }
@@ -258,6 +271,13 @@ impl SessionWindows {
             (a.last + self.gap, &a.key, a.start).cmp(&(b.last + self.gap, &b.key, b.start))
         });
         let sources: Vec<&RecordBatch> = self.buffer.iter().collect();
+        // One query over all of them, when the pipeline allows (whatever their number, so the
+        // output does not depend on how many close at once).
+        if !closed.is_empty()
+            && let Some(out) = self.emit_together(engine, &sources, &closed).await?
+        {
+            return Ok(out);
+        }
         let mut output = Vec::new();
         for s in closed {
             let docs = visible(&interleave_record_batch(&sources, &s.rows)?)?;
@@ -274,6 +294,69 @@ impl SessionWindows {
             output.extend(results.into_iter().filter(|b| b.num_rows() > 0));
         }
         Ok(output)
+    }
+
+    /// The closed sessions run as one query: their documents together, each with its
+    /// session's number and bounds (riders), grouped by session as well as by the pipeline's
+    /// `_id` — possible when the session pipeline is document-by-document stages, a `$group`,
+    /// and document-by-document stages (or, in SQL, when the query sorted by session plans).
+    /// `None` when it is not possible.
+    async fn emit_together(
+        &self,
+        engine: &Engine,
+        sources: &[&RecordBatch],
+        closed: &[Session],
+    ) -> Result<Option<Vec<RecordBatch>>> {
+        let mut at = Vec::new();
+        let (mut n, mut a, mut b) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, s) in closed.iter().enumerate() {
+            at.extend(s.rows.iter().copied());
+            n.extend(std::iter::repeat_n(i as i64, s.rows.len()));
+            a.extend(std::iter::repeat_n(s.start, s.rows.len()));
+            b.extend(std::iter::repeat_n(s.last + self.gap, s.rows.len()));
+        }
+        let docs = visible(&interleave_record_batch(sources, &at)?)?;
+        if let Some((sql, table)) = &self.inner_sql {
+            let Some(keys) = &self.sql_keys else {
+                return Ok(None);
+            };
+            let docs = with_row_bounds(&docs, a, b)?;
+            order::register_ordered(engine.context(), table, docs.schema(), vec![vec![docs]])?;
+            let keys: String = keys
+                .iter()
+                .map(|k| format!("\"{k}\" NULLS FIRST, "))
+                .collect();
+            let sorted = format!(
+                "SELECT * FROM ({sql}) AS __fluxion_sessions ORDER BY window_end, {keys}window_start"
+            );
+            // A query whose output lacks the bounds or the keys cannot be sorted by session.
+            let Ok(frame) = engine.sql(&sorted).await else {
+                return Ok(None);
+            };
+            let results = frame.collect().await?;
+            return Ok(Some(
+                results.into_iter().filter(|b| b.num_rows() > 0).collect(),
+            ));
+        }
+        let Some(together) = &self.together else {
+            return Ok(None);
+        };
+        let mut fields: Vec<Arc<Field>> = docs.schema().fields().iter().cloned().collect();
+        let mut columns = docs.columns().to_vec();
+        for (name, values) in [(RIDE_N, n), (RIDE_START, a), (RIDE_END, b)] {
+            fields.push(Arc::new(Field::new(name, DataType::Int64, false)));
+            columns.push(Arc::new(Int64Array::from(values)) as ArrayRef);
+        }
+        let docs = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+        order::register_ordered(engine.context(), WINDOW, docs.schema(), vec![vec![docs]])?;
+        let results = engine.pipeline(WINDOW, together).await?.collect().await?;
+        let mut out = Vec::new();
+        for r in results {
+            if r.num_rows() > 0 {
+                out.push(visible(&r)?);
+            }
+        }
+        Ok(Some(out))
     }
 
     /// The open sessions' documents as one batch with their session number.
@@ -398,6 +481,72 @@ fn stamped(rows: &RecordBatch, now: i64) -> Result<RecordBatch> {
     fields.push(Arc::new(Field::new(TIME, DataType::Int64, true)));
     let mut columns = rows.columns().to_vec();
     columns.push(Arc::new(Int64Array::from(vec![now; rows.num_rows()])) as ArrayRef);
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+/// The stages that run closed sessions together, for a session `pipeline` of
+/// document-by-document stages, a `$group` and document-by-document stages (then `after`).
+fn together(pipeline: &Pipeline, after: &[Stage]) -> Result<Option<Pipeline>> {
+    let Some((pre, group, rest)) = super::group_state::split_at_group(pipeline) else {
+        return Ok(None);
+    };
+    let StageKind::Group(g) = &group.kind else {
+        unreachable!("split at a $group")
+    };
+    let document_by_document = |stages: &[Stage]| {
+        super::query::check_stages(&Pipeline {
+            stages: stages.to_vec(),
+        })
+        .is_ok()
+    };
+    if !document_by_document(pre) || !document_by_document(rest) {
+        return Ok(None);
+    }
+    let at = &group.path;
+    let ride = |name: &str| Expression::Field(FieldPath::parse(name, at).expect("plain"));
+    let mut stages = pre.to_vec();
+    stages.push(Stage {
+        kind: StageKind::Group(Group {
+            id: Expression::Document(vec![
+                ("n".to_string(), ride(RIDE_N)),
+                ("a".to_string(), ride(RIDE_START)),
+                ("b".to_string(), ride(RIDE_END)),
+                ("k".to_string(), g.id.clone()),
+            ]),
+            fields: g.fields.clone(),
+        }),
+        path: at.clone(),
+    });
+    let parse = |v: Value| Pipeline::parse_at(&v, at).map(|p| p.stages);
+    // Sessions in the order they closed; a session's groups by `_id`.
+    stages.extend(parse(json!([
+        {"$sort": {"_id.n": 1, "_id.k": 1}},
+        {"$addFields": {"_id": "$_id.k", RIDE_START: "$_id.a", RIDE_END: "$_id.b"}}]))?);
+    stages.extend(rest.iter().cloned());
+    stages.extend(parse(json!([{"$addFields": {"_stream_meta": {"window": {
+        "start": {"$toDate": format!("${RIDE_START}")},
+        "end": {"$toDate": format!("${RIDE_END}")}}}}}]))?);
+    stages.extend(after.iter().cloned());
+    Ok(Some(Pipeline { stages }))
+}
+
+/// `docs` with per-row bounds as the columns `window_start` and `window_end`.
+fn with_row_bounds(docs: &RecordBatch, start: Vec<i64>, end: Vec<i64>) -> Result<RecordBatch> {
+    use datafusion::arrow::array::TimestampMillisecondArray;
+    let ty = DataType::Timestamp(
+        datafusion::arrow::datatypes::TimeUnit::Millisecond,
+        Some("UTC".into()),
+    );
+    let mut fields: Vec<Arc<Field>> = docs.schema().fields().iter().cloned().collect();
+    let mut columns = docs.columns().to_vec();
+    for (name, at) in [("window_start", start), ("window_end", end)] {
+        fields.push(Arc::new(Field::new(name, ty.clone(), false)));
+        columns
+            .push(Arc::new(TimestampMillisecondArray::from(at).with_timezone("UTC")) as ArrayRef);
+    }
     Ok(RecordBatch::try_new(
         Arc::new(Schema::new(fields)),
         columns,

@@ -12,7 +12,12 @@
 //! clock instead. The open windows' documents and the watermarks are the operator's state,
 //! saved with checkpoints.
 //!
-//! Windows hold their documents rather than partial aggregates (README).
+//! When the window's pipeline starts with a `$group` (after document-by-document stages) whose
+//! accumulators merge (those of the continuous `$group`, `group_state`), the window keeps
+//! partial aggregates instead of documents: each micro-batch's documents are grouped by
+//! (window, `_id`) as they arrive, and when the window closes its partial rows are merged and
+//! the rest of its pipeline runs over the groups. Other pipelines (and the SQL spelling) keep
+//! the window's documents until it closes.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -24,13 +29,16 @@ use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{Value, json};
 
 use super::dead_letters::{DeadLetter, rows_as_json};
+use super::group_state::{GroupParts, split_at_group};
 use super::keyed_state::{Snapshot, read_ipc};
 use super::metrics::{StageMetrics, collect_measured};
 use super::session_state::SessionWindows;
 use super::watermark::{Watermarks, partition_at, partitions_of};
+use crate::dsl::expression::Expression;
+use crate::dsl::group::Group;
 use crate::dsl::path::JsonPath;
 use crate::dsl::stream_window::{Boundary, StreamWindow};
-use crate::dsl::{Pipeline, Stage, StageKind};
+use crate::dsl::{FieldPath, Pipeline, Stage, StageKind};
 use crate::plan::order;
 use crate::{Engine, Error, Result};
 
@@ -38,6 +46,10 @@ use crate::{Engine, Error, Result};
 pub(super) const TIME: &str = "__fluxion_ride_time";
 const START: &str = "__fluxion_window_start";
 const WINDOW: &str = "__fluxion_window";
+const WINDOW_IN: &str = "__fluxion_window_in";
+const GROUPS: &str = "__fluxion_window_groups";
+/// Checkpoint metadata: what the buffered rows are (`partial` aggregates, or documents).
+const FORM: &str = "fluxion.window_rows";
 
 /// What one step of the window operator gives.
 #[derive(Debug, Default)]
@@ -185,6 +197,70 @@ pub struct ContinuousWindow {
     marks: Watermarks,
     /// The SQL spelling: the query per window, and the table name it reads.
     inner_sql: Option<(String, String)>,
+    /// Partial aggregation of a leading `$group`, when the window's pipeline has one.
+    aggregate: Option<WindowAggregate>,
+    /// Documents restored from a checkpoint of a version that kept documents, to be
+    /// aggregated at the next step.
+    restored_documents: Vec<RecordBatch>,
+}
+
+/// The window pipeline's leading `$group`, aggregated as documents arrive.
+struct WindowAggregate {
+    parts: GroupParts,
+    /// The stages before the `$group`, then the partial `$group` keyed by (window start,
+    /// `_id`), then the key taken apart again (`_id` and the window start column).
+    partial: Pipeline,
+    /// The window pipeline's stages after its `$group`.
+    rest: Vec<Stage>,
+}
+
+impl WindowAggregate {
+    /// The partial aggregation of `inner`, if it starts with a `$group` that merges.
+    fn of(inner: &Pipeline) -> Result<Option<WindowAggregate>> {
+        let Some((pre, group, rest)) = split_at_group(inner) else {
+            return Ok(None);
+        };
+        let StageKind::Group(g) = &group.kind else {
+            unreachable!("split at a $group")
+        };
+        let pre = Pipeline {
+            stages: pre.to_vec(),
+        };
+        // Accumulators that do not merge ($top, $median, …) run over the documents instead.
+        let (Ok(()), Ok(parts)) = (
+            super::query::check_stages(&pre),
+            GroupParts::of(g, &group.path),
+        ) else {
+            return Ok(None);
+        };
+        let keyed = Group {
+            id: Expression::Document(vec![
+                (
+                    "w".to_string(),
+                    Expression::Field(FieldPath::parse(START, &group.path)?),
+                ),
+                ("k".to_string(), g.id.clone()),
+            ]),
+            fields: parts.partial.clone(),
+        };
+        let mut stages = pre.stages;
+        stages.push(Stage {
+            kind: StageKind::Group(keyed),
+            path: group.path.clone(),
+        });
+        stages.extend(
+            Pipeline::parse_at(
+                &json!([{"$addFields": {START: "$_id.w", "_id": "$_id.k"}}]),
+                &group.path,
+            )?
+            .stages,
+        );
+        Ok(Some(WindowAggregate {
+            parts,
+            partial: Pipeline { stages },
+            rest: rest.to_vec(),
+        }))
+    }
 }
 
 impl ContinuousWindow {
@@ -248,6 +324,8 @@ impl ContinuousWindow {
             buffer: Vec::new(),
             marks: Watermarks::new(window),
             inner_sql: None,
+            aggregate: WindowAggregate::of(&window.pipeline)?,
+            restored_documents: Vec::new(),
         })))
     }
 
@@ -260,6 +338,20 @@ impl ContinuousWindow {
         if let crate::dsl::stream_window::WindowKind::Session { .. } = w.window.kind {
             let mut s = SessionWindows::new(&w.window, before, Vec::new())?;
             s.inner_sql = Some((w.inner.clone(), table.to_string()));
+            // Plain partition columns let closed sessions run as one query.
+            s.sql_keys = match &w.window.partition_by {
+                None => Some(Vec::new()),
+                Some(Value::Object(keys)) => keys
+                    .values()
+                    .map(|k| {
+                        k.as_str()
+                            .and_then(|k| k.strip_prefix('$'))
+                            .filter(|k| !k.contains('.'))
+                            .map(str::to_string)
+                    })
+                    .collect(),
+                Some(_) => None,
+            };
             return Ok(WindowOperator::Session(s));
         }
         Ok(WindowOperator::Fixed(ContinuousWindow {
@@ -270,6 +362,8 @@ impl ContinuousWindow {
             buffer: Vec::new(),
             marks: Watermarks::new(&w.window),
             inner_sql: Some((w.inner.clone(), table.to_string())),
+            aggregate: None,
+            restored_documents: Vec::new(),
         }))
     }
 
@@ -285,13 +379,23 @@ impl ContinuousWindow {
         stages: &mut Vec<StageMetrics>,
     ) -> Result<WindowOutput> {
         // All or nothing: a failed step (retried, or split) leaves the state as it was.
-        let saved = (self.buffer.clone(), self.marks.clone(), self.schema.clone());
+        let saved = (
+            self.buffer.clone(),
+            self.marks.clone(),
+            self.schema.clone(),
+            self.restored_documents.clone(),
+        );
         self.marks.begin(now);
         let stepped = self
             .try_step(engine, table, batch_rows, end_of_input, stages)
             .await;
         if stepped.is_err() {
-            (self.buffer, self.marks, self.schema) = saved;
+            (
+                self.buffer,
+                self.marks,
+                self.schema,
+                self.restored_documents,
+            ) = saved;
         }
         stepped
     }
@@ -305,6 +409,12 @@ impl ContinuousWindow {
         stages: &mut Vec<StageMetrics>,
     ) -> Result<WindowOutput> {
         let mut out = WindowOutput::default();
+        if !self.restored_documents.is_empty() {
+            let docs = std::mem::take(&mut self.restored_documents);
+            for d in docs {
+                self.keep(engine, d).await?;
+            }
+        }
         if batch_rows > 0 {
             let rows = collect_measured(
                 engine.pipeline(table, &self.before).await?,
@@ -314,7 +424,9 @@ impl ContinuousWindow {
             .await?;
             if let Some(first) = rows.first() {
                 let rows = concat_batches(&first.schema(), &rows)?;
-                self.admit(&rows, &mut out)?;
+                if let Some(kept) = self.admit(&rows, &mut out)? {
+                    self.keep(engine, kept).await?;
+                }
             }
         }
         let size = self.window.size_ms;
@@ -338,8 +450,59 @@ impl ContinuousWindow {
         Ok(out)
     }
 
-    /// Assigns each document to its open windows (or finds it late) and buffers it.
-    fn admit(&mut self, rows: &RecordBatch, out: &mut WindowOutput) -> Result<()> {
+    /// Buffers documents assigned to windows (with their window start): as they are, or
+    /// aggregated by (window, `_id`).
+    async fn keep(&mut self, engine: &Engine, kept: RecordBatch) -> Result<()> {
+        let rows = match &self.aggregate {
+            None => kept,
+            Some(agg) => {
+                order::register_ordered(
+                    engine.context(),
+                    WINDOW_IN,
+                    kept.schema(),
+                    vec![vec![kept]],
+                )?;
+                let partial = engine
+                    .pipeline(WINDOW_IN, &agg.partial)
+                    .await?
+                    .collect()
+                    .await?;
+                let Some(first) = partial.first() else {
+                    return Ok(());
+                };
+                concat_batches(&first.schema(), &partial)?
+            }
+        };
+        if rows.num_rows() == 0 {
+            return Ok(());
+        }
+        // One schema for all buffered rows (every column nullable: batches may differ there).
+        let schema = self
+            .schema
+            .get_or_insert_with(|| {
+                Arc::new(Schema::new(
+                    rows.schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.as_ref().clone().with_nullable(true))
+                        .collect::<Vec<_>>(),
+                ))
+            })
+            .clone();
+        self.buffer.push(
+            RecordBatch::try_new(schema, rows.columns().to_vec()).map_err(|e| {
+                Error::pipeline(
+                    "window",
+                    format!("a micro-batch's window rows changed shape ({e})"),
+                )
+            })?,
+        );
+        Ok(())
+    }
+
+    /// Assigns each document to its open windows (or finds it late); returns the documents
+    /// kept, with their window start.
+    fn admit(&mut self, rows: &RecordBatch, out: &mut WindowOutput) -> Result<Option<RecordBatch>> {
         let times = event_times(rows)?;
         let partitions = partitions_of(rows);
         let mut take = Vec::new();
@@ -370,19 +533,17 @@ impl ContinuousWindow {
         }
         out.add_letters(rows, &late, &untimed)?;
         if take.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let kept = take_record_batch(rows, &UInt32Array::from(take))?;
         let mut fields: Vec<Arc<Field>> = kept.schema().fields().iter().cloned().collect();
         fields.push(Arc::new(Field::new(START, DataType::Int64, false)));
         let mut columns = kept.columns().to_vec();
         columns.push(Arc::new(Int64Array::from(starts)) as ArrayRef);
-        let schema = self
-            .schema
-            .get_or_insert_with(|| Arc::new(Schema::new(fields)))
-            .clone();
-        self.buffer.push(RecordBatch::try_new(schema, columns)?);
-        Ok(())
+        Ok(Some(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?))
     }
 
     /// Runs and removes the windows that end at or before `watermark`, earliest first.
@@ -421,13 +582,34 @@ impl ContinuousWindow {
                 output.extend(results.into_iter().filter(|b| b.num_rows() > 0));
                 continue;
             }
+            let (docs, inner) = match &self.aggregate {
+                None => (docs, &self.window.pipeline.stages),
+                // The window's partial rows merged into its groups.
+                Some(agg) => {
+                    order::register_ordered(
+                        engine.context(),
+                        GROUPS,
+                        docs.schema(),
+                        vec![vec![docs]],
+                    )?;
+                    let merge = Pipeline {
+                        stages: vec![agg.parts.merge_stage()],
+                    };
+                    let groups = engine
+                        .pipeline(GROUPS, &merge)
+                        .await?
+                        .select(agg.parts.state_exprs())?
+                        .select(agg.parts.output_exprs()?)?
+                        .collect()
+                        .await?;
+                    let Some(first) = groups.first() else {
+                        continue;
+                    };
+                    (concat_batches(&first.schema(), &groups)?, &agg.rest)
+                }
+            };
             order::register_ordered(engine.context(), WINDOW, docs.schema(), vec![vec![docs]])?;
-            let stages = window_stages(
-                &self.window.pipeline.stages,
-                start,
-                start + size,
-                &self.after,
-            )?;
+            let stages = window_stages(inner, start, start + size, &self.after)?;
             let results = engine.pipeline(WINDOW, &stages).await?.collect().await?;
             output.extend(results.into_iter().filter(|b| b.num_rows() > 0));
         }
@@ -453,25 +635,39 @@ impl ContinuousWindow {
         self.buffer.iter().map(|b| b.num_rows() as u64).sum()
     }
 
-    /// The open windows' documents and the watermarks, for a checkpoint.
+    /// The open windows' documents (or partial aggregates) and the watermarks, for a
+    /// checkpoint.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot::of(self.schema.clone(), self.buffer.clone(), self.marks.meta())
+        let mut meta = self.marks.meta();
+        if self.aggregate.is_some() {
+            meta.push((FORM.to_string(), "partial".to_string()));
+        }
+        Snapshot::of(self.schema.clone(), self.buffer.clone(), meta)
     }
 
     /// Back to a checkpoint's state.
     pub fn restore_state(&mut self, bytes: &[u8]) -> Result<()> {
         self.buffer.clear();
+        self.restored_documents.clear();
         self.marks.restore(&Default::default());
         if bytes.is_empty() {
             return Ok(());
         }
         let (schema, batches) = read_ipc(bytes)?;
         self.marks.restore(schema.metadata());
+        let partial = schema.metadata().get(FORM).map(String::as_str) == Some("partial");
         let plain = Arc::new(Schema::new(schema.fields().clone()));
-        for b in batches {
-            self.buffer
-                .push(RecordBatch::try_new(plain.clone(), b.columns().to_vec())?);
+        let rows = batches
+            .into_iter()
+            .map(|b| RecordBatch::try_new(plain.clone(), b.columns().to_vec()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        if self.aggregate.is_some() && !partial && !plain.fields().is_empty() {
+            // Written when windows kept documents: aggregated at the next step.
+            self.restored_documents = rows;
+            self.schema = None;
+            return Ok(());
         }
+        self.buffer = rows;
         self.schema = Some(plain);
         Ok(())
     }
@@ -543,4 +739,105 @@ pub(super) fn visible(b: &RecordBatch) -> Result<RecordBatch> {
         .map(|(i, _)| i)
         .collect();
     Ok(b.project(&keep)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::decode::{JsonlOptions, decode};
+    use crate::document::encode::to_documents;
+
+    /// 90 documents of three keys in the window [0, 10 s), registered as table `t`.
+    fn input(engine: &Engine) -> usize {
+        let mut text = String::new();
+        for i in 0..90 {
+            text.push_str(&format!(
+                "{{\"id\": {i}, \"ts\": {}, \"k\": \"k{}\", \"v\": {i}}}\n",
+                i * 100,
+                i % 3
+            ));
+        }
+        let d = decode(text.as_bytes(), "t", &JsonlOptions::default()).unwrap();
+        order::register_ordered(engine.context(), "t", d.schema, d.partitions).unwrap();
+        90
+    }
+
+    fn window(group: Value) -> ContinuousWindow {
+        let p = Pipeline::from_value(&json!([{"$tumblingWindow": {
+            "interval": {"size": 10, "unit": "second"},
+            "pipeline": [{"$group": group}, {"$sort": {"_id": 1}}]}}]))
+        .unwrap();
+        match ContinuousWindow::plan(&p, Some(&json!("$ts"))).unwrap() {
+            Some(WindowOperator::Fixed(w)) => w,
+            _ => panic!("a fixed window"),
+        }
+    }
+
+    async fn flush(w: &mut ContinuousWindow, engine: &Engine) -> Vec<Value> {
+        let out = w
+            .step(engine, "t", 0, true, 0, &mut Vec::new())
+            .await
+            .unwrap();
+        to_documents(&out.output)
+            .unwrap()
+            .into_iter()
+            .map(|mut d| {
+                d.as_object_mut().unwrap().remove("_stream_meta");
+                d
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_leading_group_keeps_partial_aggregates_not_documents() {
+        let engine = Engine::new();
+        let n = input(&engine);
+        let spec =
+            json!({"_id": "$k", "n": {"$sum": 1}, "v": {"$avg": "$v"}, "ids": {"$push": "$id"}});
+        let mut w = window(spec.clone());
+        assert!(w.aggregate.is_some());
+        w.step(&engine, "t", n, false, 0, &mut Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(w.state_rows(), 3, "one partial row per key");
+        // Through a checkpoint.
+        let bytes = w.snapshot().to_ipc().unwrap();
+        let mut back = window(spec.clone());
+        back.restore_state(&bytes).unwrap();
+        let out = flush(&mut back, &engine).await;
+        let ids = |k: i64| (0..90).filter(|i| i % 3 == k).collect::<Vec<i64>>();
+        assert_eq!(
+            out,
+            (0..3)
+                .map(
+                    |k| json!({"_id": format!("k{k}"), "n": 30, "v": 43.5 + k as f64,
+                                "ids": ids(k)})
+                )
+                .collect::<Vec<_>>()
+        );
+        // A checkpoint of documents (an earlier version's) is aggregated when read.
+        let mut documents = window(spec.clone());
+        documents.aggregate = None;
+        documents
+            .step(&engine, "t", n, false, 0, &mut Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(documents.state_rows(), 90);
+        let mut upgraded = window(spec);
+        upgraded
+            .restore_state(&documents.snapshot().to_ipc().unwrap())
+            .unwrap();
+        assert_eq!(flush(&mut upgraded, &engine).await, out);
+        // An accumulator that does not merge: the window keeps its documents.
+        let mut median = window(
+            json!({"_id": "$k", "m": {"$median": {"input": "$v", "method": "approximate"}}}),
+        );
+        assert!(median.aggregate.is_none());
+        median
+            .step(&engine, "t", n, false, 0, &mut Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(median.state_rows(), 90);
+        assert_eq!(flush(&mut median, &engine).await.len(), 3);
+    }
 }
