@@ -117,36 +117,22 @@ pub(super) async fn fetch(
             }
         }
         if rows == 0 && rejected.is_empty() {
-            if ended {
-                // The end of a bounded source: an empty last batch, so windows can flush.
-                let _ = tx
-                    .send(Ok(Fetched {
-                        batch: RecordBatch::new_empty(schema.clone()),
-                        start: position.clone(),
-                        position,
-                        rejected,
-                        lag: source.lag(),
-                        started,
-                        last: true,
-                        partitions: None,
-                        tick: false,
-                    }))
-                    .await;
-                return;
-            }
-            if ticks.is_some_and(|every| last_sent.elapsed() >= every) {
-                let tick = Fetched {
+            // The end of a bounded source (an empty last batch, so windows can flush), or a
+            // tick while it is quiet.
+            let tick = !ended && ticks.is_some_and(|every| last_sent.elapsed() >= every);
+            if ended || tick {
+                let empty = Fetched {
                     batch: RecordBatch::new_empty(schema.clone()),
                     start: position.clone(),
                     position,
                     rejected,
                     lag: source.lag(),
                     started,
-                    last: false,
+                    last: ended,
                     partitions: None,
-                    tick: true,
+                    tick,
                 };
-                if tx.send(Ok(tick)).await.is_err() {
+                if tx.send(Ok(empty)).await.is_err() || ended {
                     return;
                 }
                 last_sent = Instant::now();

@@ -25,7 +25,10 @@ use serde_json::{Value, json};
 use super::keyed_state::{Snapshot, read_ipc};
 use super::metrics::{StageMetrics, collect_measured};
 use super::watermark::{Watermarks, partition_at, partitions_of};
-use super::window_state::{TIME, WindowOutput, event_times, visible, window_stages, with_bounds};
+use super::window_state::{
+    TIME, WindowOutput, event_times, visible, window_stages, with_bounds, with_columns,
+    with_row_bounds,
+};
 use crate::dsl::expression::Expression;
 use crate::dsl::group::Group;
 use crate::dsl::path::JsonPath;
@@ -341,13 +344,18 @@ impl SessionWindows {
         let Some(together) = &self.together else {
             return Ok(None);
         };
-        let mut fields: Vec<Arc<Field>> = docs.schema().fields().iter().cloned().collect();
-        let mut columns = docs.columns().to_vec();
-        for (name, values) in [(RIDE_N, n), (RIDE_START, a), (RIDE_END, b)] {
-            fields.push(Arc::new(Field::new(name, DataType::Int64, false)));
-            columns.push(Arc::new(Int64Array::from(values)) as ArrayRef);
-        }
-        let docs = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+        let docs = with_columns(
+            &docs,
+            [(RIDE_N, n), (RIDE_START, a), (RIDE_END, b)]
+                .into_iter()
+                .map(|(name, values)| {
+                    (
+                        Field::new(name, DataType::Int64, false),
+                        Arc::new(Int64Array::from(values)) as ArrayRef,
+                    )
+                })
+                .collect(),
+        )?;
         order::register_ordered(engine.context(), WINDOW, docs.schema(), vec![vec![docs]])?;
         let results = engine.pipeline(WINDOW, together).await?.collect().await?;
         let mut out = Vec::new();
@@ -477,14 +485,14 @@ fn stamped(rows: &RecordBatch, now: i64) -> Result<RecordBatch> {
         .filter(|&i| rows.schema().field(i).name() != TIME)
         .collect();
     let rows = rows.project(&keep)?;
-    let mut fields: Vec<Arc<Field>> = rows.schema().fields().iter().cloned().collect();
-    fields.push(Arc::new(Field::new(TIME, DataType::Int64, true)));
-    let mut columns = rows.columns().to_vec();
-    columns.push(Arc::new(Int64Array::from(vec![now; rows.num_rows()])) as ArrayRef);
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
+    let n = rows.num_rows();
+    with_columns(
+        &rows,
+        vec![(
+            Field::new(TIME, DataType::Int64, true),
+            Arc::new(Int64Array::from(vec![now; n])) as ArrayRef,
+        )],
+    )
 }
 
 /// The stages that run closed sessions together, for a session `pipeline` of
@@ -531,24 +539,4 @@ fn together(pipeline: &Pipeline, after: &[Stage]) -> Result<Option<Pipeline>> {
         "end": {"$toDate": format!("${RIDE_END}")}}}}}]))?);
     stages.extend(after.iter().cloned());
     Ok(Some(Pipeline { stages }))
-}
-
-/// `docs` with per-row bounds as the columns `window_start` and `window_end`.
-fn with_row_bounds(docs: &RecordBatch, start: Vec<i64>, end: Vec<i64>) -> Result<RecordBatch> {
-    use datafusion::arrow::array::TimestampMillisecondArray;
-    let ty = DataType::Timestamp(
-        datafusion::arrow::datatypes::TimeUnit::Millisecond,
-        Some("UTC".into()),
-    );
-    let mut fields: Vec<Arc<Field>> = docs.schema().fields().iter().cloned().collect();
-    let mut columns = docs.columns().to_vec();
-    for (name, at) in [("window_start", start), ("window_end", end)] {
-        fields.push(Arc::new(Field::new(name, ty.clone(), false)));
-        columns
-            .push(Arc::new(TimestampMillisecondArray::from(at).with_timezone("UTC")) as ArrayRef);
-    }
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
 }

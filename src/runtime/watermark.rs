@@ -16,11 +16,10 @@
 //! Processing-time windows (`boundary: "processingTime"`) use the clock instead: a document's
 //! time is the clock when its micro-batch is transformed, and the watermark is the clock.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, UInt32Array};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{Value, json};
 
@@ -50,7 +49,8 @@ pub struct Watermarks {
     lateness: i64,
     idle_timeout: Option<i64>,
     processing: bool,
-    parts: BTreeMap<u32, Part>,
+    /// By partition number (few: a linear scan beats a map per document).
+    parts: Vec<(u32, Part)>,
     current: Option<i64>,
     /// The processing time of the step in hand.
     now: i64,
@@ -63,7 +63,7 @@ impl Watermarks {
             lateness: window.allowed_lateness_ms,
             idle_timeout: window.idle_timeout_ms,
             processing: window.boundary == Boundary::ProcessingTime,
-            parts: BTreeMap::new(),
+            parts: Vec::new(),
             current: None,
             now: i64::MIN,
         }
@@ -82,7 +82,7 @@ impl Watermarks {
     /// Starts a step at processing time `now`.
     pub fn begin(&mut self, now: i64) {
         self.now = now;
-        for p in self.parts.values_mut() {
+        for (_, p) in &mut self.parts {
             p.seen.get_or_insert(now);
         }
         if self.processing {
@@ -110,16 +110,32 @@ impl Watermarks {
             return;
         }
         let now = self.now;
+        let Some(i) = self.parts.iter().position(|(k, _)| *k == partition) else {
+            self.parts.push((
+                partition,
+                Part {
+                    max: t,
+                    seen: Some(now),
+                },
+            ));
+            self.parts.sort_unstable_by_key(|(k, _)| *k);
+            self.recompute();
+            return;
+        };
         let idle = self.idle_timeout;
-        let part = self.parts.entry(partition).or_insert(Part {
-            max: t,
-            seen: Some(now),
-        });
+        let single = self.parts.len() == 1;
+        let part = &mut self.parts[i].1;
         let was_idle = idle.is_some_and(|d| part.seen.is_some_and(|s| now - s >= d));
         part.seen = Some(now);
-        if t > part.max || was_idle || self.current.is_none() {
+        if t > part.max || was_idle {
             part.max = part.max.max(t);
-            self.recompute();
+            if single {
+                // One partition (the common case): its largest time is the watermark's.
+                let w = part.max.saturating_sub(self.lateness);
+                self.raise(w);
+            } else {
+                self.recompute();
+            }
         }
     }
 
@@ -130,7 +146,7 @@ impl Watermarks {
             return;
         }
         self.recompute();
-        if self.parts.values().all(|p| self.is_idle(p))
+        if self.parts.iter().all(|(_, p)| self.is_idle(p))
             && let Some(end) = open_end()
         {
             self.raise(end);
@@ -145,12 +161,12 @@ impl Watermarks {
     fn recompute(&mut self) {
         let active = self
             .parts
-            .values()
-            .filter(|p| !self.is_idle(p))
-            .map(|p| p.max)
+            .iter()
+            .filter(|(_, p)| !self.is_idle(p))
+            .map(|(_, p)| p.max)
             .min();
         // All idle: the partitions that did deliver still count.
-        let max = active.or_else(|| self.parts.values().map(|p| p.max).max());
+        let max = active.or_else(|| self.parts.iter().map(|(_, p)| p.max).max());
         if let Some(m) = max {
             self.raise(m.saturating_sub(self.lateness));
         }
@@ -183,11 +199,11 @@ impl Watermarks {
             self.current = v["watermark"].as_i64();
             for p in v["partitions"].as_array().into_iter().flatten() {
                 if let (Some(k), Some(max)) = (p[0].as_u64(), p[1].as_i64()) {
-                    self.parts.insert(k as u32, Part { max, seen: None });
+                    self.parts.push((k as u32, Part { max, seen: None }));
                 }
             }
         } else if let Some(max) = meta.get(MAX_TIME).and_then(|t| t.parse::<i64>().ok()) {
-            self.parts.insert(0, Part { max, seen: None });
+            self.parts.push((0, Part { max, seen: None }));
             self.current = Some(max.saturating_sub(self.lateness));
         }
     }
@@ -212,14 +228,13 @@ pub fn with_partitions(batch: &RecordBatch, partitions: Option<&[u32]>) -> Resul
         Some(p) => UInt32Array::from(p.to_vec()),
         None => UInt32Array::from(vec![0u32; batch.num_rows()]),
     };
-    let mut fields: Vec<Arc<Field>> = batch.schema().fields().iter().cloned().collect();
-    fields.push(Arc::new(Field::new(PARTITION, DataType::UInt32, false)));
-    let mut columns = batch.columns().to_vec();
-    columns.push(Arc::new(values) as ArrayRef);
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
+    super::window_state::with_columns(
+        batch,
+        vec![(
+            Field::new(PARTITION, DataType::UInt32, false),
+            Arc::new(values) as ArrayRef,
+        )],
+    )
 }
 
 #[cfg(test)]

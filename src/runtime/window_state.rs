@@ -536,13 +536,12 @@ impl ContinuousWindow {
             return Ok(None);
         }
         let kept = take_record_batch(rows, &UInt32Array::from(take))?;
-        let mut fields: Vec<Arc<Field>> = kept.schema().fields().iter().cloned().collect();
-        fields.push(Arc::new(Field::new(START, DataType::Int64, false)));
-        let mut columns = kept.columns().to_vec();
-        columns.push(Arc::new(Int64Array::from(starts)) as ArrayRef);
-        Ok(Some(RecordBatch::try_new(
-            Arc::new(Schema::new(fields)),
-            columns,
+        Ok(Some(with_columns(
+            &kept,
+            vec![(
+                Field::new(START, DataType::Int64, false),
+                Arc::new(Int64Array::from(starts)) as ArrayRef,
+            )],
         )?))
     }
 
@@ -675,19 +674,43 @@ impl ContinuousWindow {
 
 /// `docs` with the window's bounds as the columns `window_start` and `window_end`.
 pub(super) fn with_bounds(docs: &RecordBatch, start: i64, end: i64) -> Result<RecordBatch> {
+    let n = docs.num_rows();
+    with_row_bounds(docs, vec![start; n], vec![end; n])
+}
+
+/// `docs` with each row's window bounds as the columns `window_start` and `window_end`.
+pub(super) fn with_row_bounds(
+    docs: &RecordBatch,
+    start: Vec<i64>,
+    end: Vec<i64>,
+) -> Result<RecordBatch> {
     use datafusion::arrow::array::TimestampMillisecondArray;
-    let utc: Arc<str> = "UTC".into();
     let ty = DataType::Timestamp(
         datafusion::arrow::datatypes::TimeUnit::Millisecond,
-        Some(utc),
+        Some("UTC".into()),
     );
-    let mut fields: Vec<Arc<Field>> = docs.schema().fields().iter().cloned().collect();
-    let mut columns = docs.columns().to_vec();
-    for (name, at) in [("window_start", start), ("window_end", end)] {
-        fields.push(Arc::new(Field::new(name, ty.clone(), false)));
-        columns.push(Arc::new(
-            TimestampMillisecondArray::from(vec![at; docs.num_rows()]).with_timezone("UTC"),
-        ) as ArrayRef);
+    let column = |at: Vec<i64>| {
+        Arc::new(TimestampMillisecondArray::from(at).with_timezone("UTC")) as ArrayRef
+    };
+    with_columns(
+        docs,
+        vec![
+            (Field::new("window_start", ty.clone(), false), column(start)),
+            (Field::new("window_end", ty, false), column(end)),
+        ],
+    )
+}
+
+/// `batch` with `extra` columns after its own.
+pub(super) fn with_columns(
+    batch: &RecordBatch,
+    extra: Vec<(Field, ArrayRef)>,
+) -> Result<RecordBatch> {
+    let mut fields: Vec<Arc<Field>> = batch.schema().fields().iter().cloned().collect();
+    let mut columns = batch.columns().to_vec();
+    for (field, column) in extra {
+        fields.push(Arc::new(field));
+        columns.push(column);
     }
     Ok(RecordBatch::try_new(
         Arc::new(Schema::new(fields)),
