@@ -609,7 +609,8 @@ async fn processing_time_windows_follow_the_clock() {
     use fluxion::runtime::builder::Stream;
     use fluxion::runtime::clock::ManualClock;
 
-    for stage in ["$tumblingWindow", "$sessionWindow"] {
+    // The JSON stages, and the SQL spelling with PROCTIME().
+    for stage in ["$tumblingWindow", "$sessionWindow", "sql"] {
         let (tx, source) = channel(stream_schema());
         let (sink, view) = MemorySink::with_view();
         let clock = ManualClock::at(1_000);
@@ -623,11 +624,17 @@ async fn processing_time_windows_follow_the_clock() {
             "boundary": "processingTime",
             "pipeline": [{"$group": {"_id": null, "n": {"$sum": 1}, "v": {"$sum": "$v"}}}]}}]);
         // No timeField: the clock places documents.
-        let handle = Stream::builder("clock")
-            .source(source)
-            .sink(sink)
-            .stages_json(&stages.to_string())
-            .unwrap()
+        let builder = Stream::builder("clock").source(source).sink(sink);
+        let builder = if stage == "sql" {
+            builder.sql(
+                "SELECT count(*) AS n, sum(v) AS v, window_start FROM input \
+                 GROUP BY tumble(PROCTIME(), INTERVAL '10' SECOND)",
+                "input",
+            )
+        } else {
+            builder.stages_json(&stages.to_string()).unwrap()
+        };
+        let handle = builder
             .clock(std::sync::Arc::new(clock.clone()))
             .tick_interval(std::time::Duration::from_millis(5))
             .start()
@@ -644,7 +651,7 @@ async fn processing_time_windows_follow_the_clock() {
         until("3 in", || handle.metrics().is_some_and(|m| m.input >= 3)).await;
         tokio::time::sleep(std::time::Duration::from_millis(30)).await;
         assert!(
-            counted_windows(&view).is_empty(),
+            view.documents().unwrap().is_empty(),
             "{stage}: nothing closed at 8 s"
         );
         // Tumbling: [0, 10 s) closes at 10 s; a session: 10 s after its last document (8 s).
@@ -653,7 +660,7 @@ async fn processing_time_windows_follow_the_clock() {
         } else {
             10_000
         });
-        until("a window", || !counted_windows(&view).is_empty()).await;
+        until("a window", || !view.documents().unwrap().is_empty()).await;
         let docs = view.documents().unwrap();
         assert_eq!(docs.len(), 1, "{stage}: {docs:?}");
         assert_eq!(
@@ -665,11 +672,12 @@ async fn processing_time_windows_follow_the_clock() {
         } else {
             "1970-01-01T00:00:00.000Z"
         };
-        assert_eq!(
-            docs[0]["_stream_meta"]["window"]["start"],
-            json!({"$date": start}),
-            "{stage}"
-        );
+        let bound = if stage == "sql" {
+            &docs[0]["window_start"]
+        } else {
+            &docs[0]["_stream_meta"]["window"]["start"]
+        };
+        assert_eq!(bound, &json!({"$date": start}), "{stage}");
         tx.send_json(&[json!({"v": 8})], 0).unwrap();
         drop(tx);
         handle.wait().await.unwrap();
