@@ -44,7 +44,11 @@ use crate::{Engine, Error, Result};
 
 /// The event time of each document (a rider: it survives `$project`, `plan::order`).
 pub(super) const TIME: &str = "__fluxion_ride_time";
-const START: &str = "__fluxion_window_start";
+/// Each buffered row's window start (a rider, so the stages before a window pipeline's `$group`
+/// keep it).
+const START: &str = "__fluxion_ride_window_start";
+/// Its name in checkpoints written before it became a rider.
+const OLD_START: &str = "__fluxion_window_start";
 const WINDOW: &str = "__fluxion_window";
 const WINDOW_IN: &str = "__fluxion_window_in";
 const GROUPS: &str = "__fluxion_window_groups";
@@ -655,7 +659,16 @@ impl ContinuousWindow {
         let (schema, batches) = read_ipc(bytes)?;
         self.marks.restore(schema.metadata());
         let partial = schema.metadata().get(FORM).map(String::as_str) == Some("partial");
-        let plain = Arc::new(Schema::new(schema.fields().clone()));
+        let plain = Arc::new(Schema::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| match f.name().as_str() {
+                    OLD_START => f.as_ref().clone().with_name(START),
+                    _ => f.as_ref().clone(),
+                })
+                .collect::<Vec<_>>(),
+        ));
         let rows = batches
             .into_iter()
             .map(|b| RecordBatch::try_new(plain.clone(), b.columns().to_vec()))
@@ -786,9 +799,17 @@ mod tests {
     }
 
     fn window(group: Value) -> ContinuousWindow {
+        window_after(json!([]), group)
+    }
+
+    /// A window whose pipeline is `pre`, then `$group: group`, then a sort by `_id`.
+    fn window_after(pre: Value, group: Value) -> ContinuousWindow {
+        let mut inner = pre.as_array().unwrap().clone();
+        inner.push(json!({"$group": group}));
+        inner.push(json!({"$sort": {"_id": 1}}));
         let p = Pipeline::from_value(&json!([{"$tumblingWindow": {
             "interval": {"size": 10, "unit": "second"},
-            "pipeline": [{"$group": group}, {"$sort": {"_id": 1}}]}}]))
+            "pipeline": inner}}]))
         .unwrap();
         match ContinuousWindow::plan(&p, Some(&json!("$ts"))).unwrap() {
             Some(WindowOperator::Fixed(w)) => w,
@@ -846,11 +867,38 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(documents.state_rows(), 90);
-        let mut upgraded = window(spec);
-        upgraded
-            .restore_state(&documents.snapshot().to_ipc().unwrap())
-            .unwrap();
+        // (Then the window start column had another name.)
+        let renamed = Arc::new(Schema::new(
+            documents.buffer[0]
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| match f.name().as_str() {
+                    START => f.as_ref().clone().with_name(OLD_START),
+                    _ => f.as_ref().clone(),
+                })
+                .collect::<Vec<_>>(),
+        ));
+        let old: Vec<RecordBatch> = documents
+            .buffer
+            .iter()
+            .map(|b| RecordBatch::try_new(renamed.clone(), b.columns().to_vec()).unwrap())
+            .collect();
+        let old = Snapshot::of(Some(renamed), old, documents.marks.meta());
+        let mut upgraded = window(spec.clone());
+        upgraded.restore_state(&old.to_ipc().unwrap()).unwrap();
         assert_eq!(flush(&mut upgraded, &engine).await, out);
+        // Stages before the `$group` that drop fields keep the window start (a rider).
+        let mut reshaped = window_after(
+            json!([{"$project": {"id": 1, "k": 1, "v": 1}}, {"$match": {"v": {"$gte": 0}}}]),
+            spec,
+        );
+        assert!(reshaped.aggregate.is_some());
+        reshaped
+            .step(&engine, "t", n, false, 0, &mut Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(flush(&mut reshaped, &engine).await, out);
         // An accumulator that does not merge: the window keeps its documents.
         let mut median = window(
             json!({"_id": "$k", "m": {"$median": {"input": "$v", "method": "approximate"}}}),
