@@ -26,8 +26,8 @@ use super::keyed_state::{Snapshot, read_ipc};
 use super::metrics::{StageMetrics, collect_measured};
 use super::watermark::{Watermarks, partition_at, partitions_of};
 use super::window_state::{
-    TIME, WindowOutput, event_times, visible, window_stages, with_bounds, with_columns,
-    with_row_bounds,
+    TIME, WindowOutput, conform, current_names, event_times, visible, window_stages, with_bounds,
+    with_columns, with_row_bounds,
 };
 use crate::dsl::expression::Expression;
 use crate::dsl::group::Group;
@@ -210,6 +210,20 @@ impl SessionWindows {
         } else {
             rows
         };
+        // Rows of an older checkpoint (without the partition column, say): to the new layout,
+        // so the sessions' rows can be gathered across batches.
+        if self
+            .buffer
+            .first()
+            .is_some_and(|b| b.schema().fields() != rows.schema().fields())
+        {
+            let schema = rows.schema();
+            self.buffer = self
+                .buffer
+                .iter()
+                .map(|b| conform(b, &schema))
+                .collect::<Result<_>>()?;
+        }
         let times = event_times(&rows)?
             .ok_or_else(|| Error::pipeline("source.timeField", "no event time"))?;
         let partitions = partitions_of(&rows);
@@ -475,6 +489,7 @@ impl SessionWindows {
             return Ok(());
         }
         let all = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
+        let all = RecordBatch::try_new(current_names(&schema), all.columns().to_vec())?;
         self.load(&all)
     }
 }

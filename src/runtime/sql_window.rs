@@ -40,6 +40,18 @@ pub struct SqlWindow {
     /// The query run over each window's rows (`window_start`, `window_end` in place of the
     /// window function).
     pub inner: String,
+    /// Whether the query, run over many windows' rows at once, gives each window's rows as
+    /// run one window at a time: one table, no join, subquery, window function, `LIMIT`,
+    /// `OFFSET` or `ORDER BY` (those would reach across windows).
+    pub per_row_group: bool,
+}
+
+/// An identifier as DataFusion reads it: unquoted names fold to lower case.
+fn normalized(i: &Ident) -> String {
+    match i.quote_style {
+        Some(_) => i.value.clone(),
+        None => i.value.to_ascii_lowercase(),
+    }
 }
 
 const NAMES: [&str; 3] = ["tumble", "hop", "session"];
@@ -79,9 +91,22 @@ pub fn parse(sql: &str) -> Result<Option<SqlWindow>> {
     if calls > 1 || statements.len() != 1 {
         return Err(placement());
     }
+    let mut reaching = false;
+    let _ = visit_expressions(&statements, |e: &Expr| {
+        reaching |= match e {
+            Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => true,
+            Expr::Function(f) => f.over.is_some(),
+            _ => false,
+        };
+        ControlFlow::<()>::Continue(())
+    });
     let Statement::Query(query) = &mut statements[0] else {
         return Err(placement());
     };
+    reaching |= query.with.is_some()
+        || query.order_by.is_some()
+        || query.limit_clause.is_some()
+        || query.fetch.is_some();
     let SetExpr::Select(select) = query.body.as_mut() else {
         return Err(placement());
     };
@@ -91,16 +116,20 @@ pub fn parse(sql: &str) -> Result<Option<SqlWindow>> {
     let Some(at) = keys.iter().position(|k| window_call(k).is_some()) else {
         return Err(placement());
     };
+    reaching |= select.from.len() != 1
+        || select
+            .from
+            .iter()
+            .any(|t| !t.joins.is_empty() || !matches!(t.relation, ast::TableFactor::Table { .. }));
     // Columns may be qualified by a table's name or alias.
     let tables: Vec<String> = select
         .from
         .iter()
         .filter_map(|t| match &t.relation {
-            ast::TableFactor::Table { name, alias, .. } => Some(
-                alias
-                    .as_ref()
-                    .map_or_else(|| name.to_string(), |a| a.name.value.clone()),
-            ),
+            ast::TableFactor::Table { name, alias, .. } => match alias {
+                Some(a) => Some(normalized(&a.name)),
+                None => name.0.last()?.as_ident().map(normalized),
+            },
             _ => None,
         })
         .collect();
@@ -128,6 +157,7 @@ pub fn parse(sql: &str) -> Result<Option<SqlWindow>> {
         window,
         time_field,
         inner: statements[0].to_string(),
+        per_row_group: !reaching,
     }))
 }
 
@@ -225,13 +255,13 @@ fn time_of(
 /// field.
 fn column_path(e: &Expr, tables: &[String]) -> Option<String> {
     match e {
-        Expr::Identifier(i) => Some(i.value.clone()),
+        Expr::Identifier(i) => Some(normalized(i)),
         Expr::CompoundIdentifier(parts) => {
-            let skip = usize::from(parts.len() > 1 && tables.contains(&parts[0].value));
+            let skip = usize::from(parts.len() > 1 && tables.contains(&normalized(&parts[0])));
             Some(
                 parts[skip..]
                     .iter()
-                    .map(|i| i.value.as_str())
+                    .map(normalized)
                     .collect::<Vec<_>>()
                     .join("."),
             )
@@ -258,23 +288,30 @@ fn millis(e: &Expr, name: &str) -> Result<i64> {
         },
         _ => return Err(bad()),
     };
-    let mut words = text.split_whitespace();
-    let n: i64 = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
-    let unit = match (&interval.leading_field, words.next()) {
-        (Some(field), None) => field.to_string(),
-        (None, Some(unit)) => unit.to_string(),
+    // `'10' SECOND`, or `'10 seconds'`, `'1 minute 30 seconds'`: number and unit pairs.
+    let mut words: Vec<String> = text.split_whitespace().map(str::to_string).collect();
+    match (&interval.leading_field, words.len()) {
+        (Some(field), 1) => words.push(field.to_string()),
+        (None, n) if n >= 2 && n % 2 == 0 => {}
         _ => return Err(bad()),
-    };
-    let unit = unit.to_ascii_lowercase();
-    let per = match unit.trim_end_matches('s') {
-        "millisecond" | "m" => 1,
-        "second" => 1_000,
-        "minute" => 60_000,
-        "hour" => 3_600_000,
-        "day" => 86_400_000,
-        _ => return Err(bad()),
-    };
-    Ok(n * per)
+    }
+    let mut total: i64 = 0;
+    for pair in words.chunks(2) {
+        let n: i64 = pair[0].parse().ok().filter(|n| *n >= 0).ok_or_else(bad)?;
+        let per = match pair[1].to_ascii_lowercase().as_str() {
+            "ms" | "millisecond" | "milliseconds" => 1,
+            "second" | "seconds" => 1_000,
+            "minute" | "minutes" => 60_000,
+            "hour" | "hours" => 3_600_000,
+            "day" | "days" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        total = n
+            .checked_mul(per)
+            .and_then(|ms| total.checked_add(ms))
+            .ok_or_else(bad)?;
+    }
+    Ok(total)
 }
 
 #[cfg(test)]
@@ -318,6 +355,14 @@ mod tests {
             w.window.partition_by,
             Some(json!({"k1": "$account", "k2": "$region", "k3": "$doc.a"}))
         );
+        assert!(w.per_row_group);
+        let w = parse("SELECT count(*) FROM \"Bid\" AS b GROUP BY session(b.\"dateTime\", INTERVAL '1 minute 30 seconds'), b.Bidder ORDER BY 1 LIMIT 1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(w.window.size_ms, 90_000);
+        assert_eq!(w.time_field, Some(json!("$dateTime")));
+        assert_eq!(w.window.partition_by, Some(json!({"k1": "$bidder"})));
+        assert!(!w.per_row_group, "LIMIT reaches across sessions");
         assert!(parse("SELECT * FROM bid").unwrap().is_none());
         for (sql, says) in [
             (
@@ -330,6 +375,18 @@ mod tests {
             ),
             (
                 "SELECT 1 FROM bid GROUP BY tumble(ts, INTERVAL '1' WEEK)",
+                "expected an interval",
+            ),
+            (
+                "SELECT 1 FROM bid GROUP BY tumble(ts, INTERVAL '5 m')",
+                "expected an interval",
+            ),
+            (
+                "SELECT 1 FROM bid GROUP BY tumble(ts, INTERVAL '1' SECOND, allowed_lateness => INTERVAL '-2' SECOND)",
+                "expected an interval",
+            ),
+            (
+                "SELECT 1 FROM bid GROUP BY tumble(ts, INTERVAL '99999999999999999' DAY)",
                 "expected an interval",
             ),
             (

@@ -180,6 +180,9 @@ impl Transformer {
                             input_rows = 0;
                             Vec::new()
                         }
+                        // No document to blame: closing windows on a tick or at the end of
+                        // the input failed.
+                        OnFailure::DeadLetter if rows == 0 => return Err(e),
                         OnFailure::DeadLetter => {
                             let (out, bad) = self.isolate(&batch, seq).await;
                             let docs = rows_as_json(&f.batch)?;

@@ -93,7 +93,9 @@ impl Watermarks {
     /// The time of a document whose event time is `event` (`None`: it has none).
     pub fn time_of(&self, event: Option<i64>) -> Option<i64> {
         if self.processing {
-            Some(self.now)
+            // Processing time never goes back, even when the clock does (or a restarted
+            // stream's host is behind the checkpoint): no document is late.
+            Some(self.current.map_or(self.now, |w| w.max(self.now)))
         } else {
             event
         }

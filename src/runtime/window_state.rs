@@ -49,6 +49,8 @@ pub(super) const TIME: &str = "__fluxion_ride_time";
 const START: &str = "__fluxion_ride_window_start";
 /// Its name in checkpoints written before it became a rider.
 const OLD_START: &str = "__fluxion_window_start";
+/// The event time's name in checkpoints written before it became a rider.
+const OLD_TIME: &str = "__fluxion_event_time";
 const WINDOW: &str = "__fluxion_window";
 const WINDOW_IN: &str = "__fluxion_window_in";
 const GROUPS: &str = "__fluxion_window_groups";
@@ -342,8 +344,10 @@ impl ContinuousWindow {
         if let crate::dsl::stream_window::WindowKind::Session { .. } = w.window.kind {
             let mut s = SessionWindows::new(&w.window, before, Vec::new())?;
             s.inner_sql = Some((w.inner.clone(), table.to_string()));
-            // Plain partition columns let closed sessions run as one query.
+            // Plain partition columns let closed sessions run as one query, when the query
+            // works group by group.
             s.sql_keys = match &w.window.partition_by {
+                _ if !w.per_row_group => None,
                 None => Some(Vec::new()),
                 Some(Value::Object(keys)) => keys
                     .values()
@@ -481,18 +485,27 @@ impl ContinuousWindow {
             return Ok(());
         }
         // One schema for all buffered rows (every column nullable: batches may differ there).
-        let schema = self
+        let schema = Arc::new(Schema::new(
+            rows.schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        if self
             .schema
-            .get_or_insert_with(|| {
-                Arc::new(Schema::new(
-                    rows.schema()
-                        .fields()
-                        .iter()
-                        .map(|f| f.as_ref().clone().with_nullable(true))
-                        .collect::<Vec<_>>(),
-                ))
-            })
-            .clone();
+            .as_ref()
+            .is_some_and(|s| s.fields() != schema.fields())
+        {
+            // Rows of an older checkpoint (without the partition column, say): to the new
+            // layout.
+            self.buffer = self
+                .buffer
+                .iter()
+                .map(|b| conform(b, &schema))
+                .collect::<Result<_>>()?;
+        }
+        self.schema = Some(schema.clone());
         self.buffer.push(
             RecordBatch::try_new(schema, rows.columns().to_vec()).map_err(|e| {
                 Error::pipeline(
@@ -642,6 +655,10 @@ impl ContinuousWindow {
     /// checkpoint.
     pub fn snapshot(&self) -> Snapshot {
         let mut meta = self.marks.meta();
+        // Documents of an older checkpoint not aggregated yet (a step failed since): as read.
+        if let Some(first) = self.restored_documents.first() {
+            return Snapshot::of(Some(first.schema()), self.restored_documents.clone(), meta);
+        }
         if self.aggregate.is_some() {
             meta.push((FORM.to_string(), "partial".to_string()));
         }
@@ -659,16 +676,7 @@ impl ContinuousWindow {
         let (schema, batches) = read_ipc(bytes)?;
         self.marks.restore(schema.metadata());
         let partial = schema.metadata().get(FORM).map(String::as_str) == Some("partial");
-        let plain = Arc::new(Schema::new(
-            schema
-                .fields()
-                .iter()
-                .map(|f| match f.name().as_str() {
-                    OLD_START => f.as_ref().clone().with_name(START),
-                    _ => f.as_ref().clone(),
-                })
-                .collect::<Vec<_>>(),
-        ));
+        let plain = current_names(&schema);
         let rows = batches
             .into_iter()
             .map(|b| RecordBatch::try_new(plain.clone(), b.columns().to_vec()))
@@ -712,6 +720,43 @@ pub(super) fn with_row_bounds(
             (Field::new("window_end", ty, false), column(end)),
         ],
     )
+}
+
+/// `schema` with the hidden columns' names of older checkpoints changed to today's.
+pub(super) fn current_names(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| match f.name().as_str() {
+                OLD_START => f.as_ref().clone().with_name(START),
+                OLD_TIME => f.as_ref().clone().with_name(TIME),
+                _ => f.as_ref().clone(),
+            })
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// `batch` in the layout of `target`: columns by name, in its order (cast where the type
+/// differs); a column it lacks — the partition column, added after a checkpoint was written —
+/// as zeros (partition 0) or nulls.
+pub(super) fn conform(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
+    let n = batch.num_rows();
+    let columns = target
+        .fields()
+        .iter()
+        .map(|f| -> Result<ArrayRef> {
+            Ok(match batch.column_by_name(f.name()) {
+                Some(c) if c.data_type() == f.data_type() => c.clone(),
+                Some(c) => datafusion::arrow::compute::cast(c, f.data_type())?,
+                None if f.name() == super::watermark::PARTITION => {
+                    Arc::new(UInt32Array::from(vec![0u32; n]))
+                }
+                None => datafusion::arrow::array::new_null_array(f.data_type(), n),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(target.clone(), columns)?)
 }
 
 /// `batch` with `extra` columns after its own.
@@ -910,5 +955,88 @@ mod tests {
             .unwrap();
         assert_eq!(median.state_rows(), 90);
         assert_eq!(flush(&mut median, &engine).await.len(), 3);
+    }
+}
+
+#[cfg(test)]
+mod upgrade_tests {
+    use super::*;
+    use crate::document::decode::{JsonlOptions, decode};
+    use crate::document::encode::to_documents;
+
+    #[tokio::test]
+    async fn checkpoints_of_the_first_window_version_are_read() {
+        let engine = Engine::new();
+        let mut text = String::new();
+        for i in 0..30 {
+            text.push_str(&format!("{{\"ts\": {}, \"k\": \"k{}\"}}\n", i * 300, i % 2));
+        }
+        let d = decode(text.as_bytes(), "t", &JsonlOptions::default()).unwrap();
+        order::register_ordered(engine.context(), "t", d.schema, d.partitions).unwrap();
+        let plan = || {
+            let p = Pipeline::from_value(&json!([{"$tumblingWindow": {
+                "interval": {"size": 10, "unit": "second"},
+                "pipeline": [{"$sort": {"k": 1}}, {"$group": {"_id": "$k", "n": {"$sum": 1}}}]}}]))
+            .unwrap();
+            match ContinuousWindow::plan(&p, Some(&json!("$ts"))).unwrap() {
+                Some(WindowOperator::Fixed(w)) => w,
+                _ => panic!("a fixed window"),
+            }
+        };
+        let twice = |mut w: ContinuousWindow| {
+            let engine = engine.clone();
+            async move {
+                w.step(&engine, "t", 30, false, 0, &mut Vec::new())
+                    .await
+                    .unwrap();
+                let out = w
+                    .step(&engine, "t", 0, true, 0, &mut Vec::new())
+                    .await
+                    .unwrap();
+                to_documents(&out.output).unwrap()
+            }
+        };
+        // The state after the input once, as the first version wrote it: the event time and
+        // window start under their old names, no partition column, the largest event time.
+        let mut first = plan();
+        assert!(first.aggregate.is_none(), "$sort first: documents are kept");
+        first
+            .step(&engine, "t", 30, false, 0, &mut Vec::new())
+            .await
+            .unwrap();
+        let batch = &first.buffer[0];
+        let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .filter(|(f, _)| f.name() != super::super::watermark::PARTITION)
+            .map(|(f, c)| {
+                let name = match f.name().as_str() {
+                    TIME => OLD_TIME,
+                    START => OLD_START,
+                    other => other,
+                };
+                (f.as_ref().clone().with_name(name), c.clone())
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let old = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        let meta = vec![("fluxion.max_event_time".to_string(), "8700".to_string())];
+        let bytes = Snapshot::of(Some(schema), vec![old], meta)
+            .to_ipc()
+            .unwrap();
+        let mut resumed = plan();
+        resumed.restore_state(&bytes).unwrap();
+        assert_eq!(resumed.marks.current(), Some(8_700));
+        // Then the input once more, and the end.
+        let mut expected = plan();
+        expected
+            .step(&engine, "t", 30, false, 0, &mut Vec::new())
+            .await
+            .unwrap();
+        let want = twice(expected).await;
+        assert_eq!(twice(resumed).await, want);
+        assert_eq!(want[0]["n"], json!(30), "{want:?}");
     }
 }
