@@ -555,3 +555,81 @@ fn together(pipeline: &Pipeline, after: &[Stage]) -> Result<Option<Pipeline>> {
     stages.extend(after.iter().cloned());
     Ok(Some(Pipeline { stages }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::decode::{JsonlOptions, decode};
+    use crate::document::encode::to_documents;
+    use crate::runtime::window_state::{ContinuousWindow, WindowOperator};
+
+    #[tokio::test]
+    async fn checkpoints_of_the_first_session_version_are_read() {
+        let engine = Engine::new();
+        let mut text = String::new();
+        for i in 0..20 {
+            text.push_str(&format!("{{\"ts\": {}, \"k\": \"k{}\"}}\n", i * 500, i % 2));
+        }
+        let d = decode(text.as_bytes(), "t", &JsonlOptions::default()).unwrap();
+        order::register_ordered(engine.context(), "t", d.schema, d.partitions).unwrap();
+        let plan = || {
+            let p = Pipeline::from_value(&json!([{"$sessionWindow": {
+                "gap": {"size": 3, "unit": "second"}, "partitionBy": "$k",
+                "pipeline": [{"$group": {"_id": "$k", "n": {"$sum": 1}}}]}}]))
+            .unwrap();
+            match ContinuousWindow::plan(&p, Some(&json!("$ts"))).unwrap() {
+                Some(WindowOperator::Session(s)) => s,
+                _ => panic!("sessions"),
+            }
+        };
+        let mut first = plan();
+        first
+            .step(&engine, "t", 20, false, 0, &mut Vec::new())
+            .await
+            .unwrap();
+        // As the first version wrote it: the event time under its old name, no partition
+        // column, the largest event time.
+        let packed = first.packed().unwrap().unwrap();
+        let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = packed
+            .schema()
+            .fields()
+            .iter()
+            .zip(packed.columns())
+            .filter(|(f, _)| f.name() != crate::runtime::watermark::PARTITION)
+            .map(|(f, c)| {
+                let name = if f.name() == TIME {
+                    "__fluxion_event_time"
+                } else {
+                    f.name().as_str()
+                };
+                (f.as_ref().clone().with_name(name), c.clone())
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let old = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        let meta = vec![("fluxion.max_event_time".to_string(), "9500".to_string())];
+        let bytes = Snapshot::of(Some(schema), vec![old], meta)
+            .to_ipc()
+            .unwrap();
+        let finish = |mut s: SessionWindows| {
+            let engine = engine.clone();
+            async move {
+                s.step(&engine, "t", 20, false, 0, &mut Vec::new())
+                    .await
+                    .unwrap();
+                let out = s
+                    .step(&engine, "t", 0, true, 0, &mut Vec::new())
+                    .await
+                    .unwrap();
+                to_documents(&out.output).unwrap()
+            }
+        };
+        let mut resumed = plan();
+        resumed.restore_state(&bytes).unwrap();
+        let want = finish(first).await;
+        assert_eq!(finish(resumed).await, want);
+        // One session per key, every document twice.
+        assert_eq!(want.len(), 2);
+        assert_eq!(want[0]["n"], json!(20), "{want:?}");
+    }
+}
