@@ -687,3 +687,144 @@ async fn processing_time_windows_follow_the_clock() {
         assert_eq!(docs[1]["v"], json!(8));
     }
 }
+
+/// A random window pipeline's inner stages (a `$group` with random accumulators and key, or
+/// a top-n), with document-by-document stages around.
+fn random_inner(rng: &mut impl rand::Rng) -> Vec<Value> {
+    let mut stages = Vec::new();
+    match rng.random_range(0..4) {
+        0 => stages.push(json!({"$match": {"v": {"$gte": rng.random_range(0..100)}}})),
+        1 => stages.push(json!({"$project": {"k": 1, "v": 1}})),
+        2 => stages.push(json!({"$addFields": {"w": {"$multiply": ["$v", 3]}}})),
+        _ => {}
+    }
+    if rng.random_bool(0.2) {
+        stages.extend([
+            json!({"$sort": {"v": -1, "_id": 1}}),
+            json!({"$limit": rng.random_range(1..4)}),
+        ]);
+        return stages;
+    }
+    let key = match rng.random_range(0..3) {
+        0 => json!("$k"),
+        1 => Value::Null,
+        _ => json!({"k": "$k", "odd": {"$mod": ["$v", 2]}}),
+    };
+    let mut group = serde_json::Map::new();
+    group.insert("_id".into(), key);
+    let all = [
+        ("n", json!({"$sum": 1})),
+        ("s", json!({"$sum": "$v"})),
+        ("c", json!({"$count": {}})),
+        ("lo", json!({"$min": "$v"})),
+        ("hi", json!({"$max": "$v"})),
+        ("f", json!({"$first": "$v"})),
+        ("l", json!({"$last": "$v"})),
+        ("p", json!({"$push": "$v"})),
+        ("set", json!({"$addToSet": "$k"})),
+        ("avg", json!({"$avg": "$v"})),
+        ("top2", json!({"$maxN": {"input": "$v", "n": 2}})),
+        ("first2", json!({"$firstN": {"input": "$v", "n": 2}})),
+        (
+            "med",
+            json!({"$median": {"input": "$v", "method": "approximate"}}),
+        ),
+    ];
+    for (name, acc) in all {
+        if rng.random_bool(0.4) {
+            group.insert(name.into(), acc);
+        }
+    }
+    if group.len() == 1 {
+        group.insert("n".into(), json!({"$sum": 1}));
+    }
+    stages.push(json!({"$group": group}));
+    stages.push(json!({"$sort": {"_id": 1}}));
+    if rng.random_bool(0.3) {
+        stages.push(json!({"$addFields": {"tag": "t"}}));
+    }
+    stages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_window_pipelines_give_each_window_its_batch_answer() {
+    use rand::{Rng, SeedableRng};
+    let count: usize = std::env::var("FLUXION_WINDOW_COUNT")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(12);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let docs = events();
+    let data = jsonl(&docs);
+    for case in 0..count {
+        let size = [4_000i64, 10_000, 12_000][rng.random_range(0..3)];
+        let hop = if rng.random_bool(0.5) {
+            size
+        } else {
+            size / [2, 4][rng.random_range(0..2)]
+        };
+        let lateness = [0i64, 1_000, 3_000][rng.random_range(0..3)];
+        let inner = random_inner(&mut rng);
+        let mut spec = json!({
+            "interval": {"size": size, "unit": "ms"},
+            "allowedLateness": {"size": lateness, "unit": "ms"},
+            "pipeline": inner,
+        });
+        let stage = if hop == size {
+            "$tumblingWindow"
+        } else {
+            spec["hopSize"] = json!({"size": hop, "unit": "ms"});
+            "$hoppingWindow"
+        };
+        let p = Pipeline::from_value(&json!([{ stage: spec }])).unwrap();
+        // Each window's documents by the rule, and the inner pipeline over them in batch.
+        let mut windows: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
+        let mut max: Option<i64> = None;
+        for d in &docs {
+            let t = d["ts"].as_i64().unwrap();
+            let wm = max.map(|m| m - lateness);
+            let last = t.div_euclid(hop) * hop;
+            for k in 0..size / hop {
+                let s = last - k * hop;
+                if wm.is_none_or(|w| s + size > w) {
+                    windows.entry(s).or_default().push(d.clone());
+                }
+            }
+            max = Some(max.map_or(t, |m| m.max(t)));
+        }
+        let mut want = Vec::new();
+        for (start, in_window) in &windows {
+            let stages = inner_with_bounds(&inner, *start, start + size);
+            let batch = Pipeline::from_value(&Value::Array(stages)).unwrap();
+            want.extend(common::batch_result(&jsonl(in_window), &batch).await);
+        }
+        let want = sets_sorted(want);
+        for batch in [5usize, 64, 500] {
+            let (out, _, _) = stream(&p, &data, batch, ErrorPolicy::fail_fast()).await;
+            let out = sets_sorted(out);
+            if let Err(e) = common::same_documents(&out, &want, true) {
+                panic!(
+                    "case {case}: {stage} size {size} hop {hop} lateness {lateness} inner {inner:?}, batches of {batch}: {e}"
+                );
+            }
+        }
+    }
+}
+
+/// `$addToSet` arrays in one order (a set has none).
+fn sets_sorted(mut docs: Vec<Value>) -> Vec<Value> {
+    for d in &mut docs {
+        if let Some(Value::Array(set)) = d.get_mut("set") {
+            set.sort_by_key(|v| v.to_string());
+        }
+    }
+    docs
+}
+
+/// `inner`, then the window's bounds as `_stream_meta.window`.
+fn inner_with_bounds(inner: &[Value], start: i64, end: i64) -> Vec<Value> {
+    let mut stages = inner.to_vec();
+    stages.push(json!({"$addFields": {"_stream_meta": {"window": {
+        "start": {"$toDate": start}, "end": {"$toDate": end}}}}}));
+    stages
+}
