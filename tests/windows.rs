@@ -828,3 +828,53 @@ fn inner_with_bounds(inner: &[Value], start: i64, end: i64) -> Vec<Value> {
         "start": {"$toDate": start}, "end": {"$toDate": end}}}}}));
     stages
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_session_pipelines_give_each_session_its_batch_answer() {
+    use rand::{Rng, SeedableRng};
+    let count: usize = std::env::var("FLUXION_WINDOW_COUNT")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(12);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let docs = events();
+    let data = jsonl(&docs);
+    for case in 0..count {
+        let gap = [700i64, 1_500, 4_000][rng.random_range(0..3)];
+        let lateness = [0i64, 1_000, 3_000][rng.random_range(0..3)];
+        let mut inner = random_inner(&mut rng);
+        // With one group per session (`_id` the partition, or null) the pipeline can run many
+        // sessions as one query; keep the `$sort` only where a session has several groups.
+        let several = inner.iter().any(|s| s["$group"]["_id"].is_object());
+        if !several && let Some(g) = inner.iter().position(|s| s.get("$group").is_some()) {
+            inner.remove(g + 1);
+        }
+        let p = Pipeline::from_value(&json!([{"$sessionWindow": {
+            "gap": {"size": gap, "unit": "ms"}, "partitionBy": "$k",
+            "allowedLateness": {"size": lateness, "unit": "ms"},
+            "pipeline": inner,
+        }}]))
+        .unwrap();
+        let (sessions, _, _) = expected_sessions(&docs, gap, lateness);
+        // In order of their end, partition, start.
+        let mut order: Vec<_> = sessions.iter().collect();
+        order.sort_by(|((s1, e1, k1), _), ((s2, e2, k2), _)| (e1, k1, s1).cmp(&(e2, k2, s2)));
+        let mut want = Vec::new();
+        for ((start, end, _), ids) in order {
+            let in_session: Vec<Value> = ids.iter().map(|&i| docs[i as usize].clone()).collect();
+            let stages = inner_with_bounds(&inner, *start, *end);
+            let batch = Pipeline::from_value(&Value::Array(stages)).unwrap();
+            want.extend(common::batch_result(&jsonl(&in_session), &batch).await);
+        }
+        let want = sets_sorted(want);
+        for batch in [5usize, 64, 500] {
+            let (out, _, _) = stream(&p, &data, batch, ErrorPolicy::fail_fast()).await;
+            let out = sets_sorted(out);
+            if let Err(e) = common::same_documents(&out, &want, true) {
+                panic!(
+                    "case {case}: gap {gap} lateness {lateness} inner {inner:?}, batches of {batch}: {e}"
+                );
+            }
+        }
+    }
+}
