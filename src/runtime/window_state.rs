@@ -944,6 +944,25 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(flush(&mut reshaped, &engine).await, out);
+        // Whole documents pushed: no hidden column shows, as when the documents are kept.
+        let roots = json!({"_id": "$k", "docs": {"$push": "$$ROOT"}, "last": {"$last": "$$ROOT"}});
+        let mut partial = window(roots.clone());
+        let mut kept = window(roots);
+        kept.aggregate = None;
+        for w in [&mut partial, &mut kept] {
+            w.step(&engine, "t", n, false, 0, &mut Vec::new())
+                .await
+                .unwrap();
+        }
+        let (a, b) = (
+            flush(&mut partial, &engine).await,
+            flush(&mut kept, &engine).await,
+        );
+        assert_eq!(a, b);
+        assert_eq!(
+            a[0]["last"],
+            json!({"id": 87, "ts": 8_700, "k": "k0", "v": 87})
+        );
         // An accumulator that does not merge: the window keeps its documents.
         let mut median = window(
             json!({"_id": "$k", "m": {"$median": {"input": "$v", "method": "approximate"}}}),
