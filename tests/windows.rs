@@ -242,6 +242,18 @@ async fn late_documents_are_dead_lettered_with_their_reason() {
         })
         .collect();
     assert_eq!(ids, late);
+    // `lateData: "drop"` (SQL: `late_data => 'drop'`): counted, not dead-lettered.
+    let p = pipeline("$tumblingWindow", json!({"lateData": "drop"}));
+    let (out, letters, n_late) = stream(&p, &jsonl(&docs), 25, ErrorPolicy::dead_letter()).await;
+    assert_eq!((letters.len(), n_late as usize), (0, late.len()));
+    assert_eq!(emitted(&out), expected(&docs, 10_000, 10_000, 2_000).0);
+    let sql = sql_query(
+        "SELECT window_start, k AS _id, count(*) AS n, sum(v) AS total FROM input \
+         GROUP BY tumble(ts, INTERVAL '10' SECOND, allowed_lateness => INTERVAL '2' SECOND, \
+         late_data => 'drop'), k",
+    );
+    let (_, letters, n_late) = stream(sql, &jsonl(&docs), 25, ErrorPolicy::dead_letter()).await;
+    assert_eq!((letters.len(), n_late as usize), (0, late.len()));
 }
 
 #[tokio::test]

@@ -51,6 +51,8 @@ pub struct StreamWindow {
     /// How long a source partition may deliver nothing before it stops holding the watermark
     /// back (`runtime::watermark`).
     pub idle_timeout_ms: Option<i64>,
+    /// `lateData: "drop"`: late documents are counted and dropped, not dead-lettered.
+    pub drop_late: bool,
 }
 
 impl StreamWindow {
@@ -69,6 +71,7 @@ impl StreamWindow {
         let mut partition_by = None;
         let mut boundary = Boundary::EventTime;
         let mut idle_timeout_ms = None;
+        let mut drop_late = false;
         for (k, v) in map {
             let here = at.key(k);
             match k.as_str() {
@@ -88,6 +91,13 @@ impl StreamWindow {
                         }
                     }
                 }
+                "lateData" => {
+                    drop_late = match v.as_str() {
+                        Some("drop") => true,
+                        Some("deadLetter") => false,
+                        _ => return Err(here.err("expected \"deadLetter\" or \"drop\"")),
+                    }
+                }
                 "idleTimeout" => {
                     let ms = duration(v, &here)?;
                     if ms == 0 {
@@ -97,11 +107,11 @@ impl StreamWindow {
                 }
                 other => {
                     let known = if name == "$hoppingWindow" {
-                        "interval, hopSize, pipeline, boundary, offset, allowedLateness, idleTimeout"
+                        "interval, hopSize, pipeline, boundary, offset, allowedLateness, idleTimeout, lateData"
                     } else if name == "$sessionWindow" {
-                        "gap, partitionBy, pipeline, boundary, allowedLateness, idleTimeout"
+                        "gap, partitionBy, pipeline, boundary, allowedLateness, idleTimeout, lateData"
                     } else {
-                        "interval, pipeline, boundary, offset, allowedLateness, idleTimeout"
+                        "interval, pipeline, boundary, offset, allowedLateness, idleTimeout, lateData"
                     };
                     return Err(here.err(format!("unknown option \"{other}\" (expected {known})")));
                 }
@@ -138,6 +148,7 @@ impl StreamWindow {
             partition_by,
             boundary,
             idle_timeout_ms,
+            drop_late,
         })
     }
 

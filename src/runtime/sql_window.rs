@@ -170,6 +170,7 @@ fn window_of(name: &str, call: &ast::Function) -> Result<StreamWindow> {
     let mut lateness = 0;
     let mut idle = None;
     let mut offset = 0;
+    let mut drop_late = false;
     for arg in list.args.iter().skip(1) {
         match arg {
             FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => intervals.push(millis(e, name)?),
@@ -181,9 +182,27 @@ fn window_of(name: &str, call: &ast::Function) -> Result<StreamWindow> {
                 "allowed_lateness" => lateness = millis(e, name)?,
                 "idle_timeout" => idle = Some(millis(e, name)?).filter(|ms| *ms > 0),
                 "offset" if name != "session" => offset = millis(e, name)?,
+                "late_data" => {
+                    drop_late = match e {
+                        Expr::Value(v) => match &v.value {
+                            ast::Value::SingleQuotedString(s) if s == "drop" => true,
+                            ast::Value::SingleQuotedString(s) if s == "dead_letter" => false,
+                            _ => {
+                                return Err(err(format!(
+                                    "{name}(…): late_data is 'dead_letter' or 'drop'"
+                                )));
+                            }
+                        },
+                        _ => {
+                            return Err(err(format!(
+                                "{name}(…): late_data is 'dead_letter' or 'drop'"
+                            )));
+                        }
+                    }
+                }
                 other => {
                     return Err(err(format!(
-                        "{name}(…): unknown option {other} (expected allowed_lateness, idle_timeout{})",
+                        "{name}(…): unknown option {other} (expected allowed_lateness, idle_timeout, late_data{})",
                         if name == "session" { "" } else { ", offset" }
                     )));
                 }
@@ -220,6 +239,7 @@ fn window_of(name: &str, call: &ast::Function) -> Result<StreamWindow> {
         partition_by: None,
         boundary: Boundary::EventTime,
         idle_timeout_ms: idle,
+        drop_late,
     })
 }
 

@@ -205,9 +205,11 @@ impl Transformer {
         // under deadLetter); untimed ones follow the policy like unreadable records.
         let mut late = 0u64;
         let mut dead_lettered = dead_letters.len() as u64;
+        let drop_late = matches!(&self.operator, Some(Operator::Window(w)) if w.drops_late());
         for letter in std::mem::take(&mut self.side) {
-            let dead = self.policy.on_failure == OnFailure::DeadLetter;
-            if letter.reason.starts_with("late") {
+            let is_late = letter.reason.starts_with("late");
+            let dead = self.policy.on_failure == OnFailure::DeadLetter && !(is_late && drop_late);
+            if is_late {
                 late += 1;
             } else {
                 match self.policy.on_failure {

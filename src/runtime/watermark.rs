@@ -49,6 +49,7 @@ pub struct Watermarks {
     lateness: i64,
     idle_timeout: Option<i64>,
     processing: bool,
+    drop_late: bool,
     /// By partition number (few: a linear scan beats a map per document).
     parts: Vec<(u32, Part)>,
     current: Option<i64>,
@@ -63,6 +64,7 @@ impl Watermarks {
             lateness: window.allowed_lateness_ms,
             idle_timeout: window.idle_timeout_ms,
             processing: window.boundary == Boundary::ProcessingTime,
+            drop_late: window.drop_late,
             parts: Vec::new(),
             current: None,
             now: i64::MIN,
@@ -72,6 +74,11 @@ impl Watermarks {
     /// Whether times are the clock's (processing-time windows).
     pub fn processing(&self) -> bool {
         self.processing
+    }
+
+    /// Whether late documents are dropped rather than dead-lettered (`lateData: "drop"`).
+    pub fn drops_late(&self) -> bool {
+        self.drop_late
     }
 
     /// The idle timeout, if any.

@@ -109,6 +109,14 @@ impl WindowOperator {
         marks.processing() || marks.idle_timeout().is_some()
     }
 
+    /// Whether late documents are dropped rather than dead-lettered.
+    pub fn drops_late(&self) -> bool {
+        match self {
+            WindowOperator::Fixed(w) => w.marks.drops_late(),
+            WindowOperator::Session(s) => s.marks().drops_late(),
+        }
+    }
+
     /// Whether windows follow the clock rather than event time (no replay then).
     pub fn processing_time(&self) -> bool {
         match self {
