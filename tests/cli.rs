@@ -1020,3 +1020,28 @@ fn sql_session_windows_replay_and_processing_time_windows_say_they_cannot() {
         "{said}"
     );
 }
+
+#[test]
+fn the_window_example_gives_the_windows_computed_in_python() {
+    // examples/windows/generate.py computes the expected windows from the rule in plain Python.
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["clicks-per-minute.json", "clicks.jsonl"] {
+        std::fs::copy(format!("examples/windows/{f}"), dir.path().join(f)).unwrap();
+    }
+    let job = dir.path().join("clicks-per-minute.json");
+    let out = fluxion(&["run", job.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = std::fs::read_to_string(dir.path().join("out/clicks-per-minute.jsonl")).unwrap();
+    let want =
+        std::fs::read_to_string("examples/windows/clicks-per-minute.expected.jsonl").unwrap();
+    assert_eq!(got, want);
+    let late = file_docs(&dir.path().join("out/late.jsonl"));
+    assert_eq!(late.len(), 7);
+    let out = fluxion(&["replay", job.to_str().unwrap(), "--verify"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.ends_with("match\n"), "{said}");
+}
