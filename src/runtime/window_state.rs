@@ -986,6 +986,53 @@ mod tests {
 }
 
 #[cfg(test)]
+mod processing_tests {
+    use super::*;
+    use crate::document::decode::{JsonlOptions, decode};
+    use crate::document::encode::to_documents;
+
+    #[tokio::test]
+    async fn processing_time_windows_resume_and_never_go_back() {
+        let engine = Engine::new();
+        let d = decode(b"{\"v\": 1}\n{\"v\": 2}\n", "t", &JsonlOptions::default()).unwrap();
+        order::register_ordered(engine.context(), "t", d.schema, d.partitions).unwrap();
+        let plan = || {
+            let p = Pipeline::from_value(&json!([{"$tumblingWindow": {
+                "interval": {"size": 10, "unit": "second"}, "boundary": "processingTime",
+                "pipeline": [{"$group": {"_id": null, "n": {"$sum": 1}}}]}}]))
+            .unwrap();
+            // No timeField needed.
+            match ContinuousWindow::plan(&p, None).unwrap() {
+                Some(WindowOperator::Fixed(w)) => w,
+                _ => panic!("a fixed window"),
+            }
+        };
+        let mut w = plan();
+        let out = w
+            .step(&engine, "t", 2, false, 9_000, &mut Vec::new())
+            .await
+            .unwrap();
+        assert!(out.output.is_empty());
+        // A restart on a host whose clock is behind: the documents still join [0, 10 s).
+        let mut back = plan();
+        back.restore_state(&w.snapshot().to_ipc().unwrap()).unwrap();
+        let out = back
+            .step(&engine, "t", 2, false, 4_000, &mut Vec::new())
+            .await
+            .unwrap();
+        assert!(out.output.is_empty() && out.late.is_empty());
+        // The clock passes 10 s: the window closes with all four.
+        let out = back
+            .step(&engine, "t", 0, false, 10_000, &mut Vec::new())
+            .await
+            .unwrap();
+        let docs = to_documents(&out.output).unwrap();
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0]["n"], json!(4));
+    }
+}
+
+#[cfg(test)]
 mod upgrade_tests {
     use super::*;
     use crate::document::decode::{JsonlOptions, decode};
