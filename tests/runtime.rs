@@ -250,6 +250,13 @@ async fn a_continuous_group_ends_in_the_batch_group() {
             {"$addFields": {"range": {"$subtract": ["$high", "$low"]}}},
             {"$project": {"high": 0}}
         ]),
+        // Objects merged in order, fields set by some documents only.
+        json!([
+            {"$group": {"_id": "$customerId", "merged": {"$mergeObjects": {
+                "last": "$orderId",
+                "high": {"$cond": [{"$gt": ["$orderValue", 300]}, "$orderValue", "$$REMOVE"]},
+                "low": {"$cond": [{"$lte": ["$orderValue", 300]}, "$status", "$$REMOVE"]}}}}}
+        ]),
     ] {
         let pipeline = Pipeline::from_value(&stages).unwrap();
         let mut expected = common::batch_result(&data, &pipeline).await;

@@ -7,7 +7,8 @@
 //! (`$unionWith`, so `$first` keeps the earliest and `$last` takes the latest): `$sum`
 //! `$count` `$min` `$max` `$first` `$last` merge as themselves (`$count` as a `$sum`);
 //! `$push` `$addToSet` `$firstN` `$lastN` `$maxN` `$minN` keep arrays, concatenated and then
-//! cut (first / last n, n largest / smallest, without repeats); `$avg` keeps a sum and a count
+//! cut (first / last n, n largest / smallest, without repeats); `$mergeObjects` merges the
+//! batches' merged objects in order; `$avg` keeps a sum and a count
 //! of numbers, `$stdDevPop` / `$stdDevSamp` a sum, a sum of squares and a count. Only the
 //! groups a batch touches are read from the state ([`KeyedState`]) and merged, so a batch
 //! costs what it holds, not what the state holds. The state is saved with checkpoints (Arrow
@@ -247,7 +248,8 @@ impl GroupParts {
         let mut fields = Vec::new();
         for a in &g.fields {
             let kept = match a.op {
-                "$sum" | "$min" | "$max" | "$first" | "$last" => {
+                // `$mergeObjects` merges partial objects in order as it merges documents.
+                "$sum" | "$min" | "$max" | "$first" | "$last" | "$mergeObjects" => {
                     partial.push(acc(a.name.clone(), a.op, a.arg.clone()));
                     merge.push(acc(a.name.clone(), a.op, field(&a.name)));
                     Kept::Plain
@@ -341,7 +343,7 @@ impl GroupParts {
                 }
                 other => {
                     return Err(a.path.key(other).err(format!(
-                        "{other} is not supported in a $group over a stream yet (supported: $sum $count $min $max $avg $first $last $push $addToSet $firstN $lastN $maxN $minN $stdDevPop $stdDevSamp)"
+                        "{other} is not supported in a $group over a stream yet (supported: $sum $count $min $max $avg $first $last $push $addToSet $firstN $lastN $maxN $minN $stdDevPop $stdDevSamp $mergeObjects)"
                     )));
                 }
             };
