@@ -38,6 +38,10 @@ pub enum Error {
     /// An error raised by DataFusion while planning or executing a compiled plan.
     #[error("{0}")]
     DataFusion(Box<datafusion::error::DataFusionError>),
+
+    /// A bug in Fluxion itself (a broken invariant), reported instead of a panic.
+    #[error("internal error (a bug in Fluxion, please report it): {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -73,6 +77,39 @@ impl Error {
         Error::External {
             context: context.into(),
             source: Box::new(source),
+        }
+    }
+
+    /// A broken invariant of Fluxion's own.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::Internal(message.into())
+    }
+
+    /// True when trying again may succeed: a failure of an external system (the file system,
+    /// an object store, the network), also when DataFusion met it. Errors in the pipeline, the
+    /// job or the data — integer overflow included — and bugs fail the same way every time,
+    /// so the `retry` policy does not retry them.
+    pub fn is_transient(&self) -> bool {
+        use datafusion::error::DataFusionError as D;
+        match self {
+            Error::External { .. } => true,
+            Error::DataFusion(e) => match e.find_root() {
+                D::IoError(_) | D::ObjectStore(_) => true,
+                D::ArrowError(a, _) => {
+                    matches!(
+                        a.as_ref(),
+                        datafusion::arrow::error::ArrowError::IoError(..)
+                    )
+                }
+                D::External(inner) => inner
+                    .downcast_ref::<Error>()
+                    .is_some_and(Error::is_transient),
+                _ => false,
+            },
+            Error::Pipeline { .. }
+            | Error::Config { .. }
+            | Error::Input { .. }
+            | Error::Internal(_) => false,
         }
     }
 

@@ -30,6 +30,7 @@ pub mod job;
 pub mod plan;
 pub mod runtime;
 pub mod udf;
+pub mod units;
 
 pub use dsl::Pipeline;
 pub use engine::Engine;

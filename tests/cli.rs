@@ -1045,3 +1045,164 @@ fn the_window_example_gives_the_windows_computed_in_python() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && said.ends_with("match\n"), "{said}");
 }
+
+/// The orders of `examples/data` repeated to `n` lines, with `bad` put in at line `at` (1-based).
+fn orders_with_bad_line(n: usize, at: usize, bad: &str) -> String {
+    let data = std::fs::read_to_string("examples/data/orders.jsonl").unwrap();
+    let mut lines: Vec<&str> = data.lines().cycle().take(n).collect();
+    lines.insert(at - 1, bad);
+    lines.join("\n") + "\n"
+}
+
+#[test]
+fn a_malformed_line_past_the_inference_sample_is_an_error_in_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("big.jsonl");
+    // Past the 10 000 documents schema inference samples, where only the decoder looks.
+    for bad in [
+        r#"{"customerId": -1, "status": "PAID", "orderValue": 12.5,,}"#,
+        r#"{"customerId": -1, "status": "PAID",, "orderValue": 12.5}"#,
+        r#"{"customerId": -1 "status": "PAID"}"#,
+    ] {
+        std::fs::write(&data, orders_with_bad_line(12_000, 11_500, bad)).unwrap();
+        for schema in [false, true] {
+            let job = dir.path().join("job.json");
+            let declared = if schema {
+                r#", "schema": {"customerId": "string", "status": "string", "orderValue": "double"}"#
+            } else {
+                ""
+            };
+            std::fs::write(
+                &job,
+                format!(
+                    r#"{{"source": {{"type": "file", "path": "big.jsonl"{declared}}},
+                        "pipeline": [{{"$match": {{"status": "PAID"}}}}, {{"$count": "n"}}]}}"#
+                ),
+            )
+            .unwrap();
+            let out = fluxion(&["run", job.to_str().unwrap()]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{bad} was accepted: {stderr}");
+            assert!(
+                stderr.contains("big.jsonl:11500: not valid JSON"),
+                "{bad}: {stderr}"
+            );
+            assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        }
+    }
+}
+
+#[test]
+fn a_dead_letter_sink_takes_every_malformed_line_without_an_error_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = [
+        r#"{"customerId": -1, "status": "PAID", "orderValue": 12.5,,}"#,
+        r#"{"customerId": "c-x", "status": "PAID", "orderValue": "lots"}"#,
+        r#"[1, 2]"#,
+    ];
+    let mut text = orders_with_bad_line(600, 100, bad[0]);
+    text = text.replacen(
+        "\n",
+        &format!("\n{}\n", bad[1]),
+        1, // after the first line
+    );
+    text.push_str(bad[2]);
+    text.push('\n');
+    std::fs::write(dir.path().join("in.jsonl"), &text).unwrap();
+    let job = dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        r#"{"source": {"type": "file", "path": "in.jsonl",
+                       "schema": {"customerId": "string", "status": "string", "orderValue": "double"}},
+            "checkpoint": {"store": "cp"},
+            "pipeline": [{"$match": {"status": "PAID"}}],
+            "sink": {"type": "file", "path": "out.jsonl"},
+            "runtime": {"microBatchSize": 50},
+            "deadLetter": {"type": "file", "path": "dead.jsonl"}}"#,
+    )
+    .unwrap();
+    let out = fluxion(&["run", job.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dead = file_docs(&dir.path().join("dead.jsonl"));
+    let raws: Vec<&str> = dead.iter().map(|d| d["raw"].as_str().unwrap()).collect();
+    assert_eq!(raws, [bad[1], bad[0], bad[2]], "{dead:?}");
+    for d in &dead {
+        assert_eq!(d["stage"], "source");
+        // The position is an object: the byte offset of the line.
+        let offset = d["position"]["offset"].as_u64().unwrap() as usize;
+        assert!(text[offset..].starts_with(d["raw"].as_str().unwrap()));
+    }
+    let paid = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|d| d.is_object() && d["status"] == "PAID" && d["orderValue"].is_number())
+        .count();
+    assert_eq!(file_docs(&dir.path().join("out.jsonl")).len(), paid);
+}
+
+#[test]
+fn an_edited_pipeline_does_not_resume_from_another_pipelines_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        "examples/data/orders.jsonl",
+        dir.path().join("orders.jsonl"),
+    )
+    .unwrap();
+    let job = dir.path().join("job.json");
+    let write_job = |pipeline: &str| {
+        std::fs::write(
+            &job,
+            format!(
+                r#"{{"source": {{"type": "file", "path": "orders.jsonl", "timeField": "$createdAt"}},
+                    "checkpoint": {{"store": "cp"}}, "runtime": {{"microBatchSize": 100}},
+                    "pipeline": {pipeline},
+                    "sink": {{"type": "file", "path": "out.jsonl"}}}}"#
+            ),
+        )
+        .unwrap()
+    };
+    let group = r#"[{"$group": {"_id": "$customerId", "n": {"$count": {}}}}]"#;
+    write_job(group);
+    let out = fluxion(&["run", job.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (edited, says) in [
+        (
+            r#"[{"$sessionWindow": {"gap": {"size": 1, "unit": "hour"}, "partitionBy": "$customerId",
+                 "pipeline": [{"$group": {"_id": "$customerId", "n": {"$count": {}}}}]}}]"#,
+            "it holds the state of a continuous $group, the pipeline now runs a session window",
+        ),
+        (
+            r#"[{"$group": {"_id": "$status", "n": {"$count": {}}}}]"#,
+            "another version of the pipeline",
+        ),
+        (
+            r#"[{"$match": {"status": "PAID"}}]"#,
+            "the pipeline now runs a document-by-document pipeline",
+        ),
+    ] {
+        write_job(edited);
+        let out = fluxion(&["run", job.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{edited}: {stderr}");
+        assert!(
+            stderr.contains("the checkpoint does not fit this pipeline")
+                && stderr.contains(says)
+                && stderr.contains("--reset-checkpoint"),
+            "{stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    // The way out: start over.
+    let out = fluxion(&["run", job.to_str().unwrap(), "--reset-checkpoint"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let paid = std::fs::read_to_string(dir.path().join("orders.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"PAID\""))
+        .count();
+    assert_eq!(file_docs(&dir.path().join("out.jsonl")).len(), paid);
+}

@@ -54,7 +54,10 @@ impl Sink for FlakySink {
             self.inner
                 .write(&batches[..batches.len() / 2 + batches.len() % 2])
                 .await?;
-            return Err(fluxion::Error::input("flaky sink", "connection reset"));
+            return Err(fluxion::Error::external(
+                "flaky sink",
+                std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset"),
+            ));
         }
         self.inner.write(batches).await
     }
@@ -108,7 +111,10 @@ impl Source for Scripted {
     async fn next_batch(&mut self, max_rows: usize) -> fluxion::Result<Option<SourceBatch>> {
         if self.failing > 0 {
             self.failing -= 1;
-            return Err(fluxion::Error::input("flaky source", "timed out"));
+            return Err(fluxion::Error::external(
+                "flaky source",
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"),
+            ));
         }
         let max_rows = if self.one_per_read { 1 } else { max_rows };
         let b = self.inner.next_batch(max_rows).await?;
@@ -259,7 +265,7 @@ async fn a_batch_the_sink_refuses_is_skipped_or_dead_lettered_after_its_retries(
         assert_eq!(letter["reason"], json!("flaky sink: connection reset"));
         assert_eq!(
             letter["position"],
-            json!(r#"{"from":{"offset":0},"to":{"offset":10}}"#)
+            json!({"from": {"offset": 0}, "to": {"offset": 10}})
         );
         let raw: Value = serde_json::from_str(letter["raw"].as_str().unwrap()).unwrap();
         assert_eq!(&raw, doc);
@@ -393,7 +399,7 @@ async fn documents_the_pipeline_fails_on_are_found_and_dead_lettered() {
         // Order 33 is the third document of the batch that starts after order 30.
         assert_eq!(
             letters[2]["position"],
-            json!(r#"{"from":{"offset":30},"document":2}"#)
+            json!({"from": {"offset": 30}, "document": 2})
         );
         // skip drops the failing batches whole; failFast stops at the first.
         let mut source = MemorySource::from_jsonl(all.as_bytes()).unwrap();
@@ -421,6 +427,18 @@ async fn documents_the_pipeline_fails_on_are_found_and_dead_lettered() {
         .await
         .unwrap_err();
         assert!(e.to_string().contains("overflow"), "{e}");
+        // Overflow fails the same way every time: retry does not try it again.
+        let mut source = MemorySource::from_jsonl(all.as_bytes()).unwrap();
+        let stats = stream(
+            &mut source,
+            &mut MemorySink::default(),
+            None,
+            &pipeline,
+            options(ErrorPolicy::retry(5).then(OnFailure::Skip)),
+        )
+        .await
+        .unwrap();
+        assert_eq!((stats.retries, stats.skipped), (0, 30), "{stats:?}");
     }
 }
 

@@ -1,5 +1,5 @@
-//! The `fluxion` command line: `run`, `validate`, `explain`. Keep the flags stable: external
-//! checks call exactly these.
+//! The `fluxion` command line: `run`, `validate`, `explain`, `replay`. Keep the flags stable:
+//! external checks call exactly these.
 
 mod explain;
 mod replay;
@@ -84,6 +84,10 @@ pub struct RunArgs {
     /// Serve a streaming job's metrics in Prometheus' text format at http://HOST:PORT/metrics.
     #[arg(long = "metrics-addr", value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,
+    /// Remove the streaming job's checkpoints first: the stream starts over from the
+    /// beginning of its source and its file sink starts empty.
+    #[arg(long = "reset-checkpoint")]
+    pub reset_checkpoint: bool,
 }
 
 /// Arguments of `fluxion explain`.

@@ -18,6 +18,17 @@ pub(super) async fn run(args: RunArgs) -> Result<()> {
             ));
         }
         let job = Job::load(path)?;
+        if args.reset_checkpoint {
+            let Some(cp) = &job.checkpoint else {
+                return Err(Error::config(
+                    "run",
+                    "--reset-checkpoint: the job has no checkpoint store",
+                ));
+            };
+            crate::runtime::checkpoint::open_store(&cp.store)?
+                .clear()
+                .await?;
+        }
         if job.is_streaming() {
             return super::stream::run_job(job, args.metrics_addr.as_deref()).await;
         }

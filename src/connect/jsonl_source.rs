@@ -15,7 +15,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use serde_json::{Value, json};
 
 use super::source::{Position, Rejected, Source, SourceBatch};
-use crate::document::decode::{JsonlOptions, decode};
+use crate::document::decode::{read_lines, split_lines};
 use crate::document::infer::{Shape, schema_of};
 use crate::{Error, Result};
 
@@ -123,21 +123,7 @@ impl JsonlFileSource {
 /// field of the file is left out of the schema; a large file takes a while).
 fn infer_in_parallel(data: &[u8]) -> Shape {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // Chunks that end at line ends.
-    let mut chunks = Vec::with_capacity(threads);
-    let mut start = 0;
-    for k in 1..=threads {
-        let mut end = if k == threads {
-            data.len()
-        } else {
-            (data.len() * k / threads).max(start)
-        };
-        while end > start && end < data.len() && data[end - 1] != b'\n' {
-            end += 1;
-        }
-        chunks.push(&data[start..end]);
-        start = end;
-    }
+    let chunks = split_lines(data, threads);
     let fold = |chunk: &[u8]| {
         let mut shape = Shape::Object(Default::default());
         for line in chunk.split(|b| *b == b'\n') {
@@ -150,11 +136,14 @@ fn infer_in_parallel(data: &[u8]) -> Shape {
     std::thread::scope(|s| {
         let handles: Vec<_> = chunks
             .into_iter()
-            .map(|c| s.spawn(move || fold(c)))
+            .map(|r| {
+                let chunk = &data[r];
+                s.spawn(move || fold(chunk))
+            })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().expect("schema inference thread"))
+            .map(|h| h.join().unwrap_or(Shape::Null))
             .fold(Shape::Object(Default::default()), Shape::merge)
     })
 }
@@ -222,48 +211,19 @@ impl Source for JsonlFileSource {
                 partitions: None,
             }));
         }
-        let at = format!("{}@{}", self.path.display(), self.offset);
-        let options = JsonlOptions {
-            schema: Some(self.schema.clone()),
-            max_partitions: 1,
-            ..Default::default()
-        };
-        let (good, rejected) = match decode(&text, &at, &options) {
-            Ok(decoded) => (decoded, Vec::new()),
-            Err(_) => {
-                // Some line is malformed: keep the good ones, hand the others to the error
-                // policy with their byte offset and why.
-                let mut good = Vec::with_capacity(text.len());
-                let mut rejected = Vec::new();
-                let mut at_byte = self.offset;
-                for line in text.split_inclusive(|b| *b == b'\n') {
-                    let here = format!("{}@{}", self.path.display(), at_byte);
-                    if line.iter().all(u8::is_ascii_whitespace) {
-                        at_byte += line.len() as u64;
-                        continue;
-                    }
-                    match decode(line, &here, &options) {
-                        Ok(_) => good.extend_from_slice(line),
-                        Err(e) => rejected.push(Rejected {
-                            position: Position(json!({ "offset": at_byte })),
-                            reason: match serde_json::from_slice::<Value>(line) {
-                                Err(j) => format!("not valid JSON: {j}"),
-                                Ok(_) => match e {
-                                    Error::Input { message, .. } => message,
-                                    other => other.to_string(),
-                                },
-                            },
-                            raw: String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(line))
-                                .into_owned(),
-                        }),
-                    }
-                    at_byte += line.len() as u64;
-                }
-                (decode(&good, &at, &options)?, rejected)
-            }
-        };
-        let batches: Vec<_> = good.partitions.into_iter().flatten().collect();
-        let batch = concat_batches(&self.schema, &batches)?;
+        // Every line is checked strictly; the ones that are not documents of the schema go
+        // to the error policy with their byte offset and why.
+        let read = read_lines(&text, &self.schema, false, 8192, false)?;
+        let rejected = read
+            .invalid
+            .into_iter()
+            .map(|bad| Rejected {
+                position: Position(json!({ "offset": self.offset + bad.offset as u64 })),
+                reason: bad.reason,
+                raw: String::from_utf8_lossy(&text[bad.offset..bad.offset + bad.len]).into_owned(),
+            })
+            .collect();
+        let batch = concat_batches(&self.schema, &read.batches)?;
         self.offset += consumed;
         Ok(Some(SourceBatch {
             batch,

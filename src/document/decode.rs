@@ -16,6 +16,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::Value;
 
 use super::infer::{Shape, schema_of};
+use super::lines::{self, Invalid};
 use crate::{Error, Result};
 
 /// How JSON lines are read.
@@ -49,27 +50,134 @@ pub struct Decoded {
     pub partitions: Vec<Vec<RecordBatch>>,
 }
 
-/// Decodes JSON lines `data` read from `source` (named in errors as `source:line`).
+/// Decodes JSON lines `data` read from `source` (named in errors as `source:line`). Every line
+/// is checked strictly ([`lines`](super::lines)): the first that is not a JSON object, or does
+/// not fit a declared schema, is an error naming its line.
 pub fn decode(data: &[u8], source: &str, opts: &JsonlOptions) -> Result<Decoded> {
     let chunks = split_lines(data, opts.max_partitions);
     if let Some(schema) = &opts.schema {
-        // Declared dates may arrive as extended JSON objects, which the Arrow decoder does not
-        // read: those inputs take the rewriting path (ISO text and numbers do not need it).
         let shape = Shape::of_type(&DataType::Struct(schema.fields().clone()));
-        let rewrite = (shape.needs_rewrite() && memchr::memmem::find(data, b"\"$date\"").is_some())
-            .then_some(&shape);
-        return decode_chunks(schema.clone(), rewrite, data, &chunks, source, opts);
+        return decode_chunks(schema.clone(), &shape, data, &chunks, source, opts)
+            .map_err(Failure::into_error);
     }
     let (sample, complete) = infer_lines(data, source, opts.infer_records)?;
     match decode_with(&sample, data, &chunks, source, opts) {
         Ok(decoded) => return Ok(decoded),
-        Err(e) if complete => return Err(e),
-        Err(_) => {}
+        Err(Failure::Malformed(e)) => return Err(e),
+        Err(Failure::Unfit(e)) if complete => return Err(e),
+        Err(Failure::Unfit(_)) => {}
     }
-    // The sample was not representative (or the data is malformed beyond it): infer from
-    // every document, which also pins a malformed line to its line number.
+    // The sample was not representative: infer from every document.
     let full = infer_lines(data, source, usize::MAX)?.0;
-    decode_with(&full, data, &chunks, source, opts)
+    decode_with(&full, data, &chunks, source, opts).map_err(Failure::into_error)
+}
+
+/// Lines decoded with a schema: the batches of those that read, and the others.
+#[derive(Debug)]
+pub struct ReadLines {
+    pub batches: Vec<RecordBatch>,
+    /// The lines left out, in input order.
+    pub invalid: Vec<Invalid>,
+}
+
+/// Decodes the JSON lines of `data` with `schema`, leaving out (and listing) every line that
+/// is not a JSON object or does not fit the schema. `strict` also refuses fields the schema
+/// lacks (an inferred schema); a declared one ignores them. With `first_only` it stops at the
+/// first such line.
+pub fn read_lines(
+    data: &[u8],
+    schema: &SchemaRef,
+    strict: bool,
+    batch_size: usize,
+    first_only: bool,
+) -> Result<ReadLines> {
+    let shape = Shape::of_type(&DataType::Struct(schema.fields().clone()));
+    read_lines_shaped(data, schema, &shape, strict, batch_size, first_only)
+}
+
+fn read_lines_shaped(
+    data: &[u8],
+    schema: &SchemaRef,
+    shape: &Shape,
+    strict: bool,
+    batch_size: usize,
+    first_only: bool,
+) -> Result<ReadLines> {
+    let checked = lines::check(data, Some(shape));
+    let mut invalid = checked.invalid;
+    if first_only && !invalid.is_empty() {
+        invalid.truncate(1);
+        return Ok(ReadLines {
+            batches: Vec::new(),
+            invalid,
+        });
+    }
+    if let Ok(batches) = decode_fast(&checked.text, schema.clone(), batch_size, strict) {
+        return Ok(ReadLines { batches, invalid });
+    }
+    // Some valid line does not fit the schema: find which, one line at a time.
+    let mut good = Vec::with_capacity(checked.text.len());
+    let mut unfit = Vec::new();
+    let mut skip = invalid.iter().map(|i| i.line).peekable();
+    let mut offset = 0usize;
+    for (line_no, line) in data.split(|b| *b == b'\n').enumerate() {
+        let at = offset;
+        offset += line.len() + 1;
+        if skip.peek() == Some(&line_no) {
+            skip.next();
+            continue;
+        }
+        let one = lines::check(line, Some(shape));
+        if one.documents == 0 {
+            continue;
+        }
+        match decode_fast(&one.text, schema.clone(), 1, strict) {
+            Ok(_) => {
+                good.extend_from_slice(&one.text);
+                good.push(b'\n');
+            }
+            Err(e) => {
+                unfit.push(Invalid {
+                    line: line_no,
+                    offset: at,
+                    len: line.len(),
+                    reason: e.to_string(),
+                    malformed: false,
+                });
+                if first_only {
+                    return Ok(ReadLines {
+                        batches: Vec::new(),
+                        invalid: unfit,
+                    });
+                }
+            }
+        }
+    }
+    let batches = decode_fast(&good, schema.clone(), batch_size, strict)?;
+    invalid.extend(unfit);
+    invalid.sort_by_key(|i| i.line);
+    Ok(ReadLines { batches, invalid })
+}
+
+/// Why a decode failed: a line that is not JSON (final), or one that does not fit the
+/// schema (a sampled schema is then inferred again from every document).
+enum Failure {
+    Malformed(Error),
+    Unfit(Error),
+}
+
+impl Failure {
+    fn into_error(self) -> Error {
+        match self {
+            Failure::Malformed(e) | Failure::Unfit(e) => e,
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Malformed(e)
+    }
 }
 
 /// Infers the shape of the first `limit` documents; reports whether that was all of them.
@@ -106,8 +214,9 @@ fn parse_document(line: &[u8], source: &str, line_no: usize) -> Result<Value> {
     Ok(v)
 }
 
-/// Splits `data` into at most `n` ranges that start and end on line boundaries.
-fn split_lines(data: &[u8], n: usize) -> Vec<std::ops::Range<usize>> {
+/// Splits `data` into at most `n` ranges that start and end on line boundaries (the one
+/// chunker of JSON lines, for decoding and for inference).
+pub(crate) fn split_lines(data: &[u8], n: usize) -> Vec<std::ops::Range<usize>> {
     // Small inputs are not worth a thread each.
     const MIN_CHUNK: usize = 1 << 20;
     let n = n.clamp(1, (data.len() / MIN_CHUNK).max(1));
@@ -122,8 +231,8 @@ fn split_lines(data: &[u8], n: usize) -> Vec<std::ops::Range<usize>> {
         if end < start {
             end = start;
         }
-        while end < data.len() && data[end - 1] != b'\n' {
-            end += 1;
+        if end > start && end < data.len() && data[end - 1] != b'\n' {
+            end = memchr::memchr(b'\n', &data[end..]).map_or(data.len(), |i| end + i + 1);
         }
         ranges.push(start..end);
         start = end;
@@ -141,76 +250,61 @@ fn decode_with(
     chunks: &[std::ops::Range<usize>],
     source: &str,
     opts: &JsonlOptions,
-) -> Result<Decoded> {
+) -> std::result::Result<Decoded, Failure> {
     let schema: SchemaRef = Arc::new(schema_of(shape));
-    let rewrite = shape.needs_rewrite().then_some(shape);
-    decode_chunks(schema, rewrite, data, chunks, source, opts)
+    decode_chunks(schema, shape, data, chunks, source, opts)
 }
 
-/// Decodes every chunk in parallel with `schema`, rewriting values for `rewrite` when given.
-/// Inferred schemas decode strictly (a field outside the schema means the sample was not
-/// representative); declared ones ignore undeclared fields.
+/// Decodes every chunk in parallel with `schema` (of `shape`); the first line that does not
+/// read is the error. Inferred schemas decode strictly (a field outside the schema means the
+/// sample was not representative); declared ones ignore undeclared fields.
 fn decode_chunks(
     schema: SchemaRef,
-    rewrite: Option<&Shape>,
+    shape: &Shape,
     data: &[u8],
     chunks: &[std::ops::Range<usize>],
     source: &str,
     opts: &JsonlOptions,
-) -> Result<Decoded> {
+) -> std::result::Result<Decoded, Failure> {
     let strict = opts.schema.is_none();
-    let results: Vec<Result<Vec<RecordBatch>>> = std::thread::scope(|s| {
+    let results: Vec<Result<ReadLines>> = std::thread::scope(|s| {
         let handles: Vec<_> = chunks
             .iter()
             .map(|r| {
                 let chunk = &data[r.clone()];
-                let schema = schema.clone();
-                s.spawn(move || match rewrite {
-                    Some(shape) => decode_rewriting(shape, chunk, schema, opts.batch_size, strict),
-                    None => decode_fast(chunk, schema, opts.batch_size, strict),
+                let schema = &schema;
+                s.spawn(move || {
+                    read_lines_shaped(chunk, schema, shape, strict, opts.batch_size, true)
                 })
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().expect("decoder thread panicked"))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::internal("a JSON decoder thread panicked")))
+            })
             .collect()
     });
     let mut partitions = Vec::with_capacity(results.len());
     for (r, range) in results.into_iter().zip(chunks) {
-        match r {
-            Ok(batches) => partitions.push(batches),
-            Err(e) => {
-                // Pin the failure to its line: decode the chunk's lines one at a time.
-                let first_line = data[..range.start].iter().filter(|b| **b == b'\n').count() + 1;
-                let chunk = &data[range.clone()];
-                for (i, line) in chunk.split(|b| *b == b'\n').enumerate() {
-                    if line.iter().all(u8::is_ascii_whitespace) {
-                        continue;
-                    }
-                    let one = match rewrite {
-                        Some(shape) => decode_rewriting(shape, line, schema.clone(), 1, strict),
-                        None => decode_fast(line, schema.clone(), 1, strict),
-                    };
-                    if let Err(e) = one {
-                        return Err(Error::input(
-                            format!("{source}:{}", first_line + i),
-                            e.to_string(),
-                        ));
-                    }
-                }
-                return Err(Error::input(
-                    format!("{source}:{first_line}"),
-                    e.to_string(),
-                ));
-            }
+        let read = r?;
+        if let Some(bad) = read.invalid.into_iter().next() {
+            let before = memchr::memchr_iter(b'\n', &data[..range.start]).count();
+            let e = Error::input(format!("{source}:{}", before + bad.line + 1), bad.reason);
+            return Err(match bad.malformed {
+                true => Failure::Malformed(e),
+                false => Failure::Unfit(e),
+            });
         }
+        partitions.push(read.batches);
     }
     Ok(Decoded { schema, partitions })
 }
 
+/// Arrow's decoder over text already checked (and rewritten) by [`lines::check`].
 fn decode_fast(
-    chunk: &[u8],
+    text: &[u8],
     schema: SchemaRef,
     batch_size: usize,
     strict: bool,
@@ -221,7 +315,7 @@ fn decode_fast(
         .with_coerce_primitive(true)
         .build_decoder()?;
     let mut out = Vec::new();
-    let mut buf = chunk;
+    let mut buf = text;
     while !buf.is_empty() {
         let n = decoder.decode(buf)?;
         buf = &buf[n..];
@@ -230,41 +324,6 @@ fn decode_fast(
         }
     }
     out.extend(decoder.flush()?);
-    Ok(out)
-}
-
-fn decode_rewriting(
-    shape: &Shape,
-    chunk: &[u8],
-    schema: SchemaRef,
-    batch_size: usize,
-    strict: bool,
-) -> Result<Vec<RecordBatch>> {
-    let mut decoder = ReaderBuilder::new(schema)
-        .with_batch_size(batch_size)
-        .with_strict_mode(strict)
-        .with_coerce_primitive(true)
-        .build_decoder()?;
-    let mut out = Vec::new();
-    let mut pending: Vec<Value> = Vec::with_capacity(batch_size);
-    for line in chunk.split(|b| *b == b'\n') {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let mut v: Value = serde_json::from_slice(line)
-            .map_err(|e| Error::input("line", format!("not valid JSON: {e}")))?;
-        shape.conform(&mut v);
-        pending.push(v);
-        if pending.len() == batch_size {
-            decoder.serialize(&pending)?;
-            out.extend(decoder.flush()?);
-            pending.clear();
-        }
-    }
-    if !pending.is_empty() {
-        decoder.serialize(&pending)?;
-        out.extend(decoder.flush()?);
-    }
     Ok(out)
 }
 

@@ -20,6 +20,10 @@ use serde_json::Value;
 
 use crate::Result;
 
+/// Field metadata key marking a `Utf8` column that holds JSON text (a dead letter's
+/// `position`): JSON sinks write its values as JSON, not as strings.
+pub const JSON_TEXT: &str = "fluxion.json";
+
 /// Appends `batch` to `out` as JSON lines.
 pub fn write_batch(out: &mut Vec<u8>, batch: &RecordBatch) -> Result<()> {
     // `logical_nulls`, not `nulls`: an all-null `_id` (from `{_id: null}`) is a `NullArray`,
@@ -74,10 +78,18 @@ struct Dates;
 impl EncoderFactory for Dates {
     fn make_default_encoder<'a>(
         &self,
-        _field: &'a FieldRef,
+        field: &'a FieldRef,
         array: &'a dyn Array,
         _options: &'a EncoderOptions,
     ) -> Result<Option<NullableEncoder<'a>>, ArrowError> {
+        if field.metadata().contains_key(JSON_TEXT)
+            && let Some(text) = array.as_string_opt::<i32>()
+        {
+            return Ok(Some(NullableEncoder::new(
+                Box::new(RawJson(text)),
+                array.logical_nulls(),
+            )));
+        }
         let DataType::Timestamp(unit, tz) = array.data_type() else {
             return Ok(None);
         };
@@ -97,6 +109,15 @@ impl EncoderFactory for Dates {
 }
 
 struct DateEncoder(datafusion::arrow::array::ArrayRef);
+
+/// JSON text written as it is.
+struct RawJson<'a>(&'a datafusion::arrow::array::StringArray);
+
+impl Encoder for RawJson<'_> {
+    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.0.value(idx).as_bytes());
+    }
+}
 
 impl Encoder for DateEncoder {
     fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {

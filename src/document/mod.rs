@@ -12,3 +12,4 @@ pub mod declared;
 pub mod decode;
 pub mod encode;
 pub mod infer;
+pub mod lines;

@@ -163,31 +163,39 @@ impl StreamWindow {
     /// The starts of the windows holding event time `t` (milliseconds), earliest first.
     pub fn starts(&self, t: i64) -> impl Iterator<Item = i64> + '_ {
         let hop = self.hop_ms();
-        let last = (t - self.offset_ms).div_euclid(hop) * hop + self.offset_ms;
+        // Saturating: an event time near the ends of i64 must not overflow.
+        let last = t
+            .saturating_sub(self.offset_ms)
+            .div_euclid(hop)
+            .saturating_mul(hop)
+            .saturating_add(self.offset_ms);
         let count = self.size_ms / hop;
-        (0..count).rev().map(move |k| last - k * hop)
+        (0..count)
+            .rev()
+            .map(move |k| last.saturating_sub(k.saturating_mul(hop)))
     }
 }
 
 /// `{size, unit}` in milliseconds.
 fn duration(v: &Value, at: &JsonPath) -> Result<i64> {
     let size = v.get("size").and_then(Value::as_i64);
-    let unit = v.get("unit").and_then(Value::as_str);
-    let ms = match unit {
-        Some("ms" | "millisecond") => 1,
-        Some("second") => 1_000,
-        Some("minute") => 60_000,
-        Some("hour") => 3_600_000,
-        Some("day") => 86_400_000,
-        _ => {
-            return Err(at.err("expected {size, unit} with unit ms, second, minute, hour or day"));
-        }
+    let Some(unit) = v.get("unit").and_then(Value::as_str) else {
+        return Err(at.err(UNITS));
     };
+    if crate::units::duration_millis(1, unit, false).is_none() {
+        return Err(at.err(UNITS));
+    }
     match size {
-        Some(n) if n >= 0 => Ok(n * ms),
+        Some(n) if n >= 0 => crate::units::duration_millis(n, unit, false).ok_or_else(|| {
+            at.key("size")
+                .err(format!("{n} {unit}s is longer than Fluxion's dates reach"))
+        }),
         _ => Err(at.key("size").err("expected a whole number, at least 0")),
     }
 }
+
+const UNITS: &str =
+    "expected {size, unit} with unit ms, millisecond, second, minute, hour, day or week";
 
 #[cfg(test)]
 mod tests {
@@ -207,7 +215,7 @@ mod tests {
         assert_eq!(w.starts(-1).collect::<Vec<_>>(), [-10_000, -5_000]);
         let e = StreamWindow::parse(
             "$tumblingWindow",
-            &json!({"interval": {"size": 1, "unit": "week"}, "pipeline": []}),
+            &json!({"interval": {"size": 1, "unit": "month"}, "pipeline": []}),
             &JsonPath::root().index(0).key("$tumblingWindow"),
         )
         .unwrap_err();
@@ -216,5 +224,12 @@ mod tests {
                 .starts_with("pipeline[0].$tumblingWindow.interval: expected {size, unit}"),
             "{e}"
         );
+        let e = StreamWindow::parse(
+            "$tumblingWindow",
+            &json!({"interval": {"size": i64::MAX, "unit": "day"}, "pipeline": []}),
+            &JsonPath::root().index(0).key("$tumblingWindow"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("interval.size: "), "{e}");
     }
 }

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::{Error, Result};
 
 /// One checkpoint.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Checkpoint {
     /// The source position after the last committed micro-batch.
     pub source: Value,
@@ -29,13 +29,64 @@ pub struct Checkpoint {
     /// The schema the source read with: a restarted run (and a replay) reads with the same
     /// one, even if it was inferred from a file that has grown since.
     pub schema: Option<SchemaRef>,
+    /// The operator whose state this is (`continuous $group`, `session window`, …, or
+    /// `document by document`) and a fingerprint of the compiled pipeline: a restart with an
+    /// edited pipeline is refused instead of reading state it cannot use. `None` in
+    /// checkpoints of older versions (not checked).
+    pub plan: Option<PlanMark>,
+}
+
+/// What wrote a checkpoint: the operator kind and a fingerprint of the compiled pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanMark {
+    pub operator: String,
+    pub fingerprint: String,
+}
+
+impl PlanMark {
+    /// Refuses a checkpoint written by another pipeline, naming `store` and what changed.
+    pub fn check(&self, written: &PlanMark, store: &str) -> Result<()> {
+        let what = if self.operator != written.operator {
+            format!(
+                "it holds the state of a {}, the pipeline now runs a {}",
+                written.operator, self.operator
+            )
+        } else if self.fingerprint != written.fingerprint {
+            format!(
+                "it was written by another version of the pipeline ({} {} → {})",
+                self.operator, written.fingerprint, self.fingerprint
+            )
+        } else {
+            return Ok(());
+        };
+        Err(Error::config(
+            store,
+            format!(
+                "the checkpoint does not fit this pipeline: {what}; start with a new checkpoint store, or run with --reset-checkpoint"
+            ),
+        ))
+    }
+}
+
+/// A stable 64-bit FNV-1a hash of `text`, in hex (stable across builds, unlike `std`'s).
+pub fn fingerprint(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 impl Checkpoint {
     fn to_json(&self, state_file: Option<&str>) -> Value {
         let schema = self.schema.as_ref().and_then(|s| schema_to_hex(s).ok());
+        let plan = self
+            .plan
+            .as_ref()
+            .map(|p| json!({"operator": p.operator, "fingerprint": p.fingerprint}));
         json!({"version": 1, "source": self.source, "sink": self.sink, "batches": self.batches,
-               "state": state_file, "schema": schema})
+               "state": state_file, "schema": schema, "plan": plan})
     }
 
     fn from_json(v: &Value, at: &str) -> Result<(Checkpoint, Option<String>)> {
@@ -51,6 +102,16 @@ impl Checkpoint {
             schema: match v.get("schema").and_then(Value::as_str) {
                 Some(hex) => Some(schema_from_hex(hex).map_err(|_| bad())?),
                 None => None,
+            },
+            plan: match v.get("plan") {
+                None | Some(Value::Null) => None,
+                Some(p) => {
+                    let field = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_string);
+                    Some(PlanMark {
+                        operator: field("operator").ok_or_else(bad)?,
+                        fingerprint: field("fingerprint").ok_or_else(bad)?,
+                    })
+                }
             },
         };
         let state_file = v.get("state").and_then(Value::as_str).map(str::to_string);
@@ -85,6 +146,12 @@ pub trait CheckpointStore: Send {
     async fn load(&mut self) -> Result<Option<Checkpoint>>;
     /// Replaces the last checkpoint, atomically.
     async fn save(&mut self, checkpoint: &Checkpoint) -> Result<()>;
+    /// Removes every checkpoint: the next run starts over (`--reset-checkpoint`).
+    async fn clear(&mut self) -> Result<()>;
+    /// Where the checkpoints are, for messages.
+    fn describe(&self) -> String {
+        "the checkpoint store".to_string()
+    }
 }
 
 /// Checkpoints in memory.
@@ -99,6 +166,11 @@ impl CheckpointStore for MemoryCheckpoints {
 
     async fn save(&mut self, checkpoint: &Checkpoint) -> Result<()> {
         self.0 = Some(checkpoint.clone());
+        Ok(())
+    }
+
+    async fn clear(&mut self) -> Result<()> {
+        self.0 = None;
         Ok(())
     }
 }
@@ -178,7 +250,34 @@ impl CheckpointStore for DirCheckpoints {
         if let Ok(d) = std::fs::File::open(&self.dir) {
             let _ = d.sync_all();
         }
-        // State files of older checkpoints are no longer named by any checkpoint.
+        self.remove_state_files(state_file.as_deref());
+        Ok(())
+    }
+
+    async fn clear(&mut self) -> Result<()> {
+        match std::fs::remove_file(self.file()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::external(
+                    format!("removing {}", self.file().display()),
+                    e,
+                ));
+            }
+        }
+        self.remove_state_files(None);
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        self.dir.display().to_string()
+    }
+}
+
+impl DirCheckpoints {
+    /// Removes the state files other than `keep` (no checkpoint names them any more).
+    fn remove_state_files(&self, keep: Option<&str>) {
+        let state_file = keep.map(str::to_string);
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for e in entries.flatten() {
                 let n = e.file_name().to_string_lossy().to_string();
@@ -187,7 +286,6 @@ impl CheckpointStore for DirCheckpoints {
                 }
             }
         }
-        Ok(())
     }
 }
 
@@ -296,6 +394,35 @@ impl CheckpointStore for ObjectStoreCheckpoints {
         }
         Ok(())
     }
+
+    async fn clear(&mut self) -> Result<()> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStoreExt;
+        match self.store.delete(&self.object("checkpoint.json")).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.err("removing the checkpoint in", e)),
+        }
+        let old: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&self.prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.err("listing", e))?;
+        for meta in old {
+            if meta
+                .location
+                .filename()
+                .is_some_and(|n| n.starts_with("state-"))
+            {
+                let _ = self.store.delete(&meta.location).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        self.display.clone()
+    }
 }
 
 /// The store for a job's `checkpoint.store`: a local directory for a plain path, an object
@@ -329,6 +456,10 @@ mod tests {
                     true,
                 ),
             ]))),
+            plan: Some(PlanMark {
+                operator: "continuous $group".into(),
+                fingerprint: fingerprint("[]"),
+            }),
         };
         store.save(&one).await.unwrap();
         let two = Checkpoint {
@@ -364,6 +495,10 @@ mod tests {
                     true,
                 ),
             ]))),
+            plan: Some(PlanMark {
+                operator: "continuous $group".into(),
+                fingerprint: fingerprint("[]"),
+            }),
         };
         store.save(&one).await.unwrap();
         let two = Checkpoint {

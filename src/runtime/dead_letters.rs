@@ -3,9 +3,9 @@
 //! Every dead letter is one document `{reason, stage, position, raw}`: `stage` is where it
 //! failed (`source` for a record that could not be read, `pipeline` for a document the
 //! pipeline failed on, `sink` for output the sink refused), `position` the record's place in
-//! the source (JSON text: the source's own position, or `{"from": <position>, "document": i}`
-//! for the i-th document read after a position), `raw` the record as it was read (or the
-//! document, as JSON).
+//! the source (a JSON object: the source's own position, or `{"from": <position>, "document": i}`
+//! for the i-th document read after a position; JSON sinks write it as an object, others as
+//! its JSON text), `raw` the record as it was read (or the document, as JSON).
 
 use std::sync::Arc;
 
@@ -13,15 +13,18 @@ use datafusion::arrow::array::{ArrayRef, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 
+use serde_json::Value;
+
 use crate::Result;
 use crate::connect::source::Rejected;
+use crate::document::encode::JSON_TEXT;
 
 /// One dead letter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
     pub reason: String,
     pub stage: &'static str,
-    pub position: String,
+    pub position: Value,
     pub raw: String,
 }
 
@@ -31,7 +34,7 @@ impl DeadLetter {
         DeadLetter {
             reason: r.reason.clone(),
             stage: "source",
-            position: r.position.0.to_string(),
+            position: r.position.0.clone(),
             raw: r.raw.clone(),
         }
     }
@@ -42,7 +45,8 @@ pub fn to_batch(letters: &[DeadLetter]) -> Result<RecordBatch> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("reason", DataType::Utf8, false),
         Field::new("stage", DataType::Utf8, false),
-        Field::new("position", DataType::Utf8, false),
+        Field::new("position", DataType::Utf8, false)
+            .with_metadata([(JSON_TEXT.to_string(), "true".to_string())].into()),
         Field::new("raw", DataType::Utf8, false),
     ]));
     let col = |f: &dyn Fn(&DeadLetter) -> &str| -> ArrayRef {
@@ -53,7 +57,9 @@ pub fn to_batch(letters: &[DeadLetter]) -> Result<RecordBatch> {
         vec![
             col(&|d| &d.reason),
             col(&|d| d.stage),
-            col(&|d| &d.position),
+            Arc::new(StringArray::from_iter_values(
+                letters.iter().map(|d| d.position.to_string()),
+            )),
             col(&|d| &d.raw),
         ],
     )?)

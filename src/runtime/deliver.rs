@@ -14,9 +14,9 @@ use serde_json::{Value, json};
 use super::dead_letters::{DeadLetter, rows_as_json, to_batch};
 use super::micro_batch::Counters;
 use super::transform::Transformed;
-use crate::Result;
 use crate::connect::source::Sink;
 use crate::runtime::error_policy::{ErrorPolicy, OnFailure, with_retries};
+use crate::{Error, Result};
 
 /// The sinks and what they last committed.
 pub(super) struct Deliverer<'a, 'b> {
@@ -74,7 +74,7 @@ impl Deliverer<'_, '_> {
                     .split_whitespace()
                     .collect::<Vec<_>>()
                     .join(" ");
-                let position = json!({"from": t.start.0, "to": t.position.0}).to_string();
+                let position = json!({"from": t.start.0, "to": t.position.0});
                 let mut letters = t.dead_letters.clone();
                 for b in &t.output {
                     for raw in rows_as_json(b)? {
@@ -86,10 +86,12 @@ impl Deliverer<'_, '_> {
                         });
                     }
                 }
-                let dead = self
-                    .dead_letter
-                    .as_deref_mut()
-                    .expect("deadLetter policies have a dead-letter sink");
+                let Some(dead) = self.dead_letter.as_deref_mut() else {
+                    return Err(Error::config(
+                        "stream",
+                        "errorPolicy \"deadLetter\" needs a deadLetter sink",
+                    ));
+                };
                 dead.write(&[to_batch(&letters)?]).await?;
                 self.committed.1 = dead.commit().await?;
                 Ok(Delivered {

@@ -108,6 +108,17 @@ impl ErrorPolicy {
         self
     }
 
+    /// What happens to one record the stream cannot take (unreadable, without event time,
+    /// late): with a dead-letter sink it goes there, whatever the policy (the policy governs
+    /// failing batches, sinks and sources); without one, the policy's final step decides.
+    pub fn for_records(&self, dead_letter_sink: bool) -> OnFailure {
+        if dead_letter_sink {
+            OnFailure::DeadLetter
+        } else {
+            self.on_failure
+        }
+    }
+
     /// The wait before retrying after `failures` failed attempts, if the policy retries.
     pub fn backoff(&self, failures: u32) -> Option<Duration> {
         self.retry.and_then(|r| r.backoff(failures))
@@ -194,7 +205,8 @@ impl ErrorPolicy {
 }
 
 /// Evaluates `$attempt` (an expression ending in `.await`, giving a `Result`) until it
-/// succeeds or `$policy`'s retries are used up, waiting the backoff between attempts and
+/// succeeds, fails in a way that retrying cannot mend ([`Error::is_transient`]), or
+/// `$policy`'s retries are used up, waiting the backoff between attempts and
 /// counting each retry in `$retries` (an `AtomicU64`); gives the last error when they are used
 /// up (what happens then is the caller's part of the policy). A macro, not a function taking
 /// a closure, because the attempts borrow the caller's state mutably.
@@ -204,6 +216,8 @@ macro_rules! with_retries {
         loop {
             match $attempt {
                 Ok(v) => break Ok(v),
+                // Deterministic failures (a user error, overflow, a bug) would fail again.
+                Err(e) if !e.is_transient() => break Err(e),
                 Err(e) => {
                     failures += 1;
                     match $policy.backoff(failures) {

@@ -5,7 +5,9 @@
 //! A micro-batch closes when it holds `micro_batch_size` documents, when `max_batch_delay`
 //! has passed since its first document arrived, or — without a delay — as soon as the source
 //! has nothing more to give right now. A failing read is retried by the error policy; when the
-//! retries are used up the run fails (there is no record to skip or dead-letter yet).
+//! retries are used up the run fails (there is no record to skip or dead-letter yet). Records
+//! the source could not read travel with the batch; under `records: failFast` (no dead-letter
+//! sink, policy failFast) the first one stops the run.
 //!
 //! While the source is quiet, a window that the clock alone can close (processing time, idle
 //! timeouts) gets an empty micro-batch every `ticks` — a tick — so it can.
@@ -51,6 +53,7 @@ pub(super) async fn fetch(
     options: &RuntimeOptions,
     counters: &Counters,
     ticks: Option<Duration>,
+    records: OnFailure,
 ) {
     let mut sent = 0u64;
     let schema = source.schema();
@@ -139,7 +142,7 @@ pub(super) async fn fetch(
             }
             continue;
         }
-        if options.error_policy.on_failure == OnFailure::FailFast
+        if records == OnFailure::FailFast
             && let Some(r) = rejected.first()
         {
             let e = Error::input(

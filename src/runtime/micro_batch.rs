@@ -22,7 +22,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::checkpoint::{Checkpoint, CheckpointStore};
+use super::checkpoint::{Checkpoint, CheckpointStore, PlanMark};
 use super::deliver::Deliverer;
 use super::error_policy::{ErrorPolicy, OnFailure, with_retries};
 use super::group_state::ContinuousGroup;
@@ -190,6 +190,7 @@ pub async fn run_with_dead_letters(
             "errorPolicy \"deadLetter\" needs a deadLetter sink",
         ));
     }
+    let records = options.error_policy.for_records(dead_letter.is_some());
     let query = query.into();
     // A `$group` at the end runs continuously; everything else document by document.
     let mut operator = match &query {
@@ -215,11 +216,21 @@ pub async fn run_with_dead_letters(
             None
         }
     };
+    let plan = PlanMark {
+        operator: operator
+            .as_ref()
+            .map_or("document-by-document pipeline", Operator::kind)
+            .to_string(),
+        fingerprint: query.fingerprint(),
+    };
     let mut committed = 0u64;
     let mut sink_state = (Value::Null, Value::Null);
     // Back to the last checkpoint: the source where it was, the sink without anything written
     // after it (a fresh run starts the sink empty).
     if let Some(cp) = checkpoints.load().await? {
+        if let Some(written) = &cp.plan {
+            plan.check(written, &checkpoints.describe())?;
+        }
         sink_state = split_sink_state(&cp.sink, dead_letter.is_some());
         if let Some(g) = operator.as_mut() {
             match &cp.state {
@@ -258,6 +269,7 @@ pub async fn run_with_dead_letters(
         query,
         operator,
         policy: options.error_policy,
+        records,
         next_seq: 0,
         stages: Vec::new(),
         end_of_input: false,
@@ -266,7 +278,7 @@ pub async fn run_with_dead_letters(
         now: 0,
     };
     let transform = tokio::spawn(transformer.run(fetched_rx, done_tx, counters.clone()));
-    let fetching = super::fetch::fetch(source, fetched_tx, options, &counters, ticks);
+    let fetching = super::fetch::fetch(source, fetched_tx, options, &counters, ticks, records);
     let delivering = async {
         let mut stats = RunStats::default();
         let mut pending: Option<(Checkpoint, Option<Snapshot>)> = None;
@@ -300,6 +312,7 @@ pub async fn run_with_dead_letters(
                         sink: deliverer.state(),
                         batches: committed,
                         state: None,
+                        plan: Some(plan.clone()),
                     },
                     t.state.clone(),
                 ));

@@ -24,6 +24,20 @@ pub enum StreamQuery {
     Sql { sql: String, table: String },
 }
 
+impl StreamQuery {
+    /// A fingerprint of the compiled query: of the parsed stages (so layout and key order of
+    /// the JSON do not matter), or of the SQL text with its whitespace collapsed.
+    pub fn fingerprint(&self) -> String {
+        match self {
+            StreamQuery::Pipeline(p) => super::checkpoint::fingerprint(&format!("{:?}", p.stages)),
+            StreamQuery::Sql { sql, table } => {
+                let words: Vec<&str> = sql.split_whitespace().collect();
+                super::checkpoint::fingerprint(&format!("{table}\n{}", words.join(" ")))
+            }
+        }
+    }
+}
+
 impl From<&Pipeline> for StreamQuery {
     fn from(p: &Pipeline) -> Self {
         StreamQuery::Pipeline(p.clone())

@@ -189,17 +189,17 @@ impl SessionWindows {
 
     /// The partition keys of `rows`, in Arrow's row format.
     fn keys(&mut self, rows: &RecordBatch) -> Result<datafusion::arrow::row::Rows> {
-        let column = rows.column_by_name(KEY).expect("the key column").clone();
-        if self.converter.is_none() {
-            self.converter = Some(RowConverter::new(vec![SortField::new(
+        let column = rows
+            .column_by_name(KEY)
+            .ok_or_else(|| state_mismatch("the partition key"))?
+            .clone();
+        let converter = match &mut self.converter {
+            Some(c) => c,
+            None => self.converter.insert(RowConverter::new(vec![SortField::new(
                 column.data_type().clone(),
-            )])?);
-        }
-        Ok(self
-            .converter
-            .as_ref()
-            .expect("just made")
-            .convert_columns(&[column])?)
+            )])?),
+        };
+        Ok(converter.convert_columns(&[column])?)
     }
 
     fn admit(&mut self, rows: RecordBatch, out: &mut WindowOutput) -> Result<()> {
@@ -415,7 +415,9 @@ impl SessionWindows {
         if self.buffer.len() < 16 {
             return Ok(());
         }
-        let packed = self.packed()?.expect("open sessions have documents");
+        let packed = self
+            .packed()?
+            .ok_or_else(|| Error::internal("open sessions without documents"))?;
         self.load(&packed)
     }
 
@@ -424,7 +426,7 @@ impl SessionWindows {
         let ids = packed
             .column_by_name(SESSION)
             .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-            .expect("session numbers")
+            .ok_or_else(|| state_mismatch("session numbers"))?
             .clone();
         let keep: Vec<usize> = (0..packed.num_columns())
             .filter(|&i| packed.schema().field(i).name() != SESSION)
@@ -437,7 +439,7 @@ impl SessionWindows {
         let times = rows
             .column_by_name(TIME)
             .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-            .expect("event times")
+            .ok_or_else(|| state_mismatch("event times"))?
             .clone();
         let keys = self.keys(&rows)?;
         let mut sessions: Vec<Session> = Vec::new();
@@ -554,6 +556,16 @@ fn together(pipeline: &Pipeline, after: &[Stage]) -> Result<Option<Pipeline>> {
         "end": {"$toDate": format!("${RIDE_END}")}}}}}]))?);
     stages.extend(after.iter().cloned());
     Ok(Some(Pipeline { stages }))
+}
+
+/// Session state that lacks a column this operator keeps: a checkpoint of another pipeline.
+fn state_mismatch(what: &str) -> Error {
+    Error::input(
+        "checkpoint",
+        format!(
+            "the session state has no {what}: it was written by another pipeline (start with a new checkpoint store, or run with --reset-checkpoint)"
+        ),
+    )
 }
 
 #[cfg(test)]

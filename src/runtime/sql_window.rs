@@ -318,16 +318,7 @@ fn millis(e: &Expr, name: &str) -> Result<i64> {
     let mut total: i64 = 0;
     for pair in words.chunks(2) {
         let n: i64 = pair[0].parse().ok().filter(|n| *n >= 0).ok_or_else(bad)?;
-        let per = match pair[1].to_ascii_lowercase().as_str() {
-            "ms" | "millisecond" | "milliseconds" => 1,
-            "second" | "seconds" => 1_000,
-            "minute" | "minutes" => 60_000,
-            "hour" | "hours" => 3_600_000,
-            "day" | "days" => 86_400_000,
-            _ => return Err(bad()),
-        };
-        total = n
-            .checked_mul(per)
+        total = crate::units::duration_millis(n, &pair[1], true)
             .and_then(|ms| total.checked_add(ms))
             .ok_or_else(bad)?;
     }
@@ -394,7 +385,7 @@ mod tests {
                 "goes in the GROUP BY",
             ),
             (
-                "SELECT 1 FROM bid GROUP BY tumble(ts, INTERVAL '1' WEEK)",
+                "SELECT 1 FROM bid GROUP BY tumble(ts, INTERVAL '1' MONTH)",
                 "expected an interval",
             ),
             (

@@ -58,6 +58,8 @@ pub(super) struct Transformer {
     pub query: StreamQuery,
     pub operator: Option<Operator>,
     pub policy: ErrorPolicy,
+    /// What happens to a record the stream cannot take ([`ErrorPolicy::for_records`]).
+    pub records: OnFailure,
     /// The hidden document number of the next document (order is the source's).
     pub next_seq: i64,
     /// What the plan's operators did in the batch in hand.
@@ -79,10 +81,24 @@ pub enum Operator {
 }
 
 impl Operator {
-    /// Its state now, for a checkpoint.
-    pub fn snapshot(&self) -> super::keyed_state::Snapshot {
+    /// What kind of operator it is, as a checkpoint records it.
+    pub fn kind(&self) -> &'static str {
+        use crate::dsl::stream_window::WindowKind;
         match self {
-            Operator::Group(g) => g.snapshot(),
+            Operator::Group(_) => "continuous $group",
+            Operator::Window(WindowOperator::Session(_)) => "session window",
+            Operator::Window(WindowOperator::Fixed(w)) => match w.window.kind {
+                WindowKind::Tumbling => "tumbling window",
+                WindowKind::Hopping { .. } => "hopping window",
+                WindowKind::Session { .. } => "session window",
+            },
+        }
+    }
+
+    /// Its state now, for a checkpoint.
+    pub fn snapshot(&self) -> Result<super::keyed_state::Snapshot> {
+        match self {
+            Operator::Group(g) => Ok(g.snapshot()),
             Operator::Window(w) => w.snapshot(),
         }
     }
@@ -141,7 +157,7 @@ impl Transformer {
         let rows = f.batch.num_rows();
         let mut dead_letters: Vec<DeadLetter> = Vec::new();
         let mut skipped = 0u64;
-        if self.policy.on_failure == OnFailure::Skip {
+        if self.records == OnFailure::Skip {
             skipped += f.rejected.len() as u64;
         } else {
             dead_letters.extend(f.rejected.iter().map(DeadLetter::unreadable));
@@ -190,7 +206,7 @@ impl Transformer {
                                 dead_letters.push(DeadLetter {
                                     reason: one_line(&err.to_string()),
                                     stage: "pipeline",
-                                    position: json!({"from": f.start.0, "document": i}).to_string(),
+                                    position: json!({"from": f.start.0, "document": i}),
                                     raw: docs[*i].clone(),
                                 });
                             }
@@ -208,11 +224,11 @@ impl Transformer {
         let drop_late = matches!(&self.operator, Some(Operator::Window(w)) if w.drops_late());
         for letter in std::mem::take(&mut self.side) {
             let is_late = letter.reason.starts_with("late");
-            let dead = self.policy.on_failure == OnFailure::DeadLetter && !(is_late && drop_late);
+            let dead = self.records == OnFailure::DeadLetter && !(is_late && drop_late);
             if is_late {
                 late += 1;
             } else {
-                match self.policy.on_failure {
+                match self.records {
                     OnFailure::FailFast => {
                         return Err(crate::Error::input(
                             format!("window input {}", letter.position),
@@ -238,7 +254,7 @@ impl Transformer {
             input_rows,
             skipped,
             lag: f.lag,
-            state: self.operator.as_ref().map(Operator::snapshot),
+            state: self.operator.as_ref().map(Operator::snapshot).transpose()?,
             started: f.started,
             transform_time: began.elapsed(),
             stages: std::mem::take(&mut self.stages),

@@ -126,11 +126,10 @@ impl WindowOperator {
     }
 
     /// The state, for a checkpoint.
-    pub fn snapshot(&self) -> Snapshot {
+    pub fn snapshot(&self) -> Result<Snapshot> {
         match self {
-            WindowOperator::Fixed(w) => w.snapshot(),
-            // Packing the open sessions can only fail on a broken invariant.
-            WindowOperator::Session(s) => s.snapshot().expect("packing open sessions"),
+            WindowOperator::Fixed(w) => Ok(w.snapshot()),
+            WindowOperator::Session(s) => s.snapshot(),
         }
     }
 
@@ -159,7 +158,7 @@ impl WindowOutput {
         let letter = |i: usize, reason: String| DeadLetter {
             reason,
             stage: "window",
-            position: json!({"windowInput": i}).to_string(),
+            position: json!({"windowInput": i}),
             raw: docs[i].clone(),
         };
         for &(i, t, w) in late {
@@ -203,7 +202,7 @@ pub(super) fn window_stages(
 pub struct ContinuousWindow {
     /// The stages before the window, then the event time as a column.
     before: Pipeline,
-    window: StreamWindow,
+    pub(super) window: StreamWindow,
     /// Stages after the window stage, run over each window's results.
     after: Vec<Stage>,
     schema: Option<SchemaRef>,
@@ -447,10 +446,12 @@ impl ContinuousWindow {
         }
         let size = self.window.size_ms;
         let buffer = &self.buffer;
+        // Computed only when every partition is idle (the start column is there by
+        // construction: a missing one only leaves the windows open).
         self.marks.settle(|| {
             buffer
                 .iter()
-                .filter_map(|b| start_column(b).values().iter().max().copied())
+                .filter_map(|b| start_column(b).ok()?.values().iter().max().copied())
                 .max()
                 .map(|s| s.saturating_add(size))
         });
@@ -576,7 +577,7 @@ impl ContinuousWindow {
         let ends = |s: i64| s.saturating_add(size) <= watermark;
         let mut due = BTreeSet::new();
         for b in &self.buffer {
-            for s in start_column(b).values() {
+            for s in start_column(b)?.values() {
                 if ends(*s) {
                     due.insert(*s);
                 }
@@ -590,7 +591,7 @@ impl ContinuousWindow {
             let mut parts = Vec::new();
             for b in &self.buffer {
                 let mask = BooleanArray::from_iter(
-                    start_column(b).values().iter().map(|s| Some(*s == start)),
+                    start_column(b)?.values().iter().map(|s| Some(*s == start)),
                 );
                 let part = filter_record_batch(b, &mask)?;
                 if part.num_rows() > 0 {
@@ -641,7 +642,7 @@ impl ContinuousWindow {
         let mut kept = Vec::new();
         for b in &self.buffer {
             let mask =
-                BooleanArray::from_iter(start_column(b).values().iter().map(|s| Some(!ends(*s))));
+                BooleanArray::from_iter(start_column(b)?.values().iter().map(|s| Some(!ends(*s))));
             let part = filter_record_batch(b, &mask)?;
             if part.num_rows() > 0 {
                 kept.push(part);
@@ -811,10 +812,10 @@ pub(super) fn event_times(rows: &RecordBatch) -> Result<Option<Int64Array>> {
         .transpose()
 }
 
-fn start_column(b: &RecordBatch) -> &Int64Array {
+fn start_column(b: &RecordBatch) -> Result<&Int64Array> {
     b.column_by_name(START)
         .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-        .expect("buffered rows carry their window start")
+        .ok_or_else(|| Error::internal("buffered window rows without their window start"))
 }
 
 /// The documents without the window operators' own columns (named `__fluxion_…`).

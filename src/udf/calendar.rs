@@ -62,64 +62,7 @@ pub fn from_local(local: NaiveDateTime, tz: &Tz) -> Option<i64> {
     }
 }
 
-/// A calendar unit, as `$dateTrunc`, `$dateAdd` and `$dateDiff` name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unit {
-    Year,
-    Quarter,
-    Month,
-    Week,
-    Day,
-    Hour,
-    Minute,
-    Second,
-    Millisecond,
-}
-
-impl Unit {
-    /// Parses a unit name.
-    pub fn parse(s: &str) -> Option<Unit> {
-        Some(match s {
-            "year" => Unit::Year,
-            "quarter" => Unit::Quarter,
-            "month" => Unit::Month,
-            "week" => Unit::Week,
-            "day" => Unit::Day,
-            "hour" => Unit::Hour,
-            "minute" => Unit::Minute,
-            "second" => Unit::Second,
-            "millisecond" => Unit::Millisecond,
-            _ => return None,
-        })
-    }
-
-    /// The names accepted, for error messages.
-    pub const NAMES: &'static str =
-        "year, quarter, month, week, day, hour, minute, second, millisecond";
-
-    /// The length of a fixed unit in milliseconds (`None` for months, quarters, years).
-    pub fn millis(self) -> Option<i64> {
-        Some(match self {
-            Unit::Week => 7 * 86_400_000,
-            Unit::Day => 86_400_000,
-            Unit::Hour => 3_600_000,
-            Unit::Minute => 60_000,
-            Unit::Second => 1000,
-            Unit::Millisecond => 1,
-            _ => return None,
-        })
-    }
-
-    /// Parses `s`, or an execution error listing the units.
-    pub fn get(s: &str) -> DFResult<Unit> {
-        Unit::parse(s).ok_or_else(|| {
-            DataFusionError::Execution(format!(
-                "unknown unit \"{s}\" (expected one of {})",
-                Unit::NAMES
-            ))
-        })
-    }
-}
+pub use crate::units::Unit;
 
 /// Parses a `startOfWeek` (a day name or its three-letter abbreviation, any case).
 pub fn weekday(s: &str) -> Option<Weekday> {
