@@ -968,11 +968,7 @@ async fn random_pipelines_stream_as_they_run_in_batch() {
         let got = to_documents(&sink.committed).unwrap();
         let has_group = stages.to_string().contains("\"$group\"");
         let verdict = if has_group {
-            let mut last = std::collections::BTreeMap::new();
-            for d in got {
-                last.insert(d["_id"].to_string(), d);
-            }
-            let got: Vec<Value> = last.into_values().collect();
+            let got = common::last_per_id(got);
             common::same_documents(&got, &batch, false)
         } else {
             common::same_documents(&got, &batch, true)

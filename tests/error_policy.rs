@@ -368,11 +368,7 @@ async fn documents_the_pipeline_fails_on_are_found_and_dead_lettered() {
         let mut got = to_documents(&sink.committed).unwrap();
         if grouped {
             // The last upsert per group is the group.
-            let mut last = std::collections::BTreeMap::new();
-            for d in got {
-                last.insert(d["_id"].to_string(), d);
-            }
-            got = last.into_values().collect();
+            got = common::last_per_id(got);
             expected.sort_by_key(|d| d["_id"].to_string());
         }
         assert_eq!(got.len(), expected.len());

@@ -49,6 +49,7 @@ async fn accumulators_follow_a_preceding_sort() {
     let out = run(&data, json!([{"$sort": {"v": -1}}, {"$group": {"_id": "$k", "first": {"$first": "$_id"}, "last": {"$last": "$_id"}}}, {"$sort": {"_id": 1}}]))
         .await
         .unwrap();
+    assert_eq!(out.len(), 7);
     for (k, doc) in out.iter().enumerate() {
         // Sorted by v descending, ties in input order.
         let mut ids: Vec<i64> = (0..60_000).filter(|i| i % 7 == k as i64).collect();
@@ -109,6 +110,7 @@ async fn unwind_keeps_element_order_and_runs_repeat() {
     let data = docs();
     let pipeline = json!([{"$unwind": "$a"}, {"$group": {"_id": {"$mod": ["$_id", 3]}, "seq": {"$push": "$a"}}}, {"$sort": {"_id": 1}}]);
     let first = run(&data, pipeline.clone()).await.unwrap();
+    assert_eq!(first.len(), 3);
     for (r, doc) in first.iter().enumerate() {
         let expected: Vec<Value> = (0..60_000i64)
             .filter(|i| i % 3 == r as i64)

@@ -286,11 +286,7 @@ async fn a_continuous_group_ends_in_the_batch_group() {
             .await
             .unwrap();
             // Upserts: the last document per _id is the group's value.
-            let mut last = std::collections::BTreeMap::new();
-            for d in to_documents(&sink.committed).unwrap() {
-                last.insert(d["_id"].to_string(), d);
-            }
-            let got: Vec<Value> = last.into_values().collect();
+            let got = common::last_per_id(to_documents(&sink.committed).unwrap());
             assert_eq!(got.len(), expected.len(), "batches of {size}");
             for (g, e) in got.iter().zip(&expected) {
                 assert!(common::same_value(g, e), "batches of {size}:\n{g}\n{e}");
@@ -401,11 +397,7 @@ async fn a_continuous_group_resumes_with_its_checkpointed_state() {
         .await
         .unwrap();
     }
-    let mut last = std::collections::BTreeMap::new();
-    for d in read_docs(&output) {
-        last.insert(d["_id"].to_string(), d);
-    }
-    let got: Vec<Value> = last.into_values().collect();
+    let got = common::last_per_id(read_docs(&output));
     assert_eq!(got.len(), expected.len());
     for (g, e) in got.iter().zip(&expected) {
         assert!(common::same_value(g, e), "{g}\n{e}");

@@ -606,17 +606,6 @@ async fn combining_stages_report_bad_input_names_and_options() {
             .starts_with("pipeline[0].$lookup.let: let needs a pipeline"),
         "{e}"
     );
-    let e = run(
-        PEOPLE,
-        json!([{"$bucket": {"groupBy": "$age", "boundaries": [0, 30], "default": "Other"}}]),
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        e.to_string()
-            .starts_with("pipeline[0].$bucket.default: default must have the boundaries' type"),
-        "{e}"
-    );
     let e = run(PEOPLE, json!([{"$replaceRoot": {"newRoot": "$name"}}]))
         .await
         .unwrap_err();
@@ -647,5 +636,54 @@ async fn sample_rate_keeps_about_that_share_repeatably() {
     assert_eq!(
         e.to_string(),
         "pipeline[0].$sampleRate: $sampleRate expects a number from 0 to 1"
+    );
+}
+
+/// MongoDB's own `$bucket` example: numeric boundaries and `"default": "Other"`. The `_id`
+/// column holds both as text (the widening rule for mixed values); buckets come in MongoDB's
+/// order, numbers before the string default.
+#[tokio::test]
+async fn bucket_with_a_default_of_another_type() {
+    let artists = r#"{"last_name": "Bernard", "year_born": 1845}
+{"last_name": "Rippl-Ronai", "year_born": 1861}
+{"last_name": "Ostroumova", "year_born": 1871}
+{"last_name": "Van Gogh", "year_born": 1853}
+{"last_name": "Maurer", "year_born": 1868}
+{"last_name": "Munch", "year_born": 1863}
+{"last_name": "Redon", "year_born": 1840}
+{"last_name": "Hokusai", "year_born": 1760}
+"#;
+    let out = run(
+        artists,
+        json!([{"$bucket": {"groupBy": "$year_born", "boundaries": [1840, 1850, 1860, 1870, 1880],
+                            "default": "Other",
+                            "output": {"count": {"$sum": 1}, "artists": {"$push": "$last_name"}}}}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            json!({"_id": "1840", "count": 2, "artists": ["Bernard", "Redon"]}),
+            json!({"_id": "1850", "count": 1, "artists": ["Van Gogh"]}),
+            json!({"_id": "1860", "count": 3, "artists": ["Rippl-Ronai", "Maurer", "Munch"]}),
+            json!({"_id": "1870", "count": 1, "artists": ["Ostroumova"]}),
+            json!({"_id": "Other", "count": 1, "artists": ["Hokusai"]}),
+        ]
+    );
+    // A numeric default with string boundaries sorts first.
+    let out = run(
+        artists,
+        json!([{"$bucket": {"groupBy": "$last_name", "boundaries": ["C", "N", "Z"], "default": 0}}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            json!({"_id": "0", "count": 1}),
+            json!({"_id": "C", "count": 3}),
+            json!({"_id": "N", "count": 4}),
+        ]
     );
 }

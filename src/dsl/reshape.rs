@@ -94,23 +94,35 @@ pub fn parse_bucket(v: &Value, at: &JsonPath) -> Result<Vec<Stage>> {
     if !ascending {
         return Err(bounds_at.err("boundaries must be in ascending order"));
     }
-    if let Some(d) = map.get("default")
-        && class(d) != class(&bounds[0])
-    {
-        return Err(at.key("default").err(
-            "default must have the boundaries' type: the bucket _id is one column, which holds one type",
-        ));
-    }
+    // A default of another type than the boundaries (`"default": "Other"` with numbers, as in
+    // MongoDB's own example): the bucket `_id` column takes the widening rule's type for mixed
+    // values, text — strings as they are, other values as their JSON text — and the buckets
+    // are sorted by a hidden bucket number in MongoDB's order (numbers before strings).
+    let mixed = map
+        .get("default")
+        .filter(|d| class(d) != class(&bounds[0]));
+    let as_text = |v: &Value| match v {
+        Value::String(_) => v.clone(),
+        other => json!({"$literal": other.to_string()}),
+    };
     // Bucket i holds boundaries[i] <= groupBy < boundaries[i + 1].
+    let case = |w: &[Value]| json!({"$and": [{"$gte": [group_by, w[0]]}, {"$lt": [group_by, w[1]]}]});
     let branches: Vec<Value> = bounds
         .windows(2)
         .map(|w| {
-            json!({"case": {"$and": [{"$gte": [group_by, w[0]]}, {"$lt": [group_by, w[1]]}]}, "then": w[0]})
+            let then = match mixed {
+                Some(_) => as_text(&w[0]),
+                None => w[0].clone(),
+            };
+            json!({"case": case(w), "then": then})
         })
         .collect();
     let mut switch = json!({"branches": branches});
     if let Some(d) = map.get("default") {
-        switch["default"] = d.clone();
+        switch["default"] = match mixed {
+            Some(_) => as_text(d),
+            None => d.clone(),
+        };
     }
     let mut spec = match map.get("output") {
         Some(Value::Object(o)) => Value::Object(o.clone()),
@@ -124,10 +136,35 @@ pub fn parse_bucket(v: &Value, at: &JsonPath) -> Result<Vec<Stage>> {
             .err("output cannot set _id (it is the bucket's boundary)"));
     }
     spec["_id"] = json!({ "$switch": switch });
+    let order_key = "__fluxion_bucket";
+    if let Some(d) = mixed {
+        // BSON order: null < numbers < strings < objects < arrays < booleans.
+        let rank = |v: &Value| match v {
+            Value::Null => 0,
+            Value::Number(_) => 1,
+            Value::String(_) => 2,
+            Value::Object(_) => 3,
+            Value::Array(_) => 4,
+            Value::Bool(_) => 5,
+        };
+        let n = bounds.len() as i64;
+        let default_at = if rank(d) < rank(&bounds[0]) { -1 } else { n };
+        let numbered: Vec<Value> = bounds
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| json!({"case": case(w), "then": i}))
+            .collect();
+        spec[order_key] =
+            json!({"$min": {"$switch": {"branches": numbered, "default": default_at}}});
+    }
     let group = Group::parse(&spec, &at.key("output"))?;
     // Documents outside every bucket and without a default are dropped (MongoDB: an error).
     let keep = json!({"_id": {"$ne": null}});
-    Ok(vec![
+    let sort_by = match mixed {
+        Some(_) => json!({ order_key: 1 }),
+        None => json!({"_id": 1}),
+    };
+    let mut stages = vec![
         Stage {
             kind: StageKind::Group(group),
             path: at.clone(),
@@ -137,10 +174,17 @@ pub fn parse_bucket(v: &Value, at: &JsonPath) -> Result<Vec<Stage>> {
             path: at.clone(),
         },
         Stage {
-            kind: StageKind::Sort(sort::parse(&json!({"_id": 1}), at)?),
+            kind: StageKind::Sort(sort::parse(&sort_by, at)?),
             path: at.clone(),
         },
-    ])
+    ];
+    if mixed.is_some() {
+        stages.push(Stage {
+            kind: StageKind::Unset(super::project::parse_unset(&json!(order_key), at)?),
+            path: at.clone(),
+        });
+    }
+    Ok(stages)
 }
 
 /// `$sample: {"size": n, "seed": s}`: `n` documents chosen by a seeded hash, so the same input

@@ -15,6 +15,7 @@ pub mod array_to_object;
 pub mod bucket_auto;
 pub mod calendar;
 pub mod checked_arith;
+pub mod compensated_sum;
 pub mod date_add;
 pub mod date_diff;
 pub mod date_from_parts;

@@ -31,6 +31,16 @@ pub async fn batch_result(data: &str, pipeline: &Pipeline) -> Vec<Value> {
         .unwrap()
 }
 
+/// The last upsert per `_id` of a continuous `$group`'s output (its groups' current values),
+/// ordered by the `_id`'s JSON text.
+pub fn last_per_id(upserts: impl IntoIterator<Item = Value>) -> Vec<Value> {
+    let mut last = std::collections::BTreeMap::new();
+    for d in upserts {
+        last.insert(d["_id"].to_string(), d);
+    }
+    last.into_values().collect()
+}
+
 /// Like [`run`], sorting the output by its JSON text (for order-insensitive checks).
 pub async fn run_sorted(docs: &str, pipeline: Value) -> Vec<Value> {
     let mut out = run(docs, pipeline).await.unwrap();

@@ -12,7 +12,7 @@ use datafusion::functions::core::expr_fn::{get_field, greatest};
 use datafusion::functions::math::expr_fn::ceil;
 use datafusion::functions_aggregate::count::count_all;
 use datafusion::functions_aggregate::expr_fn::{
-    array_agg, avg, first_value, last_value, max, min, sum,
+    array_agg, avg, count, first_value, last_value, max, min, sum,
 };
 use datafusion::functions_aggregate::expr_fn::{stddev, stddev_pop};
 use datafusion::functions_nested::expr_fn::{
@@ -27,6 +27,7 @@ use crate::dsl::expression::Expression;
 use crate::dsl::group::{Accumulator, Group};
 use crate::plan::expr::{ExprCompiler, Kind, literal};
 use crate::plan::{field, order};
+use crate::udf::compensated_sum;
 
 const ROWS: &str = "__fluxion_rows";
 
@@ -131,10 +132,20 @@ fn accumulator(c: &ExprCompiler, acc: &Accumulator, ordered: bool) -> Result<Exp
     }
     let arg = c.typed(&acc.arg, &at)?;
     let numeric = arg.kind() == Kind::Number;
+    // Doubles are summed as MongoDB sums them: compensated (`udf::compensated_sum`).
+    let doubles = arg.ty == DataType::Float64;
     Ok(match acc.op {
         // MongoDB ignores non-numeric values in $sum and $avg; a sum of nothing is 0.
+        "$sum" if doubles => coalesce(vec![
+            compensated_sum::sum().call(vec![arg.expr]),
+            lit(0i64),
+        ]),
         "$sum" if numeric => coalesce(vec![sum(arg.expr), lit(0i64)]),
         "$sum" => lit(0i64),
+        "$avg" if doubles => {
+            compensated_sum::sum().call(vec![arg.expr.clone()])
+                / cast(count(arg.expr), DataType::Float64)
+        }
         "$avg" if numeric => avg(arg.expr),
         "$avg" => lit(datafusion::common::ScalarValue::Float64(None)),
         "$min" => min(arg.expr),

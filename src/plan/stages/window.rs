@@ -373,6 +373,10 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
                     || c.typed(arg, here)
                         .map(|t| t.kind() == Kind::Number)
                         .unwrap_or(false);
+                // Doubles sum compensated, as in `$group` (`udf::compensated_sum`).
+                let doubles = c
+                    .typed(arg, here)
+                    .is_ok_and(|t| t.ty == DataType::Float64);
                 let agg = |udaf| -> Result<Expr> {
                     Ok(Expr::from(WindowFunction::new(udaf, vec![value.clone()]))
                         .partition_by(partition.clone())
@@ -381,6 +385,15 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
                         .build()?)
                 };
                 match *op {
+                    "$sum" if doubles => coalesce(vec![
+                        add(agg(crate::udf::compensated_sum::sum())?, &mut window_exprs),
+                        lit(0i64),
+                    ]),
+                    "$avg" if doubles => {
+                        let total = add(agg(crate::udf::compensated_sum::sum())?, &mut window_exprs);
+                        let n = add(agg(count_udaf())?, &mut window_exprs);
+                        total / cast(n, DataType::Float64)
+                    }
                     "$sum" if numeric => {
                         coalesce(vec![add(agg(sum_udaf())?, &mut window_exprs), lit(0i64)])
                     }
