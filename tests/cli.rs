@@ -432,7 +432,11 @@ fn a_streaming_job_follows_its_input_stops_on_sigterm_and_resumes() {
         }
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
-    assert_eq!(checkpointed(), total as u64, "the restarted job checkpointed the new input");
+    assert_eq!(
+        checkpointed(),
+        total as u64,
+        "the restarted job checkpointed the new input"
+    );
     assert!(terminate(&mut child).success());
     assert_eq!(file_docs(&output), expected);
 }
@@ -1195,7 +1199,11 @@ fn an_edited_pipeline_does_not_resume_from_another_pipelines_checkpoint() {
     let group = r#"[{"$group": {"_id": "$customerId", "n": {"$count": {}}}}]"#;
     write_job(group);
     let out = fluxion(&["run", job.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for (edited, says) in [
         (
             r#"[{"$sessionWindow": {"gap": {"size": 1, "unit": "hour"}, "partitionBy": "$customerId",
@@ -1225,7 +1233,11 @@ fn an_edited_pipeline_does_not_resume_from_another_pipelines_checkpoint() {
     }
     // The way out: start over.
     let out = fluxion(&["run", job.to_str().unwrap(), "--reset-checkpoint"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let paid = std::fs::read_to_string(dir.path().join("orders.jsonl"))
         .unwrap()
         .lines()

@@ -687,3 +687,26 @@ async fn bucket_with_a_default_of_another_type() {
         ]
     );
 }
+
+/// A constant array whose elements no one Arrow type holds (an object and a number) is a list
+/// of their JSON texts, the widening rule of documents — it once panicked while planning.
+#[tokio::test]
+async fn a_constant_array_of_mixed_types_follows_the_widening_rule() {
+    let out = run(
+        PEOPLE,
+        json!([{"$project": {"_id": 0, "name": 1, "mixed": {"$literal": [{"a": 1}, 28, "x"]}}}, {"$limit": 1}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out,
+        vec![json!({"name": "ann", "mixed": ["{\"a\":1}", "28", "x"]})]
+    );
+    // The pipeline the fuzzer found: an array constant holding an operator document.
+    let out = run(
+        PEOPLE,
+        json!([{"$match": {"tags": {"$lte": [{"$dayOfMonth": "$at"}, 28]}}}]),
+    )
+    .await;
+    assert!(out.is_ok(), "{out:?}");
+}

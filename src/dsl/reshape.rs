@@ -98,15 +98,14 @@ pub fn parse_bucket(v: &Value, at: &JsonPath) -> Result<Vec<Stage>> {
     // MongoDB's own example): the bucket `_id` column takes the widening rule's type for mixed
     // values, text — strings as they are, other values as their JSON text — and the buckets
     // are sorted by a hidden bucket number in MongoDB's order (numbers before strings).
-    let mixed = map
-        .get("default")
-        .filter(|d| class(d) != class(&bounds[0]));
+    let mixed = map.get("default").filter(|d| class(d) != class(&bounds[0]));
     let as_text = |v: &Value| match v {
         Value::String(_) => v.clone(),
         other => json!({"$literal": other.to_string()}),
     };
     // Bucket i holds boundaries[i] <= groupBy < boundaries[i + 1].
-    let case = |w: &[Value]| json!({"$and": [{"$gte": [group_by, w[0]]}, {"$lt": [group_by, w[1]]}]});
+    let case =
+        |w: &[Value]| json!({"$and": [{"$gte": [group_by, w[0]]}, {"$lt": [group_by, w[1]]}]});
     let branches: Vec<Value> = bounds
         .windows(2)
         .map(|w| {

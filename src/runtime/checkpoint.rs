@@ -70,12 +70,28 @@ impl PlanMark {
 
 /// A stable 64-bit FNV-1a hash of `text`, in hex (stable across builds, unlike `std`'s).
 pub fn fingerprint(text: &str) -> String {
+    checksum(text.as_bytes())
+}
+
+/// The FNV-1a hash of `bytes`, in hex: the checksum a checkpoint keeps of its state file.
+fn checksum(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
+    for b in bytes {
+        h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     format!("{h:016x}")
+}
+
+/// Refuses state bytes whose checksum is not the one the checkpoint recorded.
+fn check_state(bytes: &[u8], recorded: Option<&str>, at: &str) -> Result<()> {
+    match recorded {
+        Some(sum) if sum != checksum(bytes) => Err(Error::input(
+            at,
+            "the checkpoint's state file is damaged (its checksum does not match): start with a new checkpoint store, or run with --reset-checkpoint",
+        )),
+        _ => Ok(()),
+    }
 }
 
 impl Checkpoint {
@@ -85,8 +101,10 @@ impl Checkpoint {
             .plan
             .as_ref()
             .map(|p| json!({"operator": p.operator, "fingerprint": p.fingerprint}));
+        let state_checksum = self.state.as_deref().map(checksum);
         json!({"version": 1, "source": self.source, "sink": self.sink, "batches": self.batches,
-               "state": state_file, "schema": schema, "plan": plan})
+               "state": state_file, "stateChecksum": state_checksum, "schema": schema,
+               "plan": plan})
     }
 
     fn from_json(v: &Value, at: &str) -> Result<(Checkpoint, Option<String>)> {
@@ -115,6 +133,15 @@ impl Checkpoint {
             },
         };
         let state_file = v.get("state").and_then(Value::as_str).map(str::to_string);
+        // The state file sits beside the checkpoint: a name, not a path.
+        if let Some(f) = &state_file
+            && (f.is_empty() || f.contains(['/', '\\']) || f.starts_with('.'))
+        {
+            return Err(Error::input(
+                at,
+                format!("the checkpoint names \"{f}\" as its state file, which is not a file name"),
+            ));
+        }
         Ok((checkpoint, state_file))
     }
 }
@@ -210,10 +237,14 @@ impl CheckpointStore for DirCheckpoints {
         let (mut checkpoint, state_file) = Checkpoint::from_json(&v, &at)?;
         if let Some(f) = state_file {
             let p = self.dir.join(&f);
-            checkpoint.state = Some(
-                std::fs::read(&p)
-                    .map_err(|e| Error::external(format!("reading {}", p.display()), e))?,
-            );
+            let bytes = std::fs::read(&p)
+                .map_err(|e| Error::external(format!("reading {}", p.display()), e))?;
+            check_state(
+                &bytes,
+                v.get("stateChecksum").and_then(Value::as_str),
+                &p.display().to_string(),
+            )?;
+            checkpoint.state = Some(bytes);
         }
         Ok(Some(checkpoint))
     }
@@ -355,6 +386,11 @@ impl CheckpointStore for ObjectStoreCheckpoints {
                 .bytes()
                 .await
                 .map_err(|e| self.err("reading checkpoint state in", e))?;
+            check_state(
+                &state,
+                v.get("stateChecksum").and_then(Value::as_str),
+                &format!("{}/{f}", self.display),
+            )?;
             checkpoint.state = Some(state.to_vec());
         }
         Ok(Some(checkpoint))

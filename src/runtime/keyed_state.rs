@@ -254,13 +254,23 @@ impl KeyedState {
 /// The schema (with its metadata) and batches of checkpointed state (from
 /// [`Snapshot::to_ipc`]).
 pub fn read_ipc(bytes: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let reader = datafusion::arrow::ipc::reader::FileReader::try_new(
-        std::io::Cursor::new(bytes.to_vec()),
-        None,
-    )?;
-    let schema = reader.schema();
-    let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok((schema, batches))
+    let read = || -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let reader = datafusion::arrow::ipc::reader::FileReader::try_new(
+            std::io::Cursor::new(bytes.to_vec()),
+            None,
+        )?;
+        let schema = reader.schema();
+        let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok((schema, batches))
+    };
+    // Arrow's IPC reader trusts the lengths it reads and can panic on a damaged file; a
+    // checkpoint's checksum catches damage first, this catches it in checkpoints without one.
+    std::panic::catch_unwind(read).unwrap_or_else(|_| {
+        Err(Error::input(
+            "checkpoint state",
+            "the state file is damaged (not readable as Arrow IPC): start with a new checkpoint store, or run with --reset-checkpoint",
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -180,7 +180,11 @@ fn each(values: &[ArrayRef], mut f: impl FnMut(usize, f64)) {
     for column in values {
         let column = column.as_primitive::<Float64Type>();
         match column.nulls() {
-            None => column.values().iter().enumerate().for_each(|(i, v)| f(i, *v)),
+            None => column
+                .values()
+                .iter()
+                .enumerate()
+                .for_each(|(i, v)| f(i, *v)),
             Some(nulls) => {
                 for (i, v) in column.values().iter().enumerate() {
                     if nulls.is_valid(i) {

@@ -25,6 +25,7 @@ use serde_json::Value;
 use super::field;
 use crate::Result;
 use crate::document::date::date_millis;
+use crate::document::infer::Shape;
 use crate::dsl::JsonPath;
 use crate::dsl::expression::{Expression, Family};
 
@@ -244,6 +245,21 @@ pub fn scalar(v: &Value) -> ScalarValue {
         },
         Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
         Value::Array(items) => {
+            // Elements of types no one Arrow type holds: the widening rule of documents
+            // (`document::infer`), strings as they are and other values as their JSON text.
+            if let Shape::Array(elem) = Shape::of(v)
+                && matches!(*elem, Shape::Text { .. })
+            {
+                let texts: Vec<ScalarValue> = items
+                    .iter()
+                    .map(|x| match x {
+                        Value::Null => ScalarValue::Utf8(None),
+                        Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
+                        other => ScalarValue::Utf8(Some(other.to_string())),
+                    })
+                    .collect();
+                return ScalarValue::List(ScalarValue::new_list_nullable(&texts, &DataType::Utf8));
+            }
             let values: Vec<ScalarValue> = items.iter().map(scalar).collect();
             let elem_ty = values
                 .iter()
@@ -253,10 +269,12 @@ pub fn scalar(v: &Value) -> ScalarValue {
             let values: Vec<ScalarValue> = values
                 .into_iter()
                 .map(|s| {
+                    // A typed null where a value does not cast (a list holds one type).
+                    let null = || ScalarValue::try_from(&elem_ty).unwrap_or(ScalarValue::Null);
                     if s.is_null() {
-                        ScalarValue::try_from(&elem_ty).unwrap_or(ScalarValue::Null)
+                        null()
                     } else {
-                        s.cast_to(&elem_ty).unwrap_or(ScalarValue::Null)
+                        s.cast_to(&elem_ty).unwrap_or_else(|_| null())
                     }
                 })
                 .collect();

@@ -136,10 +136,7 @@ fn accumulator(c: &ExprCompiler, acc: &Accumulator, ordered: bool) -> Result<Exp
     let doubles = arg.ty == DataType::Float64;
     Ok(match acc.op {
         // MongoDB ignores non-numeric values in $sum and $avg; a sum of nothing is 0.
-        "$sum" if doubles => coalesce(vec![
-            compensated_sum::sum().call(vec![arg.expr]),
-            lit(0i64),
-        ]),
+        "$sum" if doubles => coalesce(vec![compensated_sum::sum().call(vec![arg.expr]), lit(0i64)]),
         "$sum" if numeric => coalesce(vec![sum(arg.expr), lit(0i64)]),
         "$sum" => lit(0i64),
         "$avg" if doubles => {

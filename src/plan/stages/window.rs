@@ -374,9 +374,7 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
                         .map(|t| t.kind() == Kind::Number)
                         .unwrap_or(false);
                 // Doubles sum compensated, as in `$group` (`udf::compensated_sum`).
-                let doubles = c
-                    .typed(arg, here)
-                    .is_ok_and(|t| t.ty == DataType::Float64);
+                let doubles = c.typed(arg, here).is_ok_and(|t| t.ty == DataType::Float64);
                 let agg = |udaf| -> Result<Expr> {
                     Ok(Expr::from(WindowFunction::new(udaf, vec![value.clone()]))
                         .partition_by(partition.clone())
@@ -390,7 +388,8 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
                         lit(0i64),
                     ]),
                     "$avg" if doubles => {
-                        let total = add(agg(crate::udf::compensated_sum::sum())?, &mut window_exprs);
+                        let total =
+                            add(agg(crate::udf::compensated_sum::sum())?, &mut window_exprs);
                         let n = add(agg(count_udaf())?, &mut window_exprs);
                         total / cast(n, DataType::Float64)
                     }
