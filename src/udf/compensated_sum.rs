@@ -433,7 +433,7 @@ mod tests {
             sums: Vec::new(),
             counts: Vec::new(),
         };
-        g.update_batch(&[values.clone()], &[0, 0, 0, 1, 0], None, 3)
+        g.update_batch(std::slice::from_ref(&values), &[0, 0, 0, 1, 0], None, 3)
             .unwrap();
         let state = g.state(EmitTo::All).unwrap();
         let mut merged = Groups {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod oracle;
+pub mod s3;
 
 use datafusion::prelude::DataFrame;
 use fluxion::document::encode::to_documents;
