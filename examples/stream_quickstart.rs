@@ -8,7 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use fluxion::job::{RuntimeConfig, SinkConfig, SourceConfig};
+use fluxion::connect::config::{SinkConfig, SourceConfig};
+use fluxion::job::RuntimeConfig;
 use fluxion::runtime::builder::Stream;
 use fluxion::runtime::checkpoint::DirCheckpoints;
 use serde_json::Value;

@@ -7,7 +7,9 @@
 //!  "sink": {"type": "stdout"}}
 //! ```
 //! Relative paths are resolved against the job file's directory, so a job runs the same from
-//! any working directory.
+//! any working directory. The connector parts (`source`, `sink`, `deadLetter`) are
+//! [`connect::config`](crate::connect::config)'s; the runtime applies `runtime` and
+//! `errorPolicy` ([`runtime::builder`](crate::runtime::builder)).
 
 use std::path::Path;
 
@@ -16,7 +18,7 @@ use serde_json::Value;
 
 use std::sync::Arc;
 
-use crate::connect::Format;
+use crate::connect::config::{SinkConfig, SourceConfig};
 use crate::connect::file::FileOptions;
 use crate::document::declared::parse_schema;
 use crate::dsl::Pipeline;
@@ -26,7 +28,7 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Job {
-    /// The job's name (used in logs and, later, metrics).
+    /// The job's name (in logs, errors and metrics).
     pub name: Option<String>,
     pub source: SourceConfig,
     /// JSON stages; exclusive with `sql`.
@@ -75,121 +77,6 @@ pub struct RuntimeConfig {
     pub source_queue_capacity: Option<usize>,
     /// Threads the job runs on (default: one per core).
     pub worker_threads: Option<usize>,
-}
-
-impl RuntimeConfig {
-    /// These settings over `options`.
-    pub fn apply(&self, options: &mut crate::runtime::micro_batch::RuntimeOptions) {
-        if let Some(n) = self.micro_batch_size {
-            options.micro_batch_size = n.max(1);
-        }
-        if let Some(ms) = self.max_batch_delay_ms {
-            options.max_batch_delay = (ms > 0).then(|| std::time::Duration::from_millis(ms));
-        }
-        if let Some(n) = self.queue_capacity {
-            options.queue_capacity = n.max(1);
-        }
-        if let Some(n) = self.source_queue_capacity {
-            options.source_queue_capacity = n.max(1);
-        }
-    }
-}
-
-/// Where documents come from.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum SourceConfig {
-    /// A file, directory or object-store URL.
-    File {
-        path: String,
-        format: Option<String>,
-        /// The table name SQL uses (default `input`).
-        table: Option<String>,
-        /// A declared document schema (see `document::declared`); inferred when absent.
-        schema: Option<Value>,
-        /// Follow a growing JSON-lines file (a streaming job) instead of ending at its end.
-        #[serde(default)]
-        follow: bool,
-        /// The event time of each document, for windows: an expression (`"$ts"`) giving a
-        /// date, ISO-8601 text or epoch milliseconds.
-        #[serde(rename = "timeField")]
-        time_field: Option<Value>,
-    },
-    /// Nexmark events generated in process (`connect::nexmark`): `kind` (`"bid"`, the default,
-    /// `"auction"` or `"person"`), `events` of them (or without end), at most `rate` per
-    /// second (default: as fast as they come). Event time is `dateTime` unless `timeField`
-    /// says otherwise.
-    Nexmark {
-        kind: Option<String>,
-        events: Option<u64>,
-        rate: Option<f64>,
-        table: Option<String>,
-        #[serde(rename = "timeField")]
-        time_field: Option<Value>,
-    },
-    /// Documents given in the job itself (for tests, demos and embedding).
-    Memory {
-        documents: Vec<Value>,
-        /// The table name SQL uses (default `input`).
-        table: Option<String>,
-        /// The event time of each document, for windows (see `File`).
-        #[serde(rename = "timeField")]
-        time_field: Option<Value>,
-    },
-}
-
-impl SourceConfig {
-    /// The `timeField` expression, if any.
-    pub fn time_field(&self) -> Option<&Value> {
-        match self {
-            SourceConfig::File { time_field, .. } | SourceConfig::Memory { time_field, .. } => {
-                time_field.as_ref()
-            }
-            SourceConfig::Nexmark { time_field, .. } => {
-                static DATE_TIME: std::sync::LazyLock<Value> =
-                    std::sync::LazyLock::new(|| Value::String("$dateTime".into()));
-                Some(time_field.as_ref().unwrap_or(&DATE_TIME))
-            }
-        }
-    }
-
-    /// The table name the source is registered under (default `input`).
-    pub fn table(&self) -> &str {
-        match self {
-            SourceConfig::File { table, .. }
-            | SourceConfig::Memory { table, .. }
-            | SourceConfig::Nexmark { table, .. } => table.as_deref().unwrap_or("input"),
-        }
-    }
-
-    /// The documents of an in-memory source as JSON lines.
-    pub fn memory_jsonl(&self) -> Option<Vec<u8>> {
-        let SourceConfig::Memory { documents, .. } = self else {
-            return None;
-        };
-        let mut text = Vec::new();
-        for d in documents {
-            text.extend_from_slice(d.to_string().as_bytes());
-            text.push(b'\n');
-        }
-        Some(text)
-    }
-}
-
-/// Where results go.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum SinkConfig {
-    /// JSON lines on standard output.
-    #[default]
-    Stdout,
-    /// Nowhere: documents are counted and dropped (for benchmarks).
-    Null,
-    /// One file (JSON lines, CSV or Parquet).
-    File {
-        path: String,
-        format: Option<String>,
-    },
 }
 
 /// What a job runs: stages or SQL.
@@ -260,7 +147,7 @@ impl Job {
                 schema,
                 ..
             } => {
-                let format = format.as_deref().map(Format::from_name).transpose()?;
+                let format = *format;
                 let schema = schema
                     .as_ref()
                     .map(|s| parse_schema(s, context, "source.schema").map(Arc::new))

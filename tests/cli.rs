@@ -823,7 +823,7 @@ fn a_streaming_job_writes_a_parquet_directory_exactly_once() {
         &job,
         format!(
             r#"{{"source": {{"type": "file", "path": "in.jsonl"}}, "pipeline": {pipeline},
-                "sink": {{"type": "file", "path": "out", "format": "parquet"}},
+                "sink": {{"type": "file", "path": "out", "format": "PARQUET"}},
                 "checkpoint": {{"store": "cp"}}, "runtime": {{"microBatchSize": 25}}}}"#
         ),
     )

@@ -308,7 +308,7 @@ async fn auctions_and_persons_are_generated_and_regenerated() {
         }
     }
     // A job names the kind; an unknown one is an error.
-    let job = fluxion::job::SourceConfig::Nexmark {
+    let job = fluxion::connect::config::SourceConfig::Nexmark {
         kind: Some("persons".into()),
         events: Some(1),
         rate: None,

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::Result;
+use crate::connect::Format;
 
 /// Fluxion: MongoDB-style JSON pipelines and SQL over files, compiled to DataFusion plans.
 #[derive(Debug, Parser)]
@@ -58,8 +59,8 @@ pub struct InputArgs {
     #[arg(long = "input", value_name = "[NAME=]PATH")]
     pub inputs: Vec<String>,
     /// Input format when the extension does not tell (jsonl, csv, parquet).
-    #[arg(long = "input-format", value_name = "FORMAT")]
-    pub input_format: Option<String>,
+    #[arg(long = "input-format", value_name = "FORMAT", value_parser = Format::parse_flag)]
+    pub input_format: Option<Format>,
 }
 
 /// Arguments of `fluxion run`.
@@ -79,8 +80,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub output: Option<String>,
     /// Output format when the extension does not tell (jsonl, csv, parquet).
-    #[arg(long = "output-format", value_name = "FORMAT")]
-    pub output_format: Option<String>,
+    #[arg(long = "output-format", value_name = "FORMAT", value_parser = Format::parse_flag)]
+    pub output_format: Option<Format>,
     /// Serve a streaming job's metrics in Prometheus' text format at http://HOST:PORT/metrics.
     #[arg(long = "metrics-addr", value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,

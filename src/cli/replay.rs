@@ -7,11 +7,12 @@ use std::io::Write;
 
 use serde_json::Value;
 
+use crate::connect::config::SinkConfig;
 use crate::connect::config::open_source;
 use crate::connect::parquet_sink::ParquetDirSink;
 use crate::document::encode::{to_documents, write_batch};
 use crate::engine::Engine;
-use crate::job::{Job, Query, SinkConfig};
+use crate::job::{Job, Query};
 use crate::runtime::checkpoint::open_store;
 use crate::runtime::error_policy::ErrorPolicy;
 use crate::runtime::query::StreamQuery;
@@ -93,7 +94,7 @@ pub(super) async fn replay(args: ReplayArgs) -> Result<()> {
         ));
     };
     let state = checkpoint.sink.get("out").unwrap_or(&checkpoint.sink);
-    let committed = if format.as_deref() == Some("parquet") {
+    let committed = if *format == Some(crate::connect::Format::Parquet) {
         committed_parquet(path, state)?
     } else {
         committed_jsonl(path, state)?

@@ -1,9 +1,10 @@
 //! `fluxion run`: a job file, or `--pipeline` / `--sql` over `--input` files.
 
-use crate::connect::{Format, file, stdout};
+use crate::connect::config::{SinkConfig, SourceConfig};
+use crate::connect::{file, stdout};
 use crate::dsl::Pipeline;
 use crate::engine::Engine;
-use crate::job::{Job, Query, SinkConfig, SourceConfig};
+use crate::job::{Job, Query};
 use crate::{Error, Result};
 
 use super::{InputArgs, RunArgs, split_input};
@@ -70,10 +71,7 @@ pub(super) async fn run(args: RunArgs) -> Result<()> {
         let sink = match &job.sink {
             SinkConfig::Stdout => None,
             SinkConfig::Null => Some((String::new(), None)),
-            SinkConfig::File { path, format } => Some((
-                path.clone(),
-                format.as_deref().map(Format::from_name).transpose()?,
-            )),
+            SinkConfig::File { path, format } => Some((path.clone(), *format)),
         };
         (job.query()?, job.table().to_string(), sink)
     } else {
@@ -88,20 +86,7 @@ pub(super) async fn run(args: RunArgs) -> Result<()> {
             }
         };
         let first = register_inputs(&engine, &args.inputs).await?;
-        let sink = args
-            .output
-            .clone()
-            .map(|o| {
-                (
-                    o,
-                    args.output_format
-                        .as_deref()
-                        .map(Format::from_name)
-                        .transpose(),
-                )
-            })
-            .map(|(o, f)| f.map(|f| (o, f)))
-            .transpose()?;
+        let sink = args.output.clone().map(|o| (o, args.output_format));
         (query, first, sink)
     };
     if args.metrics_addr.is_some() {
@@ -144,11 +129,7 @@ pub(super) async fn register_inputs(engine: &Engine, inputs: &InputArgs) -> Resu
     if inputs.inputs.is_empty() {
         return Err(Error::config("run", "at least one --input is required"));
     }
-    let format = inputs
-        .input_format
-        .as_deref()
-        .map(Format::from_name)
-        .transpose()?;
+    let format = inputs.input_format;
     let mut first = None;
     for spec in &inputs.inputs {
         let (name, path) = split_input(spec);

@@ -1,5 +1,5 @@
 //! Connector configs resolved into streaming sources and sinks: the `source`, `sink` and
-//! `deadLetter` objects of a job file (`job::SourceConfig`, `job::SinkConfig`) become the
+//! `deadLetter` objects of a job file ([`SourceConfig`], [`SinkConfig`]) become the
 //! [`Source`] and [`Sink`] that read and write them, so the CLI and the library builder open
 //! connectors the same way and swapping one is a change of config.
 //!
@@ -8,6 +8,8 @@
 //! once) or stdout (at least once).
 
 use datafusion::arrow::datatypes::SchemaRef;
+use serde::Deserialize;
+use serde_json::Value;
 
 use super::Format;
 use super::jsonl_sink::JsonlFileSink;
@@ -18,8 +20,104 @@ use super::parquet_sink::ParquetDirSink;
 use super::source::{Sink, Source};
 use super::stdout::StdoutSink;
 use crate::document::declared::parse_schema;
-use crate::job::{SinkConfig, SourceConfig};
 use crate::{Error, Result};
+
+/// Where documents come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// A file, directory or object-store URL.
+    File {
+        path: String,
+        format: Option<Format>,
+        /// The table name SQL uses (default `input`).
+        table: Option<String>,
+        /// A declared document schema (see `document::declared`); inferred when absent.
+        schema: Option<Value>,
+        /// Follow a growing JSON-lines file (a streaming job) instead of ending at its end.
+        #[serde(default)]
+        follow: bool,
+        /// The event time of each document, for windows: an expression (`"$ts"`) giving a
+        /// date, ISO-8601 text or epoch milliseconds.
+        #[serde(rename = "timeField")]
+        time_field: Option<Value>,
+    },
+    /// Nexmark events generated in process (`connect::nexmark`): `kind` (`"bid"`, the default,
+    /// `"auction"` or `"person"`), `events` of them (or without end), at most `rate` per
+    /// second (default: as fast as they come). Event time is `dateTime` unless `timeField`
+    /// says otherwise.
+    Nexmark {
+        kind: Option<String>,
+        events: Option<u64>,
+        rate: Option<f64>,
+        table: Option<String>,
+        #[serde(rename = "timeField")]
+        time_field: Option<Value>,
+    },
+    /// Documents given in the job itself (for tests, demos and embedding).
+    Memory {
+        documents: Vec<Value>,
+        /// The table name SQL uses (default `input`).
+        table: Option<String>,
+        /// The event time of each document, for windows (see `File`).
+        #[serde(rename = "timeField")]
+        time_field: Option<Value>,
+    },
+}
+
+impl SourceConfig {
+    /// The `timeField` expression, if any.
+    pub fn time_field(&self) -> Option<&Value> {
+        match self {
+            SourceConfig::File { time_field, .. } | SourceConfig::Memory { time_field, .. } => {
+                time_field.as_ref()
+            }
+            SourceConfig::Nexmark { time_field, .. } => {
+                static DATE_TIME: std::sync::LazyLock<Value> =
+                    std::sync::LazyLock::new(|| Value::String("$dateTime".into()));
+                Some(time_field.as_ref().unwrap_or(&DATE_TIME))
+            }
+        }
+    }
+
+    /// The table name the source is registered under (default `input`).
+    pub fn table(&self) -> &str {
+        match self {
+            SourceConfig::File { table, .. }
+            | SourceConfig::Memory { table, .. }
+            | SourceConfig::Nexmark { table, .. } => table.as_deref().unwrap_or("input"),
+        }
+    }
+
+    /// The documents of an in-memory source as JSON lines.
+    pub fn memory_jsonl(&self) -> Option<Vec<u8>> {
+        let SourceConfig::Memory { documents, .. } = self else {
+            return None;
+        };
+        let mut text = Vec::new();
+        for d in documents {
+            text.extend_from_slice(d.to_string().as_bytes());
+            text.push(b'\n');
+        }
+        Some(text)
+    }
+}
+
+/// Where results go.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// JSON lines on standard output.
+    #[default]
+    Stdout,
+    /// Nowhere: documents are counted and dropped (for benchmarks).
+    Null,
+    /// One file (JSON lines, CSV or Parquet).
+    File {
+        path: String,
+        format: Option<Format>,
+    },
+}
 
 /// The source a config describes; `schema` (a checkpoint's) is read with when the config
 /// declares none, which spares inferring one from the whole file.
@@ -36,7 +134,6 @@ pub fn open_source(
             follow,
             ..
         } => {
-            let format = format.as_deref().map(Format::from_name).transpose()?;
             if !matches!(
                 format.map_or_else(|| Format::from_path(path), Ok)?,
                 Format::Jsonl
@@ -64,7 +161,7 @@ pub fn open_source(
             Ok(Box::new(NexmarkSource::of(kind, *events).with_rate(*rate)))
         }
         SourceConfig::Memory { .. } => {
-            let text = config.memory_jsonl().expect("a memory source");
+            let text = config.memory_jsonl().unwrap_or_default();
             Ok(Box::new(MemorySource::from_jsonl(&text)?))
         }
     }
@@ -80,16 +177,12 @@ pub fn open_sink(config: &SinkConfig, context: &str) -> Result<Box<dyn Sink>> {
             format!("a stream writes local files (not {path})"),
         )),
         // A directory of Parquet parts, one per commit.
-        SinkConfig::File { path, format } if format.as_deref() == Some("parquet") => {
-            Ok(Box::new(ParquetDirSink::open(path)?))
-        }
+        SinkConfig::File {
+            path,
+            format: Some(Format::Parquet),
+        } => Ok(Box::new(ParquetDirSink::open(path)?)),
         SinkConfig::File { path, format } => {
-            match format
-                .as_deref()
-                .map(Format::from_name)
-                .transpose()?
-                .map_or_else(|| Format::from_path(path), Ok)?
-            {
+            match format.map_or_else(|| Format::from_path(path), Ok)? {
                 Format::Jsonl => Ok(Box::new(JsonlFileSink::open(path)?)),
                 _ => Err(Error::config(
                     context,

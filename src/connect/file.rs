@@ -16,12 +16,21 @@ use crate::document::decode::{JsonlOptions, decode};
 use crate::document::encode::write_batch;
 use crate::{Error, Result};
 
-/// A file format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A file format, as a job file (`"format": "parquet"`, any case) or a CLI flag names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum Format {
     Jsonl,
     Csv,
     Parquet,
+}
+
+impl TryFrom<String> for Format {
+    type Error = String;
+
+    fn try_from(name: String) -> std::result::Result<Format, String> {
+        Format::parse_flag(&name)
+    }
 }
 
 impl Format {
@@ -36,6 +45,14 @@ impl Format {
                 format!("unknown format \"{other}\" (expected jsonl, csv or parquet)"),
             )),
         }
+    }
+
+    /// The format named by a CLI flag (for clap's `value_parser`).
+    pub fn parse_flag(name: &str) -> std::result::Result<Format, String> {
+        Format::from_name(name).map_err(|e| match e {
+            Error::Config { message, .. } => message,
+            other => other.to_string(),
+        })
     }
 
     /// The format implied by a file name's extension.

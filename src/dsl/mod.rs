@@ -11,10 +11,10 @@ pub mod path;
 pub mod project;
 pub mod query;
 pub mod reshape;
+pub mod set_window_fields;
 pub mod sort;
 pub mod stream_window;
 pub mod unwind;
-pub mod window;
 
 use serde_json::Value;
 
@@ -60,39 +60,10 @@ pub enum StageKind {
     Lookup(reshape::Lookup),
     /// `$facet`: named sub-pipelines over the same input, each collected into an array.
     Facet(Vec<(String, Pipeline)>),
-    SetWindowFields(window::SetWindowFields),
+    SetWindowFields(set_window_fields::SetWindowFields),
     /// `$tumblingWindow` / `$hoppingWindow`: windows of a stream (`runtime::window_state`).
     StreamWindow(stream_window::StreamWindow),
 }
-
-/// Names of all stages, for error messages.
-pub static STAGES: &[&str] = &[
-    "$match",
-    "$project",
-    "$addFields",
-    "$set",
-    "$unset",
-    "$group",
-    "$sort",
-    "$limit",
-    "$skip",
-    "$count",
-    "$unwind",
-    "$replaceRoot",
-    "$replaceWith",
-    "$sortByCount",
-    "$bucket",
-    "$sample",
-    "$sampleRate",
-    "$unionWith",
-    "$lookup",
-    "$facet",
-    "$setWindowFields",
-    "$fill",
-    "$tumblingWindow",
-    "$hoppingWindow",
-    "$sessionWindow",
-];
 
 impl Pipeline {
     /// Parses a pipeline from JSON text.
@@ -157,64 +128,126 @@ impl Pipeline {
     }
 }
 
+/// How one stage's operand is parsed: its name (for the aliases), operand and path.
+type StageParser = fn(&str, &Value, &JsonPath) -> Result<Vec<Stage>>;
+
+/// One stage at `path`.
+fn one(kind: StageKind, path: &JsonPath) -> Result<Vec<Stage>> {
+    Ok(vec![Stage {
+        kind,
+        path: path.clone(),
+    }])
+}
+
+/// Every stage the DSL reads, and its parser: the one list (error messages name these).
+pub static STAGES: &[(&str, StageParser)] = &[
+    ("$match", |_, v, p| {
+        one(StageKind::Match(query::Query::parse(v, p)?), p)
+    }),
+    ("$project", |_, v, p| {
+        one(StageKind::Project(project::Projection::parse(v, p)?), p)
+    }),
+    ("$addFields", |_, v, p| {
+        one(StageKind::AddFields(project::parse_add_fields(v, p)?), p)
+    }),
+    ("$set", |_, v, p| {
+        one(StageKind::AddFields(project::parse_add_fields(v, p)?), p)
+    }),
+    ("$unset", |_, v, p| {
+        one(StageKind::Unset(project::parse_unset(v, p)?), p)
+    }),
+    ("$group", |_, v, p| {
+        one(StageKind::Group(group::Group::parse(v, p)?), p)
+    }),
+    ("$sort", |_, v, p| {
+        one(StageKind::Sort(sort::parse(v, p)?), p)
+    }),
+    ("$limit", |_, v, p| {
+        one(StageKind::Limit(positive_int(v, p, "$limit")?), p)
+    }),
+    ("$skip", |_, v, p| {
+        one(StageKind::Skip(non_negative_int(v, p, "$skip")?), p)
+    }),
+    ("$count", |_, v, p| {
+        one(StageKind::Count(count_field(v, p)?), p)
+    }),
+    ("$unwind", |_, v, p| {
+        one(StageKind::Unwind(unwind::Unwind::parse(v, p)?), p)
+    }),
+    ("$replaceRoot", replace_root),
+    ("$replaceWith", replace_root),
+    ("$sortByCount", |_, v, p| reshape::parse_sort_by_count(v, p)),
+    ("$bucket", |_, v, p| reshape::parse_bucket(v, p)),
+    ("$bucketAuto", |_, v, p| {
+        one(StageKind::BucketAuto(reshape::BucketAuto::parse(v, p)?), p)
+    }),
+    ("$sample", |_, v, p| {
+        one(StageKind::Sample(reshape::Sample::parse(v, p)?), p)
+    }),
+    ("$sampleRate", |_, v, p| match v.as_f64() {
+        Some(r) if (0.0..=1.0).contains(&r) => one(StageKind::SampleRate(r), p),
+        _ => Err(p.err("$sampleRate expects a number from 0 to 1")),
+    }),
+    ("$unionWith", |_, v, p| {
+        one(StageKind::UnionWith(reshape::UnionWith::parse(v, p)?), p)
+    }),
+    ("$lookup", |_, v, p| {
+        one(StageKind::Lookup(reshape::Lookup::parse(v, p)?), p)
+    }),
+    ("$facet", |_, v, p| {
+        one(StageKind::Facet(reshape::parse_facet(v, p)?), p)
+    }),
+    ("$densify", |_, v, p| {
+        one(StageKind::Densify(reshape::Densify::parse(v, p)?), p)
+    }),
+    ("$fill", |_, v, p| set_window_fields::parse_fill(v, p)),
+    ("$setWindowFields", |_, v, p| {
+        one(
+            StageKind::SetWindowFields(set_window_fields::SetWindowFields::parse(v, p)?),
+            p,
+        )
+    }),
+    ("$tumblingWindow", window_stage),
+    ("$hoppingWindow", window_stage),
+    ("$sessionWindow", window_stage),
+];
+
+fn replace_root(name: &str, v: &Value, p: &JsonPath) -> Result<Vec<Stage>> {
+    let (root, root_at) = reshape::parse_replace_root(name, v, p)?;
+    Ok(vec![Stage {
+        kind: StageKind::ReplaceRoot(root),
+        path: root_at,
+    }])
+}
+
+fn window_stage(name: &str, v: &Value, p: &JsonPath) -> Result<Vec<Stage>> {
+    one(
+        StageKind::StreamWindow(stream_window::StreamWindow::parse(name, v, p)?),
+        p,
+    )
+}
+
 /// Parses one stage; a few (`$sortByCount`, `$bucket`) are written as several.
 fn parse_stage(v: &Value, at: &JsonPath) -> Result<Vec<Stage>> {
     let Value::Object(map) = v else {
         return Err(at.err("a stage must be an object with one key, e.g. {\"$match\": {...}}"));
     };
-    if map.len() != 1 {
+    let (Some((name, operand)), 1) = (map.iter().next(), map.len()) else {
         return Err(at.err(format!(
             "a stage must have exactly one key, found {}",
             map.len()
         )));
-    }
-    let (name, operand) = map.iter().next().expect("one key");
-    let path = at.key(name);
-    let kind = match name.as_str() {
-        "$match" => StageKind::Match(query::Query::parse(operand, &path)?),
-        "$project" => StageKind::Project(project::Projection::parse(operand, &path)?),
-        "$addFields" | "$set" => StageKind::AddFields(project::parse_add_fields(operand, &path)?),
-        "$unset" => StageKind::Unset(project::parse_unset(operand, &path)?),
-        "$group" => StageKind::Group(group::Group::parse(operand, &path)?),
-        "$sort" => StageKind::Sort(sort::parse(operand, &path)?),
-        "$limit" => StageKind::Limit(positive_int(operand, &path, "$limit")?),
-        "$skip" => StageKind::Skip(non_negative_int(operand, &path, "$skip")?),
-        "$count" => StageKind::Count(count_field(operand, &path)?),
-        "$unwind" => StageKind::Unwind(unwind::Unwind::parse(operand, &path)?),
-        "$replaceRoot" | "$replaceWith" => {
-            let (root, root_at) = reshape::parse_replace_root(name, operand, &path)?;
-            return Ok(vec![Stage {
-                kind: StageKind::ReplaceRoot(root),
-                path: root_at,
-            }]);
-        }
-        "$sortByCount" => return reshape::parse_sort_by_count(operand, &path),
-        "$bucket" => return reshape::parse_bucket(operand, &path),
-        "$sample" => StageKind::Sample(reshape::Sample::parse(operand, &path)?),
-        "$bucketAuto" => StageKind::BucketAuto(reshape::BucketAuto::parse(operand, &path)?),
-        "$densify" => StageKind::Densify(reshape::Densify::parse(operand, &path)?),
-        "$sampleRate" => match operand.as_f64() {
-            Some(r) if (0.0..=1.0).contains(&r) => StageKind::SampleRate(r),
-            _ => return Err(path.err("$sampleRate expects a number from 0 to 1")),
-        },
-        "$unionWith" => StageKind::UnionWith(reshape::UnionWith::parse(operand, &path)?),
-        "$lookup" => StageKind::Lookup(reshape::Lookup::parse(operand, &path)?),
-        "$facet" => StageKind::Facet(reshape::parse_facet(operand, &path)?),
-        "$fill" => return window::parse_fill(operand, &path),
-        "$tumblingWindow" | "$hoppingWindow" | "$sessionWindow" => {
-            StageKind::StreamWindow(stream_window::StreamWindow::parse(name, operand, &path)?)
-        }
-        "$setWindowFields" => {
-            StageKind::SetWindowFields(window::SetWindowFields::parse(operand, &path)?)
-        }
-        other => {
-            return Err(at.err(format!(
-                "unknown stage \"{other}\" (supported: {})",
-                STAGES.join(", ")
-            )));
-        }
     };
-    Ok(vec![Stage { kind, path }])
+    match STAGES.iter().find(|(n, _)| n == name) {
+        Some((_, parse)) => parse(name, operand, &at.key(name)),
+        None => {
+            let names: Vec<&str> = STAGES.iter().map(|(n, _)| *n).collect();
+            Err(at.err(format!(
+                "unknown stage \"{name}\" (supported: {})",
+                names.join(", ")
+            )))
+        }
+    }
 }
 
 fn non_negative_int(v: &Value, at: &JsonPath, stage: &str) -> Result<u64> {

@@ -31,9 +31,10 @@ use super::error_policy::{ErrorPolicy, OnFailure};
 use super::metrics::{MetricsListener, PrometheusMetrics, Totals};
 use super::micro_batch::{RunStats, RuntimeOptions, run_with_dead_letters};
 use super::query::StreamQuery;
+use crate::connect::config::{SinkConfig, SourceConfig};
 use crate::connect::config::{open_sink, open_source};
 use crate::connect::source::{Sink, Source};
-use crate::job::{Job, Query, RuntimeConfig, SinkConfig, SourceConfig};
+use crate::job::{Job, Query, RuntimeConfig};
 use crate::{Engine, Error, Pipeline, Result};
 
 /// Entry point of the builder.
@@ -144,7 +145,7 @@ impl StreamBuilder {
     /// Runtime settings as a job file's `runtime` spells them (micro-batch size, batch delay,
     /// queue capacities, worker threads).
     pub fn runtime_config(mut self, config: &RuntimeConfig) -> Self {
-        config.apply(&mut self.options);
+        apply_runtime(config, &mut self.options);
         if let Some(n) = config.worker_threads {
             self = self.worker_threads(n);
         }
@@ -368,5 +369,21 @@ impl StreamHandle {
         self.wait
             .await
             .map_err(|e| Error::external("the stream's task", e))?
+    }
+}
+
+/// A job file's `runtime` settings over `options`.
+fn apply_runtime(config: &RuntimeConfig, options: &mut RuntimeOptions) {
+    if let Some(n) = config.micro_batch_size {
+        options.micro_batch_size = n.max(1);
+    }
+    if let Some(ms) = config.max_batch_delay_ms {
+        options.max_batch_delay = (ms > 0).then(|| std::time::Duration::from_millis(ms));
+    }
+    if let Some(n) = config.queue_capacity {
+        options.queue_capacity = n.max(1);
+    }
+    if let Some(n) = config.source_queue_capacity {
+        options.source_queue_capacity = n.max(1);
     }
 }

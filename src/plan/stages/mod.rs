@@ -8,6 +8,6 @@ pub mod limit;
 pub mod match_stage;
 pub mod project;
 pub mod reshape;
+pub mod set_window_fields;
 pub mod sort;
 pub mod unwind;
-pub mod window;

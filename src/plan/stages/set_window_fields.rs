@@ -30,7 +30,7 @@ use datafusion::logical_expr::{
 use super::project;
 use crate::Result;
 use crate::dsl::JsonPath;
-use crate::dsl::window::{Bound, SetWindowFields, Window, WindowOp};
+use crate::dsl::set_window_fields::{Bound, SetWindowFields, Window, WindowOp};
 use crate::plan::expr::{ExprCompiler, Kind, scalar};
 use crate::plan::{field, order};
 
@@ -96,7 +96,7 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
                     position(
                         &sort,
                         &sort_types,
-                        Some(crate::dsl::window::Unit::Millisecond),
+                        Some(crate::dsl::set_window_fields::Unit::Millisecond),
                         here,
                     )
                 })?;
@@ -485,7 +485,7 @@ fn numeric(c: &ExprCompiler, e: &crate::dsl::Expression, at: &JsonPath) -> Resul
 fn position(
     sort: &[SortExpr],
     sort_types: &[DataType],
-    unit: Option<crate::dsl::window::Unit>,
+    unit: Option<crate::dsl::set_window_fields::Unit>,
     at: &JsonPath,
 ) -> Result<Expr> {
     let ([key], [ty]) = (sort, sort_types) else {
@@ -562,8 +562,12 @@ fn frame(w: Option<Window>, sort_types: &[DataType], at: &JsonPath) -> Result<Wi
 }
 
 /// One end of a range frame over a date key, `n` time units away.
-fn time_bound(b: Bound, start: bool, unit: crate::dsl::window::Unit) -> WindowFrameBound {
-    use crate::dsl::window::Unit;
+fn time_bound(
+    b: Bound,
+    start: bool,
+    unit: crate::dsl::set_window_fields::Unit,
+) -> WindowFrameBound {
+    use crate::dsl::set_window_fields::Unit;
     let interval = |n: f64| {
         let n = n.abs();
         let (months, days, nanos) = match unit {
