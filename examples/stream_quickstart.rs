@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use fluxion::connect::config::{SinkConfig, SourceConfig};
 use fluxion::job::RuntimeConfig;
 use fluxion::runtime::builder::Stream;
-use fluxion::runtime::checkpoint::DirCheckpoints;
+use fluxion::runtime::state::checkpoint::DirCheckpoints;
 use serde_json::Value;
 
 #[tokio::main]

@@ -43,7 +43,7 @@ pub struct Job {
     pub runtime: Option<RuntimeConfig>,
     /// Streaming: what happens on failures and to unreadable records — `"failFast"`
     /// (default), `"retry"`, `"skip"`, `"deadLetter"`, or `{"retry": {…}, "then": …}`
-    /// (see `runtime::error_policy`).
+    /// (see `runtime::policy::error_policy`).
     #[serde(rename = "errorPolicy")]
     pub error_policy: Option<Value>,
     /// Streaming: where `"deadLetter"` sends unreadable records (a JSON-lines file).

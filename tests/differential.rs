@@ -906,8 +906,8 @@ async fn random_pipelines_agree_with_the_oracle() {
 async fn random_pipelines_stream_as_they_run_in_batch() {
     use fluxion::connect::memory::{MemorySink, MemorySource};
     use fluxion::document::encode::to_documents;
-    use fluxion::runtime::checkpoint::MemoryCheckpoints;
-    use fluxion::runtime::micro_batch::{RuntimeOptions, run};
+    use fluxion::runtime::exec::micro_batch::{RuntimeOptions, run};
+    use fluxion::runtime::state::checkpoint::MemoryCheckpoints;
     let count: usize = std::env::var("FLUXION_STREAM_COUNT")
         .ok()
         .and_then(|v| v.parse().ok())

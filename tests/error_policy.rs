@@ -17,9 +17,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use fluxion::connect::memory::{MemorySink, MemorySource};
 use fluxion::connect::source::{Position, Sink, Source, SourceBatch};
 use fluxion::document::encode::to_documents;
-use fluxion::runtime::checkpoint::MemoryCheckpoints;
-use fluxion::runtime::error_policy::{ErrorPolicy, OnFailure};
-use fluxion::runtime::micro_batch::{RunStats, RuntimeOptions, run, run_with_dead_letters};
+use fluxion::runtime::exec::micro_batch::{RunStats, RuntimeOptions, run, run_with_dead_letters};
+use fluxion::runtime::policy::error_policy::{ErrorPolicy, OnFailure};
+use fluxion::runtime::state::checkpoint::MemoryCheckpoints;
 use fluxion::{Engine, Pipeline};
 use serde_json::{Value, json};
 

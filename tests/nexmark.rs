@@ -9,9 +9,9 @@ use fluxion::connect::memory::MemorySink;
 use fluxion::connect::nexmark::{NexmarkKind, NexmarkSource};
 use fluxion::connect::source::{Position, Source};
 use fluxion::document::encode::to_documents;
-use fluxion::runtime::checkpoint::MemoryCheckpoints;
-use fluxion::runtime::micro_batch::{RuntimeOptions, run};
+use fluxion::runtime::exec::micro_batch::{RuntimeOptions, run};
 use fluxion::runtime::query::StreamQuery;
+use fluxion::runtime::state::checkpoint::MemoryCheckpoints;
 use fluxion::{Engine, Pipeline};
 use serde_json::{Value, json};
 

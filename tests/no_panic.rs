@@ -10,8 +10,8 @@
 use datafusion::sql::unparser::plan_to_sql;
 use fluxion::connect::memory::{MemorySink, MemorySource};
 use fluxion::job::Job;
-use fluxion::runtime::checkpoint::{CheckpointStore, DirCheckpoints};
-use fluxion::runtime::micro_batch::{RuntimeOptions, run};
+use fluxion::runtime::exec::micro_batch::{RuntimeOptions, run};
+use fluxion::runtime::state::checkpoint::{CheckpointStore, DirCheckpoints};
 use fluxion::{Engine, Pipeline};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -282,8 +282,8 @@ async fn plan_pipeline(engine: Engine, table: String, v: Value) {
     let Ok(p) = Pipeline::from_value(&v) else {
         return;
     };
-    let _ = fluxion::runtime::window_state::ContinuousWindow::plan(&p, Some(&json!("$createdAt")));
-    let _ = fluxion::runtime::group_state::ContinuousGroup::plan(&p);
+    let _ = fluxion::runtime::window::WindowOperator::plan(&p, Some(&json!("$createdAt")));
+    let _ = fluxion::runtime::state::group::ContinuousGroup::plan(&p);
     let _ = fluxion::runtime::query::check_stages(&p);
     let Ok(df) = engine.pipeline(&table, &p).await else {
         return;
@@ -357,7 +357,10 @@ async fn random_job_files_give_errors_not_panics() {
             let _ = job.source_location();
             let _ = job.query();
             if let Some(p) = &job.error_policy {
-                let _ = fluxion::runtime::error_policy::ErrorPolicy::from_json(p, "errorPolicy");
+                let _ = fluxion::runtime::policy::error_policy::ErrorPolicy::from_json(
+                    p,
+                    "errorPolicy",
+                );
             }
             // Builds the stream (opens the source, sinks and store) without starting it.
             let _ = fluxion::runtime::builder::Stream::from_job(&job).await;

@@ -10,9 +10,9 @@ use fluxion::connect::jsonl_sink::JsonlFileSink;
 use fluxion::connect::jsonl_source::JsonlFileSource;
 use fluxion::connect::memory::{MemorySink, MemorySource};
 use fluxion::document::encode::to_documents;
-use fluxion::runtime::checkpoint::{DirCheckpoints, MemoryCheckpoints};
-use fluxion::runtime::error_policy::ErrorPolicy;
-use fluxion::runtime::micro_batch::{RuntimeOptions, run, run_with_dead_letters};
+use fluxion::runtime::exec::micro_batch::{RuntimeOptions, run, run_with_dead_letters};
+use fluxion::runtime::policy::error_policy::ErrorPolicy;
+use fluxion::runtime::state::checkpoint::{DirCheckpoints, MemoryCheckpoints};
 use fluxion::{Engine, Pipeline};
 use serde_json::{Value, json};
 
@@ -529,11 +529,16 @@ async fn unreadable_records_follow_the_error_policy_and_are_all_accounted_for() 
 struct Counting(MemoryCheckpoints, usize);
 
 #[async_trait::async_trait]
-impl fluxion::runtime::checkpoint::CheckpointStore for Counting {
-    async fn load(&mut self) -> fluxion::Result<Option<fluxion::runtime::checkpoint::Checkpoint>> {
+impl fluxion::runtime::state::checkpoint::CheckpointStore for Counting {
+    async fn load(
+        &mut self,
+    ) -> fluxion::Result<Option<fluxion::runtime::state::checkpoint::Checkpoint>> {
         self.0.load().await
     }
-    async fn save(&mut self, c: &fluxion::runtime::checkpoint::Checkpoint) -> fluxion::Result<()> {
+    async fn save(
+        &mut self,
+        c: &fluxion::runtime::state::checkpoint::Checkpoint,
+    ) -> fluxion::Result<()> {
         self.1 += 1;
         self.0.save(c).await
     }

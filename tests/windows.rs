@@ -14,10 +14,10 @@ use fluxion::connect::jsonl_sink::JsonlFileSink;
 use fluxion::connect::jsonl_source::JsonlFileSource;
 use fluxion::connect::memory::{MemorySink, MemorySource};
 use fluxion::document::encode::to_documents;
-use fluxion::runtime::checkpoint::{DirCheckpoints, MemoryCheckpoints};
-use fluxion::runtime::error_policy::ErrorPolicy;
-use fluxion::runtime::micro_batch::{RuntimeOptions, run, run_with_dead_letters};
+use fluxion::runtime::exec::micro_batch::{RuntimeOptions, run, run_with_dead_letters};
+use fluxion::runtime::policy::error_policy::ErrorPolicy;
 use fluxion::runtime::query::StreamQuery;
+use fluxion::runtime::state::checkpoint::{DirCheckpoints, MemoryCheckpoints};
 use fluxion::{Engine, Pipeline};
 use serde_json::{Value, json};
 
@@ -552,7 +552,7 @@ fn stream_schema() -> datafusion::arrow::datatypes::SchemaRef {
 async fn idle_partitions_stop_holding_the_watermark_back() {
     use fluxion::connect::channel::channel;
     use fluxion::runtime::builder::Stream;
-    use fluxion::runtime::clock::ManualClock;
+    use fluxion::runtime::window::clock::ManualClock;
 
     let (tx, source) = channel(stream_schema());
     let (sink, view) = MemorySink::with_view();
@@ -619,7 +619,7 @@ async fn idle_partitions_stop_holding_the_watermark_back() {
 async fn processing_time_windows_follow_the_clock() {
     use fluxion::connect::channel::channel;
     use fluxion::runtime::builder::Stream;
-    use fluxion::runtime::clock::ManualClock;
+    use fluxion::runtime::window::clock::ManualClock;
 
     // The JSON stages, and the SQL spelling with PROCTIME().
     for stage in ["$tumblingWindow", "$sessionWindow", "sql"] {

@@ -41,11 +41,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(p) = fluxion::Pipeline::from_value(&v) else {
         return;
     };
-    let _ = fluxion::runtime::window_state::ContinuousWindow::plan(
+    let _ = fluxion::runtime::window::WindowOperator::plan(
         &p,
         Some(&serde_json::json!("$createdAt")),
     );
-    let _ = fluxion::runtime::group_state::ContinuousGroup::plan(&p);
+    let _ = fluxion::runtime::state::group::ContinuousGroup::plan(&p);
     let _ = fluxion::runtime::query::check_stages(&p);
     runtime().block_on(async {
         let Ok(df) = engine().pipeline("orders", &p).await else {

@@ -13,10 +13,10 @@ use crate::connect::parquet_sink::ParquetDirSink;
 use crate::document::encode::{to_documents, write_batch};
 use crate::engine::Engine;
 use crate::job::{Job, Query};
-use crate::runtime::checkpoint::open_store;
-use crate::runtime::error_policy::ErrorPolicy;
+use crate::runtime::policy::error_policy::ErrorPolicy;
 use crate::runtime::query::StreamQuery;
 use crate::runtime::replay::{compare, replay as run_replay};
+use crate::runtime::state::checkpoint::open_store;
 use crate::{Error, Result};
 
 use super::ReplayArgs;
@@ -100,7 +100,7 @@ pub(super) async fn replay(args: ReplayArgs) -> Result<()> {
         committed_jsonl(path, state)?
     };
     let upserts = matches!(&query, StreamQuery::Pipeline(p)
-        if crate::runtime::group_state::split_at_group(p).is_some());
+        if crate::runtime::state::group::split_at_group(p).is_some());
     let differences = compare(&committed, &answer, upserts);
     let what = if upserts { "groups" } else { "documents" };
     let mut out = std::io::stdout().lock();

@@ -26,7 +26,7 @@ pub(super) async fn run(args: RunArgs) -> Result<()> {
                     "--reset-checkpoint: the job has no checkpoint store",
                 ));
             };
-            crate::runtime::checkpoint::open_store(&cp.store)?
+            crate::runtime::state::checkpoint::open_store(&cp.store)?
                 .clear()
                 .await?;
         }

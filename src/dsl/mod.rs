@@ -61,7 +61,7 @@ pub enum StageKind {
     /// `$facet`: named sub-pipelines over the same input, each collected into an array.
     Facet(Vec<(String, Pipeline)>),
     SetWindowFields(set_window_fields::SetWindowFields),
-    /// `$tumblingWindow` / `$hoppingWindow`: windows of a stream (`runtime::window_state`).
+    /// `$tumblingWindow` / `$hoppingWindow`: windows of a stream (`runtime::window`).
     StreamWindow(stream_window::StreamWindow),
 }
 

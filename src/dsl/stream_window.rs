@@ -49,7 +49,7 @@ pub struct StreamWindow {
     pub partition_by: Option<Value>,
     pub boundary: Boundary,
     /// How long a source partition may deliver nothing before it stops holding the watermark
-    /// back (`runtime::watermark`).
+    /// back (`runtime::window::watermark`).
     pub idle_timeout_ms: Option<i64>,
     /// `lateData: "drop"`: late documents are counted and dropped, not dead-lettered.
     pub drop_late: bool,

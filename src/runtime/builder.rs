@@ -7,7 +7,7 @@
 //! use fluxion::connect::jsonl_sink::JsonlFileSink;
 //! use fluxion::connect::jsonl_source::JsonlFileSource;
 //! use fluxion::runtime::builder::Stream;
-//! use fluxion::runtime::checkpoint::DirCheckpoints;
+//! use fluxion::runtime::state::checkpoint::DirCheckpoints;
 //!
 //! let handle = Stream::builder("orders-ltv")
 //!     .source(JsonlFileSource::open("orders.jsonl", None, true)?)
@@ -26,15 +26,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::checkpoint::{CheckpointStore, MemoryCheckpoints, open_store};
-use super::error_policy::{ErrorPolicy, OnFailure};
-use super::metrics::{MetricsListener, PrometheusMetrics, Totals};
-use super::micro_batch::{RunStats, RuntimeOptions, run_with_dead_letters};
-use super::query::StreamQuery;
 use crate::connect::config::{SinkConfig, SourceConfig};
 use crate::connect::config::{open_sink, open_source};
 use crate::connect::source::{Sink, Source};
 use crate::job::{Job, Query, RuntimeConfig};
+use crate::runtime::exec::micro_batch::{RunStats, RuntimeOptions, run_with_dead_letters};
+use crate::runtime::metrics::{MetricsListener, PrometheusMetrics, Totals};
+use crate::runtime::policy::error_policy::{ErrorPolicy, OnFailure};
+use crate::runtime::query::StreamQuery;
+use crate::runtime::state::checkpoint::{CheckpointStore, MemoryCheckpoints, open_store};
 use crate::{Engine, Error, Pipeline, Result};
 
 /// Entry point of the builder.
@@ -252,8 +252,8 @@ impl StreamBuilder {
     }
 
     /// Reads processing time from `clock` (processing-time windows, idle timeouts) instead of
-    /// the system clock — a [`ManualClock`](super::clock::ManualClock) in tests.
-    pub fn clock(mut self, clock: Arc<dyn super::clock::Clock>) -> Self {
+    /// the system clock — a [`ManualClock`](crate::runtime::window::clock::ManualClock) in tests.
+    pub fn clock(mut self, clock: Arc<dyn crate::runtime::window::clock::Clock>) -> Self {
         self.options.clock = clock;
         self
     }

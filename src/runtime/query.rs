@@ -3,16 +3,16 @@
 //! delivered.
 //!
 //! Stages that work document by document stream, and a `$group` at the end of a pipeline runs
-//! continuously (`runtime::group_state`). SQL streams when it works row by row: projections,
+//! continuously (`runtime::state::group`). SQL streams when it works row by row: projections,
 //! filters, `UNNEST`, joins against static tables. Aggregates, `ORDER BY`, `LIMIT`, window
 //! functions, `DISTINCT` and `UNION` need every row first and are rejected, naming the clause.
 
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::LogicalPlan;
 
-use super::metrics::{StageMetrics, collect_measured};
 use crate::dsl::{Pipeline, StageKind};
 use crate::plan::order;
+use crate::runtime::metrics::{StageMetrics, collect_measured};
 use crate::{Engine, Error, Result};
 
 /// A stream's query.
@@ -29,10 +29,15 @@ impl StreamQuery {
     /// the JSON do not matter), or of the SQL text with its whitespace collapsed.
     pub fn fingerprint(&self) -> String {
         match self {
-            StreamQuery::Pipeline(p) => super::checkpoint::fingerprint(&format!("{:?}", p.stages)),
+            StreamQuery::Pipeline(p) => {
+                crate::runtime::state::checkpoint::fingerprint(&format!("{:?}", p.stages))
+            }
             StreamQuery::Sql { sql, table } => {
                 let words: Vec<&str> = sql.split_whitespace().collect();
-                super::checkpoint::fingerprint(&format!("{table}\n{}", words.join(" ")))
+                crate::runtime::state::checkpoint::fingerprint(&format!(
+                    "{table}\n{}",
+                    words.join(" ")
+                ))
             }
         }
     }

@@ -21,14 +21,14 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::Value;
 
-use super::checkpoint::Checkpoint;
-use super::error_policy::{ErrorPolicy, OnFailure};
-use super::group_state::split_at_group;
-use super::query::{StreamQuery, run_once};
-use super::window_state::ContinuousWindow;
 use crate::connect::source::{Position, Source};
 use crate::dsl::Pipeline;
 use crate::plan::order;
+use crate::runtime::policy::error_policy::{ErrorPolicy, OnFailure};
+use crate::runtime::query::{StreamQuery, run_once};
+use crate::runtime::state::checkpoint::Checkpoint;
+use crate::runtime::state::group::split_at_group;
+use crate::runtime::window::WindowOperator;
 use crate::{Engine, Error, Result};
 
 const REPLAY: &str = "__fluxion_replay";
@@ -84,9 +84,9 @@ pub async fn replay(
     // Windows: the window operator over all of it as one batch, then the end of input (the
     // same per-document watermark decides the same late documents).
     let window = match query {
-        StreamQuery::Pipeline(p) => ContinuousWindow::plan(p, time_field)?,
-        StreamQuery::Sql { sql, table } => match super::sql_window::parse(sql)? {
-            Some(w) => Some(ContinuousWindow::plan_sql(&w, table)?),
+        StreamQuery::Pipeline(p) => WindowOperator::plan(p, time_field)?,
+        StreamQuery::Sql { sql, table } => match crate::runtime::window::sql::parse(sql)? {
+            Some(w) => Some(WindowOperator::plan_sql(&w, table)?),
             None => None,
         },
     };
@@ -97,7 +97,7 @@ pub async fn replay(
                 "processing-time windows cannot be replayed: which window a document fell in depends on when it was processed (boundary: \"eventTime\" replays)",
             ));
         }
-        let input = super::watermark::with_partitions(&input, Some(&partitions))?;
+        let input = crate::runtime::window::watermark::with_partitions(&input, Some(&partitions))?;
         order::register_ordered(
             engine.context(),
             REPLAY,

@@ -11,11 +11,11 @@ use std::sync::atomic::Ordering;
 use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{Value, json};
 
-use super::dead_letters::{DeadLetter, rows_as_json, to_batch};
-use super::micro_batch::Counters;
-use super::transform::Transformed;
 use crate::connect::source::Sink;
-use crate::runtime::error_policy::{ErrorPolicy, OnFailure, with_retries};
+use crate::runtime::exec::options::Counters;
+use crate::runtime::exec::transform::Transformed;
+use crate::runtime::policy::dead_letters::{DeadLetter, rows_as_json, to_batch};
+use crate::runtime::policy::error_policy::{ErrorPolicy, OnFailure, with_retries};
 use crate::{Error, Result};
 
 /// The sinks and what they last committed.

@@ -7,7 +7,7 @@
 //! over the same input decides the same.
 //!
 //! A partition that has delivered nothing for `idleTimeout` (processing time, read from the
-//! stream's [`Clock`](super::clock::Clock)) stops holding the watermark back, and when every
+//! stream's [`Clock`](crate::runtime::window::clock::Clock)) stops holding the watermark back, and when every
 //! partition is idle the open windows are closed — the watermark moves to the end of the
 //! latest one — as Atlas Stream Processing closes the windows of an idle source. Idleness
 //! depends on when records arrived, so a replay (which has no idle time) can only agree with a
@@ -26,8 +26,7 @@ use serde_json::{Value, json};
 use crate::Result;
 use crate::dsl::stream_window::{Boundary, StreamWindow};
 
-/// The hidden column holding each document's source partition (a rider, `plan::order`).
-pub const PARTITION: &str = "__fluxion_ride_partition";
+pub use crate::runtime::window::shared::PARTITION;
 
 /// The checkpoint metadata key of the watermarks.
 const META: &str = "fluxion.watermarks";
@@ -237,7 +236,7 @@ pub fn with_partitions(batch: &RecordBatch, partitions: Option<&[u32]>) -> Resul
         Some(p) => UInt32Array::from(p.to_vec()),
         None => UInt32Array::from(vec![0u32; batch.num_rows()]),
     };
-    super::window_state::with_columns(
+    crate::runtime::window::shared::with_columns(
         batch,
         vec![(
             Field::new(PARTITION, DataType::UInt32, false),

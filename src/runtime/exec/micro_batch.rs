@@ -1,8 +1,8 @@
 //! The micro-batch loop: fetch → transform → deliver → checkpoint → observe.
 //!
-//! Three steps joined by bounded queues ([`fetch`](super::fetch) reads micro-batches from the
-//! source; [`transform`](super::transform) runs the compiled pipeline over each, as a task of
-//! its own; [`deliver`](super::deliver) writes and commits the output), then the checkpoint —
+//! Three steps joined by bounded queues ([`fetch`](crate::runtime::exec::fetch) reads micro-batches from the
+//! source; [`transform`](crate::runtime::exec::transform) runs the compiled pipeline over each, as a task of
+//! its own; [`deliver`](crate::runtime::exec::deliver) writes and commits the output), then the checkpoint —
 //! source position, sink state, operator state — and the metrics listeners. When a step falls
 //! behind, the queue before it fills and the step before it waits (back-pressure, counted in
 //! the metrics), so memory stays bounded by the queue capacities.
@@ -11,84 +11,30 @@
 //! for more (the unbounded-input pitfall of apache/datafusion#24265 does not arise). The
 //! hidden document numbering continues across batches, so document order is that of the
 //! source. Stages that work document by document stream, and a `$group` at the end runs
-//! continuously (upserts keyed by `_id`, `runtime::group_state`); the others need every
+//! continuously (upserts keyed by `_id`, `runtime::state::group`); the others need every
 //! document first and are rejected naming their path.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::checkpoint::{Checkpoint, CheckpointStore, PlanMark};
-use super::deliver::Deliverer;
-use super::error_policy::{ErrorPolicy, OnFailure, with_retries};
-use super::group_state::ContinuousGroup;
-use super::keyed_state::Snapshot;
-use super::metrics::{BatchMetrics, MetricsListener};
-use super::query::{StreamQuery, check_sql, check_stages};
-use super::transform::{Operator, Transformer};
-use super::window_state::ContinuousWindow;
 use crate::connect::source::{Position, Sink, Source};
+use crate::runtime::exec::deliver::Deliverer;
+use crate::runtime::exec::options::Counters;
+pub use crate::runtime::exec::options::RuntimeOptions;
+use crate::runtime::exec::transform::{Operator, Transformer};
+use crate::runtime::metrics::BatchMetrics;
+use crate::runtime::policy::error_policy::{ErrorPolicy, OnFailure, with_retries};
+use crate::runtime::query::{StreamQuery, check_sql, check_stages};
+use crate::runtime::state::checkpoint::{Checkpoint, CheckpointStore, PlanMark};
+use crate::runtime::state::group::ContinuousGroup;
+use crate::runtime::state::keyed::Snapshot;
+use crate::runtime::window::WindowOperator;
 use crate::{Engine, Error, Result};
-
-/// How the loop runs.
-#[derive(Clone)]
-pub struct RuntimeOptions {
-    /// Documents per micro-batch (at most).
-    pub micro_batch_size: usize,
-    /// How long a micro-batch may wait for more documents after its first one (`None`: it
-    /// closes as soon as the source has nothing more right now).
-    pub max_batch_delay: Option<Duration>,
-    /// Micro-batches read ahead of the transform step (the fetch → transform queue).
-    pub source_queue_capacity: usize,
-    /// Transformed micro-batches waiting for delivery (the transform → deliver queue).
-    pub queue_capacity: usize,
-    /// Stop after this many micro-batches in this run (a graceful stop: the last one is
-    /// committed).
-    pub max_batches: Option<u64>,
-    /// Set to stop gracefully: the loop finishes the batch in hand, checkpoints, and returns.
-    pub stop: Arc<AtomicBool>,
-    /// What happens when a step fails, and to records the source cannot read.
-    pub error_policy: ErrorPolicy,
-    /// Checkpoint at most this often (`None`: after every micro-batch). The last batch of a
-    /// run is always checkpointed.
-    pub checkpoint_interval: Option<std::time::Duration>,
-    /// The stream's id, for metrics and logs.
-    pub pipeline_id: String,
-    /// Told about every committed micro-batch.
-    pub listeners: Vec<Arc<dyn MetricsListener>>,
-    /// The source's `timeField` (an expression), for event-time windows.
-    pub time_field: Option<Value>,
-    /// Processing time (processing-time windows, idle timeouts): the system clock unless a
-    /// test or simulation drives its own.
-    pub clock: Arc<dyn super::clock::Clock>,
-    /// How often a quiet source's windows are stepped anyway, when the clock alone can close
-    /// them (processing time, idle timeouts).
-    pub tick_interval: Duration,
-}
-
-impl Default for RuntimeOptions {
-    fn default() -> Self {
-        RuntimeOptions {
-            micro_batch_size: 8192,
-            max_batch_delay: None,
-            source_queue_capacity: 2,
-            queue_capacity: 2,
-            max_batches: None,
-            stop: Arc::new(AtomicBool::new(false)),
-            error_policy: ErrorPolicy::fail_fast(),
-            checkpoint_interval: None,
-            pipeline_id: "stream".to_string(),
-            listeners: Vec::new(),
-            time_field: None,
-            clock: super::clock::system(),
-            tick_interval: Duration::from_millis(100),
-        }
-    }
-}
 
 /// What a run did. Every record read is accounted for: `input_rows` documents went through
 /// the pipeline (which output or filtered them); `dead_lettered` records (unreadable, or
@@ -110,22 +56,6 @@ pub struct RunStats {
     pub retries: u64,
     /// Failures that used up their retries (then handled by the policy).
     pub failures: u64,
-}
-
-/// Counts the steps share while a run goes on.
-#[derive(Debug, Default)]
-pub(super) struct Counters {
-    pub retries: AtomicU64,
-    pub failures: AtomicU64,
-    /// Time spent waiting on a full queue, in nanoseconds.
-    pub waited_ns: AtomicU64,
-}
-
-impl Counters {
-    pub fn add_wait(&self, d: Duration) {
-        self.waited_ns
-            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
-    }
 }
 
 /// Saves a checkpoint (with the `$group` state, if any), retried by the error policy.
@@ -195,20 +125,20 @@ pub async fn run_with_dead_letters(
     // A `$group` at the end runs continuously; everything else document by document.
     let mut operator = match &query {
         StreamQuery::Pipeline(pipeline) => {
-            if let Some(w) = ContinuousWindow::plan(pipeline, options.time_field.as_ref())? {
+            if let Some(w) = WindowOperator::plan(pipeline, options.time_field.as_ref())? {
                 Some(Operator::Window(w))
             } else {
                 let group = ContinuousGroup::plan(pipeline)?;
                 match &group {
-                    Some(_) => super::group_state::check_prefix(pipeline)?,
+                    Some(_) => crate::runtime::state::group::check_prefix(pipeline)?,
                     None => check_stages(pipeline)?,
                 }
                 group.map(Operator::Group)
             }
         }
-        StreamQuery::Sql { sql, table } if super::sql_window::parse(sql)?.is_some() => {
-            let w = super::sql_window::parse(sql)?.expect("checked");
-            Some(Operator::Window(ContinuousWindow::plan_sql(&w, table)?))
+        StreamQuery::Sql { sql, table } if crate::runtime::window::sql::parse(sql)?.is_some() => {
+            let w = crate::runtime::window::sql::parse(sql)?.expect("checked");
+            Some(Operator::Window(WindowOperator::plan_sql(&w, table)?))
         }
         StreamQuery::Sql { sql, table } => {
             let empty = datafusion::arrow::record_batch::RecordBatch::new_empty(source.schema());
@@ -278,7 +208,8 @@ pub async fn run_with_dead_letters(
         now: 0,
     };
     let transform = tokio::spawn(transformer.run(fetched_rx, done_tx, counters.clone()));
-    let fetching = super::fetch::fetch(source, fetched_tx, options, &counters, ticks, records);
+    let fetching =
+        crate::runtime::exec::fetch::fetch(source, fetched_tx, options, &counters, ticks, records);
     let delivering = async {
         let mut stats = RunStats::default();
         let mut pending: Option<(Checkpoint, Option<Snapshot>)> = None;

@@ -16,16 +16,16 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::dead_letters::{DeadLetter, rows_as_json};
-use super::fetch::Fetched;
-use super::group_state::ContinuousGroup;
-use super::metrics::StageMetrics;
-use super::micro_batch::Counters;
-use super::query::{StreamQuery, run_once};
-use super::window_state::WindowOperator;
 use crate::connect::source::Position;
 use crate::plan::order;
-use crate::runtime::error_policy::{ErrorPolicy, OnFailure, with_retries};
+use crate::runtime::exec::fetch::Fetched;
+use crate::runtime::exec::options::Counters;
+use crate::runtime::metrics::StageMetrics;
+use crate::runtime::policy::dead_letters::{DeadLetter, rows_as_json};
+use crate::runtime::policy::error_policy::{ErrorPolicy, OnFailure, with_retries};
+use crate::runtime::query::{StreamQuery, run_once};
+use crate::runtime::state::group::ContinuousGroup;
+use crate::runtime::window::WindowOperator;
 use crate::{Engine, Result};
 
 /// The table each micro-batch is registered as.
@@ -45,7 +45,7 @@ pub(super) struct Transformed {
     pub late: u64,
     pub lag: Option<u64>,
     /// The continuous `$group`'s groups after this batch.
-    pub state: Option<super::keyed_state::Snapshot>,
+    pub state: Option<crate::runtime::state::keyed::Snapshot>,
     pub started: Instant,
     pub transform_time: Duration,
     /// What the plan's operators did.
@@ -69,7 +69,7 @@ pub(super) struct Transformer {
     /// Late and untimed documents of the batch in hand (from a window).
     pub side: Vec<DeadLetter>,
     /// Processing time, for windows.
-    pub clock: std::sync::Arc<dyn super::clock::Clock>,
+    pub clock: std::sync::Arc<dyn crate::runtime::window::clock::Clock>,
     /// The clock's time when the batch in hand arrived.
     pub now: i64,
 }
@@ -96,7 +96,7 @@ impl Operator {
     }
 
     /// Its state now, for a checkpoint.
-    pub fn snapshot(&self) -> Result<super::keyed_state::Snapshot> {
+    pub fn snapshot(&self) -> Result<crate::runtime::state::keyed::Snapshot> {
         match self {
             Operator::Group(g) => Ok(g.snapshot()),
             Operator::Window(w) => w.snapshot(),
@@ -171,7 +171,7 @@ impl Transformer {
         self.now = self.clock.now_ms();
         // A window needs each document's source partition (for its watermark).
         let batch = if windowed {
-            super::watermark::with_partitions(&f.batch, f.partitions.as_deref())?
+            crate::runtime::window::watermark::with_partitions(&f.batch, f.partitions.as_deref())?
         } else {
             f.batch.clone()
         };

@@ -5,7 +5,7 @@
 //!
 //! Event time is the source's `timeField` (a date, ISO-8601 text or epoch milliseconds),
 //! evaluated on the document as the source gave it, before any stage; the watermark
-//! ([`watermark`](super::watermark)) follows it per source partition. A document whose windows
+//! ([`watermark`](crate::runtime::window::watermark)) follows it per source partition. A document whose windows
 //! have all been passed by the watermark is late: it is counted, and dead-lettered with reason
 //! `late` under the `deadLetter` policy. When a bounded source ends, the watermark moves to the
 //! end of time and every open window is emitted. Processing-time windows take the stream's
@@ -13,7 +13,7 @@
 //! saved with checkpoints.
 //!
 //! When the window's pipeline starts with a `$group` (after document-by-document stages) whose
-//! accumulators merge (those of the continuous `$group`, `group_state`), the window keeps
+//! accumulators merge (those of the continuous `$group`, `state::group`), the window keeps
 //! partial aggregates instead of documents: each micro-batch's documents are grouped by
 //! (window, `_id`) as they arrive, and when the window closes its partial rows are merged and
 //! the rest of its pipeline runs over the groups. Other pipelines (and the SQL spelling) keep
@@ -26,183 +26,34 @@ use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, UInt32
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::dead_letters::{DeadLetter, rows_as_json};
-use super::group_state::{GroupParts, split_at_group};
-use super::keyed_state::{Snapshot, read_ipc};
-use super::metrics::{StageMetrics, collect_measured};
-use super::session_state::SessionWindows;
-use super::watermark::{Watermarks, partition_at, partitions_of};
 use crate::dsl::expression::Expression;
 use crate::dsl::group::Group;
-use crate::dsl::path::JsonPath;
-use crate::dsl::stream_window::{Boundary, StreamWindow};
+use crate::dsl::stream_window::StreamWindow;
 use crate::dsl::{FieldPath, Pipeline, Stage, StageKind};
 use crate::plan::order;
+use crate::runtime::metrics::{StageMetrics, collect_measured};
+use crate::runtime::state::group::{GroupParts, split_at_group};
+use crate::runtime::state::keyed::{Snapshot, read_ipc};
+use crate::runtime::window::shared::{
+    START, WindowOutput, conform, current_names, event_times, visible, window_stages, with_bounds,
+    with_columns,
+};
+use crate::runtime::window::watermark::{Watermarks, partition_at, partitions_of};
 use crate::{Engine, Error, Result};
 
-/// The event time of each document (a rider: it survives `$project`, `plan::order`).
-pub(super) const TIME: &str = "__fluxion_ride_time";
-/// Each buffered row's window start (a rider, so the stages before a window pipeline's `$group`
-/// keep it).
-const START: &str = "__fluxion_ride_window_start";
-/// Its name in checkpoints written before it became a rider.
-const OLD_START: &str = "__fluxion_window_start";
-/// The event time's name in checkpoints written before it became a rider.
-const OLD_TIME: &str = "__fluxion_event_time";
 const WINDOW: &str = "__fluxion_window";
 const WINDOW_IN: &str = "__fluxion_window_in";
 const GROUPS: &str = "__fluxion_window_groups";
 /// Checkpoint metadata: what the buffered rows are (`partial` aggregates, or documents).
 const FORM: &str = "fluxion.window_rows";
 
-/// What one step of the window operator gives.
-#[derive(Debug, Default)]
-pub struct WindowOutput {
-    /// The emitted windows' results.
-    pub output: Vec<RecordBatch>,
-    /// Late documents (as dead letters; counted whatever the policy).
-    pub late: Vec<DeadLetter>,
-    /// Documents without an event time (dead letters too).
-    pub untimed: Vec<DeadLetter>,
-}
-
-/// A stream's window operator: fixed windows (tumbling, hopping) or sessions.
-pub enum WindowOperator {
-    Fixed(ContinuousWindow),
-    Session(SessionWindows),
-}
-
-impl WindowOperator {
-    /// Takes the micro-batch registered as `table` in; emits the windows the watermark has
-    /// passed (all of them when `end_of_input`).
-    /// `now` is the processing time.
-    pub async fn step(
-        &mut self,
-        engine: &Engine,
-        table: &str,
-        batch_rows: usize,
-        end_of_input: bool,
-        now: i64,
-        stages: &mut Vec<StageMetrics>,
-    ) -> Result<WindowOutput> {
-        match self {
-            WindowOperator::Fixed(w) => {
-                w.step(engine, table, batch_rows, end_of_input, now, stages)
-                    .await
-            }
-            WindowOperator::Session(s) => {
-                s.step(engine, table, batch_rows, end_of_input, now, stages)
-                    .await
-            }
-        }
-    }
-
-    /// Whether the clock alone can close windows (processing time, or an idle timeout), so
-    /// the loop should step it while the source is quiet.
-    pub fn needs_ticks(&self) -> bool {
-        let marks = match self {
-            WindowOperator::Fixed(w) => &w.marks,
-            WindowOperator::Session(s) => s.marks(),
-        };
-        marks.processing() || marks.idle_timeout().is_some()
-    }
-
-    /// Whether late documents are dropped rather than dead-lettered.
-    pub fn drops_late(&self) -> bool {
-        match self {
-            WindowOperator::Fixed(w) => w.marks.drops_late(),
-            WindowOperator::Session(s) => s.marks().drops_late(),
-        }
-    }
-
-    /// Whether windows follow the clock rather than event time (no replay then).
-    pub fn processing_time(&self) -> bool {
-        match self {
-            WindowOperator::Fixed(w) => w.marks.processing(),
-            WindowOperator::Session(s) => s.marks().processing(),
-        }
-    }
-
-    /// The state, for a checkpoint.
-    pub fn snapshot(&self) -> Result<Snapshot> {
-        match self {
-            WindowOperator::Fixed(w) => Ok(w.snapshot()),
-            WindowOperator::Session(s) => s.snapshot(),
-        }
-    }
-
-    /// Back to a checkpoint's state.
-    pub fn restore_state(&mut self, bytes: &[u8]) -> Result<()> {
-        match self {
-            WindowOperator::Fixed(w) => w.restore_state(bytes),
-            WindowOperator::Session(s) => s.restore_state(bytes),
-        }
-    }
-}
-
-impl WindowOutput {
-    /// Dead letters for the late documents (index, event time, watermark) and the untimed
-    /// ones (index) of `rows`, a window's input.
-    pub(super) fn add_letters(
-        &mut self,
-        rows: &RecordBatch,
-        late: &[(usize, i64, i64)],
-        untimed: &[usize],
-    ) -> Result<()> {
-        if late.is_empty() && untimed.is_empty() {
-            return Ok(());
-        }
-        let docs = rows_as_json(&visible(rows)?)?;
-        let letter = |i: usize, reason: String| DeadLetter {
-            reason,
-            stage: "window",
-            position: json!({"windowInput": i}),
-            raw: docs[i].clone(),
-        };
-        for &(i, t, w) in late {
-            self.late.push(letter(
-                i,
-                format!("late: event time {t} ms is behind the watermark {w} ms"),
-            ));
-        }
-        for &i in untimed {
-            self.untimed.push(letter(
-                i,
-                "no event time: the source's timeField is missing or not a date".to_string(),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// The stages run over one window's documents: its pipeline, the window's bounds as
-/// `_stream_meta.window`, then the stages after the window stage.
-pub(super) fn window_stages(
-    inner: &[Stage],
-    start: i64,
-    end: i64,
-    after: &[Stage],
-) -> Result<Pipeline> {
-    let mut stages = inner.to_vec();
-    stages.extend(
-        Pipeline::parse_at(
-            &json!([{"$addFields": {"_stream_meta": {"window": {
-                "start": {"$toDate": start}, "end": {"$toDate": end}}}}}]),
-            &JsonPath::root(),
-        )?
-        .stages,
-    );
-    stages.extend(after.iter().cloned());
-    Ok(Pipeline { stages })
-}
-
 /// The state and plans of a stream's window stage.
 pub struct ContinuousWindow {
     /// The stages before the window, then the event time as a column.
     before: Pipeline,
-    pub(super) window: StreamWindow,
+    pub(crate) window: StreamWindow,
     /// Stages after the window stage, run over each window's results.
     after: Vec<Stage>,
     schema: Option<SchemaRef>,
@@ -241,7 +92,7 @@ impl WindowAggregate {
         };
         // Accumulators that do not merge ($top, $median, …) run over the documents instead.
         let (Ok(()), Ok(parts)) = (
-            super::query::check_stages(&pre),
+            crate::runtime::query::check_stages(&pre),
             GroupParts::of(g, &group.path),
         ) else {
             return Ok(None);
@@ -277,109 +128,48 @@ impl WindowAggregate {
 }
 
 impl ContinuousWindow {
-    /// The windowed form of `pipeline` when it has a window stage (`None` without one).
-    /// `time_field` is the source's `timeField` expression.
-    pub fn plan(pipeline: &Pipeline, time_field: Option<&Value>) -> Result<Option<WindowOperator>> {
-        let Some(i) = pipeline
-            .stages
-            .iter()
-            .position(|s| matches!(s.kind, StageKind::StreamWindow(_)))
-        else {
-            return Ok(None);
-        };
-        let stage = &pipeline.stages[i];
-        let StageKind::StreamWindow(window) = &stage.kind else {
-            unreachable!()
-        };
-        let processing = window.boundary == Boundary::ProcessingTime;
-        let time_field = match time_field {
-            Some(t) => Some(t),
-            None if processing => None,
-            None => {
-                return Err(stage.path.err(
-                    "an eventTime window needs the source's timeField (\"source\": {…, \"timeField\": \"$ts\"})",
-                ));
-            }
-        };
-        let before = Pipeline {
-            stages: pipeline.stages[..i].to_vec(),
-        };
-        super::query::check_stages(&before)?;
-        let after = Pipeline {
-            stages: pipeline.stages[i + 1..].to_vec(),
-        };
-        super::query::check_stages(&after)?;
-        if window
-            .pipeline
-            .stages
-            .iter()
-            .any(|s| matches!(s.kind, StageKind::StreamWindow(_)))
-        {
-            return Err(stage
-                .path
-                .err("a window's pipeline cannot hold another window"));
-        }
-        // The event time of the document as the source gave it; it rides through the stages.
-        let mut stages = event_time(if processing { None } else { time_field })?;
-        stages.extend(before.stages);
-        if let crate::dsl::stream_window::WindowKind::Session { .. } = window.kind {
-            return Ok(Some(WindowOperator::Session(SessionWindows::new(
-                window,
-                stages,
-                after.stages,
-            )?)));
-        }
-        Ok(Some(WindowOperator::Fixed(ContinuousWindow {
-            before: Pipeline { stages },
+    /// Fixed windows of `window`: `before` (the event time, then the stages before the window
+    /// stage), the window's own pipeline, then `after`.
+    pub(super) fn new(
+        window: &StreamWindow,
+        before: Vec<Stage>,
+        after: Vec<Stage>,
+    ) -> Result<Self> {
+        Ok(ContinuousWindow {
+            before: Pipeline { stages: before },
             window: window.clone(),
-            after: after.stages,
+            after,
             schema: None,
             buffer: Vec::new(),
             marks: Watermarks::new(window),
             inner_sql: None,
             aggregate: WindowAggregate::of(&window.pipeline)?,
             restored_documents: Vec::new(),
-        })))
+        })
     }
 
-    /// The window operator of a windowed SQL query over `table`.
-    pub fn plan_sql(
-        w: &crate::runtime::sql_window::SqlWindow,
-        table: &str,
-    ) -> Result<WindowOperator> {
-        let before = event_time(w.time_field.as_ref())?;
-        if let crate::dsl::stream_window::WindowKind::Session { .. } = w.window.kind {
-            let mut s = SessionWindows::new(&w.window, before, Vec::new())?;
-            s.inner_sql = Some((w.inner.clone(), table.to_string()));
-            // Plain partition columns let closed sessions run as one query, when the query
-            // works group by group.
-            s.sql_keys = match &w.window.partition_by {
-                _ if !w.per_row_group => None,
-                None => Some(Vec::new()),
-                Some(Value::Object(keys)) => keys
-                    .values()
-                    .map(|k| {
-                        k.as_str()
-                            .and_then(|k| k.strip_prefix('$'))
-                            .filter(|k| !k.contains('.'))
-                            .map(str::to_string)
-                    })
-                    .collect(),
-                Some(_) => None,
-            };
-            return Ok(WindowOperator::Session(s));
-        }
-        Ok(WindowOperator::Fixed(ContinuousWindow {
+    /// Fixed windows of a windowed SQL query: `inner` runs over each window's rows of `table`.
+    pub(super) fn new_sql(
+        window: &StreamWindow,
+        before: Vec<Stage>,
+        inner: String,
+        table: String,
+    ) -> Self {
+        ContinuousWindow {
             before: Pipeline { stages: before },
-            window: w.window.clone(),
+            window: window.clone(),
             after: Vec::new(),
             schema: None,
             buffer: Vec::new(),
-            marks: Watermarks::new(&w.window),
-            inner_sql: Some((w.inner.clone(), table.to_string())),
+            marks: Watermarks::new(window),
+            inner_sql: Some((inner, table)),
             aggregate: None,
             restored_documents: Vec::new(),
-        }))
+        }
+    }
+
+    pub(super) fn marks(&self) -> &Watermarks {
+        &self.marks
     }
 
     /// Takes the micro-batch registered as `table` in; emits the windows the watermark has
@@ -702,133 +492,10 @@ impl ContinuousWindow {
     }
 }
 
-/// `docs` with the window's bounds as the columns `window_start` and `window_end`.
-pub(super) fn with_bounds(docs: &RecordBatch, start: i64, end: i64) -> Result<RecordBatch> {
-    let n = docs.num_rows();
-    with_row_bounds(docs, vec![start; n], vec![end; n])
-}
-
-/// `docs` with each row's window bounds as the columns `window_start` and `window_end`.
-pub(super) fn with_row_bounds(
-    docs: &RecordBatch,
-    start: Vec<i64>,
-    end: Vec<i64>,
-) -> Result<RecordBatch> {
-    use datafusion::arrow::array::TimestampMillisecondArray;
-    let ty = DataType::Timestamp(
-        datafusion::arrow::datatypes::TimeUnit::Millisecond,
-        Some("UTC".into()),
-    );
-    let column = |at: Vec<i64>| {
-        Arc::new(TimestampMillisecondArray::from(at).with_timezone("UTC")) as ArrayRef
-    };
-    with_columns(
-        docs,
-        vec![
-            (Field::new("window_start", ty.clone(), false), column(start)),
-            (Field::new("window_end", ty, false), column(end)),
-        ],
-    )
-}
-
-/// `schema` with the hidden columns' names of older checkpoints changed to today's.
-pub(super) fn current_names(schema: &Schema) -> SchemaRef {
-    Arc::new(Schema::new(
-        schema
-            .fields()
-            .iter()
-            .map(|f| match f.name().as_str() {
-                OLD_START => f.as_ref().clone().with_name(START),
-                OLD_TIME => f.as_ref().clone().with_name(TIME),
-                _ => f.as_ref().clone(),
-            })
-            .collect::<Vec<_>>(),
-    ))
-}
-
-/// `batch` in the layout of `target`: columns by name, in its order (cast where the type
-/// differs); a column it lacks — the partition column, added after a checkpoint was written —
-/// as zeros (partition 0) or nulls.
-pub(super) fn conform(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
-    let n = batch.num_rows();
-    let columns = target
-        .fields()
-        .iter()
-        .map(|f| -> Result<ArrayRef> {
-            Ok(match batch.column_by_name(f.name()) {
-                Some(c) if c.data_type() == f.data_type() => c.clone(),
-                Some(c) => datafusion::arrow::compute::cast(c, f.data_type())?,
-                None if f.name() == super::watermark::PARTITION => {
-                    Arc::new(UInt32Array::from(vec![0u32; n]))
-                }
-                None => datafusion::arrow::array::new_null_array(f.data_type(), n),
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(RecordBatch::try_new(target.clone(), columns)?)
-}
-
-/// `batch` with `extra` columns after its own.
-pub(super) fn with_columns(
-    batch: &RecordBatch,
-    extra: Vec<(Field, ArrayRef)>,
-) -> Result<RecordBatch> {
-    let mut fields: Vec<Arc<Field>> = batch.schema().fields().iter().cloned().collect();
-    let mut columns = batch.columns().to_vec();
-    for (field, column) in extra {
-        fields.push(Arc::new(field));
-        columns.push(column);
-    }
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
-}
-
-/// The stages that put the event time of `time_field` (none: processing time) on each
-/// document, as the hidden column [`TIME`].
-pub(super) fn event_time(time_field: Option<&Value>) -> Result<Vec<Stage>> {
-    let Some(time_field) = time_field else {
-        return Ok(Vec::new());
-    };
-    Ok(Pipeline::parse_at(
-        &json!([{"$addFields": {TIME: {"$toLong": {"$toDate": time_field}}}}]),
-        &JsonPath::root().key("source").key("timeField"),
-    )?
-    .stages)
-}
-
-/// The event times of `rows` (`None` for processing-time windows, which have none).
-pub(super) fn event_times(rows: &RecordBatch) -> Result<Option<Int64Array>> {
-    rows.column_by_name(TIME)
-        .map(|c| {
-            c.as_any()
-                .downcast_ref::<Int64Array>()
-                .cloned()
-                .ok_or_else(|| {
-                    Error::pipeline("source.timeField", "the event time is not a number")
-                })
-        })
-        .transpose()
-}
-
 fn start_column(b: &RecordBatch) -> Result<&Int64Array> {
     b.column_by_name(START)
         .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
         .ok_or_else(|| Error::internal("buffered window rows without their window start"))
-}
-
-/// The documents without the window operators' own columns (named `__fluxion_…`).
-pub(super) fn visible(b: &RecordBatch) -> Result<RecordBatch> {
-    let keep: Vec<usize> = b
-        .schema()
-        .fields()
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| !f.name().starts_with("__fluxion_"))
-        .map(|(i, _)| i)
-        .collect();
-    Ok(b.project(&keep)?)
 }
 
 #[cfg(test)]
@@ -836,6 +503,9 @@ mod tests {
     use super::*;
     use crate::document::decode::{JsonlOptions, decode};
     use crate::document::encode::to_documents;
+    use crate::runtime::window::WindowOperator;
+    use crate::runtime::window::shared::OLD_START;
+    use serde_json::Value;
 
     /// 90 documents of three keys in the window [0, 10 s), registered as table `t`.
     fn input(engine: &Engine) -> usize {
@@ -865,7 +535,7 @@ mod tests {
             "interval": {"size": 10, "unit": "second"},
             "pipeline": inner}}]))
         .unwrap();
-        match ContinuousWindow::plan(&p, Some(&json!("$ts"))).unwrap() {
+        match WindowOperator::plan(&p, Some(&json!("$ts"))).unwrap() {
             Some(WindowOperator::Fixed(w)) => w,
             _ => panic!("a fixed window"),
         }
@@ -991,6 +661,7 @@ mod processing_tests {
     use super::*;
     use crate::document::decode::{JsonlOptions, decode};
     use crate::document::encode::to_documents;
+    use crate::runtime::window::WindowOperator;
 
     #[tokio::test]
     async fn processing_time_windows_resume_and_never_go_back() {
@@ -1003,7 +674,7 @@ mod processing_tests {
                 "pipeline": [{"$group": {"_id": null, "n": {"$sum": 1}}}]}}]))
             .unwrap();
             // No timeField needed.
-            match ContinuousWindow::plan(&p, None).unwrap() {
+            match WindowOperator::plan(&p, None).unwrap() {
                 Some(WindowOperator::Fixed(w)) => w,
                 _ => panic!("a fixed window"),
             }
@@ -1038,6 +709,8 @@ mod upgrade_tests {
     use super::*;
     use crate::document::decode::{JsonlOptions, decode};
     use crate::document::encode::to_documents;
+    use crate::runtime::window::WindowOperator;
+    use crate::runtime::window::shared::{OLD_START, OLD_TIME, TIME};
 
     #[tokio::test]
     async fn checkpoints_of_the_first_window_version_are_read() {
@@ -1053,7 +726,7 @@ mod upgrade_tests {
                 "interval": {"size": 10, "unit": "second"},
                 "pipeline": [{"$sort": {"k": 1}}, {"$group": {"_id": "$k", "n": {"$sum": 1}}}]}}]))
             .unwrap();
-            match ContinuousWindow::plan(&p, Some(&json!("$ts"))).unwrap() {
+            match WindowOperator::plan(&p, Some(&json!("$ts"))).unwrap() {
                 Some(WindowOperator::Fixed(w)) => w,
                 _ => panic!("a fixed window"),
             }
@@ -1085,7 +758,7 @@ mod upgrade_tests {
             .fields()
             .iter()
             .zip(batch.columns())
-            .filter(|(f, _)| f.name() != super::super::watermark::PARTITION)
+            .filter(|(f, _)| f.name() != crate::runtime::window::watermark::PARTITION)
             .map(|(f, c)| {
                 let name = match f.name().as_str() {
                     TIME => OLD_TIME,

@@ -19,9 +19,9 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::mpsc;
 
-use super::micro_batch::{Counters, RuntimeOptions};
 use crate::connect::source::{Position, Rejected, Source, SourceBatch};
-use crate::runtime::error_policy::{OnFailure, with_retries};
+use crate::runtime::exec::options::{Counters, RuntimeOptions};
+use crate::runtime::policy::error_policy::{OnFailure, with_retries};
 use crate::{Error, Result};
 
 /// One micro-batch as read.

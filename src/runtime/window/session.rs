@@ -4,7 +4,7 @@
 //! then the inner pipeline runs over its documents, and the results carry
 //! `_stream_meta.window.start` (its first event time) and `.end` (last + gap).
 //!
-//! As for the fixed windows (`window_state`), the watermark advances document by document in
+//! As for the fixed windows (`window::fixed`), the watermark advances document by document in
 //! source order: before a document joins a session, the sessions of its partition that the
 //! watermark has passed are closed, so neither lateness nor merging depends on where
 //! micro-batches end. Closed sessions are emitted at the end of the micro-batch in order of
@@ -22,19 +22,19 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
 use serde_json::{Value, json};
 
-use super::keyed_state::{Snapshot, read_ipc};
-use super::metrics::{StageMetrics, collect_measured};
-use super::watermark::{Watermarks, partition_at, partitions_of};
-use super::window_state::{
-    TIME, WindowOutput, conform, current_names, event_times, visible, window_stages, with_bounds,
-    with_columns, with_row_bounds,
-};
 use crate::dsl::expression::Expression;
 use crate::dsl::group::Group;
 use crate::dsl::path::JsonPath;
 use crate::dsl::stream_window::{StreamWindow, WindowKind};
 use crate::dsl::{FieldPath, Pipeline, Stage, StageKind};
 use crate::plan::order;
+use crate::runtime::metrics::{StageMetrics, collect_measured};
+use crate::runtime::state::keyed::{Snapshot, read_ipc};
+use crate::runtime::window::shared::{
+    TIME, WindowOutput, conform, current_names, event_times, visible, window_stages, with_bounds,
+    with_columns, with_row_bounds,
+};
+use crate::runtime::window::watermark::{Watermarks, partition_at, partitions_of};
 use crate::{Engine, Error, Result};
 
 const KEY: &str = "__fluxion_session_key";
@@ -515,14 +515,14 @@ fn stamped(rows: &RecordBatch, now: i64) -> Result<RecordBatch> {
 /// The stages that run closed sessions together, for a session `pipeline` of
 /// document-by-document stages, a `$group` and document-by-document stages (then `after`).
 fn together(pipeline: &Pipeline, after: &[Stage]) -> Result<Option<Pipeline>> {
-    let Some((pre, group, rest)) = super::group_state::split_at_group(pipeline) else {
+    let Some((pre, group, rest)) = crate::runtime::state::group::split_at_group(pipeline) else {
         return Ok(None);
     };
     let StageKind::Group(g) = &group.kind else {
         unreachable!("split at a $group")
     };
     let document_by_document = |stages: &[Stage]| {
-        super::query::check_stages(&Pipeline {
+        crate::runtime::query::check_stages(&Pipeline {
             stages: stages.to_vec(),
         })
         .is_ok()
@@ -573,7 +573,7 @@ mod tests {
     use super::*;
     use crate::document::decode::{JsonlOptions, decode};
     use crate::document::encode::to_documents;
-    use crate::runtime::window_state::{ContinuousWindow, WindowOperator};
+    use crate::runtime::window::WindowOperator;
 
     #[tokio::test]
     async fn checkpoints_of_the_first_session_version_are_read() {
@@ -589,7 +589,7 @@ mod tests {
                 "gap": {"size": 3, "unit": "second"}, "partitionBy": "$k",
                 "pipeline": [{"$group": {"_id": "$k", "n": {"$sum": 1}}}]}}]))
             .unwrap();
-            match ContinuousWindow::plan(&p, Some(&json!("$ts"))).unwrap() {
+            match WindowOperator::plan(&p, Some(&json!("$ts"))).unwrap() {
                 Some(WindowOperator::Session(s)) => s,
                 _ => panic!("sessions"),
             }
@@ -607,7 +607,7 @@ mod tests {
             .fields()
             .iter()
             .zip(packed.columns())
-            .filter(|(f, _)| f.name() != crate::runtime::watermark::PARTITION)
+            .filter(|(f, _)| f.name() != crate::runtime::window::watermark::PARTITION)
             .map(|(f, c)| {
                 let name = if f.name() == TIME {
                     "__fluxion_event_time"

@@ -28,13 +28,13 @@ use datafusion::functions_nested::expr_fn::{
 };
 use datafusion::logical_expr::{Expr, cast, lit, when};
 
-use super::keyed_state::{KeyedState, Snapshot};
-use super::metrics::{StageMetrics, collect_measured};
 use crate::dsl::expression::{Expression, Family, Operator};
 use crate::dsl::group::{Accumulator, Group};
 use crate::dsl::reshape::UnionWith;
 use crate::dsl::{FieldPath, Pipeline, Stage, StageKind};
 use crate::plan::order;
+use crate::runtime::metrics::{StageMetrics, collect_measured};
+use crate::runtime::state::keyed::{KeyedState, Snapshot};
 use crate::{Engine, Result};
 
 const STATE: &str = "__fluxion_group_state";
@@ -501,7 +501,7 @@ fn check_after(after: &[Stage]) -> Result<()> {
 /// Errors when the stages before a streaming `$group` cannot stream.
 pub fn check_prefix(pipeline: &Pipeline) -> Result<()> {
     let before = split_at_group(pipeline).map_or(&[][..], |(b, _, _)| b);
-    super::query::check_stages(&Pipeline {
+    crate::runtime::query::check_stages(&Pipeline {
         stages: before.to_vec(),
     })
 }

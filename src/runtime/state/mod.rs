@@ -1,0 +1,7 @@
+//! What a stream keeps between micro-batches: [`checkpoint`]s (source position, sink state,
+//! operator state) and their stores, the keyed state of upserted groups ([`keyed`]), and the
+//! continuous `$group` built on it ([`group`]).
+
+pub mod checkpoint;
+pub mod group;
+pub mod keyed;
