@@ -248,25 +248,36 @@ impl Accumulator for One {
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> DFResult<()> {
-        let [hi, lo, count] = states else {
-            return Err(datafusion::common::DataFusionError::Internal(
-                "fluxion_sum: expected three state columns".into(),
-            ));
-        };
-        let (hi, lo, count) = (
-            hi.as_primitive::<Float64Type>(),
-            lo.as_primitive::<Float64Type>(),
-            count.as_primitive::<Float64Type>(),
-        );
-        for i in 0..hi.len() {
-            if count.is_valid(i) && count.value(i) > 0.0 {
-                self.sum.add(hi.value(i));
-                self.sum.lo += lo.value(i);
-                self.count += count.value(i) as u64;
-            }
-        }
-        Ok(())
+        each_state(states, |_, sum, count| {
+            self.sum.add(sum.hi);
+            self.sum.lo += sum.lo;
+            self.count += count;
+        })
     }
+}
+
+/// Every non-empty state row of `states` (hi, lo, count): its row, sum and count.
+fn each_state(states: &[ArrayRef], mut f: impl FnMut(usize, Pair, u64)) -> DFResult<()> {
+    let [hi, lo, count] = states else {
+        return Err(datafusion::common::DataFusionError::Internal(
+            "fluxion_sum: expected three state columns".into(),
+        ));
+    };
+    let (hi, lo, count) = (
+        hi.as_primitive::<Float64Type>(),
+        lo.as_primitive::<Float64Type>(),
+        count.as_primitive::<Float64Type>(),
+    );
+    for row in 0..hi.len() {
+        if count.is_valid(row) && count.value(row) > 0.0 {
+            let sum = Pair {
+                hi: hi.value(row),
+                lo: lo.value(row),
+            };
+            f(row, sum, count.value(row) as u64);
+        }
+    }
+    Ok(())
 }
 
 /// Many groups at once (hash aggregation).
@@ -334,24 +345,12 @@ impl GroupsAccumulator for Groups {
         total_num_groups: usize,
     ) -> DFResult<()> {
         self.grow(total_num_groups);
-        let [hi, lo, count] = values else {
-            return Err(datafusion::common::DataFusionError::Internal(
-                "fluxion_sum: expected three state columns".into(),
-            ));
-        };
-        let (hi, lo, count) = (
-            hi.as_primitive::<Float64Type>(),
-            lo.as_primitive::<Float64Type>(),
-            count.as_primitive::<Float64Type>(),
-        );
-        for (row, &g) in group_indices.iter().enumerate() {
-            if count.is_valid(row) && count.value(row) > 0.0 {
-                self.sums[g].add(hi.value(row));
-                self.sums[g].lo += lo.value(row);
-                self.counts[g] += count.value(row) as u64;
-            }
-        }
-        Ok(())
+        each_state(values, |row, sum, count| {
+            let g = group_indices[row];
+            self.sums[g].add(sum.hi);
+            self.sums[g].lo += sum.lo;
+            self.counts[g] += count;
+        })
     }
 
     /// Each row as its own group's state.

@@ -475,12 +475,9 @@ pub fn open_store(location: &str) -> Result<Box<dyn CheckpointStore>> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_directory_store_round_trips_and_replaces() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = DirCheckpoints::new(dir.path().join("cp")).unwrap();
-        assert_eq!(store.load().await.unwrap(), None);
-        let one = Checkpoint {
+    /// A first checkpoint with state, a schema and a plan mark.
+    fn first() -> Checkpoint {
+        Checkpoint {
             source: json!({"offset": 10}),
             sink: json!({"bytes": 3}),
             batches: 1,
@@ -496,7 +493,15 @@ mod tests {
                 operator: "continuous $group".into(),
                 fingerprint: fingerprint("[]"),
             }),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn a_directory_store_round_trips_and_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = DirCheckpoints::new(dir.path().join("cp")).unwrap();
+        assert_eq!(store.load().await.unwrap(), None);
+        let one = first();
         store.save(&one).await.unwrap();
         let two = Checkpoint {
             batches: 2,
@@ -519,23 +524,7 @@ mod tests {
         let memory = std::sync::Arc::new(object_store::memory::InMemory::new());
         let mut store = ObjectStoreCheckpoints::new(memory.clone(), "jobs/one");
         assert_eq!(store.load().await.unwrap(), None);
-        let one = Checkpoint {
-            source: json!({"offset": 10}),
-            sink: json!({"bytes": 3}),
-            batches: 1,
-            state: Some(vec![1, 2, 3]),
-            schema: Some(std::sync::Arc::new(Schema::new(vec![
-                datafusion::arrow::datatypes::Field::new(
-                    "a",
-                    datafusion::arrow::datatypes::DataType::Int64,
-                    true,
-                ),
-            ]))),
-            plan: Some(PlanMark {
-                operator: "continuous $group".into(),
-                fingerprint: fingerprint("[]"),
-            }),
-        };
+        let one = first();
         store.save(&one).await.unwrap();
         let two = Checkpoint {
             batches: 2,
