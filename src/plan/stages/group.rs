@@ -107,6 +107,49 @@ pub fn plan(input: LogicalPlan, g: &Group, at: &JsonPath) -> Result<LogicalPlan>
     Ok(b.project(out)?.build()?)
 }
 
+/// The stream's internal accumulators of compensated sums, if `acc` is one: `$__sumResidual`
+/// (what rounding a batch's sum left out; 0 for integers), and `$__sumMerge` /
+/// `$__sumMergeResidual` over `[sum, residual]` columns (the merged sum and its residual).
+fn sum_parts(c: &ExprCompiler, acc: &Accumulator, at: &JsonPath) -> Result<Option<Expr>> {
+    let zero = || lit(0.0f64);
+    Ok(Some(match acc.op {
+        "$__sumResidual" => {
+            let arg = c.typed(&acc.arg, at)?;
+            match arg.ty == DataType::Float64 {
+                true => coalesce(vec![
+                    compensated_sum::residual().call(vec![arg.expr]),
+                    zero(),
+                ]),
+                false => zero(),
+            }
+        }
+        "$__sumMerge" | "$__sumMergeResidual" => {
+            let Expression::Array(parts) = &acc.arg else {
+                return Err(at.err("internal: a merged sum takes [sum, residual]"));
+            };
+            let [total, residual] = parts.as_slice() else {
+                return Err(at.err("internal: a merged sum takes [sum, residual]"));
+            };
+            let total = c.typed(total, at)?;
+            let residual = cast(c.typed(residual, at)?.expr, DataType::Float64);
+            let doubles = total.ty == DataType::Float64;
+            match (acc.op, doubles) {
+                ("$__sumMerge", true) => coalesce(vec![
+                    compensated_sum::sum().call(vec![total.expr, residual]),
+                    lit(0i64),
+                ]),
+                ("$__sumMerge", false) => coalesce(vec![sum(total.expr), lit(0i64)]),
+                (_, true) => coalesce(vec![
+                    compensated_sum::residual().call(vec![total.expr, residual]),
+                    zero(),
+                ]),
+                (_, false) => zero(),
+            }
+        }
+        _ => return Ok(None),
+    }))
+}
+
 fn accumulator(c: &ExprCompiler, acc: &Accumulator, ordered: bool) -> Result<Expr> {
     let by_seq = || {
         if ordered {
@@ -129,6 +172,11 @@ fn accumulator(c: &ExprCompiler, acc: &Accumulator, ordered: bool) -> Result<Exp
         } else {
             count_all() * k
         });
+    }
+    // The parts of a running compensated sum a stream keeps (`runtime::state::group`): the
+    // residual of a batch's sum, and the merge of stored (sum, residual) pairs.
+    if let Some(merged) = sum_parts(c, acc, &at)? {
+        return Ok(merged);
     }
     let arg = c.typed(&acc.arg, &at)?;
     let numeric = arg.kind() == Kind::Number;

@@ -53,6 +53,8 @@ enum Kept {
     Plain,
     /// Arrays merged by concatenation, then kept as `post` says.
     Arrays(Post),
+    /// `$sum`: the sum and what its rounding left out (compensated summation).
+    Sum,
     /// `$avg`: a sum and a count of numbers.
     Average,
     /// `$stdDevPop` / `$stdDevSamp`: a sum, a sum of squares and a count of numbers.
@@ -176,7 +178,12 @@ impl ContinuousGroup {
         let touched = self.state.rows_for(&partial_rows)?;
         let touched_rows = touched.as_ref().map_or(0, |t| t.num_rows());
         let touched = match touched {
-            Some(t) => vec![RecordBatch::try_new(schema.clone(), t.columns().to_vec())?],
+            Some(t) if t.num_columns() == schema.fields().len() => {
+                vec![RecordBatch::try_new(schema.clone(), t.columns().to_vec())?]
+            }
+            // State of an older version, without the columns added since (a sum's residual):
+            // by name, the missing ones null.
+            Some(t) => vec![by_name(&t, &schema)?],
             None => Vec::new(),
         };
         order::register_ordered(ctx, STATE, schema.clone(), vec![touched])?;
@@ -249,7 +256,17 @@ impl GroupParts {
         for a in &g.fields {
             let kept = match a.op {
                 // `$mergeObjects` merges partial objects in order as it merges documents.
-                "$sum" | "$min" | "$max" | "$first" | "$last" | "$mergeObjects" => {
+                // Sums keep what rounding left out, so batches merge without losing it.
+                "$sum" => {
+                    let lo = format!("{}__lo", a.name);
+                    partial.push(acc(a.name.clone(), "$sum", a.arg.clone()));
+                    partial.push(acc(lo.clone(), "$__sumResidual", a.arg.clone()));
+                    let both = Expression::Array(vec![field(&a.name), field(&lo)]);
+                    merge.push(acc(a.name.clone(), "$__sumMerge", both.clone()));
+                    merge.push(acc(lo, "$__sumMergeResidual", both));
+                    Kept::Sum
+                }
+                "$min" | "$max" | "$first" | "$last" | "$mergeObjects" => {
                     partial.push(acc(a.name.clone(), a.op, a.arg.clone()));
                     merge.push(acc(a.name.clone(), a.op, field(&a.name)));
                     Kept::Plain
@@ -377,6 +394,11 @@ impl GroupParts {
                 Kept::Arrays(post) => {
                     exprs.push(post.apply(flatten(col(name.as_str()))).alias(name))
                 }
+                Kept::Sum => {
+                    let lo = format!("{name}__lo");
+                    exprs.push(col(name.as_str()).alias(name));
+                    exprs.push(col(lo.as_str()).alias(&lo));
+                }
                 Kept::Average | Kept::StdDev { .. } => {
                     for part in kept.parts() {
                         let n = format!("{name}{part}");
@@ -421,11 +443,27 @@ impl GroupParts {
                         .otherwise(lit(datafusion::common::ScalarValue::Float64(None)))?
                         .alias(name)
                 }
-                Kept::Plain | Kept::Arrays(_) => col(name.as_str()).alias(name),
+                Kept::Plain | Kept::Sum | Kept::Arrays(_) => col(name.as_str()).alias(name),
             });
         }
         Ok(out)
     }
+}
+
+/// `batch`'s columns in the layout of `schema`, by name; the ones it lacks null.
+fn by_name(
+    batch: &RecordBatch,
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+) -> Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) => c.clone(),
+            None => datafusion::arrow::array::new_null_array(f.data_type(), batch.num_rows()),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 impl Kept {
