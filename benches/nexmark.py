@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Nexmark throughput (issue 5, item 6): events per second on one core, per query.
+"""Nexmark throughput: events per second on one core, per query.
 
 Each query of examples/nexmark/ (JSON, and SQL where it has a SQL spelling) runs as a streaming
 job over the in-process Nexmark source (N bids) into the null sink, pinned to one core with

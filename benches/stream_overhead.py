@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checkpoint overhead of a streaming job (issue 4, item 12).
+"""Checkpoint overhead of a streaming job.
 
 The quickstart pipeline ($match PAID + continuous $group per customer) streamed from the 1 M
 event JSON-lines file by `fluxion run JOB.json`, in micro-batches, with a checkpoint (source

@@ -136,15 +136,15 @@ pub async fn run_with_dead_letters(
                 group.map(Operator::Group)
             }
         }
-        StreamQuery::Sql { sql, table } if crate::runtime::window::sql::parse(sql)?.is_some() => {
-            let w = crate::runtime::window::sql::parse(sql)?.expect("checked");
-            Some(Operator::Window(WindowOperator::plan_sql(&w, table)?))
-        }
-        StreamQuery::Sql { sql, table } => {
-            let empty = datafusion::arrow::record_batch::RecordBatch::new_empty(source.schema());
-            run_once_check(engine, sql, table, &empty).await?;
-            None
-        }
+        StreamQuery::Sql { sql, table } => match crate::runtime::window::sql::parse(sql)? {
+            Some(w) => Some(Operator::Window(WindowOperator::plan_sql(&w, table)?)),
+            None => {
+                let empty =
+                    datafusion::arrow::record_batch::RecordBatch::new_empty(source.schema());
+                run_once_check(engine, sql, table, &empty).await?;
+                None
+            }
+        },
     };
     let plan = PlanMark {
         operator: operator

@@ -33,17 +33,19 @@ impl WindowOperator {
     /// The windowed form of `pipeline` when it has a window stage (`None` without one).
     /// `time_field` is the source's `timeField` expression.
     pub fn plan(pipeline: &Pipeline, time_field: Option<&Value>) -> Result<Option<WindowOperator>> {
-        let Some(i) = pipeline
-            .stages
-            .iter()
-            .position(|s| matches!(s.kind, StageKind::StreamWindow(_)))
+        let Some((i, window)) =
+            pipeline
+                .stages
+                .iter()
+                .enumerate()
+                .find_map(|(i, s)| match &s.kind {
+                    StageKind::StreamWindow(w) => Some((i, w)),
+                    _ => None,
+                })
         else {
             return Ok(None);
         };
         let stage = &pipeline.stages[i];
-        let StageKind::StreamWindow(window) = &stage.kind else {
-            unreachable!()
-        };
         let processing = window.boundary == Boundary::ProcessingTime;
         let time_field = match time_field {
             Some(t) => Some(t),
