@@ -2,16 +2,19 @@
 //! checking of every line, dates rewritten in the same pass, then Arrow's decoder), over the
 //! quickstart orders and over Nexmark bids whose `dateTime` is an extended-JSON date.
 //!
-//! `cargo bench --bench decode` prints MB/s (criterion's throughput) for each input, inferred
-//! and with a declared schema.
+//! `cargo bench --bench decode` prints MB/s (criterion's throughput) for each input, inferred,
+//! with a declared schema, and for the strict line check alone.
 
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use datafusion::arrow::datatypes::DataType;
 use fluxion::connect::nexmark::{NexmarkKind, NexmarkSource};
 use fluxion::connect::source::Source;
 use fluxion::document::declared::parse_schema;
 use fluxion::document::decode::{JsonlOptions, decode};
+use fluxion::document::infer::Shape;
+use fluxion::document::lines::check;
 use serde_json::{Value, json};
 
 /// About `bytes` of the quickstart orders (examples/data/orders.jsonl repeated).
@@ -75,6 +78,12 @@ fn decoding(c: &mut Criterion) {
         group.bench_function(format!("{name}/declared"), |b| {
             let opts = one_core(Some(schema.clone()));
             b.iter(|| decode(&data, name, &opts).unwrap())
+        });
+        // The strict check (and date rewriting) alone: the rest of `declared` is Arrow's.
+        group.bench_function(format!("{name}/check-only"), |b| {
+            let declared = parse_schema(&schema, "bench", "schema").unwrap();
+            let shape = Shape::of_type(&DataType::Struct(declared.fields().clone()));
+            b.iter(|| check(&data, Some(&shape)).documents)
         });
     }
     group.finish();
