@@ -824,3 +824,82 @@ async fn streamed_sums_equal_the_batch_sums_exactly() {
         assert_eq!(got, expected, "micro-batches of {size}");
     }
 }
+
+/// With many groups and small batches, a checkpoint writes the groups changed since the last
+/// one (a delta file of at most a batch's groups), not all of them; a run resumed from a whole
+/// state and its deltas ends in the batch answer.
+#[tokio::test]
+async fn a_continuous_group_checkpoints_only_the_groups_that_changed() {
+    let data: String = (0..600)
+        .map(|i| format!("{{\"k\": {}, \"v\": {}.25}}\n", (i * 37) % 211, i % 13))
+        .collect();
+    let pipeline = Pipeline::from_value(&json!([
+        {"$group": {"_id": "$k", "n": {"$sum": 1}, "total": {"$sum": "$v"}, "last": {"$last": "$v"}}}
+    ]))
+    .unwrap();
+    let mut expected = common::batch_result(&data, &pipeline).await;
+    expected.sort_by_key(|d| d["_id"].to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output, cp) = (
+        dir.path().join("in.jsonl"),
+        dir.path().join("out.jsonl"),
+        dir.path().join("cp"),
+    );
+    std::fs::write(&input, &data).unwrap();
+    let engine = Engine::new();
+    let mut deltas_seen = 0;
+    for max in [Some(25), Some(7), Some(13), None] {
+        let mut source = JsonlFileSource::open(&input, None, false).unwrap();
+        let mut sink = JsonlFileSink::open(&output).unwrap();
+        let mut checkpoints = DirCheckpoints::new(&cp).unwrap();
+        let options = RuntimeOptions {
+            micro_batch_size: 5,
+            max_batches: max,
+            ..Default::default()
+        };
+        let stats = run(
+            &engine,
+            &pipeline,
+            &mut source,
+            &mut sink,
+            &mut checkpoints,
+            &options,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            stats.checkpoints, stats.batches,
+            "a checkpoint after every batch"
+        );
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(cp.join("checkpoint.json")).unwrap()).unwrap();
+        let deltas = manifest["deltas"].as_array().unwrap();
+        for d in deltas {
+            let bytes = std::fs::read(cp.join(d["file"].as_str().unwrap())).unwrap();
+            let reader = datafusion::arrow::ipc::reader::FileReader::try_new(
+                std::io::Cursor::new(bytes),
+                None,
+            )
+            .unwrap();
+            let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+            assert!(
+                rows <= 5,
+                "a delta holds the groups of one batch, not {rows}"
+            );
+        }
+        deltas_seen += deltas.len();
+        // Nothing left behind that the checkpoint does not name.
+        let mut files: Vec<String> = std::fs::read_dir(&cp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), 2 + deltas.len(), "{files:?}");
+    }
+    assert!(deltas_seen > 0, "no checkpoint wrote a delta");
+    let got = common::last_per_id(read_docs(&output));
+    assert_eq!(got.len(), expected.len());
+    for (g, e) in got.iter().zip(&expected) {
+        assert!(common::same_value(g, e), "{g}\n{e}");
+    }
+}

@@ -2,7 +2,8 @@
 //! built-in Prometheus registry (`fluxion run --metrics-addr HOST:PORT` serves it at
 //! `/metrics`). Each batch also runs in a `tracing` span.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_plan::ExecutionPlan;
@@ -41,6 +42,8 @@ pub struct BatchMetrics {
     pub backpressure_wait: Duration,
     /// What each operator of the plan did in this batch.
     pub stages: Vec<StageMetrics>,
+    /// How long the checkpoint after this batch took (`None`: none was due).
+    pub checkpoint_duration: Option<Duration>,
 }
 
 /// What one operator of the compiled plan did in a micro-batch. The optimizer fuses and
@@ -65,21 +68,45 @@ pub async fn collect_measured(
     let task = std::sync::Arc::new(df.task_ctx());
     let plan = df.create_physical_plan().await?;
     let out = datafusion::physical_plan::collect(plan.clone(), task).await?;
-    // In-memory scans keep no row count: when the micro-batch's scan is the only such leaf,
-    // its rows are the batch's.
-    let mut unknown = 0;
-    count_unknown_leaves(&plan, &mut unknown);
-    let leaf_rows = (unknown == 1).then_some(batch_rows as u64);
-    let mut n = 0;
-    walk(&plan, leaf_rows, &mut n, into);
+    measure(&plan, batch_rows, into, &Measured::default());
     Ok(out)
 }
 
-fn counted(p: &std::sync::Arc<dyn ExecutionPlan>) -> Option<u64> {
+/// The counts a run left in its plan's nodes (rows out, compute time), by node address: a plan
+/// run again keeps some nodes (scans of static tables), whose counts go on growing, so a run's
+/// own are the difference from the previous run's.
+#[derive(Debug, Default)]
+pub struct Measured(HashMap<usize, (u64, u64)>);
+
+/// Adds what each operator of `plan`, just run over a micro-batch of `batch_rows` documents,
+/// did to `into` — less what the nodes it shares with the previous run had counted then
+/// (`before`); returns the counts now.
+pub fn measure(
+    plan: &Arc<dyn ExecutionPlan>,
+    batch_rows: usize,
+    into: &mut Vec<StageMetrics>,
+    before: &Measured,
+) -> Measured {
+    // In-memory scans keep no row count: when the micro-batch's scan is the only such leaf,
+    // its rows are the batch's.
+    let mut unknown = 0;
+    count_unknown_leaves(plan, &mut unknown);
+    let leaf_rows = (unknown == 1).then_some(batch_rows as u64);
+    let mut now = Measured::default();
+    let mut n = 0;
+    walk(plan, leaf_rows, &mut n, into, before, &mut now);
+    now
+}
+
+fn address(p: &Arc<dyn ExecutionPlan>) -> usize {
+    Arc::as_ptr(p) as *const () as usize
+}
+
+fn counted(p: &Arc<dyn ExecutionPlan>) -> Option<u64> {
     p.metrics().and_then(|m| m.output_rows()).map(|r| r as u64)
 }
 
-fn count_unknown_leaves(plan: &std::sync::Arc<dyn ExecutionPlan>, n: &mut usize) {
+fn count_unknown_leaves(plan: &Arc<dyn ExecutionPlan>, n: &mut usize) {
     if plan.children().is_empty() && counted(plan).is_none() {
         *n += 1;
     }
@@ -89,34 +116,44 @@ fn count_unknown_leaves(plan: &std::sync::Arc<dyn ExecutionPlan>, n: &mut usize)
 }
 
 fn walk(
-    plan: &std::sync::Arc<dyn ExecutionPlan>,
+    plan: &Arc<dyn ExecutionPlan>,
     leaf_rows: Option<u64>,
     n: &mut usize,
     into: &mut Vec<StageMetrics>,
+    before: &Measured,
+    now: &mut Measured,
 ) {
-    let rows = |p: &std::sync::Arc<dyn ExecutionPlan>| {
-        counted(p)
+    // A node's counts in this run: what it has counted, less what it had after the last run.
+    let own = |p: &Arc<dyn ExecutionPlan>| -> (u64, u64) {
+        let rows = counted(p)
             .or(if p.children().is_empty() {
                 leaf_rows
             } else {
                 None
             })
-            .unwrap_or(0)
+            .unwrap_or(0);
+        let nanos = p.metrics().and_then(|m| m.elapsed_compute()).unwrap_or(0) as u64;
+        let (r0, t0) = before.0.get(&address(p)).copied().unwrap_or((0, 0));
+        (rows.saturating_sub(r0), nanos.saturating_sub(t0))
     };
+    // Assumed leaf rows are not counts that grow from run to run: only counted ones are kept.
+    let nanos = plan
+        .metrics()
+        .and_then(|m| m.elapsed_compute())
+        .unwrap_or(0) as u64;
+    now.0
+        .insert(address(plan), (counted(plan).unwrap_or(0), nanos));
+    let (output_rows, duration) = own(plan);
     let me = *n;
     *n += 1;
     into.push(StageMetrics {
         stage: format!("{me} {}", plan.name()),
-        input_rows: plan.children().into_iter().map(rows).sum(),
-        output_rows: rows(plan),
-        duration: Duration::from_nanos(
-            plan.metrics()
-                .and_then(|m| m.elapsed_compute())
-                .unwrap_or(0) as u64,
-        ),
+        input_rows: plan.children().into_iter().map(|c| own(c).0).sum(),
+        output_rows,
+        duration: Duration::from_nanos(duration),
     });
     for child in plan.children() {
-        walk(child, leaf_rows, n, into);
+        walk(child, leaf_rows, n, into, before, now);
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`exec`]: the micro-batch loop — fetch → transform → deliver, joined by bounded queues,
 //!   then the checkpoint and the [`metrics`] listeners;
 //! - [`query`]: the compiled pipeline or SQL as it runs over one micro-batch;
+//! - [`prepared`]: plans made once per stream over tables re-bound to each micro-batch;
 //! - [`window`]: windows over event or processing time, their watermarks and clock;
 //! - [`state`]: checkpoints and their stores, the continuous `$group`'s keyed state;
 //! - [`policy`]: error policies and dead letters;
@@ -16,6 +17,7 @@ pub mod builder;
 pub mod exec;
 pub mod metrics;
 pub mod policy;
+pub mod prepared;
 pub mod query;
 pub mod replay;
 pub mod state;

@@ -12,7 +12,13 @@ use datafusion::logical_expr::LogicalPlan;
 
 use crate::dsl::{Pipeline, StageKind};
 use crate::plan::order;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+
 use crate::runtime::metrics::{StageMetrics, collect_measured};
+use crate::runtime::prepared::{BoundTable, Prepared, register_numbered};
 use crate::{Engine, Error, Result};
 
 /// A stream's query.
@@ -122,16 +128,65 @@ pub async fn check_sql(engine: &Engine, sql: &str, table: &str) -> Result<()> {
     Ok(())
 }
 
+/// A stream's query planned once over a bound table: each micro-batch is bound to the table
+/// and the same plan runs again (`runtime::prepared`).
+pub(crate) struct PreparedQuery {
+    table: Arc<BoundTable>,
+    plan: Prepared,
+}
+
+impl PreparedQuery {
+    /// Plans `query` over micro-batches of `schema`, bound as `stream` for stages or under
+    /// the SQL's table name.
+    pub async fn new(
+        engine: &Engine,
+        query: &StreamQuery,
+        stream: &str,
+        schema: SchemaRef,
+    ) -> Result<PreparedQuery> {
+        let name = match query {
+            StreamQuery::Pipeline(_) => stream,
+            StreamQuery::Sql { table, .. } => table.as_str(),
+        };
+        let table = register_numbered(engine.context(), name, schema)?;
+        let df = match query {
+            StreamQuery::Pipeline(p) => engine.pipeline(stream, p).await?,
+            StreamQuery::Sql { sql, .. } => engine.sql(sql).await?,
+        };
+        let plan = Prepared::new(engine.context(), df).await?;
+        Ok(PreparedQuery { table, plan })
+    }
+
+    /// The schema of the micro-batches it runs over.
+    pub fn schema(&self) -> &SchemaRef {
+        self.table.rows_schema()
+    }
+
+    /// Runs the query over `batch` (whose first document is number `seq`); what each operator
+    /// did is added to `stages`.
+    pub async fn run(
+        &mut self,
+        batch: &RecordBatch,
+        seq: i64,
+        stages: &mut Vec<StageMetrics>,
+    ) -> Result<Vec<RecordBatch>> {
+        self.table.bind(vec![batch.clone()], seq);
+        let out = self.plan.run(batch.num_rows(), stages).await;
+        self.table.clear();
+        out
+    }
+}
+
 /// Runs `query` over `batch` (whose first document is number `seq`): registered as `stream`
 /// for stages, or under the SQL's table name; what each operator did is added to `stages`.
 pub(crate) async fn run_once(
     engine: &Engine,
     query: &StreamQuery,
     stream: &str,
-    batch: &datafusion::arrow::record_batch::RecordBatch,
+    batch: &RecordBatch,
     seq: i64,
     stages: &mut Vec<StageMetrics>,
-) -> Result<Vec<datafusion::arrow::record_batch::RecordBatch>> {
+) -> Result<Vec<RecordBatch>> {
     let table = match query {
         StreamQuery::Pipeline(_) => stream,
         StreamQuery::Sql { table, .. } => table.as_str(),

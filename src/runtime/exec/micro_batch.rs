@@ -32,7 +32,7 @@ use crate::runtime::policy::error_policy::{ErrorPolicy, OnFailure, with_retries}
 use crate::runtime::query::{StreamQuery, check_sql, check_stages};
 use crate::runtime::state::checkpoint::{Checkpoint, CheckpointStore, PlanMark};
 use crate::runtime::state::group::ContinuousGroup;
-use crate::runtime::state::keyed::Snapshot;
+use crate::runtime::state::keyed::{Mark, Snapshot};
 use crate::runtime::window::WindowOperator;
 use crate::{Engine, Error, Result};
 
@@ -56,25 +56,98 @@ pub struct RunStats {
     pub retries: u64,
     /// Failures that used up their retries (then handled by the policy).
     pub failures: u64,
+    /// Checkpoints saved, the time they took together, and the longest.
+    pub checkpoints: u64,
+    pub checkpoint_time: Duration,
+    pub slowest_checkpoint: Duration,
 }
 
-/// Saves a checkpoint (with the `$group` state, if any), retried by the error policy.
+impl RunStats {
+    fn checkpointed(&mut self, took: Duration) {
+        self.checkpoints += 1;
+        self.checkpoint_time += took;
+        self.slowest_checkpoint = self.slowest_checkpoint.max(took);
+    }
+}
+
+/// What the checkpoints so far wrote of the operator state, to decide what the next writes.
+#[derive(Debug, Default)]
+struct StateWrites {
+    /// Where the state stood at the last checkpoint (`None`: write the whole state).
+    mark: Option<Mark>,
+    /// Rows of the whole state last written, and of the deltas written since.
+    base_rows: u64,
+    delta_rows: u64,
+    deltas: usize,
+}
+
+/// Deltas after a whole state, at most: restoring reads them all.
+const MAX_DELTAS: usize = 256;
+
+impl StateWrites {
+    /// After a checkpoint of the whole `state`.
+    fn whole(state: &Snapshot, deltas: usize) -> StateWrites {
+        StateWrites {
+            mark: state.mark(),
+            base_rows: state.rows(),
+            delta_rows: 0,
+            deltas,
+        }
+    }
+
+    /// The rows of `state` changed since the last checkpoint, when writing only those is
+    /// right: the state can tell, and the deltas (which a restore upserts one after the other)
+    /// stay fewer than [`MAX_DELTAS`] and smaller than the whole state last written.
+    fn delta(&self, state: &Snapshot) -> Option<Snapshot> {
+        let delta = state.since(self.mark?)?;
+        (self.deltas < MAX_DELTAS && self.delta_rows + delta.rows() <= self.base_rows)
+            .then_some(delta)
+    }
+}
+
+/// Saves a checkpoint (with the operator state, if any: the rows changed since the last
+/// checkpoint, or all of them), retried by the error policy; returns how long it took.
 async fn save(
     checkpoints: &mut dyn CheckpointStore,
     (mut checkpoint, state): (Checkpoint, Option<Snapshot>),
     policy: &ErrorPolicy,
     counters: &Counters,
-) -> Result<()> {
-    checkpoint.state = state.map(|s| s.to_ipc()).transpose()?;
+    writes: &mut StateWrites,
+) -> Result<Duration> {
+    let began = Instant::now();
+    let fail = |e: Error| {
+        counters.failures.fetch_add(1, Ordering::Relaxed);
+        e
+    };
+    if let Some(s) = &state
+        && let Some(delta) = writes.delta(s)
+    {
+        let bytes = delta.to_ipc()?;
+        let saved: Result<bool> = with_retries!(
+            policy,
+            "checkpoint",
+            counters.retries,
+            checkpoints.save_delta(&checkpoint, bytes.clone()).await
+        );
+        if saved.map_err(fail)? {
+            writes.mark = s.mark();
+            writes.delta_rows += delta.rows();
+            writes.deltas += 1;
+            return Ok(began.elapsed());
+        }
+    }
+    checkpoint.state = state.as_ref().map(Snapshot::to_ipc).transpose()?;
     let saved: Result<()> = with_retries!(
         policy,
         "checkpoint",
         counters.retries,
         checkpoints.save(&checkpoint).await
     );
-    saved.inspect_err(|_| {
-        counters.failures.fetch_add(1, Ordering::Relaxed);
-    })
+    saved.map_err(fail)?;
+    *writes = state
+        .as_ref()
+        .map_or_else(StateWrites::default, |s| StateWrites::whole(s, 0));
+    Ok(began.elapsed())
 }
 
 /// The main sink's and the dead-letter sink's states in a checkpoint's `sink`.
@@ -155,6 +228,7 @@ pub async fn run_with_dead_letters(
     };
     let mut committed = 0u64;
     let mut sink_state = (Value::Null, Value::Null);
+    let mut writes = StateWrites::default();
     // Back to the last checkpoint: the source where it was, the sink without anything written
     // after it (a fresh run starts the sink empty).
     if let Some(cp) = checkpoints.load().await? {
@@ -164,7 +238,14 @@ pub async fn run_with_dead_letters(
         sink_state = split_sink_state(&cp.sink, dead_letter.is_some());
         if let Some(g) = operator.as_mut() {
             match &cp.state {
-                Some(bytes) => g.restore_state(bytes)?,
+                Some(bytes) => {
+                    g.restore_state(bytes)?;
+                    for delta in &cp.deltas {
+                        g.apply_state_delta(delta)?;
+                    }
+                    // What the store holds is the state now: the next checkpoint can follow it.
+                    writes = StateWrites::whole(&g.snapshot()?, cp.deltas.len());
+                }
                 None => {
                     return Err(Error::config(
                         "stream",
@@ -206,6 +287,8 @@ pub async fn run_with_dead_letters(
         side: Vec::new(),
         clock: options.clock.clone(),
         now: 0,
+        prepared: None,
+        bound: None,
     };
     let transform = tokio::spawn(transformer.run(fetched_rx, done_tx, counters.clone()));
     let fetching =
@@ -243,6 +326,7 @@ pub async fn run_with_dead_letters(
                         sink: deliverer.state(),
                         batches: committed,
                         state: None,
+                        deltas: Vec::new(),
                         plan: Some(plan.clone()),
                     },
                     t.state.clone(),
@@ -250,8 +334,18 @@ pub async fn run_with_dead_letters(
                 let due = options
                     .checkpoint_interval
                     .is_none_or(|every| last_checkpoint.elapsed() >= every);
+                let mut checkpoint_duration = None;
                 if due && let Some(cp) = pending.take() {
-                    save(checkpoints, cp, &options.error_policy, &counters).await?;
+                    let took = save(
+                        checkpoints,
+                        cp,
+                        &options.error_policy,
+                        &counters,
+                        &mut writes,
+                    )
+                    .await?;
+                    stats.checkpointed(took);
+                    checkpoint_duration = Some(took);
                     last_checkpoint = Instant::now();
                 }
                 let now = (
@@ -275,6 +369,7 @@ pub async fn run_with_dead_letters(
                     failures: now.1 - seen.1,
                     backpressure_wait: Duration::from_nanos(now.2 - seen.2),
                     stages: t.stages,
+                    checkpoint_duration,
                 };
                 seen = now;
                 tracing::debug!(
@@ -295,7 +390,15 @@ pub async fn run_with_dead_letters(
         // committed since the last checkpoint.
         drop(done_rx);
         let closing = match pending.take() {
-            Some(cp) => save(checkpoints, cp, &options.error_policy, &counters).await,
+            Some(cp) => save(
+                checkpoints,
+                cp,
+                &options.error_policy,
+                &counters,
+                &mut writes,
+            )
+            .await
+            .map(|took| stats.checkpointed(took)),
             None => Ok(()),
         };
         stats.retries = counters.retries.load(Ordering::Relaxed);

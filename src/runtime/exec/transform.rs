@@ -23,7 +23,8 @@ use crate::runtime::exec::options::Counters;
 use crate::runtime::metrics::StageMetrics;
 use crate::runtime::policy::dead_letters::{DeadLetter, rows_as_json};
 use crate::runtime::policy::error_policy::{ErrorPolicy, OnFailure, with_retries};
-use crate::runtime::query::{StreamQuery, run_once};
+use crate::runtime::prepared::{BoundTable, register_numbered};
+use crate::runtime::query::{PreparedQuery, StreamQuery};
 use crate::runtime::state::group::ContinuousGroup;
 use crate::runtime::window::WindowOperator;
 use crate::{Engine, Result};
@@ -72,6 +73,10 @@ pub(super) struct Transformer {
     pub clock: std::sync::Arc<dyn crate::runtime::window::clock::Clock>,
     /// The clock's time when the batch in hand arrived.
     pub now: i64,
+    /// The query planned once over the micro-batches (a document-by-document pipeline).
+    pub prepared: Option<PreparedQuery>,
+    /// The table a continuous `$group`'s plans read the micro-batch from.
+    pub bound: Option<std::sync::Arc<BoundTable>>,
 }
 
 /// The operator whose state a stream carries from batch to batch.
@@ -108,6 +113,18 @@ impl Operator {
         match self {
             Operator::Group(g) => g.restore_state(bytes),
             Operator::Window(w) => w.restore_state(bytes),
+        }
+    }
+
+    /// Upserts a checkpoint's delta (the rows changed after the state restored last).
+    pub fn apply_state_delta(&mut self, bytes: &[u8]) -> Result<()> {
+        match self {
+            Operator::Group(g) => g.apply_state_delta(bytes),
+            // Window state is always checkpointed whole.
+            Operator::Window(_) => Err(crate::Error::input(
+                "checkpoint",
+                "it holds changes to window state, which is checkpointed whole: start with a new checkpoint store, or run with --reset-checkpoint",
+            )),
         }
     }
 }
@@ -261,23 +278,36 @@ impl Transformer {
         })
     }
 
-    /// The pipeline over `batch`, whose first document is number `seq`.
+    /// The pipeline over `batch`, whose first document is number `seq`. Plans are made at the
+    /// first batch and kept (`runtime::prepared`); a batch of another schema plans again.
     async fn once(&mut self, batch: &RecordBatch, seq: i64) -> Result<Vec<RecordBatch>> {
         let stages = &mut self.stages;
-        if self.operator.is_some() {
-            order::register_ordered_from(
-                self.engine.context(),
-                STREAM,
-                batch.schema(),
-                vec![vec![batch.clone()]],
-                seq,
-            )?;
-        }
+        let schema = batch.schema();
         match &mut self.operator {
             Some(Operator::Group(g)) => {
-                g.step(&self.engine, STREAM, batch.num_rows(), stages).await
+                let bound = match &self.bound {
+                    Some(t) if t.rows_schema() == &schema => t.clone(),
+                    _ => {
+                        let t = register_numbered(self.engine.context(), STREAM, schema)?;
+                        self.bound = Some(t.clone());
+                        t
+                    }
+                };
+                bound.bind(vec![batch.clone()], seq);
+                let out = g
+                    .step(&self.engine, &bound, STREAM, batch.num_rows(), stages)
+                    .await;
+                bound.clear();
+                out
             }
             Some(Operator::Window(w)) => {
+                order::register_ordered_from(
+                    self.engine.context(),
+                    STREAM,
+                    schema,
+                    vec![vec![batch.clone()]],
+                    seq,
+                )?;
                 let out = w
                     .step(
                         &self.engine,
@@ -292,7 +322,20 @@ impl Transformer {
                 self.side.extend(out.untimed);
                 Ok(out.output)
             }
-            None => run_once(&self.engine, &self.query, STREAM, batch, seq, stages).await,
+            None => {
+                if !self
+                    .prepared
+                    .as_ref()
+                    .is_some_and(|p| p.schema() == &schema)
+                {
+                    self.prepared =
+                        Some(PreparedQuery::new(&self.engine, &self.query, STREAM, schema).await?);
+                }
+                match self.prepared.as_mut() {
+                    Some(p) => p.run(batch, seq, stages).await,
+                    None => Err(crate::Error::internal("the stream's query was not planned")),
+                }
+            }
         }
     }
 

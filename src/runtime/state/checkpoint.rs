@@ -2,11 +2,18 @@
 //! continuous `$group`'s groups, as Arrow IPC), saved together after each committed
 //! micro-batch, so a restarted run resumes exactly where the committed output ends.
 //!
-//! Stores: in memory (embedding, tests), a local directory (`checkpoint.json`, written to a
-//! temporary file, fsynced, then renamed over the old one: a crash leaves the old or the new
-//! checkpoint, never half of one; operator state goes to `state-<batch>.arrow` first, which
-//! the new `checkpoint.json` names, and older state files are removed after the rename), and
-//! an object store (the same two objects; a put is atomic).
+//! Stores: in memory (embedding, tests), a local directory and an object store. Both of the
+//! latter write state files first — `state-<batch>.arrow` with a whole state, or
+//! `delta-<batch>.arrow` with the rows of the keys changed since the last checkpoint — then
+//! `checkpoint.json` naming them with their checksums, replaced atomically (a temporary file
+//! fsynced and renamed; a put): a crash leaves the old checkpoint or the new one, never half
+//! of one. Files no checkpoint names any more are removed afterwards.
+//!
+//! A checkpoint with deltas is its base state with each delta upserted by key, in order. The
+//! micro-batch loop writes a delta when the state can tell what changed (a continuous
+//! `$group`'s keyed state) and the deltas are still small next to the base, and the whole
+//! state otherwise (`runtime::exec::micro_batch`), so a checkpoint costs what the batches
+//! since the last one changed, with a whole state written now and then to bound restore time.
 
 use std::path::PathBuf;
 
@@ -24,8 +31,12 @@ pub struct Checkpoint {
     pub sink: Value,
     /// Micro-batches committed so far (over all runs).
     pub batches: u64,
-    /// Operator state (Arrow IPC), if the pipeline keeps any.
+    /// Operator state (Arrow IPC), if the pipeline keeps any: the whole state as of some
+    /// checkpoint ...
     pub state: Option<Vec<u8>>,
+    /// ... and, in order, the rows of the keys changed in each checkpoint since (upserts by
+    /// key, [`CheckpointStore::save_delta`]); empty when `state` is the state now.
+    pub deltas: Vec<Vec<u8>>,
     /// The schema the source read with: a restarted run (and a replay) reads with the same
     /// one, even if it was inferred from a file that has grown since.
     pub schema: Option<SchemaRef>,
@@ -86,7 +97,7 @@ fn checksum(bytes: &[u8]) -> String {
 /// Refuses state bytes whose checksum is not the one the checkpoint recorded.
 fn check_state(bytes: &[u8], recorded: Option<&str>, at: &str) -> Result<()> {
     match recorded {
-        Some(sum) if sum != checksum(bytes) => Err(Error::input(
+        Some(sum) if !sum.is_empty() && sum != checksum(bytes) => Err(Error::input(
             at,
             "the checkpoint's state file is damaged (its checksum does not match): start with a new checkpoint store, or run with --reset-checkpoint",
         )),
@@ -94,20 +105,43 @@ fn check_state(bytes: &[u8], recorded: Option<&str>, at: &str) -> Result<()> {
     }
 }
 
+/// The state files a checkpoint names: the whole state, then the deltas since, each with
+/// its checksum.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct StateFiles {
+    base: Option<(String, String)>,
+    deltas: Vec<(String, String)>,
+}
+
+impl StateFiles {
+    fn names(&self) -> Vec<String> {
+        self.base
+            .iter()
+            .chain(&self.deltas)
+            .map(|(f, _)| f.clone())
+            .collect()
+    }
+}
+
 impl Checkpoint {
-    fn to_json(&self, state_file: Option<&str>) -> Value {
+    fn to_json(&self, files: &StateFiles) -> Value {
         let schema = self.schema.as_ref().and_then(|s| schema_to_hex(s).ok());
         let plan = self
             .plan
             .as_ref()
             .map(|p| json!({"operator": p.operator, "fingerprint": p.fingerprint}));
-        let state_checksum = self.state.as_deref().map(checksum);
+        let deltas: Vec<Value> = files
+            .deltas
+            .iter()
+            .map(|(f, sum)| json!({"file": f, "checksum": sum}))
+            .collect();
         json!({"version": 1, "source": self.source, "sink": self.sink, "batches": self.batches,
-               "state": state_file, "stateChecksum": state_checksum, "schema": schema,
-               "plan": plan})
+               "state": files.base.as_ref().map(|b| &b.0),
+               "stateChecksum": files.base.as_ref().map(|b| &b.1),
+               "deltas": deltas, "schema": schema, "plan": plan})
     }
 
-    fn from_json(v: &Value, at: &str) -> Result<(Checkpoint, Option<String>)> {
+    fn from_json(v: &Value, at: &str) -> Result<(Checkpoint, StateFiles)> {
         let bad = || Error::input(at, "not a Fluxion checkpoint (expected version 1)");
         if v.get("version").and_then(Value::as_u64) != Some(1) {
             return Err(bad());
@@ -117,6 +151,7 @@ impl Checkpoint {
             sink: v.get("sink").cloned().ok_or_else(bad)?,
             batches: v.get("batches").and_then(Value::as_u64).ok_or_else(bad)?,
             state: None,
+            deltas: Vec::new(),
             schema: match v.get("schema").and_then(Value::as_str) {
                 Some(hex) => Some(schema_from_hex(hex).map_err(|_| bad())?),
                 None => None,
@@ -132,17 +167,35 @@ impl Checkpoint {
                 }
             },
         };
-        let state_file = v.get("state").and_then(Value::as_str).map(str::to_string);
-        // The state file sits beside the checkpoint: a name, not a path.
-        if let Some(f) = &state_file
-            && (f.is_empty() || f.contains(['/', '\\']) || f.starts_with('.'))
-        {
-            return Err(Error::input(
-                at,
-                format!("the checkpoint names \"{f}\" as its state file, which is not a file name"),
-            ));
+        // State files sit beside the checkpoint: names, not paths.
+        let file = |f: &str| -> Result<String> {
+            if f.is_empty() || f.contains(['/', '\\']) || f.starts_with('.') {
+                return Err(Error::input(
+                    at,
+                    format!(
+                        "the checkpoint names \"{f}\" as a state file, which is not a file name"
+                    ),
+                ));
+            }
+            Ok(f.to_string())
+        };
+        let sum = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_string();
+        let mut files = StateFiles::default();
+        if let Some(f) = v.get("state").and_then(Value::as_str) {
+            files.base = Some((file(f)?, sum(v.get("stateChecksum"))));
         }
-        Ok((checkpoint, state_file))
+        match v.get("deltas") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(deltas)) if files.base.is_some() => {
+                for d in deltas {
+                    let f = d.get("file").and_then(Value::as_str).ok_or_else(bad)?;
+                    files.deltas.push((file(f)?, sum(d.get("checksum"))));
+                }
+            }
+            Some(Value::Array(deltas)) if deltas.is_empty() => {}
+            Some(_) => return Err(bad()),
+        }
+        Ok((checkpoint, files))
     }
 }
 
@@ -173,6 +226,16 @@ pub trait CheckpointStore: Send {
     async fn load(&mut self) -> Result<Option<Checkpoint>>;
     /// Replaces the last checkpoint, atomically.
     async fn save(&mut self, checkpoint: &Checkpoint) -> Result<()>;
+    /// Replaces the last checkpoint, atomically, with `checkpoint` whose operator state is
+    /// the last checkpoint's plus `delta` (Arrow IPC of the rows of the keys changed since;
+    /// `checkpoint.state` is not used): what a checkpoint costs then follows what changed,
+    /// not the whole state. Returns false, saving nothing, when the store cannot (it keeps
+    /// no deltas, or holds no state this one could follow); the caller then saves the whole
+    /// state.
+    async fn save_delta(&mut self, checkpoint: &Checkpoint, delta: Vec<u8>) -> Result<bool> {
+        let _ = (checkpoint, delta);
+        Ok(false)
+    }
     /// Removes every checkpoint: the next run starts over (`--reset-checkpoint`).
     async fn clear(&mut self) -> Result<()>;
     /// Where the checkpoints are, for messages.
@@ -196,15 +259,177 @@ impl CheckpointStore for MemoryCheckpoints {
         Ok(())
     }
 
+    async fn save_delta(&mut self, checkpoint: &Checkpoint, delta: Vec<u8>) -> Result<bool> {
+        let Some(held) = self.0.take_if(|c| c.state.is_some()) else {
+            return Ok(false);
+        };
+        let mut deltas = held.deltas;
+        deltas.push(delta);
+        self.0 = Some(Checkpoint {
+            state: held.state,
+            deltas,
+            ..checkpoint.clone()
+        });
+        Ok(true)
+    }
+
     async fn clear(&mut self) -> Result<()> {
         self.0 = None;
         Ok(())
     }
 }
 
+/// The files of a store: `checkpoint.json` and the state files it names, in a directory or
+/// under an object-store prefix.
+#[async_trait::async_trait]
+pub trait StoreFiles: Send + Sync {
+    /// The file's bytes, `None` if there is no such file.
+    async fn read(&self, name: &str) -> Result<Option<Vec<u8>>>;
+    /// Writes the file whole, durably: afterwards it holds the old bytes or the new ones.
+    async fn write(&self, name: &str, bytes: Vec<u8>) -> Result<()>;
+    /// The names of the files there.
+    async fn list(&self) -> Result<Vec<String>>;
+    /// Removes the file (gone already is fine).
+    async fn remove(&self, name: &str) -> Result<()>;
+    /// Where the files are, for messages.
+    fn describe(&self) -> String;
+}
+
+/// The checkpoint protocol over [`StoreFiles`]: state files first (`state-<batch>.arrow` for
+/// a whole state, `delta-<batch>.arrow` for the changes since), then `checkpoint.json`
+/// naming them, with their checksums; files no checkpoint names are removed afterwards.
+pub struct FileCheckpoints<F> {
+    files: F,
+    /// The state files the last checkpoint saved or loaded names.
+    held: Option<StateFiles>,
+}
+
 /// Checkpoints in a local directory.
+pub type DirCheckpoints = FileCheckpoints<LocalFiles>;
+
+/// Checkpoints in an object store (`s3://bucket/prefix`, `gs://…`, `az://…`, `file://…`). A
+/// put replaces an object whole or not at all (S3, GCS and Azure guarantee it; the local
+/// store writes a temporary file and renames it), so a crash leaves the old checkpoint or the
+/// new one.
+pub type ObjectStoreCheckpoints = FileCheckpoints<ObjectFiles>;
+
+const MANIFEST: &str = "checkpoint.json";
+
+fn is_state_file(name: &str) -> bool {
+    name.starts_with("state-") || name.starts_with("delta-")
+}
+
+impl<F: StoreFiles> FileCheckpoints<F> {
+    /// Writes `bytes` as state file `name`; returns its name and checksum.
+    async fn put_state(&self, name: String, bytes: Vec<u8>) -> Result<(String, String)> {
+        let sum = checksum(&bytes);
+        self.files.write(&name, bytes).await?;
+        Ok((name, sum))
+    }
+
+    /// Writes `checkpoint.json` for `checkpoint` naming `files`, then removes state files no
+    /// longer named.
+    async fn commit(&mut self, checkpoint: &Checkpoint, files: StateFiles) -> Result<()> {
+        let json = checkpoint.to_json(&files).to_string().into_bytes();
+        self.files.write(MANIFEST, json).await?;
+        let keep = files.names();
+        self.held = Some(files);
+        // A file left behind only costs space: removing is best effort.
+        if let Ok(names) = self.files.list().await {
+            for n in names {
+                if is_state_file(&n) && !keep.contains(&n) {
+                    let _ = self.files.remove(&n).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_state(&self, (name, sum): &(String, String)) -> Result<Vec<u8>> {
+        let at = format!("{}/{name}", self.files.describe());
+        let bytes = self.files.read(name).await?.ok_or_else(|| {
+            Error::input(
+                &at,
+                "the checkpoint's state file is missing: start with a new checkpoint store, or run with --reset-checkpoint",
+            )
+        })?;
+        check_state(&bytes, Some(sum), &at)?;
+        Ok(bytes)
+    }
+}
+
+#[async_trait::async_trait]
+impl<F: StoreFiles> CheckpointStore for FileCheckpoints<F> {
+    async fn load(&mut self) -> Result<Option<Checkpoint>> {
+        let at = format!("{}/{MANIFEST}", self.files.describe());
+        let Some(text) = self.files.read(MANIFEST).await? else {
+            self.held = None;
+            return Ok(None);
+        };
+        let v: Value = serde_json::from_slice(&text)
+            .map_err(|e| Error::input(&at, format!("not valid JSON: {e}")))?;
+        let (mut checkpoint, files) = Checkpoint::from_json(&v, &at)?;
+        if let Some(base) = &files.base {
+            checkpoint.state = Some(self.read_state(base).await?);
+        }
+        for d in &files.deltas {
+            checkpoint.deltas.push(self.read_state(d).await?);
+        }
+        self.held = Some(files);
+        Ok(Some(checkpoint))
+    }
+
+    async fn save(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        let n = checkpoint.batches;
+        let mut files = StateFiles::default();
+        if let Some(bytes) = &checkpoint.state {
+            files.base = Some(
+                self.put_state(format!("state-{n}.arrow"), bytes.clone())
+                    .await?,
+            );
+            for (i, d) in checkpoint.deltas.iter().enumerate() {
+                let name = format!("delta-{n}-{i}.arrow");
+                files.deltas.push(self.put_state(name, d.clone()).await?);
+            }
+        }
+        self.commit(checkpoint, files).await
+    }
+
+    async fn save_delta(&mut self, checkpoint: &Checkpoint, delta: Vec<u8>) -> Result<bool> {
+        let Some(mut files) = self.held.clone().filter(|f| f.base.is_some()) else {
+            return Ok(false);
+        };
+        let name = format!("delta-{}.arrow", checkpoint.batches);
+        // A delta of the same number (a run that stopped before its checkpoint) is replaced
+        // only once the new checkpoint no longer names the old one.
+        if files.names().contains(&name) {
+            return Ok(false);
+        }
+        files.deltas.push(self.put_state(name, delta).await?);
+        self.commit(checkpoint, files).await?;
+        Ok(true)
+    }
+
+    async fn clear(&mut self) -> Result<()> {
+        self.files.remove(MANIFEST).await?;
+        self.held = None;
+        for n in self.files.list().await? {
+            if is_state_file(&n) {
+                self.files.remove(&n).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        self.files.describe()
+    }
+}
+
+/// The files of a local directory: each written to a temporary file, fsynced, renamed over
+/// the old one, and the directory synced, so a crash leaves the old file or the new one.
 #[derive(Debug)]
-pub struct DirCheckpoints {
+pub struct LocalFiles {
     dir: PathBuf,
 }
 
@@ -214,90 +439,56 @@ impl DirCheckpoints {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::external(format!("creating {}", dir.display()), e))?;
-        Ok(DirCheckpoints { dir })
-    }
-
-    fn file(&self) -> PathBuf {
-        self.dir.join("checkpoint.json")
+        Ok(FileCheckpoints {
+            files: LocalFiles { dir },
+            held: None,
+        })
     }
 }
 
 #[async_trait::async_trait]
-impl CheckpointStore for DirCheckpoints {
-    async fn load(&mut self) -> Result<Option<Checkpoint>> {
-        let path = self.file();
-        let text = match std::fs::read(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::external(format!("reading {}", path.display()), e)),
-        };
-        let at = path.display().to_string();
-        let v: Value = serde_json::from_slice(&text)
-            .map_err(|e| Error::input(&at, format!("not valid JSON: {e}")))?;
-        let (mut checkpoint, state_file) = Checkpoint::from_json(&v, &at)?;
-        if let Some(f) = state_file {
-            let p = self.dir.join(&f);
-            let bytes = std::fs::read(&p)
-                .map_err(|e| Error::external(format!("reading {}", p.display()), e))?;
-            check_state(
-                &bytes,
-                v.get("stateChecksum").and_then(Value::as_str),
-                &p.display().to_string(),
-            )?;
-            checkpoint.state = Some(bytes);
+impl StoreFiles for LocalFiles {
+    async fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.dir.join(name);
+        match std::fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::external(format!("reading {}", path.display()), e)),
         }
-        Ok(Some(checkpoint))
     }
 
-    async fn save(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+    async fn write(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
         use std::io::Write;
-        let io = |what: &str, e: std::io::Error| Error::external(what.to_string(), e);
-        // Operator state first, in a file of its own that only the new checkpoint names.
-        let state_file = match &checkpoint.state {
-            Some(bytes) => {
-                let name = format!("state-{}.arrow", checkpoint.batches);
-                let mut f = std::fs::File::create(self.dir.join(&name))
-                    .map_err(|e| io("writing checkpoint state", e))?;
-                f.write_all(bytes)
-                    .map_err(|e| io("writing checkpoint state", e))?;
-                f.sync_all()
-                    .map_err(|e| io("syncing checkpoint state", e))?;
-                Some(name)
-            }
-            None => None,
-        };
-        let tmp = self.dir.join("checkpoint.json.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io("writing a checkpoint", e))?;
-        f.write_all(
-            checkpoint
-                .to_json(state_file.as_deref())
-                .to_string()
-                .as_bytes(),
-        )
-        .map_err(|e| io("writing a checkpoint", e))?;
-        f.sync_all().map_err(|e| io("syncing a checkpoint", e))?;
-        std::fs::rename(&tmp, self.file()).map_err(|e| io("renaming a checkpoint", e))?;
+        let path = self.dir.join(name);
+        let io = |e: std::io::Error| Error::external(format!("writing {}", path.display()), e);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(&bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
         // The rename itself is durable once the directory is synced.
         if let Ok(d) = std::fs::File::open(&self.dir) {
             let _ = d.sync_all();
         }
-        self.remove_state_files(state_file.as_deref());
         Ok(())
     }
 
-    async fn clear(&mut self) -> Result<()> {
-        match std::fs::remove_file(self.file()) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(Error::external(
-                    format!("removing {}", self.file().display()),
-                    e,
-                ));
-            }
+    async fn list(&self) -> Result<Vec<String>> {
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| Error::external(format!("listing {}", self.dir.display()), e))?;
+        Ok(entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect())
+    }
+
+    async fn remove(&self, name: &str) -> Result<()> {
+        let path = self.dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::external(format!("removing {}", path.display()), e)),
         }
-        self.remove_state_files(None);
-        Ok(())
     }
 
     fn describe(&self) -> String {
@@ -305,27 +496,8 @@ impl CheckpointStore for DirCheckpoints {
     }
 }
 
-impl DirCheckpoints {
-    /// Removes the state files other than `keep` (no checkpoint names them any more).
-    fn remove_state_files(&self, keep: Option<&str>) {
-        let state_file = keep.map(str::to_string);
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for e in entries.flatten() {
-                let n = e.file_name().to_string_lossy().to_string();
-                if n.starts_with("state-") && Some(&n) != state_file.as_ref() {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
-    }
-}
-
-/// Checkpoints in an object store (`s3://bucket/prefix`, `gs://…`, `az://…`, `file://…`):
-/// the state object `state-<batch>.arrow` is put first, then `checkpoint.json` naming it. A
-/// put replaces an object whole or not at all (S3, GCS and Azure guarantee it; the local
-/// store writes a temporary file and renames it), so a crash leaves the old checkpoint or the
-/// new one; state objects of older checkpoints are deleted afterwards.
-pub struct ObjectStoreCheckpoints {
+/// The objects under a prefix of an object store.
+pub struct ObjectFiles {
     store: std::sync::Arc<dyn object_store::ObjectStore>,
     prefix: object_store::path::Path,
     display: String,
@@ -336,22 +508,30 @@ impl ObjectStoreCheckpoints {
     pub fn open(url: &str) -> Result<Self> {
         let loc = crate::connect::object_store::Location::parse(url)?;
         let store = crate::connect::object_store::store_for(&loc)?;
-        Ok(ObjectStoreCheckpoints {
-            store,
-            prefix: loc.path,
-            display: url.to_string(),
+        Ok(FileCheckpoints {
+            files: ObjectFiles {
+                store,
+                prefix: loc.path,
+                display: url.to_string(),
+            },
+            held: None,
         })
     }
 
     /// A store inside `store`, under `prefix`.
     pub fn new(store: std::sync::Arc<dyn object_store::ObjectStore>, prefix: &str) -> Self {
-        ObjectStoreCheckpoints {
-            store,
-            prefix: object_store::path::Path::from(prefix),
-            display: prefix.to_string(),
+        FileCheckpoints {
+            files: ObjectFiles {
+                store,
+                prefix: object_store::path::Path::from(prefix),
+                display: prefix.to_string(),
+            },
+            held: None,
         }
     }
+}
 
+impl ObjectFiles {
     fn object(&self, name: &str) -> object_store::path::Path {
         self.prefix.clone().join(name)
     }
@@ -362,98 +542,50 @@ impl ObjectStoreCheckpoints {
 }
 
 #[async_trait::async_trait]
-impl CheckpointStore for ObjectStoreCheckpoints {
-    async fn load(&mut self) -> Result<Option<Checkpoint>> {
+impl StoreFiles for ObjectFiles {
+    async fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
         use object_store::ObjectStoreExt;
-        let at = format!("{}/checkpoint.json", self.display);
-        let bytes = match self.store.get(&self.object("checkpoint.json")).await {
-            Ok(r) => r
-                .bytes()
-                .await
-                .map_err(|e| self.err("reading the checkpoint in", e))?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(self.err("reading the checkpoint in", e)),
-        };
-        let v: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::input(&at, format!("not valid JSON: {e}")))?;
-        let (mut checkpoint, state_file) = Checkpoint::from_json(&v, &at)?;
-        if let Some(f) = state_file {
-            let state = self
-                .store
-                .get(&self.object(&f))
-                .await
-                .map_err(|e| self.err("reading checkpoint state in", e))?
-                .bytes()
-                .await
-                .map_err(|e| self.err("reading checkpoint state in", e))?;
-            check_state(
-                &state,
-                v.get("stateChecksum").and_then(Value::as_str),
-                &format!("{}/{f}", self.display),
-            )?;
-            checkpoint.state = Some(state.to_vec());
-        }
-        Ok(Some(checkpoint))
-    }
-
-    async fn save(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        use futures::TryStreamExt;
-        use object_store::ObjectStoreExt;
-        let state_file = match &checkpoint.state {
-            Some(bytes) => {
-                let name = format!("state-{}.arrow", checkpoint.batches);
-                self.store
-                    .put(&self.object(&name), bytes.clone().into())
+        match self.store.get(&self.object(name)).await {
+            Ok(r) => Ok(Some(
+                r.bytes()
                     .await
-                    .map_err(|e| self.err("writing checkpoint state to", e))?;
-                Some(name)
-            }
-            None => None,
-        };
-        let json = checkpoint.to_json(state_file.as_deref()).to_string();
-        self.store
-            .put(&self.object("checkpoint.json"), json.into_bytes().into())
-            .await
-            .map_err(|e| self.err("writing a checkpoint to", e))?;
-        // State objects of older checkpoints are no longer named by any checkpoint.
-        let old: Vec<object_store::ObjectMeta> = self
-            .store
-            .list(Some(&self.prefix))
-            .try_collect()
-            .await
-            .map_err(|e| self.err("listing", e))?;
-        for meta in old {
-            let name = meta.location.filename().unwrap_or_default();
-            if name.starts_with("state-") && Some(name) != state_file.as_deref() {
-                let _ = self.store.delete(&meta.location).await;
-            }
+                    .map_err(|e| self.err(&format!("reading {name} in"), e))?
+                    .to_vec(),
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(&format!("reading {name} in"), e)),
         }
+    }
+
+    async fn write(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
+        use object_store::ObjectStoreExt;
+        self.store
+            .put(&self.object(name), bytes.into())
+            .await
+            .map_err(|e| self.err(&format!("writing {name} to"), e))?;
         Ok(())
     }
 
-    async fn clear(&mut self) -> Result<()> {
+    async fn list(&self) -> Result<Vec<String>> {
         use futures::TryStreamExt;
-        use object_store::ObjectStoreExt;
-        match self.store.delete(&self.object("checkpoint.json")).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(self.err("removing the checkpoint in", e)),
-        }
-        let old: Vec<object_store::ObjectMeta> = self
+        let metas: Vec<object_store::ObjectMeta> = self
             .store
             .list(Some(&self.prefix))
             .try_collect()
             .await
             .map_err(|e| self.err("listing", e))?;
-        for meta in old {
-            if meta
-                .location
-                .filename()
-                .is_some_and(|n| n.starts_with("state-"))
-            {
-                let _ = self.store.delete(&meta.location).await;
-            }
+        Ok(metas
+            .iter()
+            .filter_map(|m| m.location.filename().map(str::to_string))
+            .collect())
+    }
+
+    async fn remove(&self, name: &str) -> Result<()> {
+        use object_store::ObjectStoreExt;
+        match self.store.delete(&self.object(name)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(&format!("removing {name} in"), e)),
         }
-        Ok(())
     }
 
     fn describe(&self) -> String {
@@ -482,6 +614,7 @@ mod tests {
             sink: json!({"bytes": 3}),
             batches: 1,
             state: Some(vec![1, 2, 3]),
+            deltas: Vec::new(),
             schema: Some(std::sync::Arc::new(Schema::new(vec![
                 datafusion::arrow::datatypes::Field::new(
                     "a",
@@ -552,5 +685,89 @@ mod tests {
         local.save(&one).await.unwrap();
         assert!(dir.path().join("cp/checkpoint.json").exists());
         assert_eq!(open_store(&url).unwrap().load().await.unwrap(), Some(one));
+    }
+
+    /// A store keeps a whole state and the deltas after it, in order, and forgets the deltas
+    /// when a whole state comes again; a store that has not seen a whole state refuses deltas.
+    async fn keeps_deltas_after_a_whole_state(
+        mut store: Box<dyn CheckpointStore>,
+        mut again: impl FnMut() -> Box<dyn CheckpointStore>,
+    ) {
+        let one = first();
+        let next = |n: u64| Checkpoint {
+            batches: n,
+            state: None,
+            source: json!({"offset": n}),
+            ..one.clone()
+        };
+        assert!(!store.save_delta(&next(2), vec![9]).await.unwrap());
+        store.save(&one).await.unwrap();
+        assert!(store.save_delta(&next(2), vec![4]).await.unwrap());
+        assert!(store.save_delta(&next(3), vec![5, 6]).await.unwrap());
+        let loaded = again().load().await.unwrap().unwrap();
+        assert_eq!(loaded.source, json!({"offset": 3}));
+        assert_eq!(loaded.state, one.state);
+        assert_eq!(loaded.deltas, vec![vec![4], vec![5, 6]]);
+        // A reopened store continues after what it loaded.
+        let mut reopened = again();
+        reopened.load().await.unwrap();
+        assert!(reopened.save_delta(&next(4), vec![7]).await.unwrap());
+        let loaded = again().load().await.unwrap().unwrap();
+        assert_eq!(loaded.deltas.len(), 3);
+        let whole = Checkpoint {
+            batches: 5,
+            state: Some(vec![8]),
+            ..one.clone()
+        };
+        reopened.save(&whole).await.unwrap();
+        assert_eq!(again().load().await.unwrap(), Some(whole));
+    }
+
+    #[tokio::test]
+    async fn stores_keep_deltas_after_a_whole_state_and_forget_them_after_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = dir.path().join("cp");
+        let open = || Box::new(DirCheckpoints::new(&cp).unwrap()) as Box<dyn CheckpointStore>;
+        keeps_deltas_after_a_whole_state(open(), open).await;
+        let mut files: Vec<String> = std::fs::read_dir(&cp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        files.sort();
+        assert_eq!(files, ["checkpoint.json", "state-5.arrow"]);
+        let memory = std::sync::Arc::new(object_store::memory::InMemory::new());
+        let open = || {
+            Box::new(ObjectStoreCheckpoints::new(memory.clone(), "jobs/two"))
+                as Box<dyn CheckpointStore>
+        };
+        keeps_deltas_after_a_whole_state(open(), open).await;
+        let mut mem = MemoryCheckpoints::default();
+        assert!(!mem.save_delta(&first(), vec![1]).await.unwrap());
+        mem.save(&first()).await.unwrap();
+        assert!(mem.save_delta(&first(), vec![1]).await.unwrap());
+        assert_eq!(mem.load().await.unwrap().unwrap().deltas, vec![vec![1]]);
+    }
+
+    /// A damaged or missing delta is an error naming it, like a damaged state file.
+    #[tokio::test]
+    async fn a_damaged_delta_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = dir.path().join("cp");
+        let mut store = DirCheckpoints::new(&cp).unwrap();
+        store.save(&first()).await.unwrap();
+        let next = Checkpoint {
+            batches: 2,
+            ..first()
+        };
+        assert!(store.save_delta(&next, vec![1, 2, 3, 4]).await.unwrap());
+        std::fs::write(cp.join("delta-2.arrow"), [9, 9]).unwrap();
+        let e = DirCheckpoints::new(&cp).unwrap().load().await.unwrap_err();
+        assert!(
+            e.to_string().contains("delta-2.arrow") && e.to_string().contains("damaged"),
+            "{e}"
+        );
+        std::fs::remove_file(cp.join("delta-2.arrow")).unwrap();
+        let e = DirCheckpoints::new(&cp).unwrap().load().await.unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
     }
 }

@@ -19,7 +19,9 @@
 //! drops, so it is rejected (as are stages that need every group).
 
 use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::DataType;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Column;
 use datafusion::functions::expr_fn::{greatest, sqrt};
@@ -33,7 +35,8 @@ use crate::dsl::group::{Accumulator, Group};
 use crate::dsl::reshape::UnionWith;
 use crate::dsl::{FieldPath, Pipeline, Stage, StageKind};
 use crate::plan::order;
-use crate::runtime::metrics::{StageMetrics, collect_measured};
+use crate::runtime::metrics::StageMetrics;
+use crate::runtime::prepared::{BoundTable, Prepared, register_numbered};
 use crate::runtime::state::keyed::{KeyedState, Snapshot};
 use crate::{Engine, Result};
 
@@ -86,6 +89,17 @@ pub struct ContinuousGroup {
     merge: Pipeline,
     parts: GroupParts,
     state: KeyedState,
+    /// The plans, made at the first batch and kept while the tables they read stay the same.
+    plans: Box<Plans>,
+}
+
+/// The plans of a continuous `$group`: the partial `$group` over the stream's table, the
+/// merge, and the upserts' output form.
+#[derive(Default)]
+struct Plans {
+    partial: Option<(Arc<BoundTable>, Prepared)>,
+    merge: Option<MergePlans>,
+    output: Option<(Arc<BoundTable>, Prepared)>,
 }
 
 /// A `$group` taken apart for incremental work: partial accumulators over some documents,
@@ -143,24 +157,35 @@ impl ContinuousGroup {
             },
             parts,
             state: KeyedState::new("_id"),
+            plans: Box::default(),
         }))
     }
 
-    /// Folds the micro-batch registered as `table` (of `batch_rows` documents) into the state; returns the upserts of the
-    /// groups it changed.
+    /// Folds the micro-batch bound to `stream` (registered as `table`, `batch_rows`
+    /// documents) into the state; returns the upserts of the groups it changed.
     pub async fn step(
         &mut self,
         engine: &Engine,
+        stream: &Arc<BoundTable>,
         table: &str,
         batch_rows: usize,
         stages: &mut Vec<StageMetrics>,
     ) -> Result<Vec<RecordBatch>> {
-        let partial = collect_measured(
-            engine.pipeline(table, &self.partial).await?,
-            batch_rows,
-            stages,
-        )
-        .await?;
+        // The partial plan reads the stream's table: planned again only when that changed.
+        if !self
+            .plans
+            .partial
+            .as_ref()
+            .is_some_and(|(t, _)| Arc::ptr_eq(t, stream))
+        {
+            let df = engine.pipeline(table, &self.partial).await?;
+            self.plans.partial = Some((stream.clone(), Prepared::new(engine.context(), df).await?));
+            self.plans.merge = None;
+        }
+        let Some((_, partial_plan)) = self.plans.partial.as_mut() else {
+            return Err(crate::Error::internal("the partial $group was not planned"));
+        };
+        let partial = partial_plan.run(batch_rows, stages).await?;
         let merging = std::time::Instant::now();
         let Some(first) = partial.first() else {
             return Ok(Vec::new());
@@ -169,7 +194,6 @@ impl ContinuousGroup {
         if partial.iter().all(|b| b.num_rows() == 0) {
             return Ok(Vec::new());
         }
-        let ctx = engine.context();
         // Only the groups this batch touches are read from the state and merged; the state
         // is changed only when the whole step succeeds (a failed batch can be retried, or
         // split, against the state as it was).
@@ -186,27 +210,45 @@ impl ContinuousGroup {
             Some(t) => vec![by_name(&t, &schema)?],
             None => Vec::new(),
         };
-        order::register_ordered(ctx, STATE, schema.clone(), vec![touched])?;
-        order::register_ordered(ctx, PARTIAL, schema.clone(), vec![vec![partial_rows]])?;
-        let merged = engine.pipeline(STATE, &self.merge).await?;
-        let new_rows = merged.select(self.parts.state_exprs())?.collect().await?;
-        // The upserts: the merged groups in their output form.
-        let mut upserts = ctx
-            .read_batches(new_rows.clone())?
-            .select(self.parts.output_exprs()?)?
-            .collect()
-            .await?;
-        if !self.after.stages.is_empty()
-            && let Some(first) = upserts.first()
+        if !self
+            .plans
+            .merge
+            .as_ref()
+            .is_some_and(|m| m.state.rows_schema() == &schema)
         {
-            order::register_ordered(ctx, UPSERTS, first.schema(), vec![upserts.clone()])?;
-            upserts = engine
-                .pipeline(UPSERTS, &self.after)
-                .await?
-                .collect()
-                .await?;
+            self.plans.merge = Some(self.plan_merge(engine, schema.clone()).await?);
         }
+        let Some(plans) = self.plans.merge.as_mut() else {
+            return Err(crate::Error::internal("the $group merge was not planned"));
+        };
+        plans.state.bind(touched, 0);
+        plans.partial.bind(vec![partial_rows], 0);
+        let merged = plans.merge.run(0, &mut Vec::new()).await;
+        plans.state.clear();
+        plans.partial.clear();
+        let new_rows = merged?;
+        // The upserts: the merged groups in their output form, then the stages after $group.
         let merged_rows: usize = new_rows.iter().map(|b| b.num_rows()).sum();
+        let upserts = match new_rows.first() {
+            Some(first) => {
+                if !self
+                    .plans
+                    .output
+                    .as_ref()
+                    .is_some_and(|(t, _)| t.rows_schema() == &first.schema())
+                {
+                    self.plans.output = Some(self.plan_output(engine, first.schema()).await?);
+                }
+                let Some((merged_table, output)) = self.plans.output.as_mut() else {
+                    return Err(crate::Error::internal("the $group output was not planned"));
+                };
+                merged_table.bind(new_rows.clone(), 0);
+                let out = output.run(0, &mut Vec::new()).await;
+                merged_table.clear();
+                out?
+            }
+            None => Vec::new(),
+        };
         for rows in new_rows {
             self.state.upsert(rows)?;
         }
@@ -218,6 +260,51 @@ impl ContinuousGroup {
         });
         Ok(upserts)
     }
+
+    /// The merge plan over partial rows of `schema`: the touched groups' state rows, then
+    /// the batch's partial rows, grouped by `_id` again, in state form.
+    async fn plan_merge(&self, engine: &Engine, schema: SchemaRef) -> Result<MergePlans> {
+        let ctx = engine.context();
+        let state = register_numbered(ctx, STATE, schema.clone())?;
+        let partial = register_numbered(ctx, PARTIAL, schema)?;
+        let df = engine
+            .pipeline(STATE, &self.merge)
+            .await?
+            .select(self.parts.state_exprs())?;
+        Ok(MergePlans {
+            state,
+            partial,
+            merge: Prepared::new(ctx, df).await?,
+        })
+    }
+
+    /// The plan turning merged state rows of `schema` into upserts: their output form, then
+    /// the stages after the `$group`.
+    async fn plan_output(
+        &self,
+        engine: &Engine,
+        schema: SchemaRef,
+    ) -> Result<(Arc<BoundTable>, Prepared)> {
+        let ctx = engine.context();
+        let merged = register_numbered(ctx, UPSERTS, schema)?;
+        let mut exprs = self.parts.output_exprs()?;
+        exprs.push(col(order::SEQ));
+        let scan = ctx
+            .table(order::source_name(UPSERTS).as_str())
+            .await?
+            .select(exprs)?
+            .into_unoptimized_plan();
+        let plan = crate::plan::compile(&self.after, scan, &crate::plan::Tables::new())?;
+        let df = datafusion::prelude::DataFrame::new(ctx.state(), plan);
+        Ok((merged, Prepared::new(ctx, df).await?))
+    }
+}
+
+/// The plans merging a batch's partial rows into the touched groups, and the tables they read.
+struct MergePlans {
+    state: Arc<BoundTable>,
+    partial: Arc<BoundTable>,
+    merge: Prepared,
 }
 
 impl ContinuousGroup {
@@ -234,6 +321,11 @@ impl ContinuousGroup {
     /// Takes the groups back from checkpointed bytes.
     pub fn restore_state(&mut self, bytes: &[u8]) -> Result<()> {
         self.state.restore(bytes)
+    }
+
+    /// Upserts the groups a checkpoint's delta holds (changed after the state restored last).
+    pub fn apply_state_delta(&mut self, bytes: &[u8]) -> Result<()> {
+        self.state.apply(bytes)
     }
 }
 

@@ -4,12 +4,17 @@
 //!
 //! Replaced rows are marked dead and new ones appended as a batch; when dead rows outnumber
 //! live ones, the live rows are packed into one batch again. A [`Snapshot`] (cheap: shared
-//! batches and the live masks) is what a checkpoint serializes, as Arrow IPC of the live rows.
+//! batches and copies of the live bitmaps) is what a checkpoint serializes, as Arrow IPC of
+//! the live rows — all of them, or only those of the batches appended since an earlier
+//! snapshot's [`Mark`] ([`Snapshot::since`]): the rows of every key changed since, which
+//! upserted into the earlier state give this one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use datafusion::arrow::array::{ArrayRef, BooleanArray, BooleanBufferBuilder};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, interleave_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -24,9 +29,29 @@ pub struct KeyedState {
     schema: Option<SchemaRef>,
     converter: Option<RowConverter>,
     batches: Vec<RecordBatch>,
-    live: Vec<Vec<bool>>,
+    live: Vec<BooleanBufferBuilder>,
+    /// Each batch's generation: the number of the upsert that appended it.
+    generations: Vec<u64>,
+    next_generation: u64,
+    /// Changes when the batches are packed or replaced: a mark of another epoch cannot be
+    /// followed.
+    epoch: u64,
     index: HashMap<Box<[u8]>, (usize, usize)>,
     dead: usize,
+}
+
+/// Where a keyed state stood at a snapshot: later snapshots of the same state can give the
+/// rows changed since ([`Snapshot::since`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    epoch: u64,
+    generation: u64,
+}
+
+/// A number no other state of this process has had.
+fn new_epoch() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// The live rows at one moment.
@@ -38,6 +63,9 @@ pub struct Snapshot {
     /// The rows' schema, and metadata saved with it (an operator's own numbers).
     schema: Option<SchemaRef>,
     meta: Vec<(String, String)>,
+    /// Of a keyed state: each batch's generation, and where the state stood.
+    generations: Vec<u64>,
+    mark: Option<Mark>,
 }
 
 impl Snapshot {
@@ -58,7 +86,36 @@ impl Snapshot {
             rows,
             schema,
             meta,
+            generations: Vec::new(),
+            mark: None,
         }
+    }
+
+    /// Where the state stood (`None` for state that is not kept by key).
+    pub fn mark(&self) -> Option<Mark> {
+        self.mark
+    }
+
+    /// The live rows of the batches appended after `mark` (an earlier snapshot's of the same
+    /// state): the rows of every key changed since. `None` when this snapshot cannot tell
+    /// (state not kept by key, or packed since).
+    pub fn since(&self, mark: Mark) -> Option<Snapshot> {
+        let now = self.mark?;
+        if now.epoch != mark.epoch || now.generation < mark.generation {
+            return None;
+        }
+        let mut out = Snapshot {
+            schema: self.schema.clone(),
+            ..Snapshot::default()
+        };
+        for ((b, live), g) in self.batches.iter().zip(&self.live).zip(&self.generations) {
+            if *g >= mark.generation {
+                out.rows += live.true_count() as u64;
+                out.batches.push(b.clone());
+                out.live.push(live.clone());
+            }
+        }
+        Some(out)
     }
 
     /// How many live rows.
@@ -127,6 +184,9 @@ impl KeyedState {
             converter: None,
             batches: Vec::new(),
             live: Vec::new(),
+            generations: Vec::new(),
+            next_generation: 0,
+            epoch: new_epoch(),
             index: HashMap::new(),
             dead: 0,
         }
@@ -199,12 +259,16 @@ impl KeyedState {
         let b = self.batches.len();
         for (i, k) in keys.iter().enumerate() {
             if let Some((ob, or)) = self.index.insert(k.as_ref().into(), (b, i)) {
-                self.live[ob][or] = false;
+                self.live[ob].set_bit(or, false);
                 self.dead += 1;
             }
         }
-        self.live.push(vec![true; rows.num_rows()]);
+        let mut live = BooleanBufferBuilder::new(rows.num_rows());
+        live.append_n(rows.num_rows(), true);
+        self.live.push(live);
         self.batches.push(rows);
+        self.generations.push(self.next_generation);
+        self.next_generation += 1;
         if self.dead > self.index.len() {
             self.compact()?;
         }
@@ -216,8 +280,10 @@ impl KeyedState {
         let rows = self.snapshot().batches()?;
         self.batches.clear();
         self.live.clear();
+        self.generations.clear();
         self.index.clear();
         self.dead = 0;
+        self.epoch = new_epoch();
         if let Some(schema) = self.schema.clone() {
             let all = concat_batches(&schema, &rows)?;
             self.upsert(all)?;
@@ -232,17 +298,31 @@ impl KeyedState {
             live: self
                 .live
                 .iter()
-                .map(|l| BooleanArray::from(l.clone()))
+                .map(|l| BooleanArray::new(l.finish_cloned(), None))
                 .collect(),
             rows: self.index.len() as u64,
             schema: self.schema.clone(),
             meta: Vec::new(),
+            generations: self.generations.clone(),
+            mark: Some(Mark {
+                epoch: self.epoch,
+                generation: self.next_generation,
+            }),
         }
     }
 
     /// Back to the rows of a checkpoint (IPC bytes from [`Snapshot::to_ipc`]).
     pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
         *self = KeyedState::new(&self.key);
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.apply(bytes)
+    }
+
+    /// Upserts checkpointed rows (IPC bytes from [`Snapshot::to_ipc`]): a delta saved after
+    /// the state restored last.
+    pub fn apply(&mut self, bytes: &[u8]) -> Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
@@ -334,5 +414,49 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    /// The rows changed since a snapshot, upserted into that snapshot's state, give the state
+    /// now; once packed, a state cannot tell what changed since a mark of before.
+    #[test]
+    fn a_snapshot_gives_the_rows_changed_since_an_earlier_one() {
+        let all = |s: &KeyedState| {
+            let mut v: Vec<i64> = s
+                .snapshot()
+                .batches()
+                .unwrap()
+                .iter()
+                .flat_map(ns)
+                .collect();
+            v.sort();
+            v
+        };
+        let mut s = KeyedState::new("_id");
+        s.upsert(rows(&["a", "b", "c", "d", "e"], &[1, 2, 3, 4, 5]))
+            .unwrap();
+        let first = s.snapshot();
+        let mark = first.mark().unwrap();
+        s.upsert(rows(&["b", "x"], &[20, 6])).unwrap();
+        s.upsert(rows(&["x"], &[60])).unwrap();
+        let delta = s.snapshot().since(mark).unwrap();
+        let mut changed: Vec<i64> = delta.batches().unwrap().iter().flat_map(ns).collect();
+        changed.sort();
+        assert_eq!(changed, [20, 60], "b and x, each once, as they are now");
+        assert_eq!(delta.rows(), 2);
+        let mut back = KeyedState::new("_id");
+        back.restore(&first.to_ipc().unwrap()).unwrap();
+        back.apply(&delta.to_ipc().unwrap()).unwrap();
+        assert_eq!(all(&back), all(&s));
+        // Nothing changed: an empty delta.
+        let now = s.snapshot();
+        assert_eq!(now.since(now.mark().unwrap()).unwrap().rows(), 0);
+        // Packed (more dead rows than live): the old mark cannot be followed.
+        s.upsert(rows(&["a", "c", "d", "e", "x"], &[7, 8, 9, 10, 11]))
+            .unwrap();
+        assert_eq!(s.batches.len(), 1);
+        assert!(s.snapshot().since(mark).is_none());
+        // Nor can another state's, or one of state not kept by key.
+        assert!(back.snapshot().since(mark).is_none());
+        assert!(Snapshot::of(None, Vec::new(), Vec::new()).mark().is_none());
     }
 }
