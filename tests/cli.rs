@@ -655,7 +655,8 @@ fn a_streaming_job_serves_prometheus_metrics() {
         &job,
         r#"{"name": "metered", "source": {"type": "file", "path": "in.jsonl", "follow": true},
             "pipeline": [{"$match": {"status": "PAID"}}, {"$group": {"_id": "$customerId", "n": {"$sum": 1}}}],
-            "sink": {"type": "file", "path": "out.jsonl"}, "runtime": {"microBatchSize": 20}}"#,
+            "sink": {"type": "file", "path": "out.jsonl"}, "runtime": {"microBatchSize": 20},
+            "checkpoint": {"store": "cp"}}"#,
     )
     .unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -760,6 +761,8 @@ fn a_streaming_job_serves_prometheus_metrics() {
         text.contains("# TYPE fluxion_backpressure_seconds_total counter"),
         "{text}"
     );
+    // A checkpoint after every batch.
+    assert_eq!(value("fluxion_checkpoints_total{pipeline=\"metered\"}"), 4);
     assert!(
         text.contains("fluxion_source_lag{pipeline=\"metered\"} 0\n"),
         "{text}"

@@ -12,7 +12,7 @@ use fluxion::connect::memory::{MemorySink, MemorySource};
 use fluxion::document::encode::to_documents;
 use fluxion::runtime::exec::micro_batch::{RuntimeOptions, run, run_with_dead_letters};
 use fluxion::runtime::policy::error_policy::ErrorPolicy;
-use fluxion::runtime::state::checkpoint::{DirCheckpoints, MemoryCheckpoints};
+use fluxion::runtime::state::checkpoint::{CheckpointStore, DirCheckpoints, MemoryCheckpoints};
 use fluxion::{Engine, Pipeline};
 use serde_json::{Value, json};
 
@@ -898,6 +898,66 @@ async fn a_continuous_group_checkpoints_only_the_groups_that_changed() {
     }
     assert!(deltas_seen > 0, "no checkpoint wrote a delta");
     let got = common::last_per_id(read_docs(&output));
+    assert_eq!(got.len(), expected.len());
+    for (g, e) in got.iter().zip(&expected) {
+        assert!(common::same_value(g, e), "{g}\n{e}");
+    }
+}
+
+/// With a checkpoint interval longer than the run, a continuous `$group`'s only checkpoint is
+/// the closing one, and it holds the groups as they were after the last batch: a run resumed
+/// from it ends in the batch answer.
+#[tokio::test]
+async fn the_closing_checkpoint_holds_the_groups_after_the_last_batch() {
+    let data = std::fs::read_to_string(ORDERS).unwrap();
+    let pipeline = Pipeline::from_value(&json!([
+        {"$group": {"_id": "$customerId", "n": {"$sum": 1}, "total": {"$sum": "$orderValue"}}}
+    ]))
+    .unwrap();
+    let expected = common::batch_result(&data, &pipeline).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
+    std::fs::write(&input, &data).unwrap();
+    let engine = Engine::new();
+    for max in [Some(4), None] {
+        let mut source = JsonlFileSource::open(&input, None, false).unwrap();
+        let mut sink = JsonlFileSink::open(&output).unwrap();
+        let mut checkpoints = DirCheckpoints::new(dir.path().join("cp")).unwrap();
+        let options = RuntimeOptions {
+            micro_batch_size: 9,
+            max_batches: max,
+            checkpoint_interval: Some(std::time::Duration::from_secs(3600)),
+            ..Default::default()
+        };
+        let stats = run(
+            &engine,
+            &pipeline,
+            &mut source,
+            &mut sink,
+            &mut checkpoints,
+            &options,
+        )
+        .await
+        .unwrap();
+        assert_eq!(stats.checkpoints, 1);
+        if max.is_some() {
+            assert_eq!(stats.batches, 4);
+            let cp = DirCheckpoints::new(dir.path().join("cp"))
+                .unwrap()
+                .load()
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(cp.batches, 4);
+            assert!(
+                cp.state.is_some_and(|s| !s.is_empty()),
+                "the groups are saved"
+            );
+        }
+    }
+    let got = common::last_per_id(read_docs(&output));
+    let mut expected = expected;
+    expected.sort_by_key(|d| d["_id"].to_string());
     assert_eq!(got.len(), expected.len());
     for (g, e) in got.iter().zip(&expected) {
         assert!(common::same_value(g, e), "{g}\n{e}");

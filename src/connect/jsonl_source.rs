@@ -15,7 +15,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use serde_json::{Value, json};
 
 use super::source::{Position, Rejected, Source, SourceBatch};
-use crate::document::decode::{read_lines, split_lines};
+use crate::document::decode::{read_lines_parallel, split_lines};
 use crate::document::infer::{Shape, schema_of};
 use crate::{Error, Result};
 
@@ -213,7 +213,9 @@ impl Source for JsonlFileSource {
         }
         // Every line is checked strictly; the ones that are not documents of the schema go
         // to the error policy with their byte offset and why.
-        let read = read_lines(&text, &self.schema, false, 8192, false)?;
+        // A big micro-batch is read on every core (the pipeline runs beside it).
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let read = read_lines_parallel(&text, &self.schema, false, 8192, threads)?;
         let rejected = read
             .invalid
             .into_iter()

@@ -1,6 +1,6 @@
 //! A directory of Parquet files as an exactly-once streaming sink: each commit writes the
-//! output since the last one as `part-<n>.parquet` (to a temporary name, fsynced, then
-//! renamed), and its state is the number of the last part. Restoring a checkpoint deletes the
+//! output since the last one as `part-<n>.parquet` (to a temporary name, then renamed; the
+//! parts are fsynced before each checkpoint), and its state is the number of the last part. Restoring a checkpoint deletes the
 //! parts after it and any temporary file, so committed output holds every document once.
 //!
 //! Parquet files cannot be appended to, hence one file per commit: with small micro-batches
@@ -22,6 +22,8 @@ pub struct ParquetDirSink {
     pending: Vec<RecordBatch>,
     /// The number of the last committed part.
     parts: u64,
+    /// Parts committed since the last sync (reopened to sync: many may wait for one checkpoint).
+    unsynced: Vec<PathBuf>,
 }
 
 impl ParquetDirSink {
@@ -34,6 +36,7 @@ impl ParquetDirSink {
             dir,
             pending: Vec::new(),
             parts: 0,
+            unsynced: Vec::new(),
         })
     }
 
@@ -83,21 +86,35 @@ impl Sink for ParquetDirSink {
             for b in &self.pending {
                 w.write(b)?;
             }
-            let file = w.into_inner()?;
-            file.sync_all().map_err(|e| io("syncing in", e))?;
-            std::fs::rename(&tmp, self.dir.join(format!("part-{next}.parquet")))
-                .map_err(|e| io("renaming in", e))?;
-            if let Ok(d) = std::fs::File::open(&self.dir) {
-                let _ = d.sync_all();
-            }
+            w.into_inner()?;
+            let part = self.dir.join(format!("part-{next}.parquet"));
+            std::fs::rename(&tmp, &part).map_err(|e| io("renaming in", e))?;
+            // Made durable before the next checkpoint (`sync`).
+            self.unsynced.push(part);
         }
         self.pending.clear();
         self.parts = next;
         Ok(json!({ "parts": next }))
     }
 
+    async fn sync(&mut self) -> Result<()> {
+        if self.unsynced.is_empty() {
+            return Ok(());
+        }
+        for part in self.unsynced.drain(..) {
+            std::fs::File::open(&part)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::external(format!("syncing {}", part.display()), e))?;
+        }
+        // The renames are durable once the directory is synced.
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::external(format!("syncing {}", self.dir.display()), e))
+    }
+
     async fn restore(&mut self, state: &Value) -> Result<()> {
         self.pending.clear();
+        self.unsynced.clear();
         self.parts = Self::parts_of(state);
         let entries = std::fs::read_dir(&self.dir)
             .map_err(|e| Error::external(format!("reading {}", self.dir.display()), e))?;

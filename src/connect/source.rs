@@ -80,8 +80,15 @@ pub trait Source: Send {
 pub trait Sink: Send {
     /// Writes the output of one micro-batch.
     async fn write(&mut self, batches: &[RecordBatch]) -> Result<()>;
-    /// Makes everything written so far durable; returns the state to checkpoint.
+    /// Ends the micro-batch's output (what was written is complete and visible); returns the
+    /// state a checkpoint would name.
     async fn commit(&mut self) -> Result<Value>;
+    /// Makes everything committed so far durable. Called before each checkpoint, so the state
+    /// it names survives a crash of the machine; output committed after the last checkpoint
+    /// need not (a restart discards and writes it again). Nothing to do by default.
+    async fn sync(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Returns to a checkpointed state (output after it is discarded).
     async fn restore(&mut self, state: &Value) -> Result<()>;
 }

@@ -95,6 +95,58 @@ pub fn read_lines(
     read_lines_shaped(data, schema, &shape, strict, batch_size, first_only)
 }
 
+/// Like [`read_lines`] (without `first_only`), reading chunks of `data` on up to `threads`
+/// threads when it is large enough to be worth it (a stream's big micro-batches); the batches
+/// and the lines left out come in input order, their offsets and line numbers in `data`.
+pub fn read_lines_parallel(
+    data: &[u8],
+    schema: &SchemaRef,
+    strict: bool,
+    batch_size: usize,
+    threads: usize,
+) -> Result<ReadLines> {
+    let chunks = split_lines(data, threads);
+    if chunks.len() < 2 {
+        return read_lines(data, schema, strict, batch_size, false);
+    }
+    let shape = Shape::of_type(&DataType::Struct(schema.fields().clone()));
+    let results: Vec<Result<ReadLines>> = std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .iter()
+            .map(|r| {
+                let chunk = &data[r.clone()];
+                let shape = &shape;
+                s.spawn(move || read_lines_shaped(chunk, schema, shape, strict, batch_size, false))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::internal("a JSON decoder thread panicked")))
+            })
+            .collect()
+    });
+    let mut out = ReadLines {
+        batches: Vec::new(),
+        invalid: Vec::new(),
+    };
+    for (r, range) in results.into_iter().zip(&chunks) {
+        let read = r?;
+        out.batches.extend(read.batches);
+        if !read.invalid.is_empty() {
+            let before = memchr::memchr_iter(b'\n', &data[..range.start]).count();
+            out.invalid
+                .extend(read.invalid.into_iter().map(|bad| Invalid {
+                    line: before + bad.line,
+                    offset: range.start + bad.offset,
+                    ..bad
+                }));
+        }
+    }
+    Ok(out)
+}
+
 fn read_lines_shaped(
     data: &[u8],
     schema: &SchemaRef,
@@ -473,5 +525,46 @@ mod tests {
             assert_eq!(data.as_bytes()[r.end - 1], b'\n');
         }
         assert_eq!(ranges.last().unwrap().end, data.len());
+    }
+
+    /// Read in chunks on several threads, a big input gives the same batches and the same
+    /// left-out lines (offsets and line numbers in the whole input) as read on one.
+    #[test]
+    fn reading_in_parallel_reads_as_one_thread_does() {
+        let mut data = String::new();
+        for i in 0..60_000 {
+            match i {
+                17 | 45_001 => data.push_str("{\"a\": 1,,}\n"),
+                30_000 => data.push_str("{\"a\": \"text\"}\n"),
+                _ => data.push_str(&format!(
+                    "{{\"a\": {i}, \"pad\": \"xxxxxxxxxxxxxxxxxxxx\"}}\n"
+                )),
+            }
+        }
+        let schema: SchemaRef = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+            datafusion::arrow::datatypes::Field::new("a", DataType::Int64, true),
+        ]));
+        let one = read_lines(data.as_bytes(), &schema, false, 8192, false).unwrap();
+        let many = read_lines_parallel(data.as_bytes(), &schema, false, 8192, 3).unwrap();
+        assert!(
+            split_lines(data.as_bytes(), 3).len() > 1,
+            "big enough to split"
+        );
+        let count = |r: &ReadLines| r.batches.iter().map(|b| b.num_rows()).sum::<usize>();
+        assert_eq!(count(&one), 59_997);
+        assert_eq!(count(&many), count(&one));
+        let at = |r: &ReadLines| {
+            r.invalid
+                .iter()
+                .map(|i| (i.line, i.offset))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(at(&many), at(&one));
+        assert_eq!(
+            at(&one).iter().map(|x| x.0).collect::<Vec<_>>(),
+            [17, 30_000, 45_001]
+        );
+        let (line, offset) = at(&many)[2];
+        assert!(data[offset..].starts_with("{\"a\": 1,,}"), "line {line}");
     }
 }

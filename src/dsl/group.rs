@@ -2,36 +2,11 @@
 
 use serde_json::Value;
 
+pub use super::accumulator::Acc;
 use super::expression::Expression;
 use super::path::JsonPath;
 use super::sort::{self, SortKey};
 use crate::Result;
-
-/// Accumulators `$group` accepts.
-pub static ACCUMULATORS: &[&str] = &[
-    "$sum",
-    "$avg",
-    "$min",
-    "$max",
-    "$count",
-    "$first",
-    "$last",
-    "$push",
-    "$addToSet",
-    "$stdDevPop",
-    "$stdDevSamp",
-    "$firstN",
-    "$lastN",
-    "$maxN",
-    "$minN",
-    "$top",
-    "$bottom",
-    "$topN",
-    "$bottomN",
-    "$mergeObjects",
-    "$median",
-    "$percentile",
-];
 
 /// A parsed `$group` stage.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,8 +21,8 @@ pub struct Group {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Accumulator {
     pub name: String,
-    /// The accumulator's name, e.g. `$sum`.
-    pub op: &'static str,
+    /// The accumulator, e.g. `$sum`.
+    pub op: Acc,
     /// Its argument (`Literal(null)` for `$count`; `input` / `output` for the n-forms).
     pub arg: Expression,
     /// `n` of `$firstN`, `$lastN`, `$maxN`, `$minN`, `$topN`, `$bottomN`.
@@ -61,7 +36,7 @@ pub struct Accumulator {
 
 /// Named-argument accumulators: `{"input", "n"}` or `{"sortBy", "output", "n"}`.
 fn parse_named(
-    op: &str,
+    op: Acc,
     arg: &Value,
     at: &JsonPath,
 ) -> Result<(Expression, Option<u64>, Vec<SortKey>)> {
@@ -69,8 +44,8 @@ fn parse_named(
         return Err(at.err(format!("{op} expects a document of named arguments")));
     };
     let (value_key, takes_n, sorted) = match op {
-        "$firstN" | "$lastN" | "$maxN" | "$minN" => ("input", true, false),
-        "$topN" | "$bottomN" => ("output", true, true),
+        Acc::FirstN | Acc::LastN | Acc::MaxN | Acc::MinN => ("input", true, false),
+        Acc::TopN | Acc::BottomN => ("output", true, true),
         _ => ("output", false, true),
     };
     let mut allowed = vec![value_key];
@@ -190,32 +165,30 @@ impl Group {
                 );
             }
             let (op_name, arg) = acc.iter().next().expect("one key");
-            let op = ACCUMULATORS
-                .iter()
-                .find(|a| **a == op_name)
+            let op = Acc::for_group(op_name)
                 .ok_or_else(|| here.err(format!("unknown accumulator \"{op_name}\"")))?;
             let arg_at = here.key(op_name);
             let (mut n, mut sort_by, mut percentiles) = (None, Vec::new(), Vec::new());
-            let arg = if matches!(*op, "$median" | "$percentile") {
-                let (input, p) = parse_percentile(op, arg, &arg_at)?;
+            let arg = if matches!(op, Acc::Median | Acc::Percentile) {
+                let (input, p) = parse_percentile(op_name, arg, &arg_at)?;
                 percentiles = p;
                 input
             } else if matches!(
-                *op,
-                "$firstN"
-                    | "$lastN"
-                    | "$maxN"
-                    | "$minN"
-                    | "$top"
-                    | "$bottom"
-                    | "$topN"
-                    | "$bottomN"
+                op,
+                Acc::FirstN
+                    | Acc::LastN
+                    | Acc::MaxN
+                    | Acc::MinN
+                    | Acc::Top
+                    | Acc::Bottom
+                    | Acc::TopN
+                    | Acc::BottomN
             ) {
                 let (value, count, keys) = parse_named(op, arg, &arg_at)?;
                 n = count;
                 sort_by = keys;
                 value
-            } else if *op == "$count" {
+            } else if op == Acc::Count {
                 match arg {
                     Value::Object(m) if m.is_empty() => Expression::Literal(Value::Null),
                     _ => {
@@ -257,7 +230,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(g.fields.len(), 2);
-        assert_eq!(g.fields[0].op, "$count");
+        assert_eq!(g.fields[0].op, Acc::Count);
         assert_eq!(g.fields[1].name, "lifetimeValue");
     }
 

@@ -5,6 +5,7 @@
 //! first problem with its JSON path (`pipeline[1].$group.total: unknown accumulator "$summ"`);
 //! it knows nothing about the input's schema — that is the planner's job.
 
+pub mod accumulator;
 pub mod expression;
 pub mod group;
 pub mod path;

@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use super::accumulator::Acc;
 use super::expression::{Expression, Family, Operator};
 use super::path::{FieldPath, JsonPath};
 use super::project::assignments;
@@ -34,7 +35,7 @@ pub enum WindowOp {
     /// An accumulator (`$sum`, `$avg`, `$min`, `$max`, `$count`, `$first`, `$last`, `$push`)
     /// over the frame.
     Accumulate {
-        op: &'static str,
+        op: Acc,
         arg: Expression,
     },
     Rank,
@@ -67,7 +68,7 @@ pub enum WindowOp {
     },
     /// `$firstN`, `$lastN`, `$maxN`, `$minN` over the window.
     AccumulateN {
-        op: &'static str,
+        op: Acc,
         input: Expression,
         n: u64,
     },
@@ -98,20 +99,6 @@ pub enum Bound {
     /// Negative: before the current document; positive: after it.
     Offset(f64),
 }
-
-const ACCUMULATORS: &[&str] = &[
-    "$sum",
-    "$avg",
-    "$min",
-    "$max",
-    "$count",
-    "$first",
-    "$last",
-    "$push",
-    "$addToSet",
-    "$stdDevPop",
-    "$stdDevSamp",
-];
 
 impl SetWindowFields {
     /// Parses the operand of `$setWindowFields`.
@@ -272,17 +259,16 @@ fn parse_output(name: &str, spec: &Value, at: &JsonPath, sorted: bool) -> Result
                 Some(n) if n > 0 => n,
                 _ => return Err(here.key("n").err("expects a positive integer constant")),
             };
-            let op = ["$firstN", "$lastN", "$maxN", "$minN"]
-                .into_iter()
-                .find(|o| o == op_name)
-                .expect("matched above");
+            let Some(op) = Acc::for_window_n(op_name) else {
+                return Err(here.err(format!("unknown window operator \"{op_name}\"")));
+            };
             WindowOp::AccumulateN { op, input, n }
         }
         acc => {
-            let Some(op) = ACCUMULATORS.iter().find(|a| **a == acc) else {
+            let Some(op) = Acc::for_window(acc) else {
                 return Err(here.err(format!("unknown window operator \"{acc}\"")));
             };
-            let arg = if *op == "$count" {
+            let arg = if op == Acc::Count {
                 Expression::Literal(Value::Null)
             } else {
                 Expression::parse(arg, &here)?

@@ -181,6 +181,8 @@ pub struct Totals {
     pub retries: u64,
     pub failures: u64,
     pub backpressure_seconds: f64,
+    pub checkpoints: u64,
+    pub checkpoint_seconds: f64,
     /// Per operator: invocations, documents in, documents out, seconds.
     pub stages: BTreeMap<String, StageTotals>,
 }
@@ -225,6 +227,10 @@ impl MetricsListener for PrometheusMetrics {
         t.retries += b.retries;
         t.failures += b.failures;
         t.backpressure_seconds += b.backpressure_wait.as_secs_f64();
+        if let Some(took) = b.checkpoint_duration {
+            t.checkpoints += 1;
+            t.checkpoint_seconds += took.as_secs_f64();
+        }
         for st in &b.stages {
             let s = t.stages.entry(st.stage.clone()).or_default();
             s.invocations += 1;
@@ -249,7 +255,7 @@ impl PrometheusMetrics {
     pub fn render(&self) -> String {
         let all = self.totals.lock().expect("metrics lock").clone();
         let mut out = String::new();
-        let metrics: [Metric; 15] = [
+        let metrics: [Metric; 17] = [
             (
                 "fluxion_batches_total",
                 "counter",
@@ -339,6 +345,18 @@ impl PrometheusMetrics {
                 "counter",
                 "Time the steps waited on a full queue.",
                 |t| t.backpressure_seconds,
+            ),
+            (
+                "fluxion_checkpoints_total",
+                "counter",
+                "Checkpoints saved after a micro-batch.",
+                |t| t.checkpoints as f64,
+            ),
+            (
+                "fluxion_checkpoint_seconds_total",
+                "counter",
+                "Time spent saving checkpoints.",
+                |t| t.checkpoint_seconds,
             ),
         ];
         for (name, kind, help, value) in metrics {

@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use crate::Result;
 use crate::dsl::JsonPath;
+use crate::dsl::accumulator::Acc;
 use crate::dsl::expression::Expression;
 use crate::dsl::group::{Accumulator, Group};
 use crate::plan::expr::{ExprCompiler, Kind, literal};
@@ -34,21 +35,7 @@ const ROWS: &str = "__fluxion_rows";
 /// Plans a `$group` stage.
 pub fn plan(input: LogicalPlan, g: &Group, at: &JsonPath) -> Result<LogicalPlan> {
     // `$first`, `$last` and `$push` follow the pipeline's order (`plan::order`).
-    let order_sensitive = g.fields.iter().any(|f| {
-        matches!(
-            f.op,
-            "$first"
-                | "$last"
-                | "$push"
-                | "$firstN"
-                | "$lastN"
-                | "$top"
-                | "$bottom"
-                | "$topN"
-                | "$bottomN"
-                | "$mergeObjects"
-        )
-    });
+    let order_sensitive = g.fields.iter().any(|f| f.op.is_ordered());
     let input = if order_sensitive {
         order::ensure(input)?
     } else {
@@ -85,7 +72,7 @@ pub fn plan(input: LogicalPlan, g: &Group, at: &JsonPath) -> Result<LogicalPlan>
     // that name; `$mergeObjects` is a document of one aggregate per field).
     let mut outputs = Vec::with_capacity(g.fields.len());
     for acc in &g.fields {
-        if acc.op == "$mergeObjects" {
+        if acc.op == Acc::MergeObjects {
             let (parts, rebuilt) = merge_objects(&c, acc, ordered)?;
             aggs.extend(parts);
             outputs.push(rebuilt.alias(&acc.name));
@@ -113,7 +100,7 @@ pub fn plan(input: LogicalPlan, g: &Group, at: &JsonPath) -> Result<LogicalPlan>
 fn sum_parts(c: &ExprCompiler, acc: &Accumulator, at: &JsonPath) -> Result<Option<Expr>> {
     let zero = || lit(0.0f64);
     Ok(Some(match acc.op {
-        "$__sumResidual" => {
+        Acc::SumResidual => {
             let arg = c.typed(&acc.arg, at)?;
             match arg.ty == DataType::Float64 {
                 true => coalesce(vec![
@@ -123,7 +110,7 @@ fn sum_parts(c: &ExprCompiler, acc: &Accumulator, at: &JsonPath) -> Result<Optio
                 false => zero(),
             }
         }
-        "$__sumMerge" | "$__sumMergeResidual" => {
+        Acc::SumMerge | Acc::SumMergeResidual => {
             let Expression::Array(parts) = &acc.arg else {
                 return Err(at.err("internal: a merged sum takes [sum, residual]"));
             };
@@ -134,11 +121,11 @@ fn sum_parts(c: &ExprCompiler, acc: &Accumulator, at: &JsonPath) -> Result<Optio
             let residual = cast(c.typed(residual, at)?.expr, DataType::Float64);
             let doubles = total.ty == DataType::Float64;
             match (acc.op, doubles) {
-                ("$__sumMerge", true) => coalesce(vec![
+                (Acc::SumMerge, true) => coalesce(vec![
                     compensated_sum::sum().call(vec![total.expr, residual]),
                     lit(0i64),
                 ]),
-                ("$__sumMerge", false) => coalesce(vec![sum(total.expr), lit(0i64)]),
+                (Acc::SumMerge, false) => coalesce(vec![sum(total.expr), lit(0i64)]),
                 (_, true) => coalesce(vec![
                     compensated_sum::residual().call(vec![total.expr, residual]),
                     zero(),
@@ -158,12 +145,12 @@ fn accumulator(c: &ExprCompiler, acc: &Accumulator, ordered: bool) -> Result<Exp
             vec![]
         }
     };
-    let at = acc.path.key(acc.op);
-    if acc.op == "$count" {
+    let at = acc.path.key(acc.op.name());
+    if acc.op == Acc::Count {
         return Ok(count_all());
     }
     // `{$sum: 1}` counts documents; any numeric constant multiplies the count.
-    if acc.op == "$sum"
+    if acc.op == Acc::Sum
         && let Expression::Literal(Value::Number(n)) = &acc.arg
     {
         let k = literal(&Value::Number(n.clone())).expr;
@@ -184,32 +171,34 @@ fn accumulator(c: &ExprCompiler, acc: &Accumulator, ordered: bool) -> Result<Exp
     let doubles = arg.ty == DataType::Float64;
     Ok(match acc.op {
         // MongoDB ignores non-numeric values in $sum and $avg; a sum of nothing is 0.
-        "$sum" if doubles => coalesce(vec![compensated_sum::sum().call(vec![arg.expr]), lit(0i64)]),
-        "$sum" if numeric => coalesce(vec![sum(arg.expr), lit(0i64)]),
-        "$sum" => lit(0i64),
-        "$avg" if doubles => {
+        Acc::Sum if doubles => {
+            coalesce(vec![compensated_sum::sum().call(vec![arg.expr]), lit(0i64)])
+        }
+        Acc::Sum if numeric => coalesce(vec![sum(arg.expr), lit(0i64)]),
+        Acc::Sum => lit(0i64),
+        Acc::Avg if doubles => {
             compensated_sum::sum().call(vec![arg.expr.clone()])
                 / cast(count(arg.expr), DataType::Float64)
         }
-        "$avg" if numeric => avg(arg.expr),
-        "$avg" => lit(datafusion::common::ScalarValue::Float64(None)),
-        "$min" => min(arg.expr),
-        "$max" => max(arg.expr),
-        "$first" => first_value(arg.expr, by_seq()),
-        "$last" => last_value(arg.expr, by_seq()),
-        "$push" if ordered => array_agg(arg.expr).order_by(by_seq()).build()?,
-        "$push" => array_agg(arg.expr),
-        "$addToSet" => array_agg(arg.expr).distinct().build()?,
-        "$stdDevPop" if numeric => stddev_pop(arg.expr),
-        "$stdDevSamp" if numeric => stddev(arg.expr),
-        "$stdDevPop" | "$stdDevSamp" => lit(datafusion::common::ScalarValue::Float64(None)),
-        "$top" | "$bottom" | "$topN" | "$bottomN" => {
+        Acc::Avg if numeric => avg(arg.expr),
+        Acc::Avg => lit(datafusion::common::ScalarValue::Float64(None)),
+        Acc::Min => min(arg.expr),
+        Acc::Max => max(arg.expr),
+        Acc::First => first_value(arg.expr, by_seq()),
+        Acc::Last => last_value(arg.expr, by_seq()),
+        Acc::Push if ordered => array_agg(arg.expr).order_by(by_seq()).build()?,
+        Acc::Push => array_agg(arg.expr),
+        Acc::AddToSet => array_agg(arg.expr).distinct().build()?,
+        Acc::StdDevPop if numeric => stddev_pop(arg.expr),
+        Acc::StdDevSamp if numeric => stddev(arg.expr),
+        Acc::StdDevPop | Acc::StdDevSamp => lit(datafusion::common::ScalarValue::Float64(None)),
+        Acc::Top | Acc::Bottom | Acc::TopN | Acc::BottomN => {
             let mut keys = Vec::new();
             for k in &acc.sort_by {
                 let (e, _) = field::resolve(c.schema(), &k.field, &at.key("sortBy"))?;
                 keys.push((e, k.ascending));
             }
-            let ascending = acc.op == "$top" || acc.op == "$topN";
+            let ascending = acc.op == Acc::Top || acc.op == Acc::TopN;
             // `$bottom…` reads the order backwards and turns the result around.
             let mut order: Vec<_> = keys
                 .into_iter()
@@ -233,9 +222,9 @@ fn accumulator(c: &ExprCompiler, acc: &Accumulator, ordered: bool) -> Result<Exp
                 }
             }
         }
-        "$firstN" | "$lastN" => {
+        Acc::FirstN | Acc::LastN => {
             let n = acc.n.expect("parsed with n");
-            let forward = acc.op == "$firstN";
+            let forward = acc.op == Acc::FirstN;
             let order = if ordered {
                 vec![Expr::Column(Column::from_name(order::SEQ)).sort(forward, false)]
             } else {
@@ -244,9 +233,9 @@ fn accumulator(c: &ExprCompiler, acc: &Accumulator, ordered: bool) -> Result<Exp
             let taken = first_n(array_agg(arg.expr).order_by(order).build()?, n);
             if forward { taken } else { array_reverse(taken) }
         }
-        "$maxN" | "$minN" => {
+        Acc::MaxN | Acc::MinN => {
             let n = acc.n.expect("parsed with n");
-            let asc = acc.op == "$minN";
+            let asc = acc.op == Acc::MinN;
             let present = arg.expr.clone().is_not_null();
             let agg = array_agg(arg.expr.clone())
                 .order_by(vec![arg.expr.sort(asc, false)])
@@ -258,7 +247,7 @@ fn accumulator(c: &ExprCompiler, acc: &Accumulator, ordered: bool) -> Result<Exp
             );
             first_n(coalesce(vec![agg, lit(empty)]), n)
         }
-        "$median" | "$percentile" if numeric => {
+        Acc::Median | Acc::Percentile if numeric => {
             // MongoDB's "approximate" / "discrete" percentiles are values of the input: the
             // ceil(p·n)-th smallest (nearest rank) of the non-null numbers.
             let present = arg.expr.clone().is_not_null();
@@ -272,17 +261,21 @@ fn accumulator(c: &ExprCompiler, acc: &Accumulator, ordered: bool) -> Result<Exp
                 .map(|p| nearest_rank(sorted.clone(), *p))
                 .collect();
             match acc.op {
-                "$median" => picks.into_iter().next().expect("p = 0.5"),
+                Acc::Median => picks.into_iter().next().expect("p = 0.5"),
                 _ => make_array(picks),
             }
         }
-        "$median" => lit(datafusion::common::ScalarValue::Float64(None)),
-        "$percentile" => {
+        Acc::Median => lit(datafusion::common::ScalarValue::Float64(None)),
+        Acc::Percentile => {
             let nulls =
                 vec![lit(datafusion::common::ScalarValue::Float64(None)); acc.percentiles.len()];
             make_array(nulls)
         }
-        other => unreachable!("accumulator {other} is validated by the parser"),
+        other => {
+            return Err(crate::Error::internal(format!(
+                "accumulator {other} has no plan in a $group"
+            )));
+        }
     })
 }
 
@@ -300,7 +293,7 @@ pub fn nearest_rank(sorted: Expr, p: f64) -> Expr {
 /// document order (later documents win, as in MongoDB; null and missing both leave a field as
 /// it was). Returns the per-field aggregates and the expression rebuilding the document.
 fn merge_objects(c: &ExprCompiler, acc: &Accumulator, ordered: bool) -> Result<(Vec<Expr>, Expr)> {
-    let at = acc.path.key(acc.op);
+    let at = acc.path.key(acc.op.name());
     let arg = c.typed(&acc.arg, &at)?;
     let DataType::Struct(fields) = &arg.ty else {
         return Err(at.err(format!(

@@ -30,6 +30,7 @@ use datafusion::logical_expr::{
 use super::project;
 use crate::Result;
 use crate::dsl::JsonPath;
+use crate::dsl::accumulator::Acc;
 use crate::dsl::set_window_fields::{Bound, SetWindowFields, Window, WindowOp};
 use crate::plan::expr::{ExprCompiler, Kind, scalar};
 use crate::plan::{field, order};
@@ -111,7 +112,7 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
                 vec![pre.of(c.compile(input, here)?)]
             }
             WindowOp::Accumulate { op, arg } => {
-                if *op == "$count" {
+                if *op == Acc::Count {
                     vec![lit(1i64)]
                 } else {
                     vec![pre.of(c.compile(arg, here)?)]
@@ -306,8 +307,8 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
                 let take = |list: Expr, n: u64| array_slice(list, lit(1i64), lit(n as i64), None);
                 match &out.op {
                     WindowOp::AccumulateN { op, n, .. } => match *op {
-                        "$firstN" => take(all, *n),
-                        "$lastN" => {
+                        Acc::FirstN => take(all, *n),
+                        Acc::LastN => {
                             let len = cardinality(all.clone());
                             let from = greatest(vec![
                                 cast(len.clone(), DataType::Int64) - lit(*n as i64 - 1),
@@ -315,7 +316,7 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
                             ]);
                             array_slice(all, from, cast(len, DataType::Int64), None)
                         }
-                        "$maxN" => take(sorted(false), *n),
+                        Acc::MaxN => take(sorted(false), *n),
                         _ => take(sorted(true), *n),
                     },
                     WindowOp::Percentile { p, median, .. } => {
@@ -369,7 +370,7 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
                 let frame = frame(out.window, &sort_types, at)?;
                 let order_by = frame_order(out.window, &sort, &with_ties);
                 let value = args[i][0].clone();
-                let numeric = *op == "$count"
+                let numeric = *op == Acc::Count
                     || c.typed(arg, here)
                         .map(|t| t.kind() == Kind::Number)
                         .unwrap_or(false);
@@ -383,40 +384,40 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
                         .build()?)
                 };
                 match *op {
-                    "$sum" if doubles => coalesce(vec![
+                    Acc::Sum if doubles => coalesce(vec![
                         add(agg(crate::udf::compensated_sum::sum())?, &mut window_exprs),
                         lit(0i64),
                     ]),
-                    "$avg" if doubles => {
+                    Acc::Avg if doubles => {
                         let total =
                             add(agg(crate::udf::compensated_sum::sum())?, &mut window_exprs);
                         let n = add(agg(count_udaf())?, &mut window_exprs);
                         total / cast(n, DataType::Float64)
                     }
-                    "$sum" if numeric => {
+                    Acc::Sum if numeric => {
                         coalesce(vec![add(agg(sum_udaf())?, &mut window_exprs), lit(0i64)])
                     }
-                    "$count" => cast(add(agg(count_udaf())?, &mut window_exprs), DataType::Int64),
-                    "$sum" | "$avg" | "$stdDevPop" | "$stdDevSamp" if !numeric => {
+                    Acc::Count => cast(add(agg(count_udaf())?, &mut window_exprs), DataType::Int64),
+                    Acc::Sum | Acc::Avg | Acc::StdDevPop | Acc::StdDevSamp if !numeric => {
                         // Nothing numeric: a constant, still computed per window.
                         let counted = add(agg(count_udaf())?, &mut window_exprs);
-                        let constant = if *op == "$sum" {
+                        let constant = if *op == Acc::Sum {
                             lit(0i64)
                         } else {
                             lit(ScalarValue::Float64(None))
                         };
                         when(counted.is_null(), constant.clone()).otherwise(constant)?
                     }
-                    "$avg" => add(agg(avg_udaf())?, &mut window_exprs),
-                    "$stdDevPop" => add(agg(stddev_pop_udaf())?, &mut window_exprs),
-                    "$stdDevSamp" => add(agg(stddev_udaf())?, &mut window_exprs),
-                    "$min" => add(agg(min_udaf())?, &mut window_exprs),
-                    "$max" => add(agg(max_udaf())?, &mut window_exprs),
-                    "$push" => add(agg(array_agg_udaf())?, &mut window_exprs),
+                    Acc::Avg => add(agg(avg_udaf())?, &mut window_exprs),
+                    Acc::StdDevPop => add(agg(stddev_pop_udaf())?, &mut window_exprs),
+                    Acc::StdDevSamp => add(agg(stddev_udaf())?, &mut window_exprs),
+                    Acc::Min => add(agg(min_udaf())?, &mut window_exprs),
+                    Acc::Max => add(agg(max_udaf())?, &mut window_exprs),
+                    Acc::Push => add(agg(array_agg_udaf())?, &mut window_exprs),
                     // The distinct values of the window (MongoDB leaves their order open).
-                    "$addToSet" => array_distinct(add(agg(array_agg_udaf())?, &mut window_exprs)),
-                    "$first" | "$last" => {
-                        let f = if *op == "$first" {
+                    Acc::AddToSet => array_distinct(add(agg(array_agg_udaf())?, &mut window_exprs)),
+                    Acc::First | Acc::Last => {
+                        let f = if *op == Acc::First {
                             first_value(value)
                         } else {
                             last_value(value)
@@ -428,7 +429,11 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
                             .build()?;
                         add(f, &mut window_exprs)
                     }
-                    other => unreachable!("window accumulator {other} is validated by the parser"),
+                    other => {
+                        return Err(crate::Error::internal(format!(
+                            "accumulator {other} has no plan in $setWindowFields"
+                        )));
+                    }
                 }
             }
         };

@@ -131,6 +131,15 @@ impl Deliverer<'_, '_> {
         Ok(())
     }
 
+    /// Makes what both sinks committed durable, before a checkpoint names it.
+    pub async fn sync(&mut self) -> Result<()> {
+        self.sink.sync().await?;
+        if let Some(d) = self.dead_letter.as_deref_mut() {
+            d.sync().await?;
+        }
+        Ok(())
+    }
+
     /// Back to the last committed state (what a failed attempt wrote is discarded).
     pub async fn restore(&mut self) -> Result<()> {
         self.sink.restore(&self.committed.0).await?;

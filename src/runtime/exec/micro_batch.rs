@@ -275,6 +275,7 @@ pub async fn run_with_dead_letters(
     };
     let (fetched_tx, fetched_rx) = mpsc::channel(options.source_queue_capacity.max(1));
     let (done_tx, mut done_rx) = mpsc::channel(options.queue_capacity.max(1));
+    let stateful = operator.is_some();
     let transformer = Transformer {
         engine: engine.clone(),
         query,
@@ -289,6 +290,8 @@ pub async fn run_with_dead_letters(
         now: 0,
         prepared: None,
         bound: None,
+        checkpoint_interval: options.checkpoint_interval,
+        last_checkpoint: Instant::now(),
     };
     let transform = tokio::spawn(transformer.run(fetched_rx, done_tx, counters.clone()));
     let fetching =
@@ -296,11 +299,19 @@ pub async fn run_with_dead_letters(
     let delivering = async {
         let mut stats = RunStats::default();
         let mut pending: Option<(Checkpoint, Option<Snapshot>)> = None;
-        let mut last_checkpoint = Instant::now();
         let mut seen = (0u64, 0u64, 0u64);
         let result: Result<()> = async {
             while let Some(item) = done_rx.recv().await {
                 let t = item?;
+                if t.closing {
+                    // The state after the last batch, for the closing checkpoint.
+                    if let Some(p) = pending.as_mut()
+                        && p.1.is_none()
+                    {
+                        p.1 = t.state;
+                    }
+                    continue;
+                }
                 let span = tracing::debug_span!(
                     "deliver",
                     pipeline = %options.pipeline_id,
@@ -316,8 +327,7 @@ pub async fn run_with_dead_letters(
                 stats.skipped += t.skipped;
                 stats.late += t.late;
                 committed += 1;
-                let state_rows = t.state.as_ref().map_or(0, |s| s.rows());
-                let state_bytes = t.state.as_ref().map_or(0, |s| s.bytes());
+                let (state_rows, state_bytes) = (t.state_rows, t.state_bytes);
                 // The operator state is serialized only when a checkpoint is saved.
                 pending = Some((
                     Checkpoint {
@@ -329,13 +339,18 @@ pub async fn run_with_dead_letters(
                         deltas: Vec::new(),
                         plan: Some(plan.clone()),
                     },
-                    t.state.clone(),
+                    t.state,
                 ));
-                let due = options
-                    .checkpoint_interval
-                    .is_none_or(|every| last_checkpoint.elapsed() >= every);
+                let due = t.checkpoint;
                 let mut checkpoint_duration = None;
                 if due && let Some(cp) = pending.take() {
+                    let syncing: Result<()> = with_retries!(
+                        options.error_policy,
+                        "checkpoint",
+                        counters.retries,
+                        deliverer.sync().await
+                    );
+                    syncing?;
                     let took = save(
                         checkpoints,
                         cp,
@@ -346,7 +361,6 @@ pub async fn run_with_dead_letters(
                     .await?;
                     stats.checkpointed(took);
                     checkpoint_duration = Some(took);
-                    last_checkpoint = Instant::now();
                 }
                 let now = (
                     counters.retries.load(Ordering::Relaxed),
@@ -390,15 +404,21 @@ pub async fn run_with_dead_letters(
         // committed since the last checkpoint.
         drop(done_rx);
         let closing = match pending.take() {
-            Some(cp) => save(
-                checkpoints,
-                cp,
-                &options.error_policy,
-                &counters,
-                &mut writes,
-            )
-            .await
-            .map(|took| stats.checkpointed(took)),
+            // Without the operator's state (the transform step failed) there is no checkpoint
+            // to save: the last one stands.
+            Some((_, None)) if stateful => Ok(()),
+            Some(cp) => match deliverer.sync().await {
+                Ok(()) => save(
+                    checkpoints,
+                    cp,
+                    &options.error_policy,
+                    &counters,
+                    &mut writes,
+                )
+                .await
+                .map(|took| stats.checkpointed(took)),
+                Err(e) => Err(e),
+            },
             None => Ok(()),
         };
         stats.retries = counters.retries.load(Ordering::Relaxed);

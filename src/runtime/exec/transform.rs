@@ -45,12 +45,47 @@ pub(super) struct Transformed {
     /// Documents a window found late.
     pub late: u64,
     pub lag: Option<u64>,
-    /// The continuous `$group`'s groups after this batch.
+    /// The operator's state after this batch: taken when a checkpoint is due after it (a
+    /// window's, for its metrics, after every batch).
     pub state: Option<crate::runtime::state::keyed::Snapshot>,
+    /// Rows and memory of the operator's state after this batch.
+    pub state_rows: u64,
+    pub state_bytes: u64,
+    /// Whether a checkpoint is due after this batch (the checkpoint interval has passed, or
+    /// the input ended).
+    pub checkpoint: bool,
+    /// Not a batch: the operator's state after the last one, sent when the input ends so the
+    /// run's last checkpoint has it.
+    pub closing: bool,
     pub started: Instant,
     pub transform_time: Duration,
     /// What the plan's operators did.
     pub stages: Vec<StageMetrics>,
+}
+
+impl Transformed {
+    /// Nothing transformed.
+    fn empty() -> Transformed {
+        Transformed {
+            output: Vec::new(),
+            dead_letters: Vec::new(),
+            start: Position(serde_json::Value::Null),
+            position: Position(serde_json::Value::Null),
+            input_rows: 0,
+            dead_lettered: 0,
+            skipped: 0,
+            late: 0,
+            lag: None,
+            state: None,
+            state_rows: 0,
+            state_bytes: 0,
+            checkpoint: false,
+            closing: false,
+            started: Instant::now(),
+            transform_time: Duration::ZERO,
+            stages: Vec::new(),
+        }
+    }
 }
 
 /// The transform step's own state.
@@ -77,6 +112,9 @@ pub(super) struct Transformer {
     pub prepared: Option<PreparedQuery>,
     /// The table a continuous `$group`'s plans read the micro-batch from.
     pub bound: Option<std::sync::Arc<BoundTable>>,
+    /// Checkpoint at most this often (`None`: after every batch), and when the last was due.
+    pub checkpoint_interval: Option<Duration>,
+    pub last_checkpoint: Instant,
 }
 
 /// The operator whose state a stream carries from batch to batch.
@@ -165,6 +203,18 @@ impl Transformer {
                 return;
             }
             counters.add_wait(waiting.elapsed());
+        }
+        // The input ended (or the run is stopping): the state after the last batch, for the
+        // closing checkpoint.
+        if let Some(op) = &self.operator {
+            let closing = op.snapshot().map(|s| Transformed {
+                state_rows: s.rows(),
+                state_bytes: s.bytes(),
+                state: Some(s),
+                closing: true,
+                ..Transformed::empty()
+            });
+            let _ = tx.send(closing).await;
         }
     }
 
@@ -261,6 +311,25 @@ impl Transformer {
                 dead_letters.push(letter);
             }
         }
+        // The state is taken only when a checkpoint will save it: a continuous $group's groups
+        // can be many. A window's is taken after every batch (its metrics come from it).
+        let checkpoint = f.last
+            || self
+                .checkpoint_interval
+                .is_none_or(|every| self.last_checkpoint.elapsed() >= every);
+        if checkpoint {
+            self.last_checkpoint = Instant::now();
+        }
+        let state = match &self.operator {
+            Some(Operator::Group(_)) if !checkpoint => None,
+            Some(op) => Some(op.snapshot()?),
+            None => None,
+        };
+        let (state_rows, state_bytes) = match (&state, &self.operator) {
+            (Some(s), _) => (s.rows(), s.bytes()),
+            (None, Some(Operator::Group(g))) => (g.state_rows(), g.state_bytes()),
+            _ => (0, 0),
+        };
         Ok(Transformed {
             output,
             dead_lettered,
@@ -271,7 +340,11 @@ impl Transformer {
             input_rows,
             skipped,
             lag: f.lag,
-            state: self.operator.as_ref().map(Operator::snapshot).transpose()?,
+            state,
+            state_rows,
+            state_bytes,
+            checkpoint,
+            closing: false,
             started: f.started,
             transform_time: began.elapsed(),
             stages: std::mem::take(&mut self.stages),

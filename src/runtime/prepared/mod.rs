@@ -4,7 +4,9 @@
 //! — takes milliseconds; running it over a micro-batch of a thousand documents takes less. So
 //! a stream plans its query once, over [`BoundTable`]s whose rows are bound anew before each
 //! run, and then resets the physical plan's run state (`reset_plan_states`, as DataFusion's
-//! recursive queries do) and runs it again, batch after batch.
+//! recursive queries do: every operator is rebuilt from its parts, with fresh run state and
+//! metrics — re-running operators as they are would let their metric sets grow with every
+//! run) and runs it again, batch after batch.
 //!
 //! What a plan could learn from one batch and keep is kept out of it: bound tables report no
 //! statistics, and dynamic filters (bounds a join or a top-k learns while it runs and pushes
@@ -73,7 +75,7 @@ impl Prepared {
         stages: &mut Vec<StageMetrics>,
     ) -> Result<Vec<RecordBatch>> {
         let (plan, task) = match &self.physical {
-            Some((plan, task)) => (reset_plan_states(plan.clone())?, task.clone()),
+            Some((plan, task)) => (reset(plan)?, task.clone()),
             None => plan(&self.ctx, &self.logical).await?,
         };
         let out = datafusion::physical_plan::collect(plan.clone(), task).await?;
@@ -81,6 +83,27 @@ impl Prepared {
         self.last = Some(plan);
         Ok(out)
     }
+}
+
+/// `plan` ready to run again: every operator rebuilt with fresh run state and metrics
+/// (`reset_plan_states`), scans of static tables too (which it keeps as they are, so their
+/// metric sets would grow with every run).
+fn reset(plan: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::common::tree_node::Transformed;
+    use datafusion::datasource::source::DataSourceExec;
+    let plan = reset_plan_states(plan.clone())?;
+    let fresh = plan
+        .transform_up(|node| {
+            Ok(match node.downcast_ref::<DataSourceExec>() {
+                Some(scan) => {
+                    Transformed::yes(Arc::new(DataSourceExec::new(scan.data_source().clone()))
+                        as Arc<dyn ExecutionPlan>)
+                }
+                None => Transformed::no(node),
+            })
+        })?
+        .data;
+    Ok(fresh)
 }
 
 /// The physical plan of `logical`, with the session's settings but no dynamic filters, and

@@ -30,6 +30,7 @@ use datafusion::functions_nested::expr_fn::{
 };
 use datafusion::logical_expr::{Expr, cast, lit, when};
 
+use crate::dsl::accumulator::Acc;
 use crate::dsl::expression::{Expression, Family, Operator};
 use crate::dsl::group::{Accumulator, Group};
 use crate::dsl::reshape::UnionWith;
@@ -230,6 +231,20 @@ impl ContinuousGroup {
         // The upserts: the merged groups in their output form, then the stages after $group.
         let merged_rows: usize = new_rows.iter().map(|b| b.num_rows()).sum();
         let upserts = match new_rows.first() {
+            // Every field's value is a state column as it is: the upserts are those columns.
+            Some(first) if self.after.stages.is_empty() && self.parts.output_is_state() => {
+                let schema = first.schema();
+                let columns = self
+                    .parts
+                    .output_names()
+                    .iter()
+                    .map(|n| schema.index_of(n))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                new_rows
+                    .iter()
+                    .map(|b| b.project(&columns))
+                    .collect::<std::result::Result<Vec<_>, _>>()?
+            }
             Some(first) => {
                 if !self
                     .plans
@@ -313,6 +328,11 @@ impl ContinuousGroup {
         self.state.len() as u64
     }
 
+    /// Memory the groups hold.
+    pub fn state_bytes(&self) -> u64 {
+        self.state.bytes()
+    }
+
     /// The groups now, for a checkpoint.
     pub fn snapshot(&self) -> Snapshot {
         self.state.snapshot()
@@ -333,7 +353,7 @@ impl GroupParts {
     /// `g` taken apart (`at` is its path, for errors).
     pub fn of(g: &Group, at: &crate::dsl::JsonPath) -> Result<GroupParts> {
         let field = |name: &str| Expression::Field(FieldPath::parse(name, at).expect("plain"));
-        let acc = |name: String, op: &'static str, arg: Expression| Accumulator {
+        let acc = |name: String, op: Acc, arg: Expression| Accumulator {
             name,
             op,
             arg,
@@ -349,42 +369,42 @@ impl GroupParts {
             let kept = match a.op {
                 // `$mergeObjects` merges partial objects in order as it merges documents.
                 // Sums keep what rounding left out, so batches merge without losing it.
-                "$sum" => {
+                Acc::Sum => {
                     let lo = format!("{}__lo", a.name);
-                    partial.push(acc(a.name.clone(), "$sum", a.arg.clone()));
-                    partial.push(acc(lo.clone(), "$__sumResidual", a.arg.clone()));
+                    partial.push(acc(a.name.clone(), Acc::Sum, a.arg.clone()));
+                    partial.push(acc(lo.clone(), Acc::SumResidual, a.arg.clone()));
                     let both = Expression::Array(vec![field(&a.name), field(&lo)]);
-                    merge.push(acc(a.name.clone(), "$__sumMerge", both.clone()));
-                    merge.push(acc(lo, "$__sumMergeResidual", both));
+                    merge.push(acc(a.name.clone(), Acc::SumMerge, both.clone()));
+                    merge.push(acc(lo, Acc::SumMergeResidual, both));
                     Kept::Sum
                 }
-                "$min" | "$max" | "$first" | "$last" | "$mergeObjects" => {
+                Acc::Min | Acc::Max | Acc::First | Acc::Last | Acc::MergeObjects => {
                     partial.push(acc(a.name.clone(), a.op, a.arg.clone()));
                     merge.push(acc(a.name.clone(), a.op, field(&a.name)));
                     Kept::Plain
                 }
-                "$count" => {
-                    partial.push(acc(a.name.clone(), "$count", a.arg.clone()));
-                    merge.push(acc(a.name.clone(), "$sum", field(&a.name)));
+                Acc::Count => {
+                    partial.push(acc(a.name.clone(), Acc::Count, a.arg.clone()));
+                    merge.push(acc(a.name.clone(), Acc::Sum, field(&a.name)));
                     Kept::Plain
                 }
-                "$push" | "$addToSet" | "$firstN" | "$lastN" | "$maxN" | "$minN" => {
+                Acc::Push | Acc::AddToSet | Acc::FirstN | Acc::LastN | Acc::MaxN | Acc::MinN => {
                     partial.push(Accumulator {
                         n: a.n,
                         ..acc(a.name.clone(), a.op, a.arg.clone())
                     });
-                    merge.push(acc(a.name.clone(), "$push", field(&a.name)));
+                    merge.push(acc(a.name.clone(), Acc::Push, field(&a.name)));
                     let n = a.n.unwrap_or(1);
                     Kept::Arrays(match a.op {
-                        "$push" => Post::All,
-                        "$addToSet" => Post::Distinct,
-                        "$firstN" => Post::First(n),
-                        "$lastN" => Post::Last(n),
-                        "$maxN" => Post::Max(n),
+                        Acc::Push => Post::All,
+                        Acc::AddToSet => Post::Distinct,
+                        Acc::FirstN => Post::First(n),
+                        Acc::LastN => Post::Last(n),
+                        Acc::MaxN => Post::Max(n),
                         _ => Post::Min(n),
                     })
                 }
-                "$stdDevPop" | "$stdDevSamp" => {
+                Acc::StdDevPop | Acc::StdDevSamp => {
                     // The value as a double when it is a number, else null (ignored by $sum).
                     let op = |name: &'static str, family, args| {
                         Expression::Operator(Operator {
@@ -419,14 +439,14 @@ impl GroupParts {
                     );
                     for (suffix, arg) in [("__sum", number), ("__sq", square), ("__n", one_if)] {
                         let part = format!("{}{suffix}", a.name);
-                        partial.push(acc(part.clone(), "$sum", arg));
-                        merge.push(acc(part.clone(), "$sum", field(&part)));
+                        partial.push(acc(part.clone(), Acc::Sum, arg));
+                        merge.push(acc(part.clone(), Acc::Sum, field(&part)));
                     }
                     Kept::StdDev {
-                        sample: a.op == "$stdDevSamp",
+                        sample: a.op == Acc::StdDevSamp,
                     }
                 }
-                "$avg" => {
+                Acc::Avg => {
                     let (s, n) = (format!("{}__sum", a.name), format!("{}__n", a.name));
                     let is_number = Expression::Operator(Operator {
                         name: "$isNumber",
@@ -444,14 +464,14 @@ impl GroupParts {
                         ],
                         path: a.path.clone(),
                     });
-                    partial.push(acc(s.clone(), "$sum", a.arg.clone()));
-                    partial.push(acc(n.clone(), "$sum", one_if));
-                    merge.push(acc(s.clone(), "$sum", field(&s)));
-                    merge.push(acc(n.clone(), "$sum", field(&n)));
+                    partial.push(acc(s.clone(), Acc::Sum, a.arg.clone()));
+                    partial.push(acc(n.clone(), Acc::Sum, one_if));
+                    merge.push(acc(s.clone(), Acc::Sum, field(&s)));
+                    merge.push(acc(n.clone(), Acc::Sum, field(&n)));
                     Kept::Average
                 }
                 other => {
-                    return Err(a.path.key(other).err(format!(
+                    return Err(a.path.key(other.name()).err(format!(
                         "{other} is not supported in a $group over a stream yet (supported: $sum $count $min $max $avg $first $last $push $addToSet $firstN $lastN $maxN $minN $stdDevPop $stdDevSamp $mergeObjects)"
                     )));
                 }
@@ -501,6 +521,21 @@ impl GroupParts {
             }
         }
         exprs
+    }
+
+    /// True when each output field is one state column as it is (no average or deviation
+    /// to compute from parts).
+    pub fn output_is_state(&self) -> bool {
+        self.fields
+            .iter()
+            .all(|(_, k)| !matches!(k, Kept::Average | Kept::StdDev { .. }))
+    }
+
+    /// The output's fields: `_id`, then the accumulators' in order.
+    pub fn output_names(&self) -> Vec<&str> {
+        std::iter::once("_id")
+            .chain(self.fields.iter().map(|(n, _)| n.as_str()))
+            .collect()
     }
 
     /// State rows in the group's output form (averages and deviations computed).

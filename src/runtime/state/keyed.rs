@@ -36,7 +36,7 @@ pub struct KeyedState {
     /// Changes when the batches are packed or replaced: a mark of another epoch cannot be
     /// followed.
     epoch: u64,
-    index: HashMap<Box<[u8]>, (usize, usize)>,
+    index: HashMap<Box<[u8]>, (usize, usize), foldhash::fast::RandomState>,
     dead: usize,
 }
 
@@ -187,7 +187,7 @@ impl KeyedState {
             generations: Vec::new(),
             next_generation: 0,
             epoch: new_epoch(),
-            index: HashMap::new(),
+            index: HashMap::default(),
             dead: 0,
         }
     }
@@ -195,6 +195,14 @@ impl KeyedState {
     /// How many live rows.
     pub fn len(&self) -> usize {
         self.index.len()
+    }
+
+    /// Memory held by the batches (dead rows included, until they are packed away).
+    pub fn bytes(&self) -> u64 {
+        self.batches
+            .iter()
+            .map(|b| b.get_array_memory_size() as u64)
+            .sum()
     }
 
     /// True without live rows.
@@ -258,9 +266,16 @@ impl KeyedState {
         let keys = self.keys(&rows)?;
         let b = self.batches.len();
         for (i, k) in keys.iter().enumerate() {
-            if let Some((ob, or)) = self.index.insert(k.as_ref().into(), (b, i)) {
-                self.live[ob].set_bit(or, false);
-                self.dead += 1;
+            // A key already there keeps its entry (no new allocation): most upserts replace.
+            match self.index.get_mut(k.as_ref()) {
+                Some(at) => {
+                    let (ob, or) = std::mem::replace(at, (b, i));
+                    self.live[ob].set_bit(or, false);
+                    self.dead += 1;
+                }
+                None => {
+                    self.index.insert(k.as_ref().into(), (b, i));
+                }
             }
         }
         let mut live = BooleanBufferBuilder::new(rows.num_rows());
@@ -275,19 +290,37 @@ impl KeyedState {
         Ok(())
     }
 
-    /// Packs the live rows into one batch.
+    /// Packs the live rows into one batch. The index keeps its keys; only where each row is
+    /// changes (its rank among the live rows), so packing costs no hashing.
     fn compact(&mut self) -> Result<()> {
+        let Some(schema) = self.schema.clone() else {
+            return Ok(());
+        };
         let rows = self.snapshot().batches()?;
-        self.batches.clear();
-        self.live.clear();
-        self.generations.clear();
-        self.index.clear();
+        let mut new_at: Vec<Vec<u32>> = Vec::with_capacity(self.live.len());
+        let mut next = 0u32;
+        for live in &self.live {
+            let mut at = vec![u32::MAX; live.len()];
+            for (r, slot) in at.iter_mut().enumerate() {
+                if live.get_bit(r) {
+                    *slot = next;
+                    next += 1;
+                }
+            }
+            new_at.push(at);
+        }
+        for at in self.index.values_mut() {
+            *at = (0, new_at[at.0][at.1] as usize);
+        }
+        let all = concat_batches(&schema, &rows)?;
+        let mut live = BooleanBufferBuilder::new(all.num_rows());
+        live.append_n(all.num_rows(), true);
+        self.batches = vec![all];
+        self.live = vec![live];
+        self.generations = vec![self.next_generation];
+        self.next_generation += 1;
         self.dead = 0;
         self.epoch = new_epoch();
-        if let Some(schema) = self.schema.clone() {
-            let all = concat_batches(&schema, &rows)?;
-            self.upsert(all)?;
-        }
         Ok(())
     }
 
