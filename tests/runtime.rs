@@ -397,11 +397,7 @@ async fn a_continuous_group_resumes_with_its_checkpointed_state() {
         .await
         .unwrap();
     }
-    let got = common::last_per_id(read_docs(&output));
-    assert_eq!(got.len(), expected.len());
-    for (g, e) in got.iter().zip(&expected) {
-        assert!(common::same_value(g, e), "{g}\n{e}");
-    }
+    common::assert_same_groups(read_docs(&output), &expected);
 }
 
 #[tokio::test]
@@ -897,11 +893,7 @@ async fn a_continuous_group_checkpoints_only_the_groups_that_changed() {
         assert_eq!(files.len(), 2 + deltas.len(), "{files:?}");
     }
     assert!(deltas_seen > 0, "no checkpoint wrote a delta");
-    let got = common::last_per_id(read_docs(&output));
-    assert_eq!(got.len(), expected.len());
-    for (g, e) in got.iter().zip(&expected) {
-        assert!(common::same_value(g, e), "{g}\n{e}");
-    }
+    common::assert_same_groups(read_docs(&output), &expected);
 }
 
 /// With a checkpoint interval longer than the run, a continuous `$group`'s only checkpoint is
@@ -955,11 +947,5 @@ async fn the_closing_checkpoint_holds_the_groups_after_the_last_batch() {
             );
         }
     }
-    let got = common::last_per_id(read_docs(&output));
-    let mut expected = expected;
-    expected.sort_by_key(|d| d["_id"].to_string());
-    assert_eq!(got.len(), expected.len());
-    for (g, e) in got.iter().zip(&expected) {
-        assert!(common::same_value(g, e), "{g}\n{e}");
-    }
+    common::assert_same_groups(read_docs(&output), &expected);
 }

@@ -39,11 +39,11 @@ pub(super) async fn run_job(job: Job, metrics_addr: Option<&str>) -> Result<()> 
         dead_lettered = stats.dead_lettered,
         skipped = stats.skipped,
         checkpoints = stats.checkpoints,
-        checkpoint_mean_ms = format!(
+        checkpoint_mean_ms = %format!(
             "{:.3}",
             stats.checkpoint_time.as_secs_f64() * 1e3 / stats.checkpoints.max(1) as f64
         ),
-        checkpoint_max_ms = format!("{:.3}", stats.slowest_checkpoint.as_secs_f64() * 1e3),
+        checkpoint_max_ms = %format!("{:.3}", stats.slowest_checkpoint.as_secs_f64() * 1e3),
         "stream stopped"
     );
     Ok(())

@@ -110,23 +110,7 @@ pub fn read_lines_parallel(
         return read_lines(data, schema, strict, batch_size, false);
     }
     let shape = Shape::of_type(&DataType::Struct(schema.fields().clone()));
-    let results: Vec<Result<ReadLines>> = std::thread::scope(|s| {
-        let handles: Vec<_> = chunks
-            .iter()
-            .map(|r| {
-                let chunk = &data[r.clone()];
-                let shape = &shape;
-                s.spawn(move || read_lines_shaped(chunk, schema, shape, strict, batch_size, false))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::internal("a JSON decoder thread panicked")))
-            })
-            .collect()
-    });
+    let results = read_chunks(data, &chunks, schema, &shape, strict, batch_size, false);
     let mut out = ReadLines {
         batches: Vec::new(),
         invalid: Vec::new(),
@@ -145,6 +129,36 @@ pub fn read_lines_parallel(
         }
     }
     Ok(out)
+}
+
+/// [`read_lines_shaped`] over each chunk of `data`, one thread each, results in order.
+fn read_chunks(
+    data: &[u8],
+    chunks: &[std::ops::Range<usize>],
+    schema: &SchemaRef,
+    shape: &Shape,
+    strict: bool,
+    batch_size: usize,
+    first_only: bool,
+) -> Vec<Result<ReadLines>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .iter()
+            .map(|r| {
+                let chunk = &data[r.clone()];
+                s.spawn(move || {
+                    read_lines_shaped(chunk, schema, shape, strict, batch_size, first_only)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::internal("a JSON decoder thread panicked")))
+            })
+            .collect()
+    })
 }
 
 fn read_lines_shaped(
@@ -319,25 +333,7 @@ fn decode_chunks(
     opts: &JsonlOptions,
 ) -> std::result::Result<Decoded, Failure> {
     let strict = opts.schema.is_none();
-    let results: Vec<Result<ReadLines>> = std::thread::scope(|s| {
-        let handles: Vec<_> = chunks
-            .iter()
-            .map(|r| {
-                let chunk = &data[r.clone()];
-                let schema = &schema;
-                s.spawn(move || {
-                    read_lines_shaped(chunk, schema, shape, strict, opts.batch_size, true)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::internal("a JSON decoder thread panicked")))
-            })
-            .collect()
-    });
+    let results = read_chunks(data, chunks, &schema, shape, strict, opts.batch_size, true);
     let mut partitions = Vec::with_capacity(results.len());
     for (r, range) in results.into_iter().zip(chunks) {
         let read = r?;

