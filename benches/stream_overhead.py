@@ -65,6 +65,7 @@ def run(fluxion, job):
 
 def checkpoint_stats(stderr):
     """(count, mean ms, max ms) of the checkpoints the job logged when it stopped."""
+    stderr = re.sub(r"\x1b\[[0-9;]*m", "", stderr)
     m = re.search(r"checkpoints=(\d+) checkpoint_mean_ms=([\d.]+) checkpoint_max_ms=([\d.]+)", stderr)
     if not m:
         return None
