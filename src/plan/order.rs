@@ -98,6 +98,17 @@ pub fn register_ordered_from(
     let source = Arc::new(
         MemTable::try_new(numbered_schema, numbered)?.with_sort_order(vec![vec![by_seq()]]),
     );
+    register_numbered_source(ctx, name, &schema, source)
+}
+
+/// Registers `source` (rows of `schema` plus the order column) as `name`'s numbered source,
+/// and `name` as a view of it without the column (what SQL reads).
+pub fn register_numbered_source(
+    ctx: &SessionContext,
+    name: &str,
+    schema: &Schema,
+    source: Arc<dyn datafusion::datasource::TableProvider>,
+) -> Result<()> {
     let source_name = source_name(name);
     ctx.deregister_table(&source_name)?;
     ctx.register_table(&source_name, source.clone())?;

@@ -14,12 +14,10 @@ use datafusion::arrow::array::{ArrayRef, Int64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
-use datafusion::catalog::view::ViewTable;
-use datafusion::common::Column;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::datasource::{TableProvider, TableType, provider_as_source};
+use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::{Expr, LogicalPlanBuilder, col};
+use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{
     EquivalenceProperties, LexOrdering, Partitioning, PhysicalExpr, PhysicalSortExpr,
 };
@@ -95,19 +93,7 @@ pub fn register_numbered(
     rows: SchemaRef,
 ) -> Result<Arc<BoundTable>> {
     let table = BoundTable::new(rows.clone(), true);
-    let source_name = order::source_name(name);
-    ctx.deregister_table(&source_name)?;
-    ctx.register_table(&source_name, table.clone())?;
-    let visible: Vec<Expr> = rows
-        .fields()
-        .iter()
-        .map(|f| col(Column::from_name(f.name())))
-        .collect();
-    let view = LogicalPlanBuilder::scan(&source_name, provider_as_source(table.clone()), None)?
-        .project(visible)?
-        .build()?;
-    ctx.deregister_table(name)?;
-    ctx.register_table(name, Arc::new(ViewTable::new(view, None)))?;
+    order::register_numbered_source(ctx, name, &rows, table.clone())?;
     Ok(table)
 }
 
