@@ -126,15 +126,9 @@ pub enum Operator {
 impl Operator {
     /// What kind of operator it is, as a checkpoint records it.
     pub fn kind(&self) -> &'static str {
-        use crate::dsl::stream_window::WindowKind;
         match self {
             Operator::Group(_) => "continuous $group",
-            Operator::Window(WindowOperator::Session(_)) => "session window",
-            Operator::Window(WindowOperator::Fixed(w)) => match w.window.kind {
-                WindowKind::Tumbling => "tumbling window",
-                WindowKind::Hopping { .. } => "hopping window",
-                WindowKind::Session { .. } => "session window",
-            },
+            Operator::Window(w) => w.kind(),
         }
     }
 

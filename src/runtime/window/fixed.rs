@@ -498,6 +498,41 @@ fn start_column(b: &RecordBatch) -> Result<&Int64Array> {
         .ok_or_else(|| Error::internal("buffered window rows without their window start"))
 }
 
+#[async_trait::async_trait]
+impl super::Windowing for ContinuousWindow {
+    fn kind(&self) -> &'static str {
+        match self.window.kind {
+            crate::dsl::stream_window::WindowKind::Tumbling => "tumbling window",
+            crate::dsl::stream_window::WindowKind::Hopping { .. } => "hopping window",
+            crate::dsl::stream_window::WindowKind::Session { .. } => "session window",
+        }
+    }
+
+    async fn step_windows(
+        &mut self,
+        engine: &Engine,
+        table: &str,
+        batch_rows: usize,
+        end_of_input: bool,
+        now: i64,
+        stages: &mut Vec<StageMetrics>,
+    ) -> Result<WindowOutput> {
+        ContinuousWindow::step(self, engine, table, batch_rows, end_of_input, now, stages).await
+    }
+
+    fn marks(&self) -> &Watermarks {
+        ContinuousWindow::marks(self)
+    }
+
+    fn state(&self) -> Result<Snapshot> {
+        Ok(ContinuousWindow::snapshot(self))
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        ContinuousWindow::restore_state(self, bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

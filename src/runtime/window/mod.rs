@@ -23,7 +23,34 @@ pub use session::SessionWindows;
 pub use shared::WindowOutput;
 use shared::event_time;
 
-/// A stream's window operator: fixed windows (tumbling, hopping) or sessions.
+/// What a window operator does, fixed windows and sessions alike: take a micro-batch in and
+/// emit the windows the watermark closed, and keep its state in checkpoints.
+#[async_trait::async_trait]
+pub trait Windowing: Send {
+    /// What kind of window it is (`tumbling window`, …), as a checkpoint records it.
+    fn kind(&self) -> &'static str;
+    /// Takes the micro-batch registered as `table` in; emits the windows the watermark has
+    /// passed (all of them when `end_of_input`); `now` is the processing time. All or
+    /// nothing: a failed step leaves the state as it was.
+    async fn step_windows(
+        &mut self,
+        engine: &Engine,
+        table: &str,
+        batch_rows: usize,
+        end_of_input: bool,
+        now: i64,
+        stages: &mut Vec<StageMetrics>,
+    ) -> Result<WindowOutput>;
+    /// The watermarks.
+    fn marks(&self) -> &watermark::Watermarks;
+    /// The state, for a checkpoint.
+    fn state(&self) -> Result<Snapshot>;
+    /// Back to a checkpoint's state.
+    fn restore(&mut self, bytes: &[u8]) -> Result<()>;
+}
+
+/// A stream's window operator: fixed windows (tumbling, hopping) or sessions, both
+/// [`Windowing`].
 pub enum WindowOperator {
     Fixed(ContinuousWindow),
     Session(SessionWindows),
@@ -126,9 +153,28 @@ impl WindowOperator {
         )))
     }
 
+    /// The operator behind the one interface both kinds implement.
+    fn windows(&self) -> &dyn Windowing {
+        match self {
+            WindowOperator::Fixed(w) => w,
+            WindowOperator::Session(s) => s,
+        }
+    }
+
+    fn windows_mut(&mut self) -> &mut dyn Windowing {
+        match self {
+            WindowOperator::Fixed(w) => w,
+            WindowOperator::Session(s) => s,
+        }
+    }
+
+    /// What kind of window it is, as a checkpoint records it.
+    pub fn kind(&self) -> &'static str {
+        self.windows().kind()
+    }
+
     /// Takes the micro-batch registered as `table` in; emits the windows the watermark has
-    /// passed (all of them when `end_of_input`).
-    /// `now` is the processing time.
+    /// passed (all of them when `end_of_input`). `now` is the processing time.
     pub async fn step(
         &mut self,
         engine: &Engine,
@@ -138,57 +184,35 @@ impl WindowOperator {
         now: i64,
         stages: &mut Vec<StageMetrics>,
     ) -> Result<WindowOutput> {
-        match self {
-            WindowOperator::Fixed(w) => {
-                w.step(engine, table, batch_rows, end_of_input, now, stages)
-                    .await
-            }
-            WindowOperator::Session(s) => {
-                s.step(engine, table, batch_rows, end_of_input, now, stages)
-                    .await
-            }
-        }
+        self.windows_mut()
+            .step_windows(engine, table, batch_rows, end_of_input, now, stages)
+            .await
     }
 
     /// Whether the clock alone can close windows (processing time, or an idle timeout), so
     /// the loop should step it while the source is quiet.
     pub fn needs_ticks(&self) -> bool {
-        let marks = match self {
-            WindowOperator::Fixed(w) => w.marks(),
-            WindowOperator::Session(s) => s.marks(),
-        };
+        let marks = self.windows().marks();
         marks.processing() || marks.idle_timeout().is_some()
     }
 
     /// Whether late documents are dropped rather than dead-lettered.
     pub fn drops_late(&self) -> bool {
-        match self {
-            WindowOperator::Fixed(w) => w.marks().drops_late(),
-            WindowOperator::Session(s) => s.marks().drops_late(),
-        }
+        self.windows().marks().drops_late()
     }
 
     /// Whether windows follow the clock rather than event time (no replay then).
     pub fn processing_time(&self) -> bool {
-        match self {
-            WindowOperator::Fixed(w) => w.marks().processing(),
-            WindowOperator::Session(s) => s.marks().processing(),
-        }
+        self.windows().marks().processing()
     }
 
     /// The state, for a checkpoint.
     pub fn snapshot(&self) -> Result<Snapshot> {
-        match self {
-            WindowOperator::Fixed(w) => Ok(w.snapshot()),
-            WindowOperator::Session(s) => s.snapshot(),
-        }
+        self.windows().state()
     }
 
     /// Back to a checkpoint's state.
     pub fn restore_state(&mut self, bytes: &[u8]) -> Result<()> {
-        match self {
-            WindowOperator::Fixed(w) => w.restore_state(bytes),
-            WindowOperator::Session(s) => s.restore_state(bytes),
-        }
+        self.windows_mut().restore(bytes)
     }
 }

@@ -568,6 +568,37 @@ fn state_mismatch(what: &str) -> Error {
     )
 }
 
+#[async_trait::async_trait]
+impl super::Windowing for SessionWindows {
+    fn kind(&self) -> &'static str {
+        "session window"
+    }
+
+    async fn step_windows(
+        &mut self,
+        engine: &Engine,
+        table: &str,
+        batch_rows: usize,
+        end_of_input: bool,
+        now: i64,
+        stages: &mut Vec<StageMetrics>,
+    ) -> Result<WindowOutput> {
+        SessionWindows::step(self, engine, table, batch_rows, end_of_input, now, stages).await
+    }
+
+    fn marks(&self) -> &Watermarks {
+        SessionWindows::marks(self)
+    }
+
+    fn state(&self) -> Result<Snapshot> {
+        SessionWindows::snapshot(self)
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        SessionWindows::restore_state(self, bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
