@@ -172,39 +172,6 @@ impl ContinuousWindow {
         &self.marks
     }
 
-    /// Takes the micro-batch registered as `table` in; emits the windows the watermark has
-    /// passed (all of them when `end_of_input`).
-    pub async fn step(
-        &mut self,
-        engine: &Engine,
-        table: &str,
-        batch_rows: usize,
-        end_of_input: bool,
-        now: i64,
-        stages: &mut Vec<StageMetrics>,
-    ) -> Result<WindowOutput> {
-        // All or nothing: a failed step (retried, or split) leaves the state as it was.
-        let saved = (
-            self.buffer.clone(),
-            self.marks.clone(),
-            self.schema.clone(),
-            self.restored_documents.clone(),
-        );
-        self.marks.begin(now);
-        let stepped = self
-            .try_step(engine, table, batch_rows, end_of_input, stages)
-            .await;
-        if stepped.is_err() {
-            (
-                self.buffer,
-                self.marks,
-                self.schema,
-                self.restored_documents,
-            ) = saved;
-        }
-        stepped
-    }
-
     async fn try_step(
         &mut self,
         engine: &Engine,
@@ -508,7 +475,7 @@ impl super::Windowing for ContinuousWindow {
         }
     }
 
-    async fn step_windows(
+    async fn step(
         &mut self,
         engine: &Engine,
         table: &str,
@@ -517,7 +484,26 @@ impl super::Windowing for ContinuousWindow {
         now: i64,
         stages: &mut Vec<StageMetrics>,
     ) -> Result<WindowOutput> {
-        ContinuousWindow::step(self, engine, table, batch_rows, end_of_input, now, stages).await
+        // All or nothing: a failed step (retried, or split) leaves the state as it was.
+        let saved = (
+            self.buffer.clone(),
+            self.marks.clone(),
+            self.schema.clone(),
+            self.restored_documents.clone(),
+        );
+        self.marks.begin(now);
+        let stepped = self
+            .try_step(engine, table, batch_rows, end_of_input, stages)
+            .await;
+        if stepped.is_err() {
+            (
+                self.buffer,
+                self.marks,
+                self.schema,
+                self.restored_documents,
+            ) = saved;
+        }
+        stepped
     }
 
     fn marks(&self) -> &Watermarks {
@@ -539,6 +525,7 @@ mod tests {
     use crate::document::decode::{JsonlOptions, decode};
     use crate::document::encode::to_documents;
     use crate::runtime::window::WindowOperator;
+    use crate::runtime::window::Windowing;
     use crate::runtime::window::shared::OLD_START;
     use serde_json::Value;
 
@@ -697,6 +684,7 @@ mod processing_tests {
     use crate::document::decode::{JsonlOptions, decode};
     use crate::document::encode::to_documents;
     use crate::runtime::window::WindowOperator;
+    use crate::runtime::window::Windowing;
 
     #[tokio::test]
     async fn processing_time_windows_resume_and_never_go_back() {
@@ -745,6 +733,7 @@ mod upgrade_tests {
     use crate::document::decode::{JsonlOptions, decode};
     use crate::document::encode::to_documents;
     use crate::runtime::window::WindowOperator;
+    use crate::runtime::window::Windowing;
     use crate::runtime::window::shared::{OLD_START, OLD_TIME, TIME};
 
     #[tokio::test]

@@ -32,7 +32,7 @@ pub trait Windowing: Send {
     /// Takes the micro-batch registered as `table` in; emits the windows the watermark has
     /// passed (all of them when `end_of_input`); `now` is the processing time. All or
     /// nothing: a failed step leaves the state as it was.
-    async fn step_windows(
+    async fn step(
         &mut self,
         engine: &Engine,
         table: &str,
@@ -185,7 +185,7 @@ impl WindowOperator {
         stages: &mut Vec<StageMetrics>,
     ) -> Result<WindowOutput> {
         self.windows_mut()
-            .step_windows(engine, table, batch_rows, end_of_input, now, stages)
+            .step(engine, table, batch_rows, end_of_input, now, stages)
             .await
     }
 

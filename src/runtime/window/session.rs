@@ -109,34 +109,6 @@ impl SessionWindows {
         &self.marks
     }
 
-    /// Takes the micro-batch registered as `table` in; emits the sessions the watermark has
-    /// passed (all of them when `end_of_input`). All or nothing.
-    pub async fn step(
-        &mut self,
-        engine: &Engine,
-        table: &str,
-        batch_rows: usize,
-        end_of_input: bool,
-        now: i64,
-        stages: &mut Vec<StageMetrics>,
-    ) -> Result<WindowOutput> {
-        // A failed step must leave the sessions as they were: work on a copy of the index.
-        let saved_buffer = self.buffer.len();
-        let saved_marks = self.marks.clone();
-        let saved_open = self.open.clone();
-        self.marks.begin(now);
-        let stepped = self
-            .try_step(engine, table, batch_rows, end_of_input, stages)
-            .await;
-        if stepped.is_err() {
-            self.buffer.truncate(saved_buffer);
-            self.marks = saved_marks;
-            self.closed.clear();
-            self.open = saved_open;
-        }
-        stepped
-    }
-
     async fn try_step(
         &mut self,
         engine: &Engine,
@@ -574,7 +546,7 @@ impl super::Windowing for SessionWindows {
         "session window"
     }
 
-    async fn step_windows(
+    async fn step(
         &mut self,
         engine: &Engine,
         table: &str,
@@ -583,7 +555,21 @@ impl super::Windowing for SessionWindows {
         now: i64,
         stages: &mut Vec<StageMetrics>,
     ) -> Result<WindowOutput> {
-        SessionWindows::step(self, engine, table, batch_rows, end_of_input, now, stages).await
+        // A failed step must leave the sessions as they were: work on a copy of the index.
+        let saved_buffer = self.buffer.len();
+        let saved_marks = self.marks.clone();
+        let saved_open = self.open.clone();
+        self.marks.begin(now);
+        let stepped = self
+            .try_step(engine, table, batch_rows, end_of_input, stages)
+            .await;
+        if stepped.is_err() {
+            self.buffer.truncate(saved_buffer);
+            self.marks = saved_marks;
+            self.closed.clear();
+            self.open = saved_open;
+        }
+        stepped
     }
 
     fn marks(&self) -> &Watermarks {
@@ -605,6 +591,7 @@ mod tests {
     use crate::document::decode::{JsonlOptions, decode};
     use crate::document::encode::to_documents;
     use crate::runtime::window::WindowOperator;
+    use crate::runtime::window::Windowing;
 
     #[tokio::test]
     async fn checkpoints_of_the_first_session_version_are_read() {
