@@ -1,22 +1,20 @@
 //! JSON lines → Arrow record batches.
 //!
 //! The schema is inferred from the first `infer_records` documents, then the whole input is
-//! decoded in parallel chunks by arrow-json's tape decoder in strict mode. If any document
-//! disagrees with the sampled schema (a new field, a wider type), the schema is inferred again
-//! from *every* document and decoding restarts — so a sample never loses data, and the common
-//! case pays for one cheap sample. Inputs whose types conflict between objects and scalars go
-//! through a slower path that rewrites those values into JSON text first. A declared schema
+//! read in parallel chunks, each in one strict pass straight into Arrow columns
+//! ([`lines`](super::lines)). If any document disagrees with the sampled schema (a new field,
+//! a wider type), the schema is inferred again from *every* document and reading restarts — so
+//! a sample never loses data, and the common case pays for one cheap sample. A declared schema
 //! (`document::declared`) skips inference: fields it does not name are ignored.
 
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::Value;
 
 use super::infer::{Shape, schema_of};
-use super::lines::{self, Invalid};
+use super::lines::{self, Invalid, ReadOptions};
 use crate::{Error, Result};
 
 /// How JSON lines are read.
@@ -169,60 +167,16 @@ fn read_lines_shaped(
     batch_size: usize,
     first_only: bool,
 ) -> Result<ReadLines> {
-    let checked = lines::check(data, Some(shape));
-    let mut invalid = checked.invalid;
-    if first_only && !invalid.is_empty() {
-        invalid.truncate(1);
-        return Ok(ReadLines {
-            batches: Vec::new(),
-            invalid,
-        });
-    }
-    if let Ok(batches) = decode_fast(&checked.text, schema.clone(), batch_size, strict) {
-        return Ok(ReadLines { batches, invalid });
-    }
-    // Some valid line does not fit the schema: find which, one line at a time.
-    let mut good = Vec::with_capacity(checked.text.len());
-    let mut unfit = Vec::new();
-    let mut skip = invalid.iter().map(|i| i.line).peekable();
-    let mut offset = 0usize;
-    for (line_no, line) in data.split(|b| *b == b'\n').enumerate() {
-        let at = offset;
-        offset += line.len() + 1;
-        if skip.peek() == Some(&line_no) {
-            skip.next();
-            continue;
-        }
-        let one = lines::check(line, Some(shape));
-        if one.documents == 0 {
-            continue;
-        }
-        match decode_fast(&one.text, schema.clone(), 1, strict) {
-            Ok(_) => {
-                good.extend_from_slice(&one.text);
-                good.push(b'\n');
-            }
-            Err(e) => {
-                unfit.push(Invalid {
-                    line: line_no,
-                    offset: at,
-                    len: line.len(),
-                    reason: e.to_string(),
-                    malformed: false,
-                });
-                if first_only {
-                    return Ok(ReadLines {
-                        batches: Vec::new(),
-                        invalid: unfit,
-                    });
-                }
-            }
-        }
-    }
-    let batches = decode_fast(&good, schema.clone(), batch_size, strict)?;
-    invalid.extend(unfit);
-    invalid.sort_by_key(|i| i.line);
-    Ok(ReadLines { batches, invalid })
+    let opts = ReadOptions {
+        strict,
+        batch_size,
+        first_only,
+    };
+    let read = lines::read(data, schema, shape, opts)?;
+    Ok(ReadLines {
+        batches: read.batches,
+        invalid: read.invalid,
+    })
 }
 
 /// Why a decode failed: a line that is not JSON (final), or one that does not fit the
@@ -348,31 +302,6 @@ fn decode_chunks(
         partitions.push(read.batches);
     }
     Ok(Decoded { schema, partitions })
-}
-
-/// Arrow's decoder over text already checked (and rewritten) by [`lines::check`].
-fn decode_fast(
-    text: &[u8],
-    schema: SchemaRef,
-    batch_size: usize,
-    strict: bool,
-) -> Result<Vec<RecordBatch>> {
-    let mut decoder = ReaderBuilder::new(schema)
-        .with_batch_size(batch_size)
-        .with_strict_mode(strict)
-        .with_coerce_primitive(true)
-        .build_decoder()?;
-    let mut out = Vec::new();
-    let mut buf = text;
-    while !buf.is_empty() {
-        let n = decoder.decode(buf)?;
-        buf = &buf[n..];
-        if !buf.is_empty() {
-            out.extend(decoder.flush()?);
-        }
-    }
-    out.extend(decoder.flush()?);
-    Ok(out)
 }
 
 #[cfg(test)]

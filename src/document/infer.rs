@@ -20,7 +20,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema};
 use indexmap::IndexMap;
 use serde_json::Value;
 
-use super::date::{date_millis, date_type};
+use super::date::date_type;
 
 /// The inferred shape of one field's values.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,11 +34,9 @@ pub enum Shape {
     Date,
     Object(IndexMap<String, Shape>),
     Array(Box<Shape>),
-    /// Conflicting types, stored as JSON text. `complex` is set when some values are objects
-    /// or arrays, which the fast Arrow decoder cannot turn into text by itself.
-    Text {
-        complex: bool,
-    },
+    /// Conflicting types, stored as text: strings as they are, other values as their JSON
+    /// text.
+    Text,
 }
 
 impl Shape {
@@ -53,7 +51,7 @@ impl Shape {
             Value::Array(items) => Shape::Array(Box::new(
                 items.iter().map(Shape::of).fold(Shape::Null, Shape::merge),
             )),
-            Value::Object(map) if map.is_empty() => Shape::Text { complex: true },
+            Value::Object(map) if map.is_empty() => Shape::Text,
             Value::Object(map) if map.len() == 1 && map.contains_key("$date") => Shape::Date,
             Value::Object(map) => {
                 Shape::Object(map.iter().map(|(k, v)| (k.clone(), Shape::of(v))).collect())
@@ -83,28 +81,7 @@ impl Shape {
                 Object(a)
             }
             (Array(a), Array(b)) => Array(Box::new(a.merge(*b))),
-            (a, b) => Text {
-                complex: a.is_complex() || b.is_complex(),
-            },
-        }
-    }
-
-    fn is_complex(&self) -> bool {
-        matches!(
-            self,
-            Shape::Object(_) | Shape::Array(_) | Shape::Date | Shape::Text { complex: true }
-        )
-    }
-
-    /// True when decoding needs the slow path that rewrites values into JSON text.
-    pub fn needs_rewrite(&self) -> bool {
-        match self {
-            Shape::Text { complex } => *complex,
-            // `{"$date": …}` objects are rewritten to milliseconds for the Arrow decoder.
-            Shape::Date => true,
-            Shape::Object(fields) => fields.values().any(Shape::needs_rewrite),
-            Shape::Array(e) => e.needs_rewrite(),
-            _ => false,
+            _ => Text,
         }
     }
 
@@ -134,7 +111,7 @@ impl Shape {
             Shape::Bool => DataType::Boolean,
             Shape::Int => DataType::Int64,
             Shape::Float => DataType::Float64,
-            Shape::String | Shape::Text { .. } => DataType::Utf8,
+            Shape::String | Shape::Text => DataType::Utf8,
             Shape::Date => date_type(),
             Shape::Object(fields) => DataType::Struct(fields_of(fields)),
             Shape::Array(e) => {
@@ -145,30 +122,6 @@ impl Shape {
                 };
                 DataType::List(Arc::new(Field::new_list_field(elem, true)))
             }
-        }
-    }
-
-    /// Rewrites `v` in place so that the Arrow decoder accepts it for this shape: objects and
-    /// arrays under a `Text` shape become their JSON text.
-    pub fn conform(&self, v: &mut Value) {
-        match (self, v) {
-            (Shape::Text { .. }, v @ (Value::Object(_) | Value::Array(_))) => {
-                *v = Value::String(v.to_string());
-            }
-            (Shape::Date, v @ Value::Object(_)) => {
-                if let Some(Ok(ms)) = date_millis(v) {
-                    *v = Value::from(ms);
-                }
-            }
-            (Shape::Object(fields), Value::Object(map)) => {
-                for (k, shape) in fields {
-                    if let Some(x) = map.get_mut(k) {
-                        shape.conform(x);
-                    }
-                }
-            }
-            (Shape::Array(e), Value::Array(items)) => items.iter_mut().for_each(|x| e.conform(x)),
-            _ => {}
         }
     }
 }
@@ -203,10 +156,6 @@ mod tests {
             schema_of(&s).field(0).data_type(),
             &super::super::date::date_type()
         );
-        assert!(s.needs_rewrite());
-        let mut doc = json!({"at": {"$date": "1970-01-01T00:00:01Z"}});
-        s.conform(&mut doc);
-        assert_eq!(doc, json!({"at": 1000}));
         let mixed = infer(&[json!({"at": {"$date": 5}}), json!({"at": "soon"})]);
         assert_eq!(schema_of(&mixed).field(0).data_type(), &DataType::Utf8);
     }
@@ -235,12 +184,11 @@ mod tests {
     fn conflicting_types_become_json_text() {
         let s = infer(&[json!({"v": 1}), json!({"v": "one"})]);
         assert_eq!(schema_of(&s).field(0).data_type(), &DataType::Utf8);
-        assert!(!s.needs_rewrite());
         let s = infer(&[json!({"v": {"k": 1}}), json!({"v": 3})]);
-        assert!(s.needs_rewrite());
-        let mut doc = json!({"v": {"k": 1}});
-        s.conform(&mut doc);
-        assert_eq!(doc, json!({"v": "{\"k\":1}"}));
+        assert_eq!(
+            s,
+            Shape::Object([("v".to_string(), Shape::Text)].into_iter().collect())
+        );
     }
 
     #[test]

@@ -248,7 +248,7 @@ pub fn scalar(v: &Value) -> ScalarValue {
             // Elements of types no one Arrow type holds: the widening rule of documents
             // (`document::infer`), strings as they are and other values as their JSON text.
             if let Shape::Array(elem) = Shape::of(v)
-                && matches!(*elem, Shape::Text { .. })
+                && matches!(*elem, Shape::Text)
             {
                 let texts: Vec<ScalarValue> = items
                     .iter()
