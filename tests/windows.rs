@@ -890,3 +890,40 @@ async fn random_session_pipelines_give_each_session_its_batch_answer() {
         }
     }
 }
+
+/// A document's own field may have any name, even one like Fluxion's hidden columns: a window
+/// keeps it (its pipeline groups by it here), in batch-sized and single-document batches.
+#[tokio::test]
+async fn fields_named_like_hidden_columns_are_ordinary_fields() {
+    let docs: Vec<Value> = (0..40i64)
+        .map(|i| json!({"_id": i, "ts": 1_000_000 + i * 500, "__fluxion_seq": format!("g{}", i % 2), "v": i}))
+        .collect();
+    let p = Pipeline::from_value(&json!([{"$tumblingWindow": {
+        "interval": {"size": 10, "unit": "second"},
+        "pipeline": [{"$group": {"_id": "$__fluxion_seq", "n": {"$sum": 1}}}, {"$sort": {"_id": 1}}]
+    }}]))
+    .unwrap();
+    for size in [40, 1] {
+        let (out, _, _) = stream(&p, &jsonl(&docs), size, ErrorPolicy::fail_fast()).await;
+        let got: Vec<(String, i64)> = out
+            .iter()
+            .map(|d| {
+                (
+                    d["_id"].as_str().unwrap().to_string(),
+                    d["n"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        // 40 documents, 500 ms apart: two 10 s windows of 20, ten of each group in each.
+        assert_eq!(
+            got,
+            [
+                ("g0".into(), 10),
+                ("g1".into(), 10),
+                ("g0".into(), 10),
+                ("g1".into(), 10)
+            ],
+            "batches of {size}"
+        );
+    }
+}

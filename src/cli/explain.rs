@@ -56,6 +56,7 @@ pub(super) async fn explain(args: ExplainArgs) -> Result<()> {
         displayable(physical.as_ref()).indent(true)
     );
     // A closed pipe (`| head`) is not an error.
+    let text = crate::document::hidden::display(&text);
     match std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
             return Err(Error::external("writing to stdout", e));

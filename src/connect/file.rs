@@ -134,6 +134,15 @@ pub async fn register_source(
                 .map_err(|e| source_error(&loc, e))?;
         }
     }
+    if format != Format::Jsonl {
+        // A header or a Parquet column may hold any text: refuse what could pass for a hidden
+        // column's name.
+        let table = ctx.table_provider(name).await?;
+        if let Err(e) = crate::document::hidden::check_columns(&table.schema(), &loc.display) {
+            ctx.deregister_table(name)?;
+            return Err(e);
+        }
+    }
     Ok(())
 }
 

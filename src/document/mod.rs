@@ -11,5 +11,6 @@ pub mod date;
 pub mod declared;
 pub mod decode;
 pub mod encode;
+pub mod hidden;
 pub mod infer;
 pub mod lines;

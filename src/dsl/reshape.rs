@@ -135,7 +135,7 @@ pub fn parse_bucket(v: &Value, at: &JsonPath) -> Result<Vec<Stage>> {
             .err("output cannot set _id (it is the bucket's boundary)"));
     }
     spec["_id"] = json!({ "$switch": switch });
-    let order_key = "__fluxion_bucket";
+    let order_key = BUCKET;
     if let Some(d) = mixed {
         // BSON order: null < numbers < strings < objects < arrays < booleans.
         let rank = |v: &Value| match v {
@@ -346,8 +346,7 @@ pub struct BucketAuto {
 }
 
 /// The column holding the bucket number, and the one holding the `groupBy` value.
-pub const BUCKET: &str = "__fluxion_bucket";
-pub const BUCKET_KEY: &str = "__fluxion_bucket_key";
+pub use crate::document::hidden::{BUCKET, BUCKET_KEY};
 
 impl BucketAuto {
     pub fn parse(v: &Value, at: &JsonPath) -> Result<BucketAuto> {

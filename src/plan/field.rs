@@ -85,7 +85,7 @@ fn missing() -> Resolved {
 /// A lambda parameter standing for one element of type `elem`; `depth` keeps the names of
 /// nested lambdas apart.
 pub fn element_var(elem: &FieldRef, depth: usize) -> (String, Expr) {
-    let name = format!("__fluxion_e{depth}");
+    let name = crate::document::hidden::element_var(depth);
     let var = Expr::LambdaVariable(LambdaVariable::new(name.clone(), Some(Arc::clone(elem))));
     (name, var)
 }

@@ -1,4 +1,4 @@
-//! Document order: the hidden column `__fluxion_seq` numbers the documents in the order the
+//! Document order: the hidden column [`SEQ`] numbers the documents in the order the
 //! pipeline defines, so that order-sensitive operators (`$first`, `$last`, `$push`,
 //! `$limit`, `$skip`) and the output itself follow it even though DataFusion runs partitions
 //! in parallel and repartitions between operators.
@@ -29,24 +29,16 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 
 use crate::Result;
+use crate::document::hidden;
 
-/// The name of the order column.
-pub const SEQ: &str = "__fluxion_seq";
-
-/// The prefix of the runtime's riders: hidden columns (a stream document's event time and
-/// source partition) that, like the order column, every stage keeping documents carries
-/// through, whatever a `$project` or `$replaceRoot` says — so a window after them still
-/// knows when and where each document arrived.
-pub const RIDER: &str = "__fluxion_ride_";
-
-/// True for the columns that ride along: the order column and the runtime's riders.
-pub fn rides(name: &str) -> bool {
-    name == SEQ || name.starts_with(RIDER)
-}
+/// The order column, the riders (hidden columns such as a stream document's event time that,
+/// like the order column, every stage keeping documents carries through, whatever a
+/// `$project` or `$replaceRoot` says), and the test for both.
+pub use crate::document::hidden::{RIDER, SEQ, rides};
 
 /// The name under which the numbered source of table `name` is registered.
 pub fn source_name(name: &str) -> String {
-    format!("__fluxion_source_{name}")
+    hidden::source_table(name)
 }
 
 /// True when `schema` carries the order column.
@@ -149,7 +141,7 @@ pub fn ensure(plan: LogicalPlan) -> Result<LogicalPlan> {
 
 /// Numbers the documents of `plan` in the order `keys` (then their previous number, if any).
 pub fn number_by(plan: LogicalPlan, keys: Vec<SortExpr>) -> Result<LogicalPlan> {
-    const NEXT: &str = "__fluxion_seq_next";
+    const NEXT: &str = hidden::SEQ_NEXT;
     let mut order = keys;
     if has_seq(plan.schema()) {
         order.push(by_seq());

@@ -31,7 +31,7 @@ use crate::runtime::state::group::split_at_group;
 use crate::runtime::window::WindowOperator;
 use crate::{Engine, Error, Result};
 
-const REPLAY: &str = "__fluxion_replay";
+const REPLAY: &str = crate::document::hidden::REPLAY_TABLE;
 
 /// What a replay read and computed.
 #[derive(Debug, Clone)]

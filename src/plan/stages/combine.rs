@@ -27,7 +27,7 @@ use crate::plan::order;
 /// The other inputs a pipeline reads, by name, as plans (numbered where they can be).
 pub type Tables = HashMap<String, LogicalPlan>;
 
-const BRANCH: &str = "__fluxion_branch";
+use crate::document::hidden::{self, BRANCH};
 
 fn table<'a>(tables: &'a Tables, name: &str, at: &JsonPath) -> Result<&'a LogicalPlan> {
     tables.get(name).ok_or_else(|| {
@@ -180,8 +180,8 @@ fn equi_lookup(
     as_name: &str,
     at: &JsonPath,
 ) -> Result<LogicalPlan> {
-    const KEY: &str = "__fluxion_lookup_key";
-    const LOCAL: &str = "__fluxion_lookup_local";
+    const KEY: &str = hidden::LOOKUP_KEY;
+    const LOCAL: &str = hidden::LOOKUP_LOCAL;
     // The key types must agree for the join: numbers meet as doubles; other mixes never match.
     let (local_key, foreign_key) = match (Kind::of(&lk.ty), Kind::of(&fk.ty)) {
         (a, b) if lk.ty == fk.ty || a == Kind::Null || b == Kind::Null => (lk.expr, fk.expr),
@@ -218,7 +218,7 @@ fn equi_lookup(
 }
 
 /// Where the matches of each document are gathered before they become the `as` field.
-const DOCS: &str = "__fluxion_lookup_docs";
+const DOCS: &str = hidden::LOOKUP_DOCS;
 
 /// Projects `input`'s fields from `joined`, with `as` (replaced in place, or appended) the
 /// gathered matches (`[]` when none).
@@ -292,8 +292,8 @@ fn correlated_lookup(
     as_name: &str,
     at: &JsonPath,
 ) -> Result<LogicalPlan> {
-    const ROW: &str = "__fluxion_lookup_row";
-    const FSEQ: &str = "__fluxion_lookup_seq";
+    const ROW: &str = hidden::LOOKUP_ROW;
+    const FSEQ: &str = hidden::LOOKUP_SEQ;
     // Each input document needs an identity to gather its matches by.
     let input = if order::has_seq(input.schema()) {
         input
@@ -305,7 +305,7 @@ fn correlated_lookup(
     let mut vars = Vec::new();
     for (i, (name, e)) in lets.iter().enumerate() {
         let t = c.typed(e, &at.key("let").key(name))?;
-        let alias = format!("__fluxion_let_{i}");
+        let alias = hidden::numbered("let", i);
         local.push(t.expr.alias(&alias));
         vars.push((name.clone(), alias, t.ty));
     }
@@ -355,7 +355,7 @@ fn correlated_lookup(
     // Each match numbered (document, then foreign order) in the order column, so that the
     // per-match stages keep it and the matches can be gathered back in order.
     const PER_ROW: i64 = 1 << 32;
-    let hidden = |n: &str| n == ROW || n == FSEQ || n.starts_with("__fluxion_let_");
+    let hidden = |n: &str| n == ROW || n == FSEQ || vars.iter().any(|(_, alias, _)| alias == n);
     let mut cols: Vec<Expr> = matched
         .schema()
         .columns()

@@ -21,9 +21,7 @@ use crate::plan::expr::{Kind, literal};
 use crate::plan::order;
 use crate::udf;
 
-const LO: &str = "__fluxion_densify_lo";
-const HI: &str = "__fluxion_densify_hi";
-const STEPS: &str = "__fluxion_densify_k";
+use crate::document::hidden::{DENSIFY_HI as HI, DENSIFY_LO as LO, DENSIFY_STEPS as STEPS};
 
 /// Plans `$densify`.
 pub fn plan(input: LogicalPlan, d: &Densify, at: &JsonPath) -> Result<LogicalPlan> {

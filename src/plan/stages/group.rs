@@ -30,7 +30,7 @@ use crate::plan::expr::{ExprCompiler, Kind, literal};
 use crate::plan::{field, order};
 use crate::udf::compensated_sum;
 
-const ROWS: &str = "__fluxion_rows";
+use crate::document::hidden::{self, GROUP_ROWS as ROWS};
 
 /// Plans a `$group` stage.
 pub fn plan(input: LogicalPlan, g: &Group, at: &JsonPath) -> Result<LogicalPlan> {
@@ -52,7 +52,7 @@ pub fn plan(input: LogicalPlan, g: &Group, at: &JsonPath) -> Result<LogicalPlan>
             let mut groups = Vec::new();
             let mut rebuilt = Vec::new();
             for (i, (name, e)) in members.iter().enumerate() {
-                let alias = format!("__fluxion_id_{i}");
+                let alias = hidden::numbered("id", i);
                 groups.push(c.compile(e, &id_at.key(name))?.alias(&alias));
                 rebuilt.push(lit(name.as_str()));
                 rebuilt.push(Expr::Column(Column::from_name(alias)));
@@ -310,7 +310,7 @@ fn merge_objects(c: &ExprCompiler, acc: &Accumulator, ordered: bool) -> Result<(
         } else {
             vec![]
         };
-        let alias = format!("__fluxion_merge_{}_{i}", acc.name);
+        let alias = hidden::numbered(&format!("merge_{}", acc.name), i);
         // The non-null values in document order, then the last one: `last_value … IGNORE
         // NULLS` does not keep its ORDER BY through DataFusion 55's two-phase aggregation when
         // it is the only ordered aggregate (seen as a wrong, run-dependent answer).

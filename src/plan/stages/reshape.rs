@@ -136,10 +136,10 @@ pub fn plan_bucket_auto(
         .order_by(vec![id.clone().sort(true, false)])
         .build()?;
     let with_next = LogicalPlanBuilder::from(grouped)
-        .window(vec![next_min.alias("__fluxion_next_min")])?
+        .window(vec![next_min.alias(crate::document::hidden::NEXT_MIN)])?
         .build()?;
     let upper = datafusion::functions::core::expr_fn::coalesce(vec![
-        Expr::Column(Column::from_name("__fluxion_next_min")),
+        crate::document::hidden::column(crate::document::hidden::NEXT_MIN),
         max,
     ]);
     let mut out: Vec<(String, Expr)> = vec![(

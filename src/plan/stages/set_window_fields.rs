@@ -29,6 +29,7 @@ use datafusion::logical_expr::{
 
 use super::project;
 use crate::Result;
+use crate::document::hidden;
 use crate::dsl::JsonPath;
 use crate::dsl::accumulator::Acc;
 use crate::dsl::set_window_fields::{Bound, SetWindowFields, Window, WindowOp};
@@ -50,7 +51,7 @@ impl Columns {
         if matches!(e, Expr::Column(_)) {
             return e;
         }
-        let name = format!("__fluxion_warg_{}", self.exprs.len());
+        let name = hidden::numbered("warg", self.exprs.len());
         self.exprs.push(e.alias(&name));
         Expr::Column(Column::from_name(name))
     }
@@ -131,8 +132,8 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
         if let WindowOp::Integral { .. } = &out.op {
             let (y, x) = (args[i][0].clone(), args[i][1].clone());
             for (name, e) in [
-                (format!("__fluxion_lag_x_{i}"), x),
-                (format!("__fluxion_lag_y_{i}"), y),
+                (hidden::numbered("lag_x", i), x),
+                (hidden::numbered("lag_y", i), y),
             ] {
                 lags.push(
                     lag(e, Some(1), None)
@@ -157,9 +158,9 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
         for (i, out) in w.output.iter().enumerate() {
             if let WindowOp::Integral { .. } = &out.op {
                 let (y, x) = (args[i][0].clone(), args[i][1].clone());
-                let lx = Expr::Column(Column::from_name(format!("__fluxion_lag_x_{i}")));
-                let ly = Expr::Column(Column::from_name(format!("__fluxion_lag_y_{i}")));
-                cols.push(((x - lx) * (y + ly) / lit(2f64)).alias(format!("__fluxion_piece_{i}")));
+                let lx = hidden::column(&hidden::numbered("lag_x", i));
+                let ly = hidden::column(&hidden::numbered("lag_y", i));
+                cols.push(((x - lx) * (y + ly) / lit(2f64)).alias(hidden::numbered("piece", i)));
             }
         }
         LogicalPlanBuilder::from(lagged).project(cols)?.build()?
@@ -172,7 +173,7 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
     let mut window_exprs = Vec::new();
     let mut next = 0usize;
     let mut add = |e: Expr, window_exprs: &mut Vec<Expr>| -> Expr {
-        let alias = format!("__fluxion_window_{next}");
+        let alias = hidden::numbered("window", next);
         next += 1;
         window_exprs.push(e.alias(&alias));
         Expr::Column(Column::from_name(alias))
@@ -265,7 +266,7 @@ pub fn plan(input: LogicalPlan, w: &SetWindowFields, at: &JsonPath) -> Result<Lo
                 let order_by = frame_order(out.window, &sort, &with_ties);
                 // The window's area is the sum of its trapezoids but the first (which reaches
                 // back outside the window).
-                let piece = Expr::Column(Column::from_name(format!("__fluxion_piece_{i}")));
+                let piece = hidden::column(&hidden::numbered("piece", i));
                 let total = Expr::from(WindowFunction::new(sum_udaf(), vec![piece.clone()]))
                     .partition_by(partition.clone())
                     .order_by(order_by.clone())

@@ -22,8 +22,7 @@ use crate::dsl::{FieldPath, JsonPath};
 use crate::plan::field::{self, Mode};
 use crate::plan::order;
 
-const ELEMENT: &str = "__fluxion_unwind";
-const INDEX: &str = "__fluxion_unwind_index";
+use crate::document::hidden::{UNWIND_ELEMENT as ELEMENT, UNWIND_INDEX as INDEX};
 
 /// Plans `$unwind`.
 pub fn plan(input: LogicalPlan, u: &Unwind, at: &JsonPath) -> Result<LogicalPlan> {

@@ -30,7 +30,7 @@ use crate::runtime::window::WindowOperator;
 use crate::{Engine, Result};
 
 /// The table each micro-batch is registered as.
-const STREAM: &str = "__fluxion_stream";
+const STREAM: &str = crate::document::hidden::STREAM_TABLE;
 
 /// One micro-batch after the pipeline.
 pub(super) struct Transformed {

@@ -30,6 +30,7 @@ use datafusion::functions_nested::expr_fn::{
 };
 use datafusion::logical_expr::{Expr, cast, lit, when};
 
+use crate::document::hidden;
 use crate::dsl::accumulator::Acc;
 use crate::dsl::expression::{Expression, Family, Operator};
 use crate::dsl::group::{Accumulator, Group};
@@ -41,14 +42,14 @@ use crate::runtime::prepared::{BoundTable, Prepared, register_numbered};
 use crate::runtime::state::keyed::{KeyedState, Snapshot};
 use crate::{Engine, Result};
 
-const STATE: &str = "__fluxion_group_state";
+const STATE: &str = hidden::GROUP_STATE_TABLE;
 
 /// A column by its exact name (`col` would fold an unquoted camelCase name to lower case).
 fn col(name: &str) -> Expr {
     Expr::Column(Column::from_name(name))
 }
-const PARTIAL: &str = "__fluxion_group_partial";
-const UPSERTS: &str = "__fluxion_group_upserts";
+const PARTIAL: &str = hidden::GROUP_PARTIAL_TABLE;
+const UPSERTS: &str = hidden::GROUP_UPSERTS_TABLE;
 
 /// How one output field is kept.
 #[derive(Debug, Clone)]

@@ -43,9 +43,9 @@ use crate::runtime::window::shared::{
 use crate::runtime::window::watermark::{Watermarks, partition_at, partitions_of};
 use crate::{Engine, Error, Result};
 
-const WINDOW: &str = "__fluxion_window";
-const WINDOW_IN: &str = "__fluxion_window_in";
-const GROUPS: &str = "__fluxion_window_groups";
+use crate::document::hidden::{
+    WINDOW_GROUPS_TABLE as GROUPS, WINDOW_IN_TABLE as WINDOW_IN, WINDOW_TABLE as WINDOW,
+};
 /// Checkpoint metadata: what the buffered rows are (`partial` aggregates, or documents).
 const FORM: &str = "fluxion.window_rows";
 
@@ -524,9 +524,9 @@ mod tests {
     use super::*;
     use crate::document::decode::{JsonlOptions, decode};
     use crate::document::encode::to_documents;
+    use crate::document::hidden::legacy::WINDOW_START as OLD_START;
     use crate::runtime::window::WindowOperator;
     use crate::runtime::window::Windowing;
-    use crate::runtime::window::shared::OLD_START;
     use serde_json::Value;
 
     /// 90 documents of three keys in the window [0, 10 s), registered as table `t`.
@@ -732,9 +732,10 @@ mod upgrade_tests {
     use super::*;
     use crate::document::decode::{JsonlOptions, decode};
     use crate::document::encode::to_documents;
+    use crate::document::hidden::legacy::{EVENT_TIME as OLD_TIME, WINDOW_START as OLD_START};
     use crate::runtime::window::WindowOperator;
     use crate::runtime::window::Windowing;
-    use crate::runtime::window::shared::{OLD_START, OLD_TIME, TIME};
+    use crate::runtime::window::shared::TIME;
 
     #[tokio::test]
     async fn checkpoints_of_the_first_window_version_are_read() {

@@ -37,13 +37,10 @@ use crate::runtime::window::shared::{
 use crate::runtime::window::watermark::{Watermarks, partition_at, partitions_of};
 use crate::{Engine, Error, Result};
 
-const KEY: &str = "__fluxion_session_key";
-const SESSION: &str = "__fluxion_session";
-const WINDOW: &str = "__fluxion_session_window";
-/// Riders of sessions run together: the session's number, start and end.
-const RIDE_N: &str = "__fluxion_ride_session";
-const RIDE_START: &str = "__fluxion_ride_session_start";
-const RIDE_END: &str = "__fluxion_ride_session_end";
+use crate::document::hidden::{
+    RIDE_SESSION as RIDE_N, RIDE_SESSION_END as RIDE_END, RIDE_SESSION_START as RIDE_START,
+    SESSION, SESSION_KEY as KEY, SESSION_TABLE as WINDOW, SESSIONS_ALIAS,
+};
 
 #[derive(Clone)]
 struct Session {
@@ -316,7 +313,7 @@ impl SessionWindows {
                 .map(|k| format!("\"{k}\" NULLS FIRST, "))
                 .collect();
             let sorted = format!(
-                "SELECT * FROM ({sql}) AS __fluxion_sessions ORDER BY window_end, {keys}window_start"
+                "SELECT * FROM ({sql}) AS {SESSIONS_ALIAS} ORDER BY window_end, {keys}window_start"
             );
             // A query whose output lacks the bounds or the keys cannot be sorted by session.
             let Ok(frame) = engine.sql(&sorted).await else {
@@ -628,7 +625,7 @@ mod tests {
             .filter(|(f, _)| f.name() != crate::runtime::window::watermark::PARTITION)
             .map(|(f, c)| {
                 let name = if f.name() == TIME {
-                    "__fluxion_event_time"
+                    crate::document::hidden::legacy::EVENT_TIME
                 } else {
                     f.name().as_str()
                 };

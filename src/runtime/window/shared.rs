@@ -9,22 +9,19 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{Value, json};
 
+use crate::document::hidden;
 use crate::dsl::path::JsonPath;
 use crate::dsl::{Pipeline, Stage};
 use crate::runtime::policy::dead_letters::{DeadLetter, rows_as_json};
 use crate::{Error, Result};
 
 /// The event time of each document (a rider: it survives `$project`, `plan::order`).
-pub(super) const TIME: &str = "__fluxion_ride_time";
+pub(super) const TIME: &str = hidden::RIDE_TIME;
 /// Each buffered row's window start (a rider, so the stages before a window pipeline's `$group`
 /// keep it).
-pub(super) const START: &str = "__fluxion_ride_window_start";
-/// Its name in checkpoints written before it became a rider.
-pub(super) const OLD_START: &str = "__fluxion_window_start";
-/// The event time's name in checkpoints written before it became a rider.
-pub(super) const OLD_TIME: &str = "__fluxion_event_time";
+pub(super) const START: &str = hidden::RIDE_WINDOW_START;
 /// The hidden column holding each document's source partition (a rider, `plan::order`).
-pub const PARTITION: &str = "__fluxion_ride_partition";
+pub const PARTITION: &str = hidden::RIDE_PARTITION;
 
 /// What one step of the window operator gives.
 #[derive(Debug, Default)]
@@ -128,10 +125,9 @@ pub(super) fn current_names(schema: &Schema) -> SchemaRef {
         schema
             .fields()
             .iter()
-            .map(|f| match f.name().as_str() {
-                OLD_START => f.as_ref().clone().with_name(START),
-                OLD_TIME => f.as_ref().clone().with_name(TIME),
-                _ => f.as_ref().clone(),
+            .map(|f| match hidden::legacy::current(f.name()) {
+                Some(name) => f.as_ref().clone().with_name(name),
+                None => f.as_ref().clone(),
             })
             .collect::<Vec<_>>(),
     ))
@@ -201,14 +197,14 @@ pub(super) fn event_times(rows: &RecordBatch) -> Result<Option<Int64Array>> {
         .transpose()
 }
 
-/// The documents without the window operators' own columns (named `__fluxion_…`).
+/// The documents without the window operators' own (hidden) columns.
 pub(super) fn visible(b: &RecordBatch) -> Result<RecordBatch> {
     let keep: Vec<usize> = b
         .schema()
         .fields()
         .iter()
         .enumerate()
-        .filter(|(_, f)| !f.name().starts_with("__fluxion_"))
+        .filter(|(_, f)| !hidden::is_hidden(f.name()))
         .map(|(i, _)| i)
         .collect();
     Ok(b.project(&keep)?)
