@@ -15,8 +15,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use serde_json::{Value, json};
 
 use super::source::{Position, Rejected, Source, SourceBatch};
-use crate::document::decode::{read_lines_parallel, split_lines};
-use crate::document::infer::{Shape, schema_of};
+use crate::document::decode::{JsonlOptions, infer_schema, read_lines_parallel};
 use crate::{Error, Result};
 
 /// Bytes read per attempt (a micro-batch never waits for more than this much text).
@@ -56,7 +55,8 @@ impl JsonlFileSource {
                 }
                 // Inferred from the lines that parse: the unreadable ones are for the error
                 // policy to deal with when they are read.
-                std::sync::Arc::new(schema_of(&infer_in_parallel(&data)))
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                infer_schema(&data, JsonlOptions::default().infer_records, threads)?
             }
         };
         Ok(JsonlFileSource {
@@ -117,35 +117,6 @@ impl JsonlFileSource {
         }
         Ok((buf, end as u64))
     }
-}
-
-/// The shape of every object line of `data`, read by one thread per core (every line, so no
-/// field of the file is left out of the schema; a large file takes a while).
-fn infer_in_parallel(data: &[u8]) -> Shape {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunks = split_lines(data, threads);
-    let fold = |chunk: &[u8]| {
-        let mut shape = Shape::Object(Default::default());
-        for line in chunk.split(|b| *b == b'\n') {
-            if let Ok(v @ Value::Object(_)) = serde_json::from_slice::<Value>(line) {
-                shape = shape.merge(Shape::of(&v));
-            }
-        }
-        shape
-    };
-    std::thread::scope(|s| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|r| {
-                let chunk = &data[r];
-                s.spawn(move || fold(chunk))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or(Shape::Null))
-            .fold(Shape::Object(Default::default()), Shape::merge)
-    })
 }
 
 #[async_trait]

@@ -171,11 +171,90 @@ fn read_lines_shaped(
         strict,
         batch_size,
         first_only,
+        keep: true,
     };
     let read = lines::read(data, schema, shape, opts)?;
     Ok(ReadLines {
         batches: read.batches,
         invalid: read.invalid,
+    })
+}
+
+/// The schema of the object lines of `data`, lines that are not JSON objects left out (a
+/// stream's error policy deals with them when it reads them). It is inferred from the first
+/// `sample` documents and then confirmed by reading every line against it, strictly, on up to
+/// `threads` threads; only if some line does not fit is every line's shape merged — so the
+/// answer is the schema of all the documents, and in the common case costs one fast pass.
+pub fn infer_schema(data: &[u8], sample: usize, threads: usize) -> Result<SchemaRef> {
+    let mut shape = Shape::Object(Default::default());
+    let mut seen = 0usize;
+    let mut complete = true;
+    for line in data.split(|b| *b == b'\n') {
+        if seen == sample {
+            complete = false;
+            break;
+        }
+        if let Ok(v @ Value::Object(_)) = serde_json::from_slice::<Value>(line) {
+            shape = shape.merge(Shape::of_document(&v));
+            seen += 1;
+        }
+    }
+    let schema: SchemaRef = Arc::new(schema_of(&shape));
+    if complete {
+        return Ok(schema);
+    }
+    let chunks = split_lines(data, threads);
+    let opts = ReadOptions {
+        strict: true,
+        batch_size: 8192,
+        first_only: false,
+        keep: false,
+    };
+    let fits = std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .iter()
+            .map(|r| {
+                let chunk = &data[r.clone()];
+                let (schema, shape) = (&schema, &shape);
+                s.spawn(move || lines::read(chunk, schema, shape, opts))
+            })
+            .collect();
+        handles.into_iter().try_fold(true, |fits, h| {
+            let read = h
+                .join()
+                .unwrap_or_else(|_| Err(Error::internal("a JSON reader thread panicked")))?;
+            Ok::<_, Error>(fits && read.invalid.iter().all(|bad| bad.malformed))
+        })
+    })?;
+    if fits {
+        return Ok(schema);
+    }
+    Ok(Arc::new(schema_of(&infer_all(data, &chunks))))
+}
+
+/// The merged shape of every object line of `data`, one thread per chunk.
+fn infer_all(data: &[u8], chunks: &[std::ops::Range<usize>]) -> Shape {
+    let fold = |chunk: &[u8]| {
+        let mut shape = Shape::Object(Default::default());
+        for line in chunk.split(|b| *b == b'\n') {
+            if let Ok(v @ Value::Object(_)) = serde_json::from_slice::<Value>(line) {
+                shape = shape.merge(Shape::of_document(&v));
+            }
+        }
+        shape
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .iter()
+            .map(|r| {
+                let chunk = &data[r.clone()];
+                s.spawn(move || fold(chunk))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Shape::Null))
+            .fold(Shape::Object(Default::default()), Shape::merge)
     })
 }
 
@@ -212,7 +291,7 @@ fn infer_lines(data: &[u8], source: &str, limit: usize) -> Result<(Shape, bool)>
             return Ok((shape, false));
         }
         let v = parse_document(line, source, i + 1)?;
-        shape = shape.merge(Shape::of(&v));
+        shape = shape.merge(Shape::of_document(&v));
         seen += 1;
     }
     Ok((shape, true))
@@ -438,6 +517,42 @@ mod tests {
                 .unwrap();
             assert_eq!(ts.values().to_vec(), want);
             assert_eq!(ts.null_count(), 0);
+        }
+    }
+
+    /// A schema confirmed by reading every line is the schema of all the documents: what the
+    /// sample missed (a late field, a plain number beside dates, an empty sub-document beside
+    /// objects) widens it as full inference does; unreadable lines and empty documents do not.
+    #[test]
+    fn a_sampled_schema_is_confirmed_against_every_line() {
+        let mut data = String::new();
+        for i in 0..50 {
+            data.push_str(&format!(
+                "{{\"n\": {i}, \"at\": {{\"$date\": {i}}}, \"o\": {{\"k\": 1}}}}\n"
+            ));
+        }
+        data.push_str("{}\n{\"n\": 1,,}\nnot json\n");
+        let types = |data: &str| {
+            let schema = infer_schema(data.as_bytes(), 10, 3).unwrap();
+            schema
+                .fields()
+                .iter()
+                .map(|f| (f.name().clone(), f.data_type().clone()))
+                .collect::<Vec<_>>()
+        };
+        let base = types(&data);
+        assert_eq!(base.len(), 3, "{base:?}");
+        assert_eq!(base[1].1, crate::document::date::date_type());
+        assert!(matches!(base[2].1, DataType::Struct(_)), "{base:?}");
+        for (late, field, want) in [
+            ("{\"late\": \"x\"}", "late", DataType::Utf8),
+            ("{\"at\": 5}", "at", DataType::Utf8),
+            ("{\"o\": {}}", "o", DataType::Utf8),
+            ("{\"n\": 0.5}", "n", DataType::Float64),
+        ] {
+            let got = types(&format!("{data}{late}\n"));
+            let ty = got.iter().find(|(n, _)| n == field).map(|(_, t)| t.clone());
+            assert_eq!(ty, Some(want), "after {late}: {got:?}");
         }
     }
 

@@ -59,6 +59,16 @@ impl Shape {
         }
     }
 
+    /// The shape of one document (an object, even an empty one; other values as [`Shape::of`]).
+    pub fn of_document(v: &Value) -> Shape {
+        match v {
+            Value::Object(map) => {
+                Shape::Object(map.iter().map(|(k, v)| (k.clone(), Shape::of(v))).collect())
+            }
+            other => Shape::of(other),
+        }
+    }
+
     /// The shape that holds the values of both `self` and `other`.
     pub fn merge(self, other: Shape) -> Shape {
         use Shape::*;

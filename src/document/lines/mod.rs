@@ -74,6 +74,8 @@ pub struct ReadOptions {
     pub batch_size: usize,
     /// Stop at the first line left out.
     pub first_only: bool,
+    /// Keep the batches; without, reading only finds the lines left out (and counts the rest).
+    pub keep: bool,
 }
 
 /// Reads the JSON lines of `data` into batches of `schema`, whose documents have `shape` (the
@@ -140,7 +142,10 @@ pub fn read(data: &[u8], schema: &SchemaRef, shape: &Shape, opts: ReadOptions) -
             Ok(true) => {
                 out.documents += 1;
                 if root.len == batch_size {
-                    out.batches.push(root.batch(schema)?);
+                    match opts.keep {
+                        true => out.batches.push(root.batch(schema)?),
+                        false => root.truncate(0),
+                    }
                 }
             }
             Err(reason) => {
@@ -161,7 +166,7 @@ pub fn read(data: &[u8], schema: &SchemaRef, shape: &Shape, opts: ReadOptions) -
         start = end + 1;
         line_no += 1;
     }
-    if root.len > 0 {
+    if root.len > 0 && opts.keep {
         out.batches.push(root.batch(schema)?);
     }
     Ok(out)
@@ -172,8 +177,9 @@ pub fn check(data: &[u8]) -> Vec<Invalid> {
     let empty: SchemaRef = Arc::new(datafusion::arrow::datatypes::Schema::empty());
     let opts = ReadOptions {
         strict: false,
-        batch_size: usize::MAX,
+        batch_size: 8192,
         first_only: false,
+        keep: false,
     };
     match read(data, &empty, &Shape::Object(Default::default()), opts) {
         Ok(read) => read.invalid,
@@ -261,6 +267,7 @@ mod tests {
                 strict,
                 batch_size: 1024,
                 first_only: false,
+                keep: true,
             },
         )
         .unwrap()
@@ -404,7 +411,7 @@ mod tests {
         let data = concat!(
             r#"{"i": -9223372036854775808, "f": 2, "b": false, "s": "a\"\u00e9\ud83d\ude00", "o": {"k": 2, "k": 3}, "t": [1, null, 3], "m": {"x": [1, 2]}}"#,
             "\n",
-            r#"{"m": true, "o": {}, "t": []}"#,
+            r#"{"m": true, "o": {"k": null}, "t": []}"#,
             "\n",
             r#"{"m": 1.50, "s": 7, "o": null, "t": null}"#,
             "\n",
@@ -499,7 +506,16 @@ mod tests {
             r#"{"at": {"when": 1}}"#,
             "\n",
         );
-        let r = read_all(data, &shape, true);
+        // Under an inferred schema the plain ISO text and number make the field mixed.
+        let strict = read_all(data, &shape, true);
+        assert_eq!(strict.documents, 3);
+        assert!(
+            strict.invalid[..2].iter().all(|i| !i.malformed),
+            "{:?}",
+            strict.invalid
+        );
+        // A declared date reads them as dates.
+        let r = read_all(data, &shape, false);
         let col = r.batches[0].column(0);
         let ts = col
             .as_any()
@@ -550,6 +566,7 @@ mod tests {
                 strict: false,
                 batch_size: 4,
                 first_only: false,
+                keep: true,
             },
         )
         .unwrap();

@@ -183,7 +183,9 @@ impl<'s> Parser<'s, '_> {
                 push_date(col, ms);
                 Ok(())
             }
-            (Some(b'"'), Col::Date { .. }) => {
+            // Under an inferred schema a date column holds only extended JSON dates (a string
+            // or a number beside them makes the field mixed); a declared one reads them too.
+            (Some(b'"'), Col::Date { .. }) if !self.strict => {
                 self.i += 1;
                 let at = self.i;
                 let mut text = Vec::new();
@@ -211,6 +213,14 @@ impl<'s> Parser<'s, '_> {
     fn object(&mut self, s: &mut StructCol, depth: usize) -> Step {
         self.ws();
         if self.peek() == Some(b'}') {
+            // An empty sub-document has no fields to be an object of (its inferred shape is
+            // mixed); an empty document is just that.
+            if self.strict && depth > 1 {
+                return Err(Bad::unfit(format!(
+                    "expected an object with fields, found {{}} at column {}",
+                    self.i
+                )));
+            }
             self.i += 1;
             s.close();
             return Ok(());
@@ -480,7 +490,7 @@ impl<'s> Parser<'s, '_> {
                 valid.append_non_null();
                 Ok(())
             }
-            Col::Date { values, valid, .. } if integer => match parse_i64(text) {
+            Col::Date { values, valid, .. } if integer && !self.strict => match parse_i64(text) {
                 Some(n) => {
                     values.push(n);
                     valid.append_non_null();
