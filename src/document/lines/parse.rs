@@ -78,6 +78,36 @@ impl<'s> Parser<'s, '_> {
         }
     }
 
+    /// After a member or an element: a `,` (more follow: `false`) or the closing `close`
+    /// (`true`), each with the blanks after it.
+    fn more_or_close(&mut self, close: u8) -> Step<bool> {
+        self.ws();
+        match self.peek() {
+            Some(b',') => {
+                self.i += 1;
+                self.ws();
+                Ok(false)
+            }
+            Some(c) if c == close => {
+                self.i += 1;
+                Ok(true)
+            }
+            _ if close == b'}' => Err(self.expected("',' or '}'")),
+            _ => Err(self.expected("',' or ']'")),
+        }
+    }
+
+    /// The `:` after a field name (and the blanks around it).
+    fn colon(&mut self) -> Step {
+        self.ws();
+        if self.peek() != Some(b':') {
+            return Err(self.expected("':'"));
+        }
+        self.i += 1;
+        self.ws();
+        Ok(())
+    }
+
     fn expected(&self, what: &str) -> Bad {
         Bad::Malformed(match self.peek() {
             None => format!("expected {what} at the end of the line"),
@@ -237,12 +267,7 @@ impl<'s> Parser<'s, '_> {
                 false => s.find(&self.s[key_at..key_end]),
                 true => s.find(self.scratch),
             };
-            self.ws();
-            if self.peek() != Some(b':') {
-                return Err(self.expected("':'"));
-            }
-            self.i += 1;
-            self.ws();
+            self.colon()?;
             match found {
                 Some(k) => {
                     let child = &mut s.children[k];
@@ -264,18 +289,9 @@ impl<'s> Parser<'s, '_> {
                 }
                 None => self.skip(depth)?,
             }
-            self.ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.i += 1;
-                    self.ws();
-                }
-                Some(b'}') => {
-                    self.i += 1;
-                    s.close();
-                    return Ok(());
-                }
-                _ => return Err(self.expected("',' or '}'")),
+            if self.more_or_close(b'}')? {
+                s.close();
+                return Ok(());
             }
         }
     }
@@ -292,18 +308,13 @@ impl<'s> Parser<'s, '_> {
                         n - l.offsets.last().copied().unwrap_or(0) as usize
                     )));
                 }
-                self.ws();
-                match self.peek() {
-                    Some(b',') => {
-                        self.i += 1;
-                        self.ws();
-                    }
-                    Some(b']') => break,
-                    _ => return Err(self.expected("',' or ']'")),
+                if self.more_or_close(b']')? {
+                    break;
                 }
             }
+        } else {
+            self.i += 1;
         }
-        self.i += 1;
         let end = i32::try_from(l.child.len())
             .map_err(|_| Bad::Malformed("more than 2^31 array elements in one batch".into()))?;
         l.offsets.push(end);
@@ -558,24 +569,10 @@ impl<'s> Parser<'s, '_> {
             }
             self.i += 1;
             self.key()?;
-            self.ws();
-            if self.peek() != Some(b':') {
-                return Err(self.expected("':'"));
-            }
-            self.i += 1;
-            self.ws();
+            self.colon()?;
             self.skip(depth)?;
-            self.ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.i += 1;
-                    self.ws();
-                }
-                Some(b'}') => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                _ => return Err(self.expected("',' or '}'")),
+            if self.more_or_close(b'}')? {
+                return Ok(());
             }
         }
     }
@@ -588,17 +585,8 @@ impl<'s> Parser<'s, '_> {
         }
         loop {
             self.skip(depth)?;
-            self.ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.i += 1;
-                    self.ws();
-                }
-                Some(b']') => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                _ => return Err(self.expected("',' or ']'")),
+            if self.more_or_close(b']')? {
+                return Ok(());
             }
         }
     }
@@ -624,12 +612,7 @@ impl<'s> Parser<'s, '_> {
         if self.key()?.is_some() || &self.s[key_at..self.i - 1] != b"$date" {
             return Err(not_a_date(self));
         }
-        self.ws();
-        if self.peek() != Some(b':') {
-            return Err(self.expected("':'"));
-        }
-        self.i += 1;
-        self.ws();
+        self.colon()?;
         let at = self.i + 1;
         let ms = match self.peek() {
             Some(b'"') => {
@@ -689,12 +672,7 @@ impl<'s> Parser<'s, '_> {
         if self.key()?.is_some() || &self.s[key_at..self.i - 1] != b"$numberLong" {
             return Err(bad());
         }
-        self.ws();
-        if self.peek() != Some(b':') {
-            return Err(self.expected("':'"));
-        }
-        self.i += 1;
-        self.ws();
+        self.colon()?;
         if self.peek() != Some(b'"') {
             return Err(bad());
         }
