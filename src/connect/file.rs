@@ -265,4 +265,27 @@ mod tests {
         assert_eq!(Format::extension("dir/x.csv"), ".csv");
         assert_eq!(Format::extension("dir.d/x"), "");
     }
+
+    /// A CSV header can name a column anything: one holding NUL could pass for a hidden
+    /// column, so the table is refused (and not left registered); `__fluxion_…` is fine.
+    #[tokio::test]
+    async fn a_csv_column_named_with_nul_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.csv");
+        std::fs::write(&bad, "a,b\u{0}c\n1,2\n").unwrap();
+        let good = dir.path().join("good.csv");
+        std::fs::write(&good, "a,__fluxion_seq\n1,2\n").unwrap();
+        let ctx = SessionContext::new();
+        let opts = FileOptions::default();
+        let e = register_source(&ctx, "t", bad.to_str().unwrap(), &opts)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("NUL"), "{e}");
+        assert!(!ctx.table_exist("t").unwrap());
+        register_source(&ctx, "t", good.to_str().unwrap(), &opts)
+            .await
+            .unwrap();
+        let n = ctx.table("t").await.unwrap().count().await.unwrap();
+        assert_eq!(n, 1);
+    }
 }
