@@ -207,6 +207,8 @@ fn explain_prints_plans_and_sql() {
         assert!(text.contains(section), "missing {section}:\n{text}");
     }
     assert!(text.contains("Aggregate"), "{text}");
+    // Hidden columns are printed readably, not as raw NUL characters.
+    assert!(!text.contains('\u{0}') && text.contains("␀seq"), "{text}");
     let sql = text.split("== SQL ==").nth(1).unwrap();
     assert!(sql.contains("SELECT") && sql.contains("GROUP BY"), "{sql}");
 }
