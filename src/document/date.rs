@@ -51,7 +51,7 @@ pub fn date_millis(v: &Value) -> Option<Result<i64, String>> {
 }
 
 /// Parses ISO-8601 / RFC 3339 text (`2026-03-01`, `2026-03-01T10:00:00`, with optional fraction
-/// and `Z` or `±hh:mm`) as Arrow's JSON decoder does; text without an offset is UTC.
+/// and `Z` or `±hh:mm`), as Arrow's casts read it; text without an offset is UTC.
 pub fn parse_iso(s: &str) -> Option<i64> {
     string_to_datetime(&Utc, s)
         .ok()
