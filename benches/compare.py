@@ -45,6 +45,16 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
 
 
+def best_of(cmd, runs):
+    """The shortest wall time, in seconds, of `runs` runs of `cmd` (each must succeed)."""
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        sh(cmd)
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
 def ensure_venv():
     py = os.path.join(VENV, "bin", "python")
     if not os.path.exists(py):

@@ -7,10 +7,10 @@ job over the in-process Nexmark source (N bids) into the null sink, pinned to on
 
     FLUXION_BIN=target/release/fluxion python3 benches/nexmark.py --events 2000000 --runs 3
 """
-import argparse, json, os, shutil, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import ROOT, build  # noqa: E402
+from compare import ROOT, best_of, build  # noqa: E402
 
 QUERIES = os.path.join(ROOT, "examples", "nexmark")
 
@@ -48,12 +48,7 @@ def main():
                 if not os.path.exists(os.path.join(QUERIES, f"{q}.{spelling}")):
                     continue
                 path = job(d, q, spelling, args.events, args.batch)
-                times = []
-                for _ in range(args.runs):
-                    t = time.perf_counter()
-                    subprocess.run(pin + [fluxion, "run", path], check=True)
-                    times.append(time.perf_counter() - t)
-                best = min(times)
+                best = best_of(pin + [fluxion, "run", path], args.runs)
                 rows.append((q, spelling, best, args.events / best))
     finally:
         shutil.rmtree(d)

@@ -9,10 +9,10 @@ the whole process, best of R runs, and MB/s of the file.
 
     FLUXION_BIN=target/release/fluxion python3 benches/stream_file.py --events 2000000 --runs 3
 """
-import argparse, json, os, shutil, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, subprocess, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import DATA, build  # noqa: E402
+from compare import DATA, best_of, build  # noqa: E402
 
 SCHEMA = {"auction": "long", "bidder": "long", "price": "long", "channel": "string",
           "url": "string", "dateTime": "date", "extra": "string"}
@@ -59,12 +59,7 @@ def main():
                 "name": "stream-file", "source": source,
                 "pipeline": [{"$match": {"price": {"$gte": 0}}}], "sink": {"type": "null"},
                 "runtime": {"microBatchSize": args.batch, "workerThreads": 1}})
-            times = []
-            for _ in range(args.runs):
-                t = time.perf_counter()
-                subprocess.run(pin + [fluxion, "run", job], check=True)
-                times.append(time.perf_counter() - t)
-            best = min(times)
+            best = best_of(pin + [fluxion, "run", job], args.runs)
             print(f"{name:<18}{best:>8.3f} s{size / 1e6 / best:>10.0f} MB/s")
     finally:
         shutil.rmtree(d)
