@@ -71,12 +71,7 @@ pub fn decode(data: &[u8], source: &str, opts: &JsonlOptions) -> Result<Decoded>
 }
 
 /// Lines decoded with a schema: the batches of those that read, and the others.
-#[derive(Debug)]
-pub struct ReadLines {
-    pub batches: Vec<RecordBatch>,
-    /// The lines left out, in input order.
-    pub invalid: Vec<Invalid>,
-}
+pub type ReadLines = lines::Read;
 
 /// Decodes the JSON lines of `data` with `schema`, leaving out (and listing) every line that
 /// is not a JSON object or does not fit the schema. `strict` also refuses fields the schema
@@ -109,12 +104,10 @@ pub fn read_lines_parallel(
     }
     let shape = Shape::of_type(&DataType::Struct(schema.fields().clone()));
     let results = read_chunks(data, &chunks, schema, &shape, strict, batch_size, false);
-    let mut out = ReadLines {
-        batches: Vec::new(),
-        invalid: Vec::new(),
-    };
+    let mut out = ReadLines::default();
     for (r, range) in results.into_iter().zip(&chunks) {
         let read = r?;
+        out.documents += read.documents;
         out.batches.extend(read.batches);
         if !read.invalid.is_empty() {
             let before = memchr::memchr_iter(b'\n', &data[..range.start]).count();
@@ -173,11 +166,7 @@ fn read_lines_shaped(
         first_only,
         keep: true,
     };
-    let read = lines::read(data, schema, shape, opts)?;
-    Ok(ReadLines {
-        batches: read.batches,
-        invalid: read.invalid,
-    })
+    lines::read(data, schema, shape, opts)
 }
 
 /// The schema of the object lines of `data`, lines that are not JSON objects left out (a
