@@ -35,6 +35,9 @@ pub struct JsonlFileSource {
     pub poll: Duration,
     /// Average bytes per line read so far (how much to read for a micro-batch).
     line_bytes: f64,
+    /// Bytes of the file from `offset` on, read but not yet made into documents: what a read
+    /// took past a micro-batch's last line is not read again, and the buffer is reused.
+    buf: Vec<u8>,
 }
 
 impl JsonlFileSource {
@@ -68,41 +71,73 @@ impl JsonlFileSource {
             declared,
             poll: Duration::from_millis(50),
             line_bytes: 256.0,
+            buf: Vec::new(),
         })
     }
 
-    /// Complete lines from the offset, at most `max_rows` of them, and their length in bytes.
-    fn read_lines(&mut self, max_rows: usize) -> Result<(Vec<u8>, u64)> {
+    /// Reads until `buf` holds `max_rows` complete lines from the offset (or all there are);
+    /// gives the length in bytes of those lines, which start `buf`.
+    fn read_lines(&mut self, max_rows: usize) -> Result<usize> {
         let io = |e: std::io::Error| Error::external(format!("reading {}", self.path.display()), e);
-        let mut f = std::fs::File::open(&self.path).map_err(io)?;
-        f.seek(SeekFrom::Start(self.offset)).map_err(io)?;
         let cap = match self.end {
             Some(end) => end.saturating_sub(self.offset).min(CHUNK as u64),
             None => CHUNK as u64,
-        };
+        } as usize;
+        let (mut end, mut lines) = (0usize, 0usize);
+        let mut scanned = 0usize;
+        let mut file = None;
+        let mut eof = false;
         // Read about what `max_rows` lines take (by the lines read so far), more if short:
         // a small micro-batch does not read megabytes it will not use.
-        let guess = (max_rows as f64 * self.line_bytes * 1.25) as u64;
-        let mut want = guess.clamp(64 << 10, CHUNK as u64);
-        let mut buf = Vec::new();
-        let (mut end, mut lines, mut scanned) = (0usize, 0usize, 0usize);
+        let guess = (max_rows as f64 * self.line_bytes * 1.25) as usize;
+        let mut want = guess.clamp(64 << 10, CHUNK);
         loop {
-            let room = cap.saturating_sub(buf.len() as u64).min(want);
-            let got = (&mut f).take(room).read_to_end(&mut buf).map_err(io)?;
-            for i in memchr::memchr_iter(b'\n', &buf[scanned..]) {
+            for i in memchr::memchr_iter(b'\n', &self.buf[scanned..]) {
                 end = scanned + i + 1;
                 lines += 1;
                 if lines == max_rows {
                     break;
                 }
             }
-            scanned = if lines == max_rows { end } else { buf.len() };
-            if lines >= max_rows || got == 0 || buf.len() as u64 >= cap {
+            scanned = if lines == max_rows {
+                end
+            } else {
+                self.buf.len()
+            };
+            if lines >= max_rows {
                 break;
             }
-            want = buf.len() as u64;
+            // The end of what is to be read: a last line without a newline is a line, unless
+            // the file is followed (its writer may not have finished it).
+            let last = self
+                .end
+                .is_some_and(|e| self.offset + self.buf.len() as u64 >= e);
+            if last || (eof && !self.follow) {
+                if end < self.buf.len() {
+                    end = self.buf.len();
+                    lines += 1;
+                }
+                break;
+            }
+            if eof || self.buf.len() >= cap {
+                break;
+            }
+            let f = match &mut file {
+                Some(f) => f,
+                None => {
+                    let mut f = std::fs::File::open(&self.path).map_err(io)?;
+                    f.seek(SeekFrom::Start(self.offset + self.buf.len() as u64))
+                        .map_err(io)?;
+                    file.insert(f)
+                }
+            };
+            let room = cap.saturating_sub(self.buf.len()).min(want);
+            self.buf.reserve(room);
+            let got = f.take(room as u64).read_to_end(&mut self.buf).map_err(io)?;
+            eof = got < room;
+            want = self.buf.len().max(want);
         }
-        if lines == 0 && buf.len() >= CHUNK {
+        if lines == 0 && self.buf.len() >= CHUNK {
             return Err(Error::input(
                 format!("{}@{}", self.path.display(), self.offset),
                 format!(
@@ -111,11 +146,10 @@ impl JsonlFileSource {
                 ),
             ));
         }
-        buf.truncate(end);
         if lines > 0 {
             self.line_bytes = end as f64 / lines as f64;
         }
-        Ok((buf, end as u64))
+        Ok(end)
     }
 }
 
@@ -133,6 +167,7 @@ impl Source for JsonlFileSource {
         match position.0.get("offset").and_then(Value::as_u64) {
             Some(o) => {
                 self.offset = o;
+                self.buf.clear();
                 Ok(())
             }
             None => Err(Error::input(
@@ -157,6 +192,8 @@ impl Source for JsonlFileSource {
         match end.0.get("offset").and_then(Value::as_u64) {
             Some(o) => {
                 self.end = Some(o);
+                self.buf
+                    .truncate(o.saturating_sub(self.offset).min(usize::MAX as u64) as usize);
                 self.follow = false;
                 Ok(())
             }
@@ -168,7 +205,7 @@ impl Source for JsonlFileSource {
     }
 
     async fn next_batch(&mut self, max_rows: usize) -> Result<Option<SourceBatch>> {
-        let (text, consumed) = self.read_lines(max_rows.max(1))?;
+        let consumed = self.read_lines(max_rows.max(1))?;
         if consumed == 0 {
             if !self.follow || self.end.is_some_and(|e| self.offset >= e) {
                 return Ok(None);
@@ -186,7 +223,8 @@ impl Source for JsonlFileSource {
         // to the error policy with their byte offset and why.
         // A big micro-batch is read on every core (the pipeline runs beside it).
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let read = read_lines_parallel(&text, &self.schema, false, 8192, threads)?;
+        let text = &self.buf[..consumed];
+        let read = read_lines_parallel(text, &self.schema, false, 8192, threads)?;
         let rejected = read
             .invalid
             .into_iter()
@@ -197,12 +235,71 @@ impl Source for JsonlFileSource {
             })
             .collect();
         let batch = concat_batches(&self.schema, &read.batches)?;
-        self.offset += consumed;
+        self.buf.drain(..consumed);
+        self.offset += consumed as u64;
         Ok(Some(SourceBatch {
             batch,
             position: self.position(),
             rejected,
             partitions: None,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Array, Int64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    fn values(b: &SourceBatch) -> Vec<i64> {
+        let a = b.batch.column(0);
+        let a = a.as_any().downcast_ref::<Int64Array>().unwrap();
+        (0..a.len()).map(|i| a.value(i)).collect()
+    }
+
+    async fn drain(source: &mut JsonlFileSource, rows: usize) -> Vec<i64> {
+        let mut out = Vec::new();
+        while let Some(b) = source.next_batch(rows).await.unwrap() {
+            if b.batch.num_rows() == 0 {
+                break;
+            }
+            assert!(b.rejected.is_empty(), "{:?}", b.rejected);
+            out.extend(values(&b));
+        }
+        out
+    }
+
+    /// A file read to its end gives its last line even without a newline after it; a followed
+    /// file gives it only once the line is finished.
+    #[tokio::test]
+    async fn the_last_line_is_read_without_a_newline_unless_the_file_is_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, "{\"a\":1}\n{\"a\":2}\n{\"a\":3}").unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
+        for rows in [1, 2, 10] {
+            let mut s = JsonlFileSource::open(&path, Some(schema.clone()), false).unwrap();
+            assert_eq!(drain(&mut s, rows).await, [1, 2, 3], "{rows} per batch");
+            assert_eq!(s.position().0, json!({"offset": 23}));
+        }
+        std::fs::write(&path, "{\"a\":1}\n{\"a\":2}\n{\"a\":3").unwrap();
+        let mut s = JsonlFileSource::open(&path, Some(schema.clone()), true).unwrap();
+        s.poll = Duration::from_millis(1);
+        assert_eq!(drain(&mut s, 10).await, [1, 2]);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"0}\n{\"a\":4}\n").unwrap();
+        assert_eq!(drain(&mut s, 10).await, [30, 4]);
+        // Read again from a position: what was read ahead is not reused.
+        s.seek(&Position(json!({"offset": 8}))).unwrap();
+        assert_eq!(drain(&mut s, 1).await, [2, 30, 4]);
+        // Up to a position that ends in the middle of the file.
+        let mut s = JsonlFileSource::open(&path, Some(schema), false).unwrap();
+        s.end_at(&Position(json!({"offset": 16}))).unwrap();
+        assert_eq!(drain(&mut s, 10).await, [1, 2]);
     }
 }
