@@ -126,9 +126,13 @@ impl Job {
         }
     }
 
-    /// True for a streaming job: a followed source, checkpoints, or runtime settings.
+    /// True for a streaming job: a followed source, a Kafka source or sink, checkpoints, or
+    /// runtime settings.
     pub fn is_streaming(&self) -> bool {
-        let follow = matches!(self.source, SourceConfig::File { follow: true, .. });
+        let follow = matches!(
+            self.source,
+            SourceConfig::File { follow: true, .. } | SourceConfig::Kafka(_)
+        ) || matches!(self.sink, SinkConfig::Kafka(_));
         follow || self.checkpoint.is_some() || self.runtime.is_some()
     }
 
@@ -154,10 +158,12 @@ impl Job {
                     .transpose()?;
                 Ok((path.clone(), FileOptions { format, schema }))
             }
-            SourceConfig::Memory { .. } | SourceConfig::Nexmark { .. } => Err(Error::config(
-                context,
-                "a generated or in-memory source has no location",
-            )),
+            SourceConfig::Memory { .. } | SourceConfig::Nexmark { .. } | SourceConfig::Kafka(_) => {
+                Err(Error::config(
+                    context,
+                    "a generated, in-memory or Kafka source has no location",
+                ))
+            }
         }
     }
 

@@ -3,9 +3,9 @@
 //! [`Source`] and [`Sink`] that read and write them, so the CLI and the library builder open
 //! connectors the same way and swapping one is a change of config.
 //!
-//! Streams read local JSON-lines files (optionally followed) or documents given in the
-//! config, and write local JSON-lines files (exactly once), Parquet directories (exactly
-//! once) or stdout (at least once).
+//! Streams read local JSON-lines files (optionally followed), Kafka topics or documents
+//! given in the config, and write local JSON-lines files (exactly once), Parquet directories
+//! (exactly once), Kafka topics or stdout (at least once).
 
 use datafusion::arrow::datatypes::SchemaRef;
 use serde::Deserialize;
@@ -14,6 +14,9 @@ use serde_json::Value;
 use super::Format;
 use super::jsonl_sink::JsonlFileSink;
 use super::jsonl_source::JsonlFileSource;
+use super::kafka::sink::KafkaSink;
+use super::kafka::source::KafkaSource;
+use super::kafka::{KafkaSinkConfig, KafkaSourceConfig};
 use super::memory::{MemorySource, NullSink};
 use super::nexmark::{NexmarkKind, NexmarkSource};
 use super::parquet_sink::ParquetDirSink;
@@ -54,6 +57,8 @@ pub enum SourceConfig {
         #[serde(rename = "timeField")]
         time_field: Option<Value>,
     },
+    /// Records of Kafka topics (`connect::kafka`).
+    Kafka(KafkaSourceConfig),
     /// Documents given in the job itself (for tests, demos and embedding).
     Memory {
         documents: Vec<Value>,
@@ -72,6 +77,11 @@ impl SourceConfig {
             SourceConfig::File { time_field, .. } | SourceConfig::Memory { time_field, .. } => {
                 time_field.as_ref()
             }
+            SourceConfig::Kafka(k) => {
+                static TIMESTAMP: std::sync::LazyLock<Value> =
+                    std::sync::LazyLock::new(|| Value::String("$_timestamp".into()));
+                Some(k.time_field.as_ref().unwrap_or(&TIMESTAMP))
+            }
             SourceConfig::Nexmark { time_field, .. } => {
                 static DATE_TIME: std::sync::LazyLock<Value> =
                     std::sync::LazyLock::new(|| Value::String("$dateTime".into()));
@@ -85,7 +95,10 @@ impl SourceConfig {
         match self {
             SourceConfig::File { table, .. }
             | SourceConfig::Memory { table, .. }
-            | SourceConfig::Nexmark { table, .. } => table.as_deref().unwrap_or("input"),
+            | SourceConfig::Nexmark { table, .. }
+            | SourceConfig::Kafka(KafkaSourceConfig { table, .. }) => {
+                table.as_deref().unwrap_or("input")
+            }
         }
     }
 
@@ -117,6 +130,8 @@ pub enum SinkConfig {
         path: String,
         format: Option<Format>,
     },
+    /// Records of a Kafka topic (`connect::kafka`).
+    Kafka(KafkaSinkConfig),
 }
 
 /// The source a config describes; `schema` (a checkpoint's) is read with when the config
@@ -160,6 +175,7 @@ pub fn open_source(
             let kind = NexmarkKind::parse(kind.as_deref().unwrap_or("bid"))?;
             Ok(Box::new(NexmarkSource::of(kind, *events).with_rate(*rate)))
         }
+        SourceConfig::Kafka(k) => Ok(Box::new(KafkaSource::open(k, schema, context)?)),
         SourceConfig::Memory { .. } => {
             let text = config.memory_jsonl().unwrap_or_default();
             Ok(Box::new(MemorySource::from_jsonl(&text)?))
@@ -172,6 +188,7 @@ pub fn open_sink(config: &SinkConfig, context: &str) -> Result<Box<dyn Sink>> {
     match config {
         SinkConfig::Stdout => Ok(Box::new(StdoutSink)),
         SinkConfig::Null => Ok(Box::new(NullSink::default())),
+        SinkConfig::Kafka(k) => Ok(Box::new(KafkaSink::open(k, context)?)),
         SinkConfig::File { path, .. } if path.contains("://") => Err(Error::config(
             context,
             format!("a stream writes local files (not {path})"),

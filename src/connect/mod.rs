@@ -7,6 +7,7 @@ pub mod config;
 pub mod file;
 pub mod jsonl_sink;
 pub mod jsonl_source;
+pub mod kafka;
 pub mod memory;
 pub mod nexmark;
 pub mod object_store;

@@ -67,7 +67,15 @@ pub trait Source: Send {
     fn lag(&self) -> Option<u64> {
         None
     }
+    /// What to tell the source's system after each checkpoint, with the checkpointed position
+    /// (a Kafka source commits its offsets to its consumer group); asked once, before the run.
+    fn on_checkpoint(&self) -> Option<CheckpointHook> {
+        None
+    }
 }
+
+/// Called with the position of each checkpoint once it is saved; must not block.
+pub type CheckpointHook = std::sync::Arc<dyn Fn(&Position) + Send + Sync>;
 
 /// The Connect sink interface: accepts batches, and makes what it accepted durable in step
 /// with the checkpoint.

@@ -22,7 +22,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::connect::source::{Position, Sink, Source};
+use crate::connect::source::{CheckpointHook, Position, Sink, Source};
 use crate::runtime::exec::deliver::Deliverer;
 use crate::runtime::exec::options::Counters;
 pub use crate::runtime::exec::options::RuntimeOptions;
@@ -113,8 +113,15 @@ async fn save(
     policy: &ErrorPolicy,
     counters: &Counters,
     writes: &mut StateWrites,
+    hook: Option<&CheckpointHook>,
 ) -> Result<Duration> {
     let began = Instant::now();
+    let position = Position(checkpoint.source.clone());
+    let told = || {
+        if let Some(h) = hook {
+            h(&position);
+        }
+    };
     let fail = |e: Error| {
         counters.failures.fetch_add(1, Ordering::Relaxed);
         e
@@ -133,6 +140,7 @@ async fn save(
             writes.mark = s.mark();
             writes.delta_rows += delta.rows();
             writes.deltas += 1;
+            told();
             return Ok(began.elapsed());
         }
     }
@@ -147,6 +155,7 @@ async fn save(
     *writes = state
         .as_ref()
         .map_or_else(StateWrites::default, |s| StateWrites::whole(s, 0));
+    told();
     Ok(began.elapsed())
 }
 
@@ -269,6 +278,7 @@ pub async fn run_with_dead_letters(
     deliverer.restore().await?;
     let counters = Arc::new(Counters::default());
     let schema = source.schema();
+    let hook = source.on_checkpoint();
     let ticks = match &operator {
         Some(Operator::Window(w)) if w.needs_ticks() => Some(options.tick_interval),
         _ => None,
@@ -357,6 +367,7 @@ pub async fn run_with_dead_letters(
                         &options.error_policy,
                         &counters,
                         &mut writes,
+                        hook.as_ref(),
                     )
                     .await?;
                     stats.checkpointed(took);
@@ -414,6 +425,7 @@ pub async fn run_with_dead_letters(
                     &options.error_policy,
                     &counters,
                     &mut writes,
+                    hook.as_ref(),
                 )
                 .await
                 .map(|took| stats.checkpointed(took)),

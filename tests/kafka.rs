@@ -1,0 +1,250 @@
+//! Kafka in and out, against a real Kafka-protocol broker (Tansu) started on loopback by the
+//! harness: records read with their own fields, bad records dead-lettered with their
+//! position, a job from topic to topic through the CLI, resumed from its checkpoint, with the
+//! offsets committed to the consumer group.
+
+mod common;
+
+use std::process::Command;
+
+use common::kafka::Broker;
+use fluxion::connect::kafka::KafkaSourceConfig;
+use fluxion::connect::kafka::source::KafkaSource;
+use fluxion::connect::memory::MemorySink;
+use fluxion::runtime::exec::micro_batch::{RuntimeOptions, run_with_dead_letters};
+use fluxion::runtime::state::checkpoint::MemoryCheckpoints;
+use fluxion::{Engine, Pipeline};
+use serde_json::{Value, json};
+
+fn orders(n: usize, from: usize) -> Vec<String> {
+    (from..from + n)
+        .map(|i| {
+            json!({"customerId": format!("c-{}", i % 7), "status": if i % 3 == 0 { "NEW" } else { "PAID" },
+                   "orderValue": (i % 50) as f64 + 0.25})
+            .to_string()
+        })
+        .collect()
+}
+
+fn source_config(broker: &Broker, topic: &str, extra: Value) -> KafkaSourceConfig {
+    let mut c = json!({"bootstrapServers": broker.servers, "topic": topic, "endAt": "latest"});
+    c.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    serde_json::from_value(c).unwrap()
+}
+
+/// Every record of a 3-partition topic becomes a document with its partition, offset, key
+/// and timestamp; the records that are no JSON object go to the dead-letter sink with their
+/// topic, partition and offset, and the source ends where the topic ended when it started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_become_documents_and_bad_ones_dead_letters() {
+    let broker = Broker::start();
+    broker.create_topic("orders", 3).await;
+    let good = orders(40, 0);
+    let mut records: Vec<(Option<&str>, &str)> = good
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (Some(["k0", "k1", "k2"][i % 3]), v.as_str()))
+        .collect();
+    records.insert(
+        5,
+        (
+            Some("k0"),
+            "{\"customerId\": \"c-1\",, \"status\": \"PAID\"}",
+        ),
+    );
+    records.insert(17, (Some("k1"), "[1, 2]"));
+    records.insert(30, (Some("k2"), "   "));
+    broker.produce("orders", &records).await;
+
+    let engine = Engine::new();
+    let pipeline = Pipeline::from_value(&json!([{"$match": {}}])).unwrap();
+    for schema in [
+        Some(json!({"customerId": "string", "status": "string", "orderValue": "double"})),
+        None,
+    ] {
+        let extra = match &schema {
+            Some(s) => json!({"schema": s}),
+            None => json!({}),
+        };
+        let mut source =
+            KafkaSource::open(&source_config(&broker, "orders", extra), None, "test").unwrap();
+        let (mut sink, docs) = MemorySink::with_view();
+        let (mut dead, dead_docs) = MemorySink::with_view();
+        let options = RuntimeOptions {
+            micro_batch_size: 8,
+            ..Default::default()
+        };
+        let stats = run_with_dead_letters(
+            &engine,
+            &pipeline,
+            &mut source,
+            &mut sink,
+            Some(&mut dead),
+            &mut MemoryCheckpoints::default(),
+            &options,
+        )
+        .await
+        .unwrap();
+        let docs = docs.documents().unwrap();
+        assert_eq!(docs.len(), 40, "schema {schema:?}");
+        assert_eq!(stats.dead_lettered, 3);
+        // Each partition's offsets run from 0 without a gap (bad records included), and a
+        // document carries what its record had.
+        let mut seen: Vec<(i64, i64)> = docs
+            .iter()
+            .map(|d| {
+                (
+                    d["_partition"].as_i64().unwrap(),
+                    d["_offset"].as_i64().unwrap(),
+                )
+            })
+            .chain(dead_docs.documents().unwrap().iter().map(|d| {
+                (
+                    d["position"]["partition"].as_i64().unwrap(),
+                    d["position"]["offset"].as_i64().unwrap(),
+                )
+            }))
+            .collect();
+        seen.sort();
+        for p in 0..3 {
+            let offsets: Vec<i64> = seen.iter().filter(|s| s.0 == p).map(|s| s.1).collect();
+            assert_eq!(offsets, (0..offsets.len() as i64).collect::<Vec<_>>());
+        }
+        assert_eq!(seen.len(), 43);
+        let mut values: Vec<String> = docs
+            .iter()
+            .map(|d| {
+                json!({"customerId": d["customerId"], "status": d["status"], "orderValue": d["orderValue"]})
+                    .to_string()
+            })
+            .collect();
+        values.sort();
+        let mut expected: Vec<String> = good
+            .iter()
+            .map(|v| serde_json::from_str::<Value>(v).unwrap().to_string())
+            .collect();
+        expected.sort();
+        assert_eq!(values, expected);
+        assert!(
+            docs.iter()
+                .all(|d| d["_key"].as_str().is_some_and(|k| k.starts_with('k'))
+                    && d["_topic"] == "orders"
+                    && d["_timestamp"].is_object())
+        );
+        let reasons: Vec<String> = dead_docs
+            .documents()
+            .unwrap()
+            .iter()
+            .map(|d| d["reason"].as_str().unwrap().to_string())
+            .collect();
+        assert!(
+            reasons.iter().any(|r| r.contains("not valid JSON")),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons.iter().any(|r| r.contains("a JSON object")),
+            "{reasons:?}"
+        );
+        assert!(reasons.iter().any(|r| r.contains("empty")), "{reasons:?}");
+    }
+}
+
+fn fluxion(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fluxion"))
+        .args(args)
+        .env("RUST_LOG", "fluxion=warn")
+        .output()
+        .expect("run fluxion")
+}
+
+/// `fluxion run` from a topic through the quickstart stages to another topic: the output's
+/// last upsert per customer is the batch answer; a second run after more records resumes from
+/// the checkpoint (no input read twice), and the group's committed offsets are the topic's
+/// ends, so its lag is 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_streams_topic_to_topic_and_resumes_from_its_checkpoint() {
+    let broker = Broker::start();
+    broker.create_topic("orders.v1", 3).await;
+    broker.create_topic("ltv", 1).await;
+    let first = orders(300, 0);
+    let records: Vec<(Option<&str>, &str)> = first.iter().map(|v| (None, v.as_str())).collect();
+    broker.produce("orders.v1", &records).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        json!({
+            "name": "kafka-ltv",
+            "source": {"type": "kafka", "bootstrapServers": broker.servers, "topic": "orders.v1",
+                       "groupId": "fluxion-ltv", "endAt": "latest",
+                       "schema": {"customerId": "string", "status": "string", "orderValue": "double"},
+                       "properties": {"session.timeout.ms": 6000}},
+            "pipeline": [{"$match": {"status": "PAID"}},
+                         {"$group": {"_id": "$customerId", "orderCount": {"$count": {}},
+                                     "lifetimeValue": {"$sum": "$orderValue"}}}],
+            "sink": {"type": "kafka", "bootstrapServers": broker.servers, "topic": "ltv",
+                     "key": "$_id", "headers": {"orders": "$orderCount"}},
+            "runtime": {"microBatchSize": 50},
+            "checkpoint": {"store": dir.path().join("cp")}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out = fluxion(&["run", job.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let output = broker.consume_all("ltv");
+    assert!(
+        output
+            .iter()
+            .all(|r| r.key.as_deref() == r.value["_id"].as_str())
+    );
+    assert!(
+        output
+            .iter()
+            .all(|r| r.headers == [("orders".to_string(), r.value["orderCount"].to_string())])
+    );
+    common::assert_same_groups(
+        output.iter().map(|r| r.value.clone()),
+        &expected(&first).await,
+    );
+    let upserts = output.len();
+
+    // More orders; the second run reads only those.
+    let second = orders(120, 300);
+    let records: Vec<(Option<&str>, &str)> = second.iter().map(|v| (None, v.as_str())).collect();
+    broker.produce("orders.v1", &records).await;
+    let out = fluxion(&["run", job.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let output = broker.consume_all("ltv");
+    assert!(output.len() > upserts);
+    let all: Vec<String> = first.iter().chain(&second).cloned().collect();
+    common::assert_same_groups(
+        output.iter().map(|r| r.value.clone()),
+        &expected(&all).await,
+    );
+    // The group's committed offsets are each partition's end: a lag of 0.
+    let committed: i64 = broker.committed("fluxion-ltv", "orders.v1", 3).iter().sum();
+    assert_eq!(committed, 420);
+}
+
+/// The batch answer of the quickstart stages over `docs`.
+async fn expected(docs: &[String]) -> Vec<Value> {
+    let data: String = docs.iter().map(|d| format!("{d}\n")).collect();
+    let p = Pipeline::from_value(&json!([{"$match": {"status": "PAID"}},
+        {"$group": {"_id": "$customerId", "orderCount": {"$count": {}},
+                    "lifetimeValue": {"$sum": "$orderValue"}}}]))
+    .unwrap();
+    common::batch_result(&data, &p).await
+}
