@@ -67,6 +67,15 @@ pub trait Source: Send {
     fn lag(&self) -> Option<u64> {
         None
     }
+    /// Reads nothing past `end` (a position this source returned) until called with `None`:
+    /// how a restart forms a logged micro-batch again, record for record.
+    fn bound(&mut self, end: Option<&Position>) -> Result<()> {
+        let _ = end;
+        Err(crate::Error::config(
+            "stream",
+            "this source cannot read a micro-batch again exactly",
+        ))
+    }
     /// What to tell the source's system after each checkpoint, with the checkpointed position
     /// (a Kafka source commits its offsets to its consumer group); asked once, before the run.
     fn on_checkpoint(&self) -> Option<CheckpointHook> {
@@ -99,4 +108,29 @@ pub trait Sink: Send {
     }
     /// Returns to a checkpointed state (output after it is discarded).
     async fn restore(&mut self, state: &Value) -> Result<()>;
+    /// True for a sink that cannot discard output on `restore` and instead recognises the
+    /// output it already holds by each batch's [`BatchId`] (Kafka): the runtime then logs
+    /// every batch's input before writing it, and a restart forms the same batches again.
+    fn recognises_output(&self) -> bool {
+        false
+    }
+    /// Called before a micro-batch's output is written, with the batch's identity.
+    fn begin(&mut self, batch: &BatchId) {
+        let _ = batch;
+    }
+    /// After `restore` when output written past `state` may be there (a crashed run, a failed
+    /// attempt): learns which batches' output it holds, so writing them again adds nothing.
+    async fn recover(&mut self, state: &Value) -> Result<()> {
+        let _ = state;
+        Ok(())
+    }
+}
+
+/// A micro-batch's identity: the same when a restarted run forms the batch again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchId {
+    /// The job's name.
+    pub job: String,
+    /// The batch's number (counting every batch of the job, over all runs).
+    pub number: u64,
 }

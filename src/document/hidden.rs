@@ -105,9 +105,9 @@ pub const WINDOW_GROUPS_TABLE: &str = "__fluxion_window_groups";
 pub const SESSION_TABLE: &str = "__fluxion_session_window";
 /// The alias of a session query's rows when they are sorted by session.
 pub const SESSIONS_ALIAS: &str = "__fluxion_sessions";
-/// A continuous `$group`'s state, a batch's partial groups, and the merged upserts.
+/// A continuous `$group`'s touched state rows followed by a batch's partial groups, and the
+/// merged upserts.
 pub const GROUP_STATE_TABLE: &str = "__fluxion_group_state";
-pub const GROUP_PARTIAL_TABLE: &str = "__fluxion_group_partial";
 pub const GROUP_UPSERTS_TABLE: &str = "__fluxion_group_upserts";
 
 /// The name of the numbered source behind table `name`.

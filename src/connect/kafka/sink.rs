@@ -3,9 +3,13 @@
 //! `acks=all` (so librdkafka's own retries neither lose nor repeat a record), and a commit
 //! waits until the broker has every record of the micro-batch.
 //!
-//! Delivery is at least once: records written after the last checkpoint are written again by
-//! a restarted run.
+//! Exactly once as a consumer sees it, on any Kafka-protocol broker: every record carries a
+//! `fluxion-id` header naming its job, micro-batch and index. The runtime logs each batch's
+//! input before writing it, so a run after a crash forms the same batches again and so makes
+//! the same records; before writing them the sink reads its partitions past the checkpointed
+//! offsets ([`Sink::recover`]) and leaves out the records already there.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,22 +18,29 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, StructArray};
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use rdkafka::ClientContext;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use serde_json::{Value, json};
 
 use super::{KafkaSinkConfig, client_config, kafka_error};
-use crate::connect::source::Sink;
+use crate::connect::source::{BatchId, Sink};
 use crate::document::encode::write_batch;
 use crate::{Error, Result};
 
 /// How long a commit waits for the broker to acknowledge a micro-batch.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long reading the topic's tail after a crash may take.
+const RECOVER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Keeps the first delivery failure for the commit to report.
+/// The header naming a record's job, micro-batch and index.
+pub const ID_HEADER: &str = "fluxion-id";
+
+/// Keeps the first delivery failure for the commit to report, and where each partition's
+/// records end.
 #[derive(Default)]
 struct Delivery {
     failed: Mutex<Option<String>>,
+    next: Mutex<BTreeMap<i32, i64>>,
 }
 
 impl ClientContext for Delivery {}
@@ -38,9 +49,16 @@ impl ProducerContext for Delivery {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            let mut failed = self.failed.lock().expect("not poisoned");
-            failed.get_or_insert_with(|| e.to_string());
+        match result {
+            Err((e, _)) => {
+                let mut failed = self.failed.lock().expect("not poisoned");
+                failed.get_or_insert_with(|| e.to_string());
+            }
+            Ok(m) => {
+                let mut next = self.next.lock().expect("not poisoned");
+                let at = next.entry(m.partition()).or_insert(0);
+                *at = (*at).max(m.offset() + 1);
+            }
         }
     }
 }
@@ -59,6 +77,13 @@ pub struct KafkaSink {
     key: Option<Vec<String>>,
     headers: Vec<(String, Vec<String>)>,
     sent: u64,
+    servers: String,
+    properties: BTreeMap<String, Value>,
+    /// The batch being written, and how many of its records so far.
+    batch: Option<BatchId>,
+    index: u64,
+    /// Identities of the records already in the topic past the checkpoint.
+    present: HashSet<Vec<u8>>,
 }
 
 /// `"$a.b"` as the path `["a", "b"]`.
@@ -114,10 +139,15 @@ impl KafkaSink {
             key,
             headers,
             sent: 0,
+            servers: config.bootstrap_servers.clone(),
+            properties: config.properties.clone(),
+            batch: None,
+            index: 0,
+            present: HashSet::new(),
         })
     }
 
-    fn records(&self, batch: &RecordBatch) -> Result<Vec<Out>> {
+    fn records(&mut self, batch: &RecordBatch) -> Result<Vec<Out>> {
         let mut values = Vec::new();
         write_batch(&mut values, batch)?;
         let keys = match &self.key {
@@ -135,13 +165,22 @@ impl KafkaSink {
             .take(batch.num_rows())
             .enumerate()
         {
+            let mut hs: Vec<(String, Option<Vec<u8>>)> = headers
+                .iter()
+                .map(|(name, vs)| (name.to_string(), vs[row].clone()))
+                .collect();
+            if let Some(b) = &self.batch {
+                let id = format!("{}:{}:{}", b.job, b.number, self.index).into_bytes();
+                self.index += 1;
+                if self.present.contains(&id) {
+                    continue;
+                }
+                hs.push((ID_HEADER.to_string(), Some(id)));
+            }
             out.push(Out {
                 key: keys.as_ref().and_then(|k| k[row].clone()),
                 value: line.to_vec(),
-                headers: headers
-                    .iter()
-                    .map(|(name, vs)| (name.to_string(), vs[row].clone()))
-                    .collect(),
+                headers: hs,
             });
         }
         Ok(out)
@@ -207,9 +246,7 @@ impl Sink for KafkaSink {
         let producer = self.producer.clone();
         let topic = self.topic.clone();
         tokio::task::spawn_blocking(move || {
-            producer.flush(FLUSH_TIMEOUT).map_err(|e| {
-                kafka_error(format!("waiting for {topic} to acknowledge the batch"), e)
-            })?;
+            flush(&producer, &topic)?;
             match producer
                 .context()
                 .failed
@@ -226,13 +263,151 @@ impl Sink for KafkaSink {
         })
         .await
         .map_err(|e| Error::external("producing to kafka", e))??;
-        Ok(json!({ "records": self.sent }))
+        let next = self
+            .producer
+            .context()
+            .next
+            .lock()
+            .expect("not poisoned")
+            .clone();
+        let offsets: serde_json::Map<String, Value> = next
+            .iter()
+            .map(|(p, o)| (p.to_string(), json!(o)))
+            .collect();
+        Ok(json!({ "records": self.sent, "offsets": offsets }))
     }
 
     async fn restore(&mut self, state: &Value) -> Result<()> {
         self.sent = state.get("records").and_then(Value::as_u64).unwrap_or(0);
+        *self.producer.context().next.lock().expect("not poisoned") = offsets_of(state);
         Ok(())
     }
+
+    fn recognises_output(&self) -> bool {
+        true
+    }
+
+    fn begin(&mut self, batch: &BatchId) {
+        self.batch = Some(batch.clone());
+        self.index = 0;
+    }
+
+    async fn recover(&mut self, state: &Value) -> Result<()> {
+        let from = offsets_of(state);
+        let client = client_config(&self.servers, &self.properties, "sink")?;
+        let topic = self.topic.clone();
+        let found = tokio::task::spawn_blocking(move || read_ids(client, &topic, &from))
+            .await
+            .map_err(|e| Error::external("reading kafka", e))??;
+        tracing::info!(
+            topic = %self.topic,
+            records = found.len(),
+            "kafka sink: records of the last run found past the checkpoint"
+        );
+        self.present = found;
+        Ok(())
+    }
+}
+
+/// The per-partition offsets of a sink state.
+fn offsets_of(state: &Value) -> BTreeMap<i32, i64> {
+    state
+        .get("offsets")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(p, o)| Some((p.parse().ok()?, o.as_i64()?)))
+        .collect()
+}
+
+/// The `fluxion-id` headers of `topic`'s records from `from` (per partition; the beginning
+/// where none is given) to the end.
+fn read_ids(
+    mut client: rdkafka::ClientConfig,
+    topic: &str,
+    from: &BTreeMap<i32, i64>,
+) -> Result<HashSet<Vec<u8>>> {
+    use rdkafka::Offset;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Headers;
+    client
+        .set("group.id", "fluxion-sink-recovery")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true");
+    let consumer: BaseConsumer = client
+        .create()
+        .map_err(|e| kafka_error(format!("reading {topic}"), e))?;
+    let md = consumer
+        .fetch_metadata(Some(topic), RECOVER_TIMEOUT)
+        .map_err(|e| kafka_error(format!("reading the partitions of {topic}"), e))?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut open = HashSet::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            let start = from
+                .get(&p.id())
+                .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+            tpl.add_partition_offset(topic, p.id(), start)
+                .map_err(|e| kafka_error(format!("reading {topic}"), e))?;
+            open.insert(p.id());
+        }
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| kafka_error(format!("reading {topic}"), e))?;
+    let began = std::time::Instant::now();
+    let mut ids = HashSet::new();
+    while !open.is_empty() {
+        if began.elapsed() > RECOVER_TIMEOUT {
+            return Err(Error::external(
+                format!("reading {topic} past the checkpoint"),
+                std::io::Error::other(format!(
+                    "partitions {open:?} did not reach their end within {} s",
+                    RECOVER_TIMEOUT.as_secs()
+                )),
+            ));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                open.remove(&p);
+            }
+            Some(Err(e)) => tracing::warn!("kafka: reading {topic}: {e}"),
+            Some(Ok(m)) => {
+                if let Some(hs) = m.headers() {
+                    for h in hs.iter() {
+                        if h.key == ID_HEADER
+                            && let Some(v) = h.value
+                        {
+                            ids.insert(v.to_vec());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Waits until the broker has acknowledged every record sent. (librdkafka's flush, beside
+/// the producer's own polling thread, waits a whole poll interval — 100 ms — each time; the
+/// count of records in flight falls as soon as their acknowledgements are served.)
+fn flush(producer: &ThreadedProducer<Delivery>, topic: &str) -> Result<()> {
+    let began = std::time::Instant::now();
+    while producer.in_flight_count() > 0 {
+        if began.elapsed() > FLUSH_TIMEOUT {
+            return Err(Error::external(
+                format!("waiting for {topic} to acknowledge the batch"),
+                std::io::Error::other(format!(
+                    "{} records not acknowledged within {} s",
+                    producer.in_flight_count(),
+                    FLUSH_TIMEOUT.as_secs()
+                )),
+            ));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(())
 }
 
 /// Queues every record, waiting while the producer's queue is full.

@@ -267,10 +267,10 @@ pub struct KafkaSource {
     numbers: BTreeMap<Tp, u32>,
     names: HashMap<String, Arc<str>>,
     context: String,
-    /// When the partitions' ends were last asked for (the lag).
-    ends_asked: Option<Instant>,
     /// The last poll found no record.
     caught_up: bool,
+    /// Where each partition stops while a logged batch is formed again.
+    cut: Option<BTreeMap<Tp, i64>>,
 }
 
 impl KafkaSource {
@@ -333,8 +333,8 @@ impl KafkaSource {
             numbers: BTreeMap::new(),
             names: HashMap::new(),
             context: context.to_string(),
-            ends_asked: None,
             caught_up: false,
+            cut: None,
         };
         let value_schema = match (config.format, declared.or(schema)) {
             (ValueFormat::String, _) => {
@@ -401,6 +401,7 @@ impl KafkaSource {
             return Ok(());
         }
         self.started = true;
+        watch_ends(Arc::downgrade(&self.consumer), Arc::downgrade(&self.shared));
         let pattern = self.topics.first().is_some_and(|t| t.starts_with('^'));
         if self.group {
             let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
@@ -525,6 +526,29 @@ impl KafkaSource {
         ends.iter()
             .filter(|(tp, _)| !self.group || assigned.contains(tp))
             .all(|(tp, end)| offsets.get(tp).is_some_and(|o| o >= end) || *end == i64::MIN)
+    }
+
+    /// The offsets of a position this source returned.
+    fn offsets_of(&self, position: &Position) -> Result<BTreeMap<Tp, i64>> {
+        let bad = || {
+            Error::input(
+                &self.context,
+                format!("not a position of a kafka source: {}", position.0),
+            )
+        };
+        let topics = position
+            .0
+            .get("offsets")
+            .and_then(Value::as_object)
+            .ok_or_else(bad)?;
+        let mut offsets = BTreeMap::new();
+        for (t, parts) in topics {
+            for (p, o) in parts.as_object().ok_or_else(bad)? {
+                let p: i32 = p.parse().map_err(|_| bad())?;
+                offsets.insert((t.clone(), p), o.as_i64().ok_or_else(bad)?);
+            }
+        }
+        Ok(offsets)
     }
 
     /// The records as one batch of documents, and those that are none.
@@ -717,16 +741,25 @@ fn record_column(name: &str, kept: &[Raw]) -> ArrayRef {
     }
 }
 
-/// Asks the broker for the end of every partition held (a quick request each), for the lag.
-fn ask_highs<C: ConsumerContext>(consumer: &BaseConsumer<C>, shared: &Shared) {
-    let held = shared.assigned.lock().expect("not poisoned").clone();
-    let mut highs = BTreeMap::new();
-    for (t, p) in held {
-        if let Ok((_, high)) = consumer.fetch_watermarks(&t, p, Duration::from_secs(1)) {
-            highs.insert((t, p), high);
+/// Asks the broker for the end of every partition held, every [`LAG_EVERY`], for the lag —
+/// on a thread of its own, so a slow answer never holds up reading. Ends with the source.
+fn watch_ends(consumer: std::sync::Weak<BaseConsumer<Context>>, shared: std::sync::Weak<Shared>) {
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(LAG_EVERY);
+            let (Some(consumer), Some(shared)) = (consumer.upgrade(), shared.upgrade()) else {
+                return;
+            };
+            let held = shared.assigned.lock().expect("not poisoned").clone();
+            let mut highs = BTreeMap::new();
+            for (t, p) in held {
+                if let Ok((_, high)) = consumer.fetch_watermarks(&t, p, REQUEST_TIMEOUT) {
+                    highs.insert((t, p), high);
+                }
+            }
+            *shared.highs.lock().expect("not poisoned") = highs;
         }
-    }
-    *shared.highs.lock().expect("not poisoned") = highs;
+    });
 }
 
 /// Up to `max` records from `consumer`, waiting at most `wait` for the first. Errors the
@@ -793,30 +826,18 @@ impl Source for KafkaSource {
     }
 
     fn seek(&mut self, position: &Position) -> Result<()> {
-        let bad = || {
-            Error::input(
-                &self.context,
-                format!("cannot resume a kafka source at {}", position.0),
-            )
-        };
-        let topics = position
-            .0
-            .get("offsets")
-            .and_then(Value::as_object)
-            .ok_or_else(bad)?;
-        let mut offsets = BTreeMap::new();
-        for (t, parts) in topics {
-            for (p, o) in parts.as_object().ok_or_else(bad)? {
-                let p: i32 = p.parse().map_err(|_| bad())?;
-                offsets.insert((t.clone(), p), o.as_i64().ok_or_else(bad)?);
-            }
-        }
+        let offsets = self.offsets_of(position)?;
         if self.started {
             return Err(Error::internal("a kafka source seeks before it reads"));
         }
         *self.shared.offsets.lock().expect("not poisoned") = offsets;
         // Records polled before the seek (to infer a schema) may be before or after it.
         self.pending.clear();
+        Ok(())
+    }
+
+    fn bound(&mut self, end: Option<&Position>) -> Result<()> {
+        self.cut = end.map(|e| self.offsets_of(e)).transpose()?;
         Ok(())
     }
 
@@ -838,16 +859,8 @@ impl Source for KafkaSource {
                 Duration::ZERO
             };
             let mut names = std::mem::take(&mut self.names);
-            let shared = self.shared.clone();
-            let ask_ends = self.ends_asked.is_none_or(|t| t.elapsed() >= LAG_EVERY);
-            if ask_ends {
-                self.ends_asked = Some(Instant::now());
-            }
             let (more, names) = tokio::task::spawn_blocking(move || {
                 let got = poll(&consumer, want, wait, &mut names);
-                if ask_ends {
-                    ask_highs(&consumer, &shared);
-                }
                 (got, names)
             })
             .await
@@ -857,20 +870,28 @@ impl Source for KafkaSource {
             self.caught_up = more.is_empty();
             raws.extend(more);
         }
-        // A record below where a partition stands was read before (a group's committed
-        // offset behind the checkpoint's): dropped, once.
         {
             let mut offsets = self.shared.offsets.lock().expect("not poisoned");
+            // A record below where a partition stands was read before (a group's committed
+            // offset behind the checkpoint's): dropped, once.
             raws.retain(|r| {
                 let tp = (r.topic.to_string(), r.partition);
-                match offsets.get(&tp) {
-                    Some(&next) if r.offset < next => false,
-                    _ => {
-                        offsets.insert(tp, r.offset + 1);
-                        true
-                    }
-                }
+                offsets.get(&tp).is_none_or(|&next| r.offset >= next)
             });
+            // Under a bound, the records past it wait for the next batch.
+            if let Some(cut) = &self.cut {
+                let (now, later): (Vec<Raw>, Vec<Raw>) = raws.into_iter().partition(|r| {
+                    cut.get(&(r.topic.to_string(), r.partition))
+                        .is_some_and(|&end| r.offset < end)
+                });
+                raws = now;
+                let mut later = later;
+                later.append(&mut self.pending);
+                self.pending = later;
+            }
+            for r in &raws {
+                offsets.insert((r.topic.to_string(), r.partition), r.offset + 1);
+            }
         }
         let (batch, partitions, rejected) = self.decode(raws)?;
         Ok(Some(SourceBatch {

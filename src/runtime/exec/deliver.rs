@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{Value, json};
 
-use crate::connect::source::Sink;
+use crate::connect::source::{BatchId, Sink};
 use crate::runtime::exec::options::Counters;
 use crate::runtime::exec::transform::Transformed;
 use crate::runtime::policy::dead_letters::{DeadLetter, rows_as_json, to_batch};
@@ -25,6 +25,8 @@ pub(super) struct Deliverer<'a, 'b> {
     /// The main sink's and the dead-letter sink's states at their last commit.
     pub committed: (Value, Value),
     pub policy: ErrorPolicy,
+    /// The job's name, for batch identities.
+    pub job: String,
 }
 
 /// What delivering one batch did.
@@ -44,8 +46,17 @@ impl Deliverer<'_, '_> {
     }
 
     /// Writes and commits `t`; afterwards [`Deliverer::state`] is the state to checkpoint.
-    pub async fn deliver(&mut self, t: &Transformed, counters: &Counters) -> Result<Delivered> {
+    pub async fn deliver(
+        &mut self,
+        t: &Transformed,
+        number: u64,
+        counters: &Counters,
+    ) -> Result<Delivered> {
         let rows: u64 = t.output.iter().map(|b| b.num_rows() as u64).sum();
+        self.sink.begin(&BatchId {
+            job: self.job.clone(),
+            number,
+        });
         let tried: Result<()> = with_retries!(
             self.policy,
             "delivery",
@@ -107,6 +118,7 @@ impl Deliverer<'_, '_> {
         let tried = self.write_and_commit(output, letters).await;
         if tried.is_err() {
             self.restore().await?;
+            self.sink.recover(&self.committed.0).await?;
         }
         tried
     }
@@ -138,6 +150,12 @@ impl Deliverer<'_, '_> {
             d.sync().await?;
         }
         Ok(())
+    }
+
+    /// After [`Deliverer::restore`] at the start of a run whose last run crashed after
+    /// writing output its checkpoint does not cover: the main sink learns what it holds.
+    pub async fn recover(&mut self) -> Result<()> {
+        self.sink.recover(&self.committed.0).await
     }
 
     /// Back to the last committed state (what a failed attempt wrote is discarded).

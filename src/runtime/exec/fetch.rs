@@ -12,6 +12,7 @@
 //! While the source is quiet, a window that the clock alone can close (processing time, idle
 //! timeouts) gets an empty micro-batch every `ticks` — a tick — so it can.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -54,14 +55,29 @@ pub(super) async fn fetch(
     counters: &Counters,
     ticks: Option<Duration>,
     records: OnFailure,
+    mut again: VecDeque<Position>,
 ) {
     let mut sent = 0u64;
+    let mut bounded = false;
     let schema = source.schema();
     let mut last_sent = Instant::now();
     loop {
         if options.max_batches.is_some_and(|m| sent >= m) || options.stop.load(Ordering::SeqCst) {
             return;
         }
+        // A logged batch of a crashed run is formed again exactly: read to its end, no
+        // further, however long it takes.
+        let bound = again.pop_front();
+        let set = match &bound {
+            Some(end) => source.bound(Some(end)),
+            None if bounded => source.bound(None),
+            None => Ok(()),
+        };
+        if let Err(e) = set {
+            let _ = tx.send(Err(e)).await;
+            return;
+        }
+        bounded = bound.is_some();
         let started = Instant::now();
         let start = source.position();
         let mut parts = Vec::new();
@@ -73,7 +89,10 @@ pub(super) async fn fetch(
         let mut first_at: Option<Instant> = None;
         let mut ended = false;
         loop {
-            let want = options.micro_batch_size - rows;
+            if bound.as_ref().is_some_and(|end| position == *end) {
+                break;
+            }
+            let want = options.micro_batch_size.saturating_sub(rows).max(1);
             let read = match read(source, want, options, counters).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -88,6 +107,17 @@ pub(super) async fn fetch(
                 partitions: parts_of,
             }) = read
             else {
+                if let Some(end) = &bound {
+                    let e = Error::input(
+                        format!("source position {}", position.0),
+                        format!(
+                            "the source ended before {}, where a micro-batch of the last run ended: it cannot be formed again (start with a new checkpoint store, or run with --reset-checkpoint)",
+                            end.0
+                        ),
+                    );
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
                 ended = true;
                 break;
             };
@@ -115,11 +145,23 @@ pub(super) async fn fetch(
                 (None, Some(_)) => true,
                 (Some(delay), Some(t)) => t.elapsed() >= delay,
             };
+            if let Some(end) = &bound {
+                if position == *end || options.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                continue;
+            }
             if full || waited_enough || options.stop.load(Ordering::SeqCst) {
                 break;
             }
         }
-        if rows == 0 && rejected.is_empty() {
+        let formed_again = bound.as_ref().is_some_and(|end| position == *end);
+        if bound.is_some() && !formed_again {
+            // Stopped part way: a shorter batch under the logged one's number would be taken
+            // for it. The next run forms it again.
+            return;
+        }
+        if rows == 0 && rejected.is_empty() && !formed_again {
             // The end of a bounded source (an empty last batch, so windows can flush), or a
             // tick while it is quiet.
             let tick = !ended && ticks.is_some_and(|every| last_sent.elapsed() >= every);

@@ -30,7 +30,7 @@ use crate::runtime::exec::transform::{Operator, Transformer};
 use crate::runtime::metrics::BatchMetrics;
 use crate::runtime::policy::error_policy::{ErrorPolicy, OnFailure, with_retries};
 use crate::runtime::query::{StreamQuery, check_sql, check_stages};
-use crate::runtime::state::checkpoint::{Checkpoint, CheckpointStore, PlanMark};
+use crate::runtime::state::checkpoint::{Checkpoint, CheckpointStore, LoggedBatch, PlanMark};
 use crate::runtime::state::group::ContinuousGroup;
 use crate::runtime::state::keyed::{Mark, Snapshot};
 use crate::runtime::window::WindowOperator;
@@ -269,13 +269,33 @@ pub async fn run_with_dead_letters(
         source.seek(&Position(cp.source))?;
         committed = cp.batches;
     }
+    // A sink that recognises its output instead of discarding it gets the batches of a
+    // crashed run formed again, input for input, from the batches logged before them.
+    let recognises = sink.recognises_output();
+    let mut again = std::collections::VecDeque::new();
+    if recognises {
+        let logged = checkpoints.logged_batches(committed).await?;
+        let here = source.position();
+        match logged.first() {
+            Some(first) if first.start != here.0 => tracing::warn!(
+                "the logged micro-batches start at {}, not where the checkpoint left off ({}): not formed again",
+                first.start,
+                here.0
+            ),
+            _ => again.extend(logged.into_iter().map(|b| Position(b.end))),
+        }
+    }
     let mut deliverer = Deliverer {
         sink,
         dead_letter,
         committed: sink_state,
         policy: options.error_policy,
+        job: options.pipeline_id.clone(),
     };
     deliverer.restore().await?;
+    if !again.is_empty() {
+        deliverer.recover().await?;
+    }
     let counters = Arc::new(Counters::default());
     let schema = source.schema();
     let hook = source.on_checkpoint();
@@ -304,8 +324,9 @@ pub async fn run_with_dead_letters(
         last_checkpoint: Instant::now(),
     };
     let transform = tokio::spawn(transformer.run(fetched_rx, done_tx, counters.clone()));
-    let fetching =
-        crate::runtime::exec::fetch::fetch(source, fetched_tx, options, &counters, ticks, records);
+    let fetching = crate::runtime::exec::fetch::fetch(
+        source, fetched_tx, options, &counters, ticks, records, again,
+    );
     let delivering = async {
         let mut stats = RunStats::default();
         let mut pending: Option<(Checkpoint, Option<Snapshot>)> = None;
@@ -328,7 +349,24 @@ pub async fn run_with_dead_letters(
                     batch = committed + 1,
                     rows = t.input_rows
                 );
-                let delivered = deliverer.deliver(&t, &counters).instrument(span).await?;
+                if recognises {
+                    let logged = LoggedBatch {
+                        number: committed + 1,
+                        start: t.start.0.clone(),
+                        end: t.position.0.clone(),
+                    };
+                    let saved: Result<()> = with_retries!(
+                        options.error_policy,
+                        "checkpoint",
+                        counters.retries,
+                        checkpoints.log_batch(&logged).await
+                    );
+                    saved?;
+                }
+                let delivered = deliverer
+                    .deliver(&t, committed + 1, &counters)
+                    .instrument(span)
+                    .await?;
                 stats.batches += 1;
                 stats.input_rows += t.input_rows;
                 stats.output_rows += delivered.output_rows;

@@ -242,11 +242,68 @@ pub trait CheckpointStore: Send {
     fn describe(&self) -> String {
         "the checkpoint store".to_string()
     }
+    /// Records which input a micro-batch reads, before its output is written, so a restart
+    /// can form the same batch again (for sinks that recognise output they already hold
+    /// instead of taking it back). Kept until a checkpoint covers the batch.
+    async fn log_batch(&mut self, batch: &LoggedBatch) -> Result<()> {
+        let _ = batch;
+        Err(Error::config(
+            "checkpoint",
+            "this checkpoint store cannot record micro-batches",
+        ))
+    }
+    /// The batches logged with numbers above `after` (a checkpoint's `batches`), in order.
+    async fn logged_batches(&mut self, after: u64) -> Result<Vec<LoggedBatch>> {
+        let _ = after;
+        Ok(Vec::new())
+    }
 }
 
-/// Checkpoints in memory.
+/// A micro-batch's input, logged before its output is written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedBatch {
+    /// The batch's number (counting every batch of the job, over all runs).
+    pub number: u64,
+    /// The source position before its first record and after its last.
+    pub start: Value,
+    pub end: Value,
+}
+
+impl LoggedBatch {
+    fn to_json(&self) -> Value {
+        serde_json::json!({"batch": self.number, "start": self.start, "end": self.end})
+    }
+
+    fn from_json(v: &Value, at: &str) -> Result<LoggedBatch> {
+        match (
+            v.get("batch").and_then(Value::as_u64),
+            v.get("start"),
+            v.get("end"),
+        ) {
+            (Some(number), Some(start), Some(end)) => Ok(LoggedBatch {
+                number,
+                start: start.clone(),
+                end: end.clone(),
+            }),
+            _ => Err(Error::input(
+                at,
+                "not a logged micro-batch (batch, start, end): start with a new checkpoint store, or run with --reset-checkpoint",
+            )),
+        }
+    }
+}
+
+/// The number of a batch log file `batch-<n>.json`.
+fn logged_number(name: &str) -> Option<u64> {
+    name.strip_prefix("batch-")?
+        .strip_suffix(".json")?
+        .parse()
+        .ok()
+}
+
+/// Checkpoints in memory (and the batches logged since the last).
 #[derive(Debug, Default)]
-pub struct MemoryCheckpoints(pub Option<Checkpoint>);
+pub struct MemoryCheckpoints(pub Option<Checkpoint>, pub Vec<LoggedBatch>);
 
 #[async_trait::async_trait]
 impl CheckpointStore for MemoryCheckpoints {
@@ -275,7 +332,23 @@ impl CheckpointStore for MemoryCheckpoints {
 
     async fn clear(&mut self) -> Result<()> {
         self.0 = None;
+        self.1.clear();
         Ok(())
+    }
+
+    async fn log_batch(&mut self, batch: &LoggedBatch) -> Result<()> {
+        self.1.retain(|b| b.number < batch.number);
+        self.1.push(batch.clone());
+        Ok(())
+    }
+
+    async fn logged_batches(&mut self, after: u64) -> Result<Vec<LoggedBatch>> {
+        Ok(self
+            .1
+            .iter()
+            .filter(|b| b.number > after)
+            .cloned()
+            .collect())
     }
 }
 
@@ -337,7 +410,8 @@ impl<F: StoreFiles> FileCheckpoints<F> {
         // A file left behind only costs space: removing is best effort.
         if let Ok(names) = self.files.list().await {
             for n in names {
-                if is_state_file(&n) && !keep.contains(&n) {
+                let covered = logged_number(&n).is_some_and(|b| b <= checkpoint.batches);
+                if (is_state_file(&n) && !keep.contains(&n)) || covered {
                     let _ = self.files.remove(&n).await;
                 }
             }
@@ -414,7 +488,7 @@ impl<F: StoreFiles> CheckpointStore for FileCheckpoints<F> {
         self.files.remove(MANIFEST).await?;
         self.held = None;
         for n in self.files.list().await? {
-            if is_state_file(&n) {
+            if is_state_file(&n) || logged_number(&n).is_some() {
                 self.files.remove(&n).await?;
             }
         }
@@ -423,6 +497,44 @@ impl<F: StoreFiles> CheckpointStore for FileCheckpoints<F> {
 
     fn describe(&self) -> String {
         self.files.describe()
+    }
+
+    async fn log_batch(&mut self, batch: &LoggedBatch) -> Result<()> {
+        let name = format!("batch-{}.json", batch.number);
+        self.files
+            .write(&name, batch.to_json().to_string().into_bytes())
+            .await
+    }
+
+    async fn logged_batches(&mut self, after: u64) -> Result<Vec<LoggedBatch>> {
+        let mut numbers: Vec<u64> = self
+            .files
+            .list()
+            .await?
+            .iter()
+            .filter_map(|n| logged_number(n))
+            .filter(|n| *n > after)
+            .collect();
+        numbers.sort_unstable();
+        let mut out = Vec::with_capacity(numbers.len());
+        for n in numbers {
+            let name = format!("batch-{n}.json");
+            let at = format!("{}/{name}", self.files.describe());
+            let Some(bytes) = self.files.read(&name).await? else {
+                continue;
+            };
+            let v: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::input(&at, format!("not valid JSON: {e}")))?;
+            out.push(LoggedBatch::from_json(&v, &at)?);
+        }
+        // Only an unbroken run of numbers is one run's batches.
+        let mut expect = after + 1;
+        out.retain(|b| {
+            let next = b.number == expect;
+            expect += u64::from(next);
+            next
+        });
+        Ok(out)
     }
 }
 

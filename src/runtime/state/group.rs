@@ -3,8 +3,9 @@
 //! group's current value; after the whole input it equals a batch `$group`).
 //!
 //! Each accumulator is split in two `$group`s: a *partial* one over the micro-batch and a
-//! *merge* one over the touched groups' state rows followed by the batch's partial rows
-//! (`$unionWith`, so `$first` keeps the earliest and `$last` takes the latest): `$sum`
+//! *merge* one over the touched groups' state rows followed by the batch's partial rows (one
+//! table in that order, so `$first` keeps the earliest and `$last` takes the latest, and the
+//! upserts come out in the same order whenever a batch is merged): `$sum`
 //! `$count` `$min` `$max` `$first` `$last` merge as themselves (`$count` as a `$sum`);
 //! `$push` `$addToSet` `$firstN` `$lastN` `$maxN` `$minN` keep arrays, concatenated and then
 //! cut (first / last n, n largest / smallest, without repeats); `$mergeObjects` merges the
@@ -34,7 +35,6 @@ use crate::document::hidden;
 use crate::dsl::accumulator::Acc;
 use crate::dsl::expression::{Expression, Family, Operator};
 use crate::dsl::group::{Accumulator, Group};
-use crate::dsl::reshape::UnionWith;
 use crate::dsl::{FieldPath, Pipeline, Stage, StageKind};
 use crate::plan::order;
 use crate::runtime::metrics::StageMetrics;
@@ -48,7 +48,6 @@ const STATE: &str = hidden::GROUP_STATE_TABLE;
 fn col(name: &str) -> Expr {
     Expr::Column(Column::from_name(name))
 }
-const PARTIAL: &str = hidden::GROUP_PARTIAL_TABLE;
 const UPSERTS: &str = hidden::GROUP_UPSERTS_TABLE;
 
 /// How one output field is kept.
@@ -87,7 +86,7 @@ pub struct ContinuousGroup {
     partial: Pipeline,
     /// Stages after `$group` (they keep `_id`), applied to the upserts.
     after: Pipeline,
-    /// `$unionWith` the partial rows, then the merge `$group`.
+    /// The merge `$group` over the touched state rows followed by the partial rows.
     merge: Pipeline,
     parts: GroupParts,
     state: KeyedState,
@@ -137,16 +136,10 @@ impl ContinuousGroup {
             }),
             path: at.clone(),
         });
-        let merge_stages = vec![
-            Stage {
-                kind: StageKind::UnionWith(UnionWith {
-                    coll: PARTIAL.to_string(),
-                    pipeline: None,
-                }),
-                path: at.clone(),
-            },
-            parts.merge_stage(),
-        ];
+        // The touched groups' state rows and then the batch's partial rows are one table
+        // read in one partition: their order (and so the upserts') is the same every time the
+        // batch is merged, which re-forming a batch after a crash relies on.
+        let merge_stages = vec![parts.merge_stage()];
         Ok(Some(ContinuousGroup {
             partial: Pipeline {
                 stages: partial_stages,
@@ -223,11 +216,11 @@ impl ContinuousGroup {
         let Some(plans) = self.plans.merge.as_mut() else {
             return Err(crate::Error::internal("the $group merge was not planned"));
         };
-        plans.state.bind(touched, 0);
-        plans.partial.bind(vec![partial_rows], 0);
+        let mut rows = touched;
+        rows.push(partial_rows);
+        plans.state.bind(rows, 0);
         let merged = plans.merge.run(0, &mut Vec::new()).await;
         plans.state.clear();
-        plans.partial.clear();
         let new_rows = merged?;
         // The upserts: the merged groups in their output form, then the stages after $group.
         let merged_rows: usize = new_rows.iter().map(|b| b.num_rows()).sum();
@@ -281,15 +274,13 @@ impl ContinuousGroup {
     /// the batch's partial rows, grouped by `_id` again, in state form.
     async fn plan_merge(&self, engine: &Engine, schema: SchemaRef) -> Result<MergePlans> {
         let ctx = engine.context();
-        let state = register_numbered(ctx, STATE, schema.clone())?;
-        let partial = register_numbered(ctx, PARTIAL, schema)?;
+        let state = register_numbered(ctx, STATE, schema)?;
         let df = engine
             .pipeline(STATE, &self.merge)
             .await?
             .select(self.parts.state_exprs())?;
         Ok(MergePlans {
             state,
-            partial,
             merge: Prepared::new(ctx, df).await?,
         })
     }
@@ -319,7 +310,6 @@ impl ContinuousGroup {
 /// The plans merging a batch's partial rows into the touched groups, and the tables they read.
 struct MergePlans {
     state: Arc<BoundTable>,
-    partial: Arc<BoundTable>,
     merge: Prepared,
 }
 
