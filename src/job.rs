@@ -126,13 +126,13 @@ impl Job {
         }
     }
 
-    /// True for a streaming job: a followed source, a Kafka source or sink, checkpoints, or
-    /// runtime settings.
+    /// True for a streaming job: a followed source, a Kafka source or sink, an HTTP sink,
+    /// checkpoints, or runtime settings.
     pub fn is_streaming(&self) -> bool {
         let follow = matches!(
             self.source,
             SourceConfig::File { follow: true, .. } | SourceConfig::Kafka(_)
-        ) || matches!(self.sink, SinkConfig::Kafka(_));
+        ) || matches!(self.sink, SinkConfig::Kafka(_) | SinkConfig::Http(_));
         follow || self.checkpoint.is_some() || self.runtime.is_some()
     }
 

@@ -291,8 +291,8 @@ fn run_with_kills(job: &std::path::Path, kills: &[u64]) -> usize {
 async fn killed_and_restarted_jobs_write_every_record_exactly_once() {
     let broker = Broker::start();
     broker.create_topic("orders", 3).await;
-    let input = orders(6000, 0);
-    for chunk in input.chunks(1000) {
+    let input = orders(20_000, 0);
+    for chunk in input.chunks(5000) {
         let records: Vec<(Option<&str>, &str)> = chunk.iter().map(|v| (None, v.as_str())).collect();
         broker.produce("orders", &records).await;
     }
@@ -304,20 +304,26 @@ async fn killed_and_restarted_jobs_write_every_record_exactly_once() {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
-                150 + seed % 900
+                300 + seed % 500
             })
             .collect::<Vec<u64>>()
     };
     let jobs = [
-        ("paid", json!([{"$match": {"status": "PAID"}}])),
+        (
+            "paid",
+            json!([{"$match": {"status": "PAID"}}]),
+            "$customerId",
+        ),
+        // Upserts keyed by `_id`, so each customer's are in one partition, in order.
         (
             "ltv",
             json!([{"$match": {"status": "PAID"}},
                        {"$group": {"_id": "$customerId", "orderCount": {"$count": {}},
                                    "lifetimeValue": {"$sum": "$orderValue"}}}]),
+            "$_id",
         ),
     ];
-    for (out, pipeline) in jobs {
+    for (out, pipeline, key) in jobs {
         broker.create_topic(out, 2).await;
         let dir = tempfile::tempdir().unwrap();
         let job = dir.path().join("job.json");
@@ -329,7 +335,7 @@ async fn killed_and_restarted_jobs_write_every_record_exactly_once() {
                            "endAt": "latest", "schema": schema},
                 "pipeline": pipeline,
                 "sink": {"type": "kafka", "bootstrapServers": broker.servers, "topic": out,
-                         "key": "$customerId"},
+                         "key": key},
                 "runtime": {"microBatchSize": 100},
                 "checkpoint": {"store": dir.path().join("cp"), "intervalMs": 150}
             })
@@ -379,4 +385,105 @@ async fn killed_and_restarted_jobs_write_every_record_exactly_once() {
             );
         }
     }
+}
+
+/// Kafka to an HTTP endpoint through `fluxion run`, killed with SIGKILL at random points and
+/// restarted until it finishes: a receiver keeping one request per `Idempotency-Key` has every
+/// PAID order exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_and_restarted_jobs_post_every_document_once_per_key() {
+    let broker = Broker::start();
+    broker.create_topic("orders", 3).await;
+    let input = orders(20_000, 0);
+    for chunk in input.chunks(5000) {
+        let records: Vec<(Option<&str>, &str)> = chunk.iter().map(|v| (None, v.as_str())).collect();
+        broker.produce("orders", &records).await;
+    }
+    let receiver = common::http::Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        json!({
+            "name": "to-http",
+            "source": {"type": "kafka", "bootstrapServers": broker.servers, "topic": "orders",
+                       "endAt": "latest",
+                       "schema": {"customerId": "string", "status": "string", "orderValue": "double"}},
+            "pipeline": [{"$match": {"status": "PAID"}},
+                         {"$project": {"_id": 0, "customerId": 1, "status": 1, "orderValue": 1}}],
+            "sink": {"type": "http", "endpoint": receiver.url, "batchSize": 30},
+            "runtime": {"microBatchSize": 100},
+            "checkpoint": {"store": dir.path().join("cp"), "intervalMs": 150}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let kills = vec![350, 400, 600, 300, 500, 450];
+    let killed = tokio::task::spawn_blocking(move || run_with_kills(&job, &kills))
+        .await
+        .unwrap();
+    assert!(killed > 0, "the job finished before the first kill");
+    let mut got: Vec<String> = receiver
+        .documents_once()
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    got.sort();
+    let mut expected: Vec<String> = input
+        .iter()
+        .map(|v| serde_json::from_str::<Value>(v).unwrap())
+        .filter(|v| v["status"] == "PAID")
+        .map(|v| v.to_string())
+        .collect();
+    expected.sort();
+    assert_eq!(got.len(), expected.len(), "after {killed} kills");
+    assert_eq!(got, expected);
+    // A document sent twice came with a key it had before.
+    let all: usize = receiver
+        .received()
+        .iter()
+        .map(|r| common::http::body_documents(&r.body).len())
+        .sum();
+    assert!(all >= expected.len());
+}
+
+/// The Kafka quick start of `examples/`: the sample orders produced to `orders.v1` by
+/// `examples/kafka/produce-orders.json`, then `examples/kafka-orders-ltv.json` (Kafka, group
+/// `fluxion-ltv` → `$match` / `$group` → HTTP) — the receiver's last upsert per customer is
+/// `examples/orders-ltv.expected.jsonl`, computed independently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kafka_quick_start_gives_the_expected_lifetime_values() {
+    let broker = Broker::start();
+    broker.create_topic("orders.v1", 3).await;
+    let receiver = common::http::Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let example = |path: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let mut produce = example("examples/kafka/produce-orders.json");
+    produce["source"]["path"] = json!(std::fs::canonicalize("examples/data/orders.jsonl").unwrap());
+    produce["sink"]["bootstrapServers"] = json!(broker.servers);
+    let mut ltv = example("examples/kafka-orders-ltv.json");
+    ltv["source"]["bootstrapServers"] = json!(broker.servers);
+    ltv["source"]["properties"] = json!({"session.timeout.ms": 6000});
+    ltv["sink"]["endpoint"] = json!(receiver.url);
+    ltv["checkpoint"]["store"] = json!(dir.path().join("cp"));
+    for (name, job) in [("produce.json", produce), ("ltv.json", ltv)] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, job.to_string()).unwrap();
+        let out = tokio::task::spawn_blocking(move || fluxion(&["run", path.to_str().unwrap()]))
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let expected: Vec<Value> = std::fs::read_to_string("examples/orders-ltv.expected.jsonl")
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    common::assert_same_groups(receiver.documents_once(), &expected);
 }

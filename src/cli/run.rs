@@ -72,8 +72,10 @@ pub(super) async fn run(args: RunArgs) -> Result<()> {
             SinkConfig::Stdout => None,
             SinkConfig::Null => Some((String::new(), None)),
             SinkConfig::File { path, format } => Some((path.clone(), *format)),
-            SinkConfig::Kafka(_) => {
-                return Err(Error::internal("a job writing Kafka is a streaming job"));
+            SinkConfig::Kafka(_) | SinkConfig::Http(_) => {
+                return Err(Error::internal(
+                    "a job writing Kafka or HTTP is a streaming job",
+                ));
             }
         };
         (job.query()?, job.table().to_string(), sink)

@@ -5,13 +5,15 @@
 //!
 //! Streams read local JSON-lines files (optionally followed), Kafka topics or documents
 //! given in the config, and write local JSON-lines files (exactly once), Parquet directories
-//! (exactly once), Kafka topics or stdout (at least once).
+//! (exactly once), Kafka topics (exactly once), HTTP endpoints (once per idempotency key) or
+//! stdout (at least once).
 
 use datafusion::arrow::datatypes::SchemaRef;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::Format;
+use super::http_sink::{HttpSink, HttpSinkConfig};
 use super::jsonl_sink::JsonlFileSink;
 use super::jsonl_source::JsonlFileSource;
 use super::kafka::sink::KafkaSink;
@@ -132,6 +134,8 @@ pub enum SinkConfig {
     },
     /// Records of a Kafka topic (`connect::kafka`).
     Kafka(KafkaSinkConfig),
+    /// Requests to an HTTP endpoint (`connect::http_sink`).
+    Http(HttpSinkConfig),
 }
 
 /// The source a config describes; `schema` (a checkpoint's) is read with when the config
@@ -189,6 +193,7 @@ pub fn open_sink(config: &SinkConfig, context: &str) -> Result<Box<dyn Sink>> {
         SinkConfig::Stdout => Ok(Box::new(StdoutSink)),
         SinkConfig::Null => Ok(Box::new(NullSink::default())),
         SinkConfig::Kafka(k) => Ok(Box::new(KafkaSink::open(k, context)?)),
+        SinkConfig::Http(h) => Ok(Box::new(HttpSink::open(h, context)?)),
         SinkConfig::File { path, .. } if path.contains("://") => Err(Error::config(
             context,
             format!("a stream writes local files (not {path})"),

@@ -5,6 +5,7 @@
 pub mod channel;
 pub mod config;
 pub mod file;
+pub mod http_sink;
 pub mod jsonl_sink;
 pub mod jsonl_source;
 pub mod kafka;

@@ -2,7 +2,9 @@
 //! read into Arrow by the same strict JSON-lines reader as files, and the record's own fields
 //! beside them (`_topic`, `_partition`, `_offset`, `_timestamp`, `_key`, `_headers`).
 //!
-//! The position is the next offset of every partition read so far. A restart assigns each
+//! Each document's partition number is the same in every run (a hash of topic and
+//! partition), so the runtime can put a micro-batch's records in an order its input range
+//! alone decides. The position is the next offset of every partition read so far. A restart assigns each
 //! partition at its checkpointed offset (in the rebalance callback, before fetching starts),
 //! and drops any record below it — so a group whose committed offsets lag the checkpoint (a
 //! crash between the checkpoint and the group commit) never replays records twice. After
@@ -263,8 +265,6 @@ pub struct KafkaSource {
     ends: Option<BTreeMap<Tp, i64>>,
     /// Records polled before they were asked for (to infer the schema from).
     pending: Vec<Raw>,
-    /// A number per partition, for per-partition watermarks.
-    numbers: BTreeMap<Tp, u32>,
     names: HashMap<String, Arc<str>>,
     context: String,
     /// The last poll found no record.
@@ -330,7 +330,6 @@ impl KafkaSource {
             started: false,
             ends: None,
             pending: Vec::new(),
-            numbers: BTreeMap::new(),
             names: HashMap::new(),
             context: context.to_string(),
             caught_up: false,
@@ -528,6 +527,14 @@ impl KafkaSource {
             .all(|(tp, end)| offsets.get(tp).is_some_and(|o| o >= end) || *end == i64::MIN)
     }
 
+    /// Whether `r` may go in the batch being read: always, except past a bound.
+    fn may_take(&self, r: &Raw) -> bool {
+        self.cut.as_ref().is_none_or(|cut| {
+            cut.get(&(r.topic.to_string(), r.partition))
+                .is_some_and(|&end| r.offset < end)
+        })
+    }
+
     /// The offsets of a position this source returned.
     fn offsets_of(&self, position: &Position) -> Result<BTreeMap<Tp, i64>> {
         let bad = || {
@@ -637,17 +644,23 @@ impl KafkaSource {
         }
         let options = RecordBatchOptions::new().with_row_count(Some(kept.len()));
         let batch = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
-        let mut partitions = Vec::with_capacity(kept.len());
-        for r in &kept {
-            let next = self.numbers.len() as u32;
-            let n = *self
-                .numbers
-                .entry((r.topic.to_string(), r.partition))
-                .or_insert(next);
-            partitions.push(n);
-        }
+        let partitions = kept
+            .iter()
+            .map(|r| partition_number(&r.topic, r.partition))
+            .collect();
         Ok((batch, partitions, rejected))
     }
+}
+
+/// A topic partition's number for per-partition watermarks and the order of a batch's
+/// records: FNV-1a of the topic and the partition, the same in every run.
+fn partition_number(topic: &str, partition: i32) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in topic.bytes().chain([0]).chain(partition.to_le_bytes()) {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
 }
 
 /// The value fields of a checkpoint's schema (the record's own are added back).
@@ -846,14 +859,12 @@ impl Source for KafkaSource {
             return Ok(None);
         }
         let mut raws = std::mem::take(&mut self.pending);
-        if raws.len() > max_rows {
-            self.pending = raws.split_off(max_rows);
-        }
-        if raws.len() < max_rows {
+        let eligible = raws.iter().filter(|r| self.may_take(r)).count();
+        if eligible < max_rows {
             self.start()?;
             let consumer = self.consumer.clone();
-            let want = max_rows - raws.len();
-            let wait = if raws.is_empty() {
+            let want = max_rows - eligible;
+            let wait = if eligible == 0 {
                 POLL_WAIT
             } else {
                 Duration::ZERO
@@ -870,29 +881,25 @@ impl Source for KafkaSource {
             self.caught_up = more.is_empty();
             raws.extend(more);
         }
-        {
-            let mut offsets = self.shared.offsets.lock().expect("not poisoned");
-            // A record below where a partition stands was read before (a group's committed
-            // offset behind the checkpoint's): dropped, once.
-            raws.retain(|r| {
-                let tp = (r.topic.to_string(), r.partition);
-                offsets.get(&tp).is_none_or(|&next| r.offset >= next)
-            });
-            // Under a bound, the records past it wait for the next batch.
-            if let Some(cut) = &self.cut {
-                let (now, later): (Vec<Raw>, Vec<Raw>) = raws.into_iter().partition(|r| {
-                    cut.get(&(r.topic.to_string(), r.partition))
-                        .is_some_and(|&end| r.offset < end)
-                });
-                raws = now;
-                let mut later = later;
-                later.append(&mut self.pending);
-                self.pending = later;
-            }
-            for r in &raws {
-                offsets.insert((r.topic.to_string(), r.partition), r.offset + 1);
-            }
+        // A record below where a partition stands was read before (a group's committed
+        // offset behind the checkpoint's): dropped, once. Under a bound, the records past it
+        // wait (in order) for a later batch, as do those past `max_rows`.
+        let mut offsets = self.shared.offsets.lock().expect("not poisoned").clone();
+        raws.retain(|r| {
+            offsets
+                .get(&(r.topic.to_string(), r.partition))
+                .is_none_or(|&next| r.offset >= next)
+        });
+        let (mut now, later): (Vec<Raw>, Vec<Raw>) =
+            raws.into_iter().partition(|r| self.may_take(r));
+        let mut rest = now.split_off(now.len().min(max_rows));
+        rest.extend(later);
+        self.pending = rest;
+        for r in &now {
+            offsets.insert((r.topic.to_string(), r.partition), r.offset + 1);
         }
+        *self.shared.offsets.lock().expect("not poisoned") = offsets;
+        let raws = now;
         let (batch, partitions, rejected) = self.decode(raws)?;
         Ok(Some(SourceBatch {
             batch,

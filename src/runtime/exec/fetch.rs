@@ -9,6 +9,9 @@
 //! the source could not read travel with the batch; under `records: failFast` (no dead-letter
 //! sink, policy failFast) the first one stops the run.
 //!
+//! The rows of a batch from a partitioned source go partition by partition (each in the
+//! order read), so the order depends on the batch's input range only.
+//!
 //! While the source is quiet, a window that the clock alone can close (processing time, idle
 //! timeouts) gets an empty micro-batch every `ticks` — a tick — so it can.
 
@@ -195,6 +198,13 @@ pub(super) async fn fetch(
             return;
         }
         let batch = match concat_batches(&schema, &parts) {
+            Ok(b) if partitioned => match by_partition(b, &mut partitions) {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            },
             Ok(b) => b,
             Err(e) => {
                 let _ = tx.send(Err(e.into())).await;
@@ -223,6 +233,23 @@ pub(super) async fn fetch(
             return;
         }
     }
+}
+
+/// The batch's rows partition by partition (each partition's in the order read): an order
+/// the batch's input range alone decides, whatever order the source's reads interleaved
+/// partitions in — so a batch formed again after a crash gives the same output in the same
+/// order.
+fn by_partition(batch: RecordBatch, partitions: &mut Vec<u32>) -> Result<RecordBatch> {
+    if partitions.is_sorted() {
+        return Ok(batch);
+    }
+    let mut order: Vec<u32> = (0..partitions.len() as u32).collect();
+    order.sort_by_key(|&i| partitions[i as usize]);
+    *partitions = order.iter().map(|&i| partitions[i as usize]).collect();
+    let indices = datafusion::arrow::array::UInt32Array::from(order);
+    Ok(datafusion::arrow::compute::take_record_batch(
+        &batch, &indices,
+    )?)
 }
 
 /// One read, retried by the error policy.
