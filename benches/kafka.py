@@ -66,6 +66,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--source-properties", default="{}",
+                    help="librdkafka properties of the reading jobs' source, as JSON")
     args = ap.parse_args()
     fluxion = build()
     data = ensure_data(args.events)
@@ -107,7 +109,8 @@ def main():
                 secs, cpu = run_job(fluxion, {
                     "name": out,
                     "source": {"type": "kafka", "bootstrapServers": servers, "topic": "orders",
-                               "endAt": "latest", "schema": SCHEMA},
+                               "endAt": "latest", "schema": SCHEMA,
+                               "properties": json.loads(args.source_properties)},
                     "pipeline": pipeline,
                     "sink": {"type": "kafka", "bootstrapServers": servers, "topic": out, "key": key},
                     "runtime": {"microBatchSize": 100_000},

@@ -46,7 +46,8 @@ pub struct Job {
     /// (see `runtime::policy::error_policy`).
     #[serde(rename = "errorPolicy")]
     pub error_policy: Option<Value>,
-    /// Streaming: where `"deadLetter"` sends unreadable records (a JSON-lines file).
+    /// Streaming: where unreadable records and refused batches go: any sink (a JSON-lines
+    /// file, a Kafka topic, …).
     #[serde(rename = "deadLetter")]
     pub dead_letter: Option<SinkConfig>,
 }

@@ -487,3 +487,59 @@ async fn the_kafka_quick_start_gives_the_expected_lifetime_values() {
         .collect();
     common::assert_same_groups(receiver.documents_once(), &expected);
 }
+
+/// A Kafka topic as the dead-letter sink: a record that is no document goes there with the
+/// reason, the stage and its topic, partition and offset, and its raw value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_records_go_to_a_dead_letter_topic() {
+    let broker = Broker::start();
+    broker.create_topic("in", 1).await;
+    broker.create_topic("out", 1).await;
+    broker.create_topic("in.dlq", 1).await;
+    let good = orders(5, 0);
+    let mut records: Vec<(Option<&str>, &str)> = good.iter().map(|v| (None, v.as_str())).collect();
+    records.insert(2, (None, "{\"customerId\": \"c-9\", \"status\": PAID}"));
+    broker.produce("in", &records).await;
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        json!({
+            "name": "with-dlq",
+            "source": {"type": "kafka", "bootstrapServers": broker.servers, "topic": "in",
+                       "endAt": "latest",
+                       "schema": {"customerId": "string", "status": "string", "orderValue": "double"}},
+            "pipeline": [{"$match": {}}],
+            "sink": {"type": "kafka", "bootstrapServers": broker.servers, "topic": "out"},
+            "deadLetter": {"type": "kafka", "bootstrapServers": broker.servers, "topic": "in.dlq"},
+            "checkpoint": {"store": dir.path().join("cp")}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || fluxion(&["run", job.to_str().unwrap()]))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(broker.consume_all("out").len(), 5);
+    let dlq = broker.consume_all("in.dlq");
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    let letter = &dlq[0].value;
+    assert_eq!(
+        letter["position"],
+        json!({"topic": "in", "partition": 0, "offset": 2})
+    );
+    assert_eq!(letter["raw"], "{\"customerId\": \"c-9\", \"status\": PAID}");
+    assert!(
+        letter["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON"),
+        "{letter}"
+    );
+    assert!(letter["stage"].is_string(), "{letter}");
+}

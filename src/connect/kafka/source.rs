@@ -35,6 +35,9 @@ use crate::{Error, Result};
 
 /// How long a poll waits for a first record before handing back an empty batch.
 const POLL_WAIT: Duration = Duration::from_millis(100);
+/// How long a poll that has records waits for more, and how many times in a row.
+const LINGER: Duration = Duration::from_millis(2);
+const LINGER_TRIES: u32 = 2;
 /// How long to wait for records to infer a schema from, when none is declared.
 const INFER_WAIT: Duration = Duration::from_secs(10);
 /// How long a request to the broker (metadata, watermarks) may take.
@@ -786,16 +789,26 @@ fn poll<C: ConsumerContext>(
 ) -> Result<Vec<Raw>> {
     let deadline = Instant::now() + wait;
     let mut out = Vec::new();
+    // Once records come, a short wait for the next fetch's answer before the batch closes:
+    // while a topic has a backlog, batches fill up instead of each holding what one fetch
+    // brought.
+    let mut lingered = 0;
     while out.len() < max {
         let timeout = if out.is_empty() {
             deadline.saturating_duration_since(Instant::now())
+        } else if lingered > 0 {
+            LINGER
         } else {
             Duration::ZERO
         };
         match consumer.poll(timeout) {
             None if out.is_empty() && Instant::now() < deadline => continue,
+            None if !out.is_empty() && lingered < LINGER_TRIES => lingered += 1,
             None => break,
-            Some(Ok(m)) => out.push(Raw::of(&m, names)),
+            Some(Ok(m)) => {
+                lingered = 0;
+                out.push(Raw::of(&m, names));
+            }
             Some(Err(e)) => {
                 if matches!(e, rdkafka::error::KafkaError::PartitionEOF(_)) {
                     continue;
