@@ -26,6 +26,36 @@ fn orders(n: usize, from: usize) -> Vec<String> {
         .collect()
 }
 
+/// Produces `values` to `topic` without keys.
+async fn produce_all(broker: &Broker, topic: &str, values: &[String]) {
+    for chunk in values.chunks(5000) {
+        let records: Vec<(Option<&str>, &str)> = chunk.iter().map(|v| (None, v.as_str())).collect();
+        broker.produce(topic, &records).await;
+    }
+}
+
+/// The order fields of each document as JSON text, sorted (a multiset to compare).
+fn order_texts<'a>(docs: impl Iterator<Item = &'a Value>) -> Vec<String> {
+    let mut out: Vec<String> = docs
+        .map(|v| {
+            json!({"customerId": v["customerId"], "status": v["status"], "orderValue": v["orderValue"]})
+                .to_string()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The PAID orders of `input`, as [`order_texts`] gives them.
+fn paid_texts(input: &[String]) -> Vec<String> {
+    let docs: Vec<Value> = input
+        .iter()
+        .map(|v| serde_json::from_str::<Value>(v).unwrap())
+        .filter(|v| v["status"] == "PAID")
+        .collect();
+    order_texts(docs.iter())
+}
+
 fn source_config(broker: &Broker, topic: &str, extra: Value) -> KafkaSourceConfig {
     let mut c = json!({"bootstrapServers": broker.servers, "topic": topic, "endAt": "latest"});
     c.as_object_mut()
@@ -292,10 +322,7 @@ async fn killed_and_restarted_jobs_write_every_record_exactly_once() {
     let broker = Broker::start();
     broker.create_topic("orders", 3).await;
     let input = orders(20_000, 0);
-    for chunk in input.chunks(5000) {
-        let records: Vec<(Option<&str>, &str)> = chunk.iter().map(|v| (None, v.as_str())).collect();
-        broker.produce("orders", &records).await;
-    }
+    produce_all(&broker, "orders", &input).await;
     let schema = json!({"customerId": "string", "status": "string", "orderValue": "double"});
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
     let mut kills = || {
@@ -360,22 +387,8 @@ async fn killed_and_restarted_jobs_write_every_record_exactly_once() {
         ids.dedup();
         assert_eq!(ids.len(), before, "{out}: a record was written twice");
         if out == "paid" {
-            let mut got: Vec<String> = output
-                .iter()
-                .map(|r| {
-                    let v = &r.value;
-                    json!({"customerId": v["customerId"], "status": v["status"], "orderValue": v["orderValue"]})
-                        .to_string()
-                })
-                .collect();
-            got.sort();
-            let mut expected: Vec<String> = input
-                .iter()
-                .map(|v| serde_json::from_str::<Value>(v).unwrap())
-                .filter(|v| v["status"] == "PAID")
-                .map(|v| v.to_string())
-                .collect();
-            expected.sort();
+            let got = order_texts(output.iter().map(|r| &r.value));
+            let expected = paid_texts(&input);
             assert_eq!(got.len(), expected.len(), "{out}: after {killed} kills");
             assert_eq!(got, expected);
         } else {
@@ -395,10 +408,7 @@ async fn killed_and_restarted_jobs_post_every_document_once_per_key() {
     let broker = Broker::start();
     broker.create_topic("orders", 3).await;
     let input = orders(20_000, 0);
-    for chunk in input.chunks(5000) {
-        let records: Vec<(Option<&str>, &str)> = chunk.iter().map(|v| (None, v.as_str())).collect();
-        broker.produce("orders", &records).await;
-    }
+    produce_all(&broker, "orders", &input).await;
     let receiver = common::http::Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let job = dir.path().join("job.json");
@@ -423,19 +433,8 @@ async fn killed_and_restarted_jobs_post_every_document_once_per_key() {
         .await
         .unwrap();
     assert!(killed > 0, "the job finished before the first kill");
-    let mut got: Vec<String> = receiver
-        .documents_once()
-        .iter()
-        .map(Value::to_string)
-        .collect();
-    got.sort();
-    let mut expected: Vec<String> = input
-        .iter()
-        .map(|v| serde_json::from_str::<Value>(v).unwrap())
-        .filter(|v| v["status"] == "PAID")
-        .map(|v| v.to_string())
-        .collect();
-    expected.sort();
+    let got = order_texts(receiver.documents_once().iter());
+    let expected = paid_texts(&input);
     assert_eq!(got.len(), expected.len(), "after {killed} kills");
     assert_eq!(got, expected);
     // A document sent twice came with a key it had before.
