@@ -898,18 +898,33 @@ impl Source for KafkaSource {
         // offset behind the checkpoint's): dropped, once. Under a bound, the records past it
         // wait (in order) for a later batch, as do those past `max_rows`.
         let mut offsets = self.shared.offsets.lock().expect("not poisoned").clone();
-        raws.retain(|r| {
-            offsets
-                .get(&(r.topic.to_string(), r.partition))
-                .is_none_or(|&next| r.offset >= next)
-        });
-        let (mut now, later): (Vec<Raw>, Vec<Raw>) =
-            raws.into_iter().partition(|r| self.may_take(r));
+        // Where each partition stands and where its bound is, looked up once a partition.
+        let mut limits: HashMap<(Arc<str>, i32), (Option<i64>, Option<i64>)> = HashMap::new();
+        for r in &raws {
+            limits
+                .entry((r.topic.clone(), r.partition))
+                .or_insert_with(|| {
+                    let tp = (r.topic.to_string(), r.partition);
+                    let cut = self.cut.as_ref().and_then(|c| c.get(&tp).copied());
+                    (offsets.get(&tp).copied(), cut)
+                });
+        }
+        let limit = |r: &Raw| limits[&(r.topic.clone(), r.partition)];
+        raws.retain(|r| limit(r).0.is_none_or(|next| r.offset >= next));
+        let bounded = self.cut.is_some();
+        let (mut now, later): (Vec<Raw>, Vec<Raw>) = raws
+            .into_iter()
+            .partition(|r| !bounded || limit(r).1.is_some_and(|end| r.offset < end));
         let mut rest = now.split_off(now.len().min(max_rows));
         rest.extend(later);
         self.pending = rest;
+        let mut next: HashMap<(Arc<str>, i32), i64> = HashMap::new();
         for r in &now {
-            offsets.insert((r.topic.to_string(), r.partition), r.offset + 1);
+            let at = next.entry((r.topic.clone(), r.partition)).or_insert(0);
+            *at = (*at).max(r.offset + 1);
+        }
+        for ((t, p), o) in next {
+            offsets.insert((t.to_string(), p), o);
         }
         *self.shared.offsets.lock().expect("not poisoned") = offsets;
         let raws = now;
