@@ -26,6 +26,13 @@ fn orders(n: usize, from: usize) -> Vec<String> {
         .collect()
 }
 
+/// Writes `job` as `job.json` in `dir`; its path.
+fn write_job(dir: &std::path::Path, job: Value) -> std::path::PathBuf {
+    let path = dir.join("job.json");
+    std::fs::write(&path, job.to_string()).unwrap();
+    path
+}
+
 /// Produces `values` to `topic` without keys.
 async fn produce_all(broker: &Broker, topic: &str, values: &[String]) {
     for chunk in values.chunks(5000) {
@@ -199,13 +206,11 @@ async fn a_job_streams_topic_to_topic_and_resumes_from_its_checkpoint() {
     broker.create_topic("orders.v1", 3).await;
     broker.create_topic("ltv", 1).await;
     let first = orders(300, 0);
-    let records: Vec<(Option<&str>, &str)> = first.iter().map(|v| (None, v.as_str())).collect();
-    broker.produce("orders.v1", &records).await;
+    produce_all(&broker, "orders.v1", &first).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let job = dir.path().join("job.json");
-    std::fs::write(
-        &job,
+    let job = write_job(
+        dir.path(),
         json!({
             "name": "kafka-ltv",
             "source": {"type": "kafka", "bootstrapServers": broker.servers, "topic": "orders.v1",
@@ -219,10 +224,8 @@ async fn a_job_streams_topic_to_topic_and_resumes_from_its_checkpoint() {
                      "key": "$_id", "headers": {"orders": "$orderCount"}},
             "runtime": {"microBatchSize": 50},
             "checkpoint": {"store": dir.path().join("cp")}
-        })
-        .to_string(),
-    )
-    .unwrap();
+        }),
+    );
     let out = fluxion(&["run", job.to_str().unwrap()]);
     assert!(
         out.status.success(),
@@ -249,8 +252,7 @@ async fn a_job_streams_topic_to_topic_and_resumes_from_its_checkpoint() {
 
     // More orders; the second run reads only those.
     let second = orders(120, 300);
-    let records: Vec<(Option<&str>, &str)> = second.iter().map(|v| (None, v.as_str())).collect();
-    broker.produce("orders.v1", &records).await;
+    produce_all(&broker, "orders.v1", &second).await;
     let out = fluxion(&["run", job.to_str().unwrap()]);
     assert!(
         out.status.success(),
@@ -411,9 +413,8 @@ async fn killed_and_restarted_jobs_post_every_document_once_per_key() {
     produce_all(&broker, "orders", &input).await;
     let receiver = common::http::Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let job = dir.path().join("job.json");
-    std::fs::write(
-        &job,
+    let job = write_job(
+        dir.path(),
         json!({
             "name": "to-http",
             "source": {"type": "kafka", "bootstrapServers": broker.servers, "topic": "orders",
@@ -424,10 +425,8 @@ async fn killed_and_restarted_jobs_post_every_document_once_per_key() {
             "sink": {"type": "http", "endpoint": receiver.url, "batchSize": 30},
             "runtime": {"microBatchSize": 100},
             "checkpoint": {"store": dir.path().join("cp"), "intervalMs": 150}
-        })
-        .to_string(),
-    )
-    .unwrap();
+        }),
+    );
     let kills = vec![350, 400, 600, 300, 500, 450];
     let killed = tokio::task::spawn_blocking(move || run_with_kills(&job, &kills))
         .await
@@ -500,9 +499,8 @@ async fn bad_records_go_to_a_dead_letter_topic() {
     records.insert(2, (None, "{\"customerId\": \"c-9\", \"status\": PAID}"));
     broker.produce("in", &records).await;
     let dir = tempfile::tempdir().unwrap();
-    let job = dir.path().join("job.json");
-    std::fs::write(
-        &job,
+    let job = write_job(
+        dir.path(),
         json!({
             "name": "with-dlq",
             "source": {"type": "kafka", "bootstrapServers": broker.servers, "topic": "in",
@@ -512,10 +510,8 @@ async fn bad_records_go_to_a_dead_letter_topic() {
             "sink": {"type": "kafka", "bootstrapServers": broker.servers, "topic": "out"},
             "deadLetter": {"type": "kafka", "bootstrapServers": broker.servers, "topic": "in.dlq"},
             "checkpoint": {"store": dir.path().join("cp")}
-        })
-        .to_string(),
-    )
-    .unwrap();
+        }),
+    );
     let out = tokio::task::spawn_blocking(move || fluxion(&["run", job.to_str().unwrap()]))
         .await
         .unwrap();
