@@ -12,6 +12,7 @@ use fluxion::connect::kafka::KafkaSourceConfig;
 use fluxion::connect::kafka::source::KafkaSource;
 use fluxion::connect::memory::MemorySink;
 use fluxion::runtime::exec::micro_batch::{RuntimeOptions, run_with_dead_letters};
+use fluxion::runtime::metrics::PrometheusMetrics;
 use fluxion::runtime::state::checkpoint::MemoryCheckpoints;
 use fluxion::{Engine, Pipeline};
 use serde_json::{Value, json};
@@ -109,8 +110,11 @@ async fn records_become_documents_and_bad_ones_dead_letters() {
             KafkaSource::open(&source_config(&broker, "orders", extra), None, "test").unwrap();
         let (mut sink, docs) = MemorySink::with_view();
         let (mut dead, dead_docs) = MemorySink::with_view();
+        let metrics = std::sync::Arc::new(PrometheusMetrics::default());
         let options = RuntimeOptions {
             micro_batch_size: 8,
+            pipeline_id: "orders-in".into(),
+            listeners: vec![metrics.clone()],
             ..Default::default()
         };
         let stats = run_with_dead_letters(
@@ -185,6 +189,14 @@ async fn records_become_documents_and_bad_ones_dead_letters() {
             "{reasons:?}"
         );
         assert!(reasons.iter().any(|r| r.contains("empty")), "{reasons:?}");
+        // Every partition's lag is a metric of its own.
+        let text = metrics.render();
+        for p in 0..3 {
+            let line = format!(
+                "fluxion_source_partition_lag{{pipeline=\"orders-in\",partition=\"orders/{p}\"}} 0\n"
+            );
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
     }
 }
 
@@ -221,7 +233,9 @@ async fn a_job_streams_topic_to_topic_and_resumes_from_its_checkpoint() {
                          {"$group": {"_id": "$customerId", "orderCount": {"$count": {}},
                                      "lifetimeValue": {"$sum": "$orderValue"}}}],
             "sink": {"type": "kafka", "bootstrapServers": broker.servers, "topic": "ltv",
-                     "key": "$_id", "headers": {"orders": "$orderCount"}},
+                     "key": "$_id",
+                     "headers": {"orders": "$orderCount",
+                                 "tier": {"$cond": [{"$gte": ["$lifetimeValue", 100]}, "gold", "basic"]}}},
             "runtime": {"microBatchSize": 50},
             "checkpoint": {"store": dir.path().join("cp")}
         }),
@@ -243,6 +257,15 @@ async fn a_job_streams_topic_to_topic_and_resumes_from_its_checkpoint() {
         r.headers
             .iter()
             .any(|h| h.0 == "orders" && h.1.parse::<i64>().ok() == r.value["orderCount"].as_i64())
+    }));
+    // A header computed by an expression over the output document.
+    assert!(output.iter().all(|r| {
+        let tier = if r.value["lifetimeValue"].as_f64().unwrap() >= 100.0 {
+            "gold"
+        } else {
+            "basic"
+        };
+        r.headers.iter().any(|h| h.0 == "tier" && h.1 == tier)
     }));
     common::assert_same_groups(
         output.iter().map(|r| r.value.clone()),

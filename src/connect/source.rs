@@ -67,6 +67,11 @@ pub trait Source: Send {
     fn lag(&self) -> Option<u64> {
         None
     }
+    /// The lag of each partition (`"orders.v1/2"` → messages behind its end), for a source
+    /// with partitions that knows them.
+    fn partition_lag(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
     /// Reads nothing past `end` (a position this source returned) until called with `None`:
     /// how a restart forms a logged micro-batch again, record for record.
     fn bound(&mut self, end: Option<&Position>) -> Result<()> {

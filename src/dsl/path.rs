@@ -13,6 +13,11 @@ impl JsonPath {
         JsonPath("pipeline".to_string())
     }
 
+    /// A root other than the pipeline, e.g. `sink.key` for an expression in a sink's options.
+    pub fn named(root: &str) -> Self {
+        JsonPath(root.to_string())
+    }
+
     /// The path of an array element: `pipeline[3]`.
     pub fn index(&self, i: usize) -> Self {
         JsonPath(format!("{}[{i}]", self.0))

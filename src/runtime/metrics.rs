@@ -34,6 +34,8 @@ pub struct BatchMetrics {
     pub state_bytes: u64,
     /// How far the source was behind its end after this batch (bytes of a file), if known.
     pub lag: Option<u64>,
+    /// The same per partition of the source (`"topic/partition"`), for sources that have them.
+    pub partition_lag: Vec<(String, u64)>,
     /// Attempts repeated by the retry policy, and failures that used up their retries, since
     /// the previous batch.
     pub retries: u64,
@@ -186,6 +188,8 @@ pub struct Totals {
     pub state_bytes: u64,
     /// The source's lag after the last batch (NaN if the source cannot tell).
     pub lag: f64,
+    /// The lag of each source partition after the last batch.
+    pub partition_lag: BTreeMap<String, u64>,
     pub retries: u64,
     pub failures: u64,
     pub backpressure_seconds: f64,
@@ -232,6 +236,7 @@ impl MetricsListener for PrometheusMetrics {
         t.state_bytes = b.state_bytes;
         t.transform_seconds += b.transform_duration.as_secs_f64();
         t.lag = b.lag.map_or(f64::NAN, |l| l as f64);
+        t.partition_lag = b.partition_lag.iter().cloned().collect();
         t.retries += b.retries;
         t.failures += b.failures;
         t.backpressure_seconds += b.backpressure_wait.as_secs_f64();
@@ -372,6 +377,19 @@ impl PrometheusMetrics {
             for (pipeline, t) in &all {
                 let pipeline = escape(pipeline);
                 out.push_str(&format!("{name}{{pipeline=\"{pipeline}\"}} {}\n", value(t)));
+            }
+        }
+        let name = "fluxion_source_partition_lag";
+        out.push_str(&format!(
+            "# HELP {name} How far each source partition is behind its end after the last batch (messages).\n# TYPE {name} gauge\n"
+        ));
+        for (pipeline, t) in &all {
+            let pipeline = escape(pipeline);
+            for (partition, lag) in &t.partition_lag {
+                out.push_str(&format!(
+                    "{name}{{pipeline=\"{pipeline}\",partition=\"{}\"}} {lag}\n",
+                    escape(partition)
+                ));
             }
         }
         let per_stage: [StageMetric; 4] = [

@@ -124,11 +124,12 @@ impl KafkaSourceConfig {
 pub struct KafkaSinkConfig {
     pub bootstrap_servers: String,
     pub topic: String,
-    /// The record key: a field path of the output document (`"$_id"`); none by default.
-    pub key: Option<String>,
-    /// Record headers: name → field path of the output document.
+    /// The record key: an expression over the output document (`"$_id"`,
+    /// `{"$concat": […]}`); none by default.
+    pub key: Option<Value>,
+    /// Record headers: name → an expression over the output document.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, Value>,
     /// librdkafka's `partitioner` (`murmur2_random`, the Java client's, by default).
     pub partitioner: Option<String>,
     /// Passed to librdkafka as they are (`"linger.ms"`, `"batch.size"`, …).

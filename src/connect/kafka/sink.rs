@@ -1,5 +1,5 @@
 //! A Kafka topic as a streaming sink: one record per output document, its value the document
-//! as JSON, its key and headers from fields of the document. The producer is idempotent with
+//! as JSON, its key and headers expressions over the document. The producer is idempotent with
 //! `acks=all` (so librdkafka's own retries neither lose nor repeat a record), and a commit
 //! waits until the broker has every record of the micro-batch.
 //!
@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, StructArray};
-use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use rdkafka::ClientContext;
 use rdkafka::message::{Header, Message, OwnedHeaders};
@@ -25,6 +25,8 @@ use serde_json::{Value, json};
 use super::{KafkaSinkConfig, client_config, kafka_error};
 use crate::connect::source::{BatchId, Sink};
 use crate::document::encode::write_batch;
+use crate::dsl::JsonPath;
+use crate::plan::expr::BatchExpr;
 use crate::{Error, Result};
 
 /// How long a commit waits for the broker to acknowledge a micro-batch.
@@ -74,8 +76,8 @@ struct Out {
 pub struct KafkaSink {
     producer: Arc<ThreadedProducer<Delivery>>,
     topic: String,
-    key: Option<Vec<String>>,
-    headers: Vec<(String, Vec<String>)>,
+    key: Option<BatchExpr>,
+    headers: Vec<(String, BatchExpr)>,
     sent: u64,
     servers: String,
     properties: BTreeMap<String, Value>,
@@ -84,19 +86,6 @@ pub struct KafkaSink {
     index: u64,
     /// Identities of the records already in the topic past the checkpoint.
     present: HashSet<Vec<u8>>,
-}
-
-/// `"$a.b"` as the path `["a", "b"]`.
-fn field_path(spec: &str, what: &str, context: &str) -> Result<Vec<String>> {
-    match spec.strip_prefix('$') {
-        Some(p) if !p.is_empty() && !p.starts_with('$') && p.split('.').all(|s| !s.is_empty()) => {
-            Ok(p.split('.').map(str::to_string).collect())
-        }
-        _ => Err(Error::config(
-            context,
-            format!("sink.{what}: {spec:?} is not a field path (\"$field\" or \"$a.b\")"),
-        )),
-    }
 }
 
 impl KafkaSink {
@@ -120,19 +109,19 @@ impl KafkaSink {
             .map_err(|e| Error::config(context, format!("sink: {e}")))?;
         let key = config
             .key
-            .as_deref()
-            .map(|k| field_path(k, "key", context))
-            .transpose()?;
+            .as_ref()
+            .map(|k| BatchExpr::parse(k, JsonPath::named("sink.key")))
+            .transpose()
+            .map_err(|e| Error::config(context, e.to_string()))?;
         let headers = config
             .headers
             .iter()
             .map(|(name, spec)| {
-                Ok((
-                    name.clone(),
-                    field_path(spec, &format!("headers.{name}"), context)?,
-                ))
+                let at = JsonPath::named(&format!("sink.headers.{name}"));
+                Ok((name.clone(), BatchExpr::parse(spec, at)?))
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| Error::config(context, e.to_string()))?;
         Ok(KafkaSink {
             producer: Arc::new(producer),
             topic: config.topic.clone(),
@@ -150,14 +139,14 @@ impl KafkaSink {
     fn records(&mut self, batch: &RecordBatch) -> Result<Vec<Out>> {
         let mut values = Vec::new();
         write_batch(&mut values, batch)?;
-        let keys = match &self.key {
-            Some(path) => Some(texts(batch, path)?),
+        let keys = match &mut self.key {
+            Some(e) => Some(texts(&e.evaluate(batch)?)?),
             None => None,
         };
         let headers = self
             .headers
-            .iter()
-            .map(|(name, path)| Ok((name, texts(batch, path)?)))
+            .iter_mut()
+            .map(|(name, e)| Ok((name.clone(), texts(&e.evaluate(batch)?)?)))
             .collect::<Result<Vec<_>>>()?;
         let mut out = Vec::with_capacity(batch.num_rows());
         for (row, line) in values
@@ -187,19 +176,12 @@ impl KafkaSink {
     }
 }
 
-/// The value at `path` in each row, as bytes: text as it is, anything else as JSON; `None`
-/// where the document has no such field.
-fn texts(batch: &RecordBatch, path: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
-    let mut column: Option<ArrayRef> = batch.column_by_name(&path[0]).cloned();
-    for name in &path[1..] {
-        column = column.and_then(|c| {
-            c.as_struct_opt()
-                .and_then(|s: &StructArray| s.column_by_name(name).cloned())
-        });
+/// Each value of `column` as bytes: text as it is, anything else as JSON; `None` for null
+/// (a missing field).
+fn texts(column: &ArrayRef) -> Result<Vec<Option<Vec<u8>>>> {
+    if column.data_type() == &DataType::Null {
+        return Ok(vec![None; column.len()]);
     }
-    let Some(column) = column else {
-        return Ok(vec![None; batch.num_rows()]);
-    };
     if let Some(s) = column.as_string_opt::<i32>() {
         return Ok((0..s.len())
             .map(|i| s.is_valid(i).then(|| s.value(i).as_bytes().to_vec()))
@@ -218,7 +200,7 @@ fn texts(batch: &RecordBatch, path: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
     write_batch(&mut text, &one)?;
     Ok(text
         .split(|b| *b == b'\n')
-        .take(batch.num_rows())
+        .take(column.len())
         .map(|line| {
             line.strip_prefix(b"{\"v\":")
                 .and_then(|l| l.strip_suffix(b"}"))

@@ -42,6 +42,8 @@ const LINGER_TRIES: u32 = 2;
 const INFER_WAIT: Duration = Duration::from_secs(10);
 /// How long a request to the broker (metadata, watermarks) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How soon the ends are asked for again while the source has no partitions yet.
+const LAG_FIRST: Duration = Duration::from_millis(50);
 /// How often the partitions' ends are asked for, for the lag.
 const LAG_EVERY: Duration = Duration::from_secs(1);
 
@@ -426,6 +428,13 @@ impl KafkaSource {
                 tracing::debug!("kafka: {t}/{p} from {low} to {high}");
                 // An empty partition is at its end wherever the source stands.
                 ends.insert((t.clone(), *p), if high <= low { i64::MIN } else { high });
+                // The lag is known from the start, however short the run.
+                self.shared
+                    .highs
+                    .lock()
+                    .expect("not poisoned")
+                    .entry((t.clone(), *p))
+                    .or_insert(high);
             }
             self.ends = Some(ends);
         }
@@ -762,18 +771,22 @@ fn record_column(name: &str, kept: &[Raw]) -> ArrayRef {
 fn watch_ends(consumer: std::sync::Weak<BaseConsumer<Context>>, shared: std::sync::Weak<Shared>) {
     std::thread::spawn(move || {
         loop {
-            std::thread::sleep(LAG_EVERY);
             let (Some(consumer), Some(shared)) = (consumer.upgrade(), shared.upgrade()) else {
                 return;
             };
             let held = shared.assigned.lock().expect("not poisoned").clone();
             let mut highs = BTreeMap::new();
-            for (t, p) in held {
-                if let Ok((_, high)) = consumer.fetch_watermarks(&t, p, REQUEST_TIMEOUT) {
-                    highs.insert((t, p), high);
+            for (t, p) in &held {
+                if let Ok((_, high)) = consumer.fetch_watermarks(t, *p, REQUEST_TIMEOUT) {
+                    highs.insert((t.clone(), *p), high);
                 }
             }
+            let known = !held.is_empty() && highs.len() == held.len();
             *shared.highs.lock().expect("not poisoned") = highs;
+            drop((consumer, shared));
+            // Soon again while partitions are still being assigned, so even a short run
+            // reports its lag.
+            std::thread::sleep(if known { LAG_EVERY } else { LAG_FIRST });
         }
     });
 }
@@ -954,6 +967,23 @@ impl Source for KafkaSource {
             lag += high.saturating_sub(at).max(0) as u64;
         }
         Some(lag)
+    }
+
+    fn partition_lag(&self) -> Vec<(String, u64)> {
+        let offsets = self.shared.offsets.lock().expect("not poisoned");
+        let assigned = self.shared.assigned.lock().expect("not poisoned");
+        let highs = self.shared.highs.lock().expect("not poisoned");
+        assigned
+            .iter()
+            .filter_map(|tp| {
+                let high = *highs.get(tp)?;
+                let at = offsets.get(tp).copied().unwrap_or(0);
+                Some((
+                    format!("{}/{}", tp.0, tp.1),
+                    high.saturating_sub(at).max(0) as u64,
+                ))
+            })
+            .collect()
     }
 
     fn on_checkpoint(&self) -> Option<CheckpointHook> {

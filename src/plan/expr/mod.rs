@@ -12,6 +12,7 @@ mod boolean;
 mod comparison;
 mod conditional;
 mod date;
+mod evaluate;
 mod string;
 mod types;
 
@@ -30,6 +31,7 @@ use crate::dsl::JsonPath;
 use crate::dsl::expression::{Expression, Family};
 
 pub use boolean::truthy;
+pub use evaluate::BatchExpr;
 
 /// The coarse type classes MongoDB's rules are written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -38,6 +38,8 @@ pub(super) struct Fetched {
     pub rejected: Vec<Rejected>,
     /// How far the source is behind its end after this batch, if it knows.
     pub lag: Option<u64>,
+    /// The same per partition.
+    pub partition_lag: Vec<(String, u64)>,
     pub started: Instant,
     /// The source's last batch (a bounded source ended after it).
     pub last: bool,
@@ -175,6 +177,7 @@ pub(super) async fn fetch(
                     position,
                     rejected,
                     lag: source.lag(),
+                    partition_lag: source.partition_lag(),
                     started,
                     last: ended,
                     partitions: None,
@@ -217,6 +220,7 @@ pub(super) async fn fetch(
             position,
             rejected,
             lag: source.lag(),
+            partition_lag: source.partition_lag(),
             started,
             last: ended,
             partitions: partitioned.then_some(partitions),

@@ -428,6 +428,7 @@ pub async fn run_with_dead_letters(
                     state_rows,
                     state_bytes,
                     lag: t.lag,
+                    partition_lag: t.partition_lag.clone(),
                     retries: now.0 - seen.0,
                     failures: now.1 - seen.1,
                     backpressure_wait: Duration::from_nanos(now.2 - seen.2),

@@ -45,6 +45,7 @@ pub(super) struct Transformed {
     /// Documents a window found late.
     pub late: u64,
     pub lag: Option<u64>,
+    pub partition_lag: Vec<(String, u64)>,
     /// The operator's state after this batch: taken when a checkpoint is due after it (a
     /// window's, for its metrics, after every batch).
     pub state: Option<crate::runtime::state::keyed::Snapshot>,
@@ -76,6 +77,7 @@ impl Transformed {
             skipped: 0,
             late: 0,
             lag: None,
+            partition_lag: Vec::new(),
             state: None,
             state_rows: 0,
             state_bytes: 0,
@@ -334,6 +336,7 @@ impl Transformer {
             input_rows,
             skipped,
             lag: f.lag,
+            partition_lag: f.partition_lag,
             state,
             state_rows,
             state_bytes,
