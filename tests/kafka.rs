@@ -366,6 +366,12 @@ async fn killed_and_restarted_jobs_write_every_record_exactly_once() {
             json!([{"$match": {"status": "PAID"}}]),
             "$customerId",
         ),
+        // The same in Kafka transactions, read by a `read_committed` consumer.
+        (
+            "paid-txn",
+            json!([{"$match": {"status": "PAID"}}]),
+            "$customerId",
+        ),
         // Upserts keyed by `_id`, so each customer's are in one partition, in order.
         (
             "ltv",
@@ -387,7 +393,8 @@ async fn killed_and_restarted_jobs_write_every_record_exactly_once() {
                            "endAt": "latest", "schema": schema},
                 "pipeline": pipeline,
                 "sink": {"type": "kafka", "bootstrapServers": broker.servers, "topic": out,
-                         "key": key},
+                         "key": key,
+                         "delivery": if out.ends_with("-txn") { "transactional" } else { "idempotent" }},
                 "runtime": {"microBatchSize": 100},
                 "checkpoint": {"store": dir.path().join("cp"), "intervalMs": 150}
             })
@@ -396,7 +403,11 @@ async fn killed_and_restarted_jobs_write_every_record_exactly_once() {
         .unwrap();
         let killed = run_with_kills(&job, &kills());
         assert!(killed > 0, "{out}: the job finished before the first kill");
-        let output = broker.consume_all(out);
+        let output = if out.ends_with("-txn") {
+            broker.consume_committed(out)
+        } else {
+            broker.consume_all(out)
+        };
         let mut ids: Vec<&str> = output
             .iter()
             .map(|r| {
@@ -411,7 +422,7 @@ async fn killed_and_restarted_jobs_write_every_record_exactly_once() {
         let before = ids.len();
         ids.dedup();
         assert_eq!(ids.len(), before, "{out}: a record was written twice");
-        if out == "paid" {
+        if out.starts_with("paid") {
             let got = order_texts(output.iter().map(|r| &r.value));
             let expected = paid_texts(&input);
             assert_eq!(got.len(), expected.len(), "{out}: after {killed} kills");
@@ -560,4 +571,41 @@ async fn bad_records_go_to_a_dead_letter_topic() {
         "{letter}"
     );
     assert!(letter["stage"].is_string(), "{letter}");
+}
+
+/// A transactional sink's records become visible to a `read_committed` consumer when the
+/// checkpoint after them commits their transaction, not when their micro-batch ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_records_appear_at_the_checkpoint() {
+    use fluxion::connect::kafka::sink::KafkaSink;
+    use fluxion::connect::source::{BatchId, Sink};
+    let broker = Broker::start();
+    broker.create_topic("txn-out", 1).await;
+    let config = serde_json::from_value(json!({
+        "bootstrapServers": broker.servers, "topic": "txn-out", "delivery": "transactional"
+    }))
+    .unwrap();
+    let mut sink = KafkaSink::open(&config, "txn-test").unwrap();
+    let text: String = (0..10).map(|i| format!("{{\"n\": {i}}}\n")).collect();
+    let decoded = fluxion::document::decode::decode(
+        text.as_bytes(),
+        "test",
+        &fluxion::document::decode::JsonlOptions::default(),
+    )
+    .unwrap();
+    let batch = datafusion::arrow::compute::concat_batches(
+        &decoded.schema,
+        decoded.partitions.iter().flatten(),
+    )
+    .unwrap();
+    sink.begin(&BatchId {
+        job: "txn-test".into(),
+        number: 1,
+    });
+    sink.write(&[batch]).await.unwrap();
+    sink.commit().await.unwrap();
+    let before = broker.consume_committed("txn-out").len();
+    sink.sync().await.unwrap();
+    let after = broker.consume_committed("txn-out");
+    assert_eq!((before, after.len()), (0, 10));
 }

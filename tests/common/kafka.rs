@@ -132,13 +132,24 @@ impl Broker {
         producer.flush(Duration::from_secs(10)).unwrap();
     }
 
-    /// Every record of `topic` from the beginning: read until none has come for two seconds
-    /// (Tansu's partition ends count record batches, so they cannot say when to stop).
+    /// Every record of `topic` from the beginning, as a `read_uncommitted` consumer sees them:
+    /// read until none has come for two seconds (Tansu's partition ends count record
+    /// batches, so they cannot say when to stop).
     pub fn consume_all(&self, topic: &str) -> Vec<Record> {
+        self.consume(topic, "read_uncommitted")
+    }
+
+    /// The same as a `read_committed` consumer sees them.
+    pub fn consume_committed(&self, topic: &str) -> Vec<Record> {
+        self.consume(topic, "read_committed")
+    }
+
+    fn consume(&self, topic: &str, isolation: &str) -> Vec<Record> {
         let consumer: BaseConsumer = self
             .config()
             .set("group.id", "fluxion-tests-reader")
             .set("enable.auto.commit", "false")
+            .set("isolation.level", isolation)
             .create()
             .unwrap();
         let md = consumer

@@ -130,11 +130,28 @@ pub struct KafkaSinkConfig {
     /// Record headers: name → an expression over the output document.
     #[serde(default)]
     pub headers: BTreeMap<String, Value>,
+    /// How records reach the topic: `idempotent` (default) or `transactional`.
+    #[serde(default)]
+    pub delivery: DeliveryMode,
     /// librdkafka's `partitioner` (`murmur2_random`, the Java client's, by default).
     pub partitioner: Option<String>,
     /// Passed to librdkafka as they are (`"linger.ms"`, `"batch.size"`, …).
     #[serde(default)]
     pub properties: BTreeMap<String, Value>,
+}
+
+/// How a Kafka sink's records reach the topic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DeliveryMode {
+    /// An idempotent producer; records are visible as soon as the broker has them, and a
+    /// restart leaves out the ones already written.
+    #[default]
+    Idempotent,
+    /// Also a Kafka transaction from one checkpoint to the next: `read_committed` consumers
+    /// see a checkpoint's records once it is taken, and never those of a run that crashed
+    /// before it (on brokers that hide aborted transactions).
+    Transactional,
 }
 
 /// A librdkafka config: the servers, then the user's properties (which win), as text.

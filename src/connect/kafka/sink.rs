@@ -22,7 +22,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use serde_json::{Value, json};
 
-use super::{KafkaSinkConfig, client_config, kafka_error};
+use super::{DeliveryMode, KafkaSinkConfig, client_config, kafka_error};
 use crate::connect::source::{BatchId, Sink};
 use crate::document::encode::write_batch;
 use crate::dsl::JsonPath;
@@ -66,6 +66,7 @@ impl ProducerContext for Delivery {
 }
 
 /// One record to send.
+#[derive(Clone)]
 struct Out {
     key: Option<Vec<u8>>,
     value: Vec<u8>,
@@ -86,7 +87,22 @@ pub struct KafkaSink {
     index: u64,
     /// Identities of the records already in the topic past the checkpoint.
     present: HashSet<Vec<u8>>,
+    /// With `"delivery": "transactional"`: the transaction's state.
+    transaction: Option<Transaction>,
 }
+
+/// A transactional sink's state. One transaction runs from a checkpoint to the next; its
+/// records are kept until it commits, so one that the broker aborts can be sent again.
+struct Transaction {
+    /// Whether `init_transactions` has run (it fences a crashed run's producer and aborts
+    /// the transaction it left open).
+    ready: bool,
+    open: bool,
+    sent: Vec<Arc<Vec<Out>>>,
+}
+
+/// How long a transaction call (init, commit, abort) may take.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl KafkaSink {
     /// A producer for `config`'s topic.
@@ -103,6 +119,14 @@ impl KafkaSink {
         }
         if let Some(p) = &config.partitioner {
             client.set("partitioner", p);
+        }
+        let transactional = config.delivery == DeliveryMode::Transactional;
+        if transactional && !config.properties.contains_key("transactional.id") {
+            // The same id in every run of the job, so a restart fences the run before it.
+            client.set(
+                "transactional.id",
+                format!("fluxion-{context}-{}", config.topic),
+            );
         }
         let producer: ThreadedProducer<Delivery> = client
             .create_with_context(Delivery::default())
@@ -133,7 +157,81 @@ impl KafkaSink {
             batch: None,
             index: 0,
             present: HashSet::new(),
+            transaction: transactional.then(|| Transaction {
+                ready: false,
+                open: false,
+                sent: Vec::new(),
+            }),
         })
+    }
+
+    /// Readies the producer for transactions, once per run.
+    async fn init_transactions(&mut self) -> Result<()> {
+        let Some(t) = &mut self.transaction else {
+            return Ok(());
+        };
+        if t.ready {
+            return Ok(());
+        }
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .init_transactions(TRANSACTION_TIMEOUT)
+                .map_err(|e| kafka_error(format!("starting transactions on {topic}"), e))
+        })
+        .await
+        .map_err(|e| Error::external("producing to kafka", e))??;
+        t.ready = true;
+        Ok(())
+    }
+
+    /// Commits the open transaction. If the broker aborts it, its records are sent again in
+    /// a new one and the error is returned, so a retry commits them.
+    async fn commit_transaction(&mut self) -> Result<()> {
+        let Some(t) = &mut self.transaction else {
+            return Ok(());
+        };
+        if !t.open {
+            return Ok(());
+        }
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        let sent = t.sent.clone();
+        let outcome = tokio::task::spawn_blocking(move || -> Result<bool> {
+            match producer.commit_transaction(TRANSACTION_TIMEOUT) {
+                Ok(()) => Ok(true),
+                Err(e) => {
+                    let abort = matches!(&e, rdkafka::error::KafkaError::Transaction(r)
+                        if r.txn_requires_abort());
+                    if !abort {
+                        return Err(kafka_error(format!("committing to {topic}"), e));
+                    }
+                    tracing::warn!("kafka: the transaction on {topic} was aborted ({e}); sending its records again");
+                    producer
+                        .abort_transaction(TRANSACTION_TIMEOUT)
+                        .map_err(|e| kafka_error(format!("aborting on {topic}"), e))?;
+                    producer
+                        .begin_transaction()
+                        .map_err(|e| kafka_error(format!("a transaction on {topic}"), e))?;
+                    for records in &sent {
+                        send(&producer, &topic, records)?;
+                    }
+                    flush(&producer, &topic)?;
+                    Err(Error::external(
+                        format!("committing to {topic}"),
+                        std::io::Error::other(format!("the transaction was aborted: {e}")),
+                    ))
+                }
+            }
+        })
+        .await
+        .map_err(|e| Error::external("producing to kafka", e))??;
+        if outcome {
+            t.open = false;
+            t.sent.clear();
+        }
+        Ok(())
     }
 
     fn records(&mut self, batch: &RecordBatch) -> Result<Vec<Out>> {
@@ -217,9 +315,20 @@ impl Sink for KafkaSink {
             records.extend(self.records(b)?);
         }
         self.sent += records.len() as u64;
+        self.init_transactions().await?;
+        let records = Arc::new(records);
+        if let Some(t) = &mut self.transaction {
+            if !t.open {
+                self.producer
+                    .begin_transaction()
+                    .map_err(|e| kafka_error(format!("a transaction on {}", self.topic), e))?;
+                t.open = true;
+            }
+            t.sent.push(records.clone());
+        }
         let producer = self.producer.clone();
         let topic = self.topic.clone();
-        tokio::task::spawn_blocking(move || send(&producer, &topic, records))
+        tokio::task::spawn_blocking(move || send(&producer, &topic, &records))
             .await
             .map_err(|e| Error::external("producing to kafka", e))?
     }
@@ -259,6 +368,10 @@ impl Sink for KafkaSink {
         Ok(json!({ "records": self.sent, "offsets": offsets }))
     }
 
+    async fn sync(&mut self) -> Result<()> {
+        self.commit_transaction().await
+    }
+
     async fn restore(&mut self, state: &Value) -> Result<()> {
         self.sent = state.get("records").and_then(Value::as_u64).unwrap_or(0);
         *self.producer.context().next.lock().expect("not poisoned") = offsets_of(state);
@@ -276,6 +389,9 @@ impl Sink for KafkaSink {
 
     async fn recover(&mut self, state: &Value) -> Result<()> {
         let from = offsets_of(state);
+        // A crashed run's open transaction blocks `read_committed` readers until it is
+        // aborted, which readying this run's producer does.
+        self.init_transactions().await?;
         let client = client_config(&self.servers, &self.properties, "sink")?;
         let topic = self.topic.clone();
         let found = tokio::task::spawn_blocking(move || read_ids(client, &topic, &from))
@@ -315,7 +431,9 @@ fn read_ids(
     client
         .set("group.id", "fluxion-sink-recovery")
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true");
+        .set("enable.partition.eof", "true")
+        // Records of aborted transactions are not output.
+        .set("isolation.level", "read_committed");
     let consumer: BaseConsumer = client
         .create()
         .map_err(|e| kafka_error(format!("reading {topic}"), e))?;
@@ -393,7 +511,7 @@ fn flush(producer: &ThreadedProducer<Delivery>, topic: &str) -> Result<()> {
 }
 
 /// Queues every record, waiting while the producer's queue is full.
-fn send(producer: &ThreadedProducer<Delivery>, topic: &str, records: Vec<Out>) -> Result<()> {
+fn send(producer: &ThreadedProducer<Delivery>, topic: &str, records: &[Out]) -> Result<()> {
     for r in records {
         let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
         for (name, value) in &r.headers {
