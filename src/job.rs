@@ -78,6 +78,10 @@ pub struct RuntimeConfig {
     pub source_queue_capacity: Option<usize>,
     /// Threads the job runs on (default: one per core).
     pub worker_threads: Option<usize>,
+    /// Run each partition of the source as a task with its own checkpoint, so processes of
+    /// the job sharing a consumer group (and the checkpoint store) share the partitions.
+    #[serde(default)]
+    pub scale_out: bool,
 }
 
 /// What a job runs: stages or SQL.

@@ -609,3 +609,116 @@ async fn transactional_records_appear_at_the_checkpoint() {
     let after = broker.consume_committed("txn-out");
     assert_eq!((before, after.len()), (0, 10));
 }
+
+/// Two processes of one job share a 6-partition topic through their consumer group and one
+/// checkpoint store (`runtime.scaleOut`), each partition a task of its own. One process is
+/// killed with SIGKILL mid-run and started again; its partitions move to the other and back.
+/// A consumer of the output topic sees every PAID order exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_the_partitions_and_survive_a_kill() {
+    let broker = Broker::start();
+    broker.create_topic("orders6", 6).await;
+    broker.create_topic("scaled", 3).await;
+    let input = orders(30_000, 0);
+    // Keyed by customer, so every partition gets records.
+    for chunk in input.chunks(5000) {
+        let keys: Vec<String> = chunk
+            .iter()
+            .map(|v| serde_json::from_str::<Value>(v).unwrap()["customerId"].to_string())
+            .collect();
+        let records: Vec<(Option<&str>, &str)> = chunk
+            .iter()
+            .zip(&keys)
+            .map(|(v, k)| (Some(k.as_str()), v.as_str()))
+            .collect();
+        broker.produce("orders6", &records).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("cp");
+    let job = write_job(
+        dir.path(),
+        json!({
+            "name": "scaled",
+            "source": {"type": "kafka", "bootstrapServers": broker.servers, "topic": "orders6",
+                       "groupId": "fluxion-scaled", "endAt": "latest",
+                       "schema": {"customerId": "string", "status": "string", "orderValue": "double"},
+                       "properties": {"session.timeout.ms": 3000, "heartbeat.interval.ms": 300}},
+            "pipeline": [{"$match": {"status": "PAID"}}],
+            "sink": {"type": "kafka", "bootstrapServers": broker.servers, "topic": "scaled",
+                     "key": "$customerId"},
+            "runtime": {"microBatchSize": 100, "scaleOut": true},
+            "checkpoint": {"store": store, "intervalMs": 100}
+        }),
+    );
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_fluxion"))
+            .args(["run", job.to_str().unwrap()])
+            .env("RUST_LOG", "fluxion=info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let a = start();
+    let mut b = start();
+    // Once the second process holds partitions and has read some of them, SIGKILL it.
+    let (assigned, on_assigned) = std::sync::mpsc::channel();
+    let lines = std::io::BufReader::new(b.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in lines.lines().map_while(Result::ok) {
+            if line.contains("task started") {
+                let _ = assigned.send(());
+            }
+        }
+    });
+    on_assigned
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the second process was given no partition");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(b.try_wait().unwrap().is_none(), "it ended before the kill");
+    b.kill().unwrap();
+    b.wait().unwrap();
+    // Started again: the group gives out the partitions anew, and whichever process gets the
+    // killed one's resumes them from their checkpoints.
+    let b = start();
+    for (name, p) in [("a", a), ("b", b)] {
+        let out = p.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "process {name}: {log}");
+        eprintln!("process {name}:\n{log}");
+    }
+    let output = broker.consume_all("scaled");
+    let mut ids: Vec<&str> = output
+        .iter()
+        .map(|r| {
+            r.headers
+                .iter()
+                .find(|h| h.0 == "fluxion-id")
+                .map(|h| h.1.as_str())
+                .unwrap()
+        })
+        .collect();
+    ids.sort();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), before, "a record was written twice");
+    let (got, expected) = (
+        order_texts(output.iter().map(|r| &r.value)),
+        paid_texts(&input),
+    );
+    assert_eq!(got.len(), expected.len(), "records out");
+    assert!(got == expected, "the records out are not the PAID orders");
+    // Each partition's task has its checkpoints in the shared store, under its own name
+    // (which the identities of its records carry).
+    for p in 0..6 {
+        let wrote = ids
+            .iter()
+            .any(|id| id.starts_with(&format!("scaled/orders6-{p}:")));
+        let checkpointed = store
+            .join(format!("tasks/orders6-{p}/checkpoint.json"))
+            .exists();
+        assert!(!wrote || checkpointed, "partition {p}");
+    }
+    assert!(ids.iter().any(|id| id.starts_with("scaled/orders6-")));
+}

@@ -16,13 +16,14 @@ use super::Format;
 use super::http_sink::{HttpSink, HttpSinkConfig};
 use super::jsonl_sink::JsonlFileSink;
 use super::jsonl_source::JsonlFileSource;
+use super::kafka::group::KafkaGroup;
 use super::kafka::sink::KafkaSink;
 use super::kafka::source::KafkaSource;
 use super::kafka::{KafkaSinkConfig, KafkaSourceConfig};
 use super::memory::{MemorySource, NullSink};
 use super::nexmark::{NexmarkKind, NexmarkSource};
 use super::parquet_sink::ParquetDirSink;
-use super::source::{Sink, Source};
+use super::source::{PartitionedSource, Sink, Source, TaskPositions};
 use super::stdout::StdoutSink;
 use crate::document::declared::parse_schema;
 use crate::{Error, Result};
@@ -184,6 +185,22 @@ pub fn open_source(
             let text = config.memory_jsonl().unwrap_or_default();
             Ok(Box::new(MemorySource::from_jsonl(&text)?))
         }
+    }
+}
+
+/// The source a config describes, as partitions handed out to this process (a job with
+/// `runtime.scaleOut`): only a Kafka source with a `groupId` has them.
+pub fn open_partitioned(
+    config: &SourceConfig,
+    context: &str,
+    positions: TaskPositions,
+) -> Result<Box<dyn PartitionedSource>> {
+    match config {
+        SourceConfig::Kafka(k) => Ok(Box::new(KafkaGroup::open(k, context, positions)?)),
+        _ => Err(Error::config(
+            context,
+            "runtime.scaleOut: only a Kafka source with a groupId is scaled out over its partitions",
+        )),
     }
 }
 

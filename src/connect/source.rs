@@ -139,3 +139,32 @@ pub struct BatchId {
     /// The batch's number (counting every batch of the job, over all runs).
     pub number: u64,
 }
+
+/// The position a task's last checkpoint names, looked up by task id (`None`: the task has
+/// no checkpoint yet). Given to a [`PartitionedSource`] so it can place a partition it is
+/// handed where that partition's task stopped.
+pub type TaskPositions = std::sync::Arc<dyn Fn(&str) -> Option<Position> + Send + Sync>;
+
+/// A change in the partitions a [`PartitionedSource`] holds.
+pub enum PartitionChange {
+    /// Partitions now held: each with its task id (`orders.v1-3`) and a source of its own.
+    Assigned(Vec<(String, Box<dyn Source>)>),
+    /// Partitions being taken away: their tasks finish the batch in hand and checkpoint,
+    /// then `done` is called, and only then do the partitions move.
+    Revoked(Vec<String>, Box<dyn FnOnce() + Send>),
+}
+
+/// A source whose partitions a coordinator (a Kafka consumer group) hands to this process
+/// and takes away again. Each partition runs as a task of its own, with its own checkpoint,
+/// so several processes can share the partitions and move them between each other.
+#[async_trait]
+pub trait PartitionedSource: Send {
+    /// The next change; `None` once the source is closed.
+    async fn next_change(&mut self) -> Result<Option<PartitionChange>>;
+    /// True when every partition's task ends by itself (`endAt`): the process then stops
+    /// once the tasks it holds have ended and no change has come for [`Self::linger`].
+    fn bounded(&self) -> bool;
+    /// How long a process whose tasks have ended stays for more partitions: long enough for
+    /// the coordinator to notice a member that died and hand its partitions out again.
+    fn linger(&self) -> std::time::Duration;
+}

@@ -27,10 +27,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::connect::config::{SinkConfig, SourceConfig};
-use crate::connect::config::{open_sink, open_source};
-use crate::connect::source::{Sink, Source};
+use crate::connect::config::{open_partitioned, open_sink, open_source};
+use crate::connect::source::{Position, Sink, Source, TaskPositions};
 use crate::job::{Job, Query, RuntimeConfig};
 use crate::runtime::exec::micro_batch::{RunStats, RuntimeOptions, run_with_dead_letters};
+use crate::runtime::exec::tasks::{OpenTask, TaskParts, run_tasks};
 use crate::runtime::metrics::{MetricsListener, PrometheusMetrics, Totals};
 use crate::runtime::policy::error_policy::{ErrorPolicy, OnFailure};
 use crate::runtime::query::StreamQuery;
@@ -56,8 +57,23 @@ impl Stream {
             },
             engine: None,
             worker_threads: None,
+            scale_out: None,
         }
     }
+}
+
+/// A job scaled out over its source's partitions: what each partition's task is made of.
+struct ScaleOut {
+    source: SourceConfig,
+    sink: SinkConfig,
+    dead_letter: Option<SinkConfig>,
+    /// The job's checkpoint store; each task's is under it.
+    store: String,
+}
+
+/// Where the task `task` of a scaled-out job keeps its checkpoints.
+fn task_store(store: &str, task: &str) -> String {
+    format!("{}/tasks/{task}", store.trim_end_matches('/'))
 }
 
 impl Stream {
@@ -72,6 +88,9 @@ impl Stream {
             Query::Pipeline(p) => b.pipeline(p),
             Query::Sql(sql) => b.sql(&sql, job.table()),
         };
+        if job.runtime.as_ref().is_some_and(|r| r.scale_out) {
+            return Self::scaled_out(job, b, &name);
+        }
         let mut hint = None;
         match &job.checkpoint {
             Some(cp) => {
@@ -101,6 +120,46 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// The builder of a job with `runtime.scaleOut`: its parts are opened per task.
+    fn scaled_out(job: &Job, mut b: StreamBuilder, name: &str) -> Result<StreamBuilder> {
+        let Some(cp) = &job.checkpoint else {
+            return Err(Error::config(
+                name,
+                "runtime.scaleOut: give a checkpoint.store, which the job's processes share",
+            ));
+        };
+        if !matches!(job.source, SourceConfig::Kafka(_)) {
+            return Err(Error::config(
+                name,
+                "runtime.scaleOut: only a Kafka source with a groupId is scaled out over its partitions",
+            ));
+        }
+        // The sinks open per task; opened once here, their settings are checked up front.
+        drop(open_sink(&job.sink, name)?);
+        if let Some(d) = &job.dead_letter {
+            drop(open_sink(d, name)?);
+        }
+        if let Some(ms) = cp.interval_ms {
+            b = b.checkpoint_interval(std::time::Duration::from_millis(ms));
+        }
+        b.options.time_field = job.source.time_field().cloned();
+        if let Some(p) = &job.error_policy {
+            b = b.error_policy(ErrorPolicy::from_json(p, "errorPolicy")?);
+        }
+        if let Some(r) = &job.runtime {
+            b = b.runtime_config(r);
+        }
+        b.scale_out = Some(ScaleOut {
+            source: job.source.clone(),
+            sink: job.sink.clone(),
+            dead_letter: job.dead_letter.clone(),
+            store: cp.store.clone(),
+        });
+        Ok(b)
+    }
+}
+
 /// Collects a stream's parts; [`StreamBuilder::start`] runs them.
 pub struct StreamBuilder {
     id: String,
@@ -112,6 +171,7 @@ pub struct StreamBuilder {
     options: RuntimeOptions,
     engine: Option<Engine>,
     worker_threads: Option<usize>,
+    scale_out: Option<ScaleOut>,
 }
 
 impl StreamBuilder {
@@ -280,30 +340,42 @@ impl StreamBuilder {
     /// Starts the stream on the current tokio runtime.
     pub fn start(self) -> Result<StreamHandle> {
         let missing = |what: &str| Error::config(&self.id, format!("the stream needs a {what}"));
-        let mut source = self.source.ok_or_else(|| missing("source"))?;
         let pipeline = self.pipeline.ok_or_else(|| missing("pipeline"))?;
-        let mut sink = self.sink.ok_or_else(|| missing("sink"))?;
-        let mut dead_letter = self.dead_letter;
-        let mut checkpoints = self
-            .checkpoints
-            .unwrap_or_else(|| Box::new(MemoryCheckpoints::default()));
         let engine = self.engine.unwrap_or_default();
         let metrics = Arc::new(PrometheusMetrics::default());
         let mut options = self.options;
         options.listeners.push(metrics.clone());
         let stop = options.stop.clone();
-        let run = async move {
-            run_with_dead_letters(
-                &engine,
-                pipeline,
-                source.as_mut(),
-                sink.as_mut(),
-                dead_letter.as_mut().map(|d| d.as_mut() as &mut dyn Sink),
-                checkpoints.as_mut(),
-                &options,
-            )
-            .await
-        };
+        let run: std::pin::Pin<Box<dyn std::future::Future<Output = Result<RunStats>> + Send>> =
+            match self.scale_out {
+                Some(so) => Box::pin(run_scaled_out(
+                    engine,
+                    pipeline,
+                    so,
+                    self.id.clone(),
+                    options,
+                )),
+                None => {
+                    let mut source = self.source.ok_or_else(|| missing("source"))?;
+                    let mut sink = self.sink.ok_or_else(|| missing("sink"))?;
+                    let mut dead_letter = self.dead_letter;
+                    let mut checkpoints = self
+                        .checkpoints
+                        .unwrap_or_else(|| Box::new(MemoryCheckpoints::default()));
+                    Box::pin(async move {
+                        run_with_dead_letters(
+                            &engine,
+                            pipeline,
+                            source.as_mut(),
+                            sink.as_mut(),
+                            dead_letter.as_mut().map(|d| d.as_mut() as &mut dyn Sink),
+                            checkpoints.as_mut(),
+                            &options,
+                        )
+                        .await
+                    })
+                }
+            };
         let (done, wait) = tokio::sync::oneshot::channel();
         match self.worker_threads {
             None => {
@@ -370,6 +442,46 @@ impl StreamHandle {
             .await
             .map_err(|e| Error::external("the stream's task", e))?
     }
+}
+
+/// Runs a scaled-out job: joins its source's coordinator and runs a task per partition held.
+async fn run_scaled_out(
+    engine: Engine,
+    pipeline: StreamQuery,
+    so: ScaleOut,
+    id: String,
+    options: RuntimeOptions,
+) -> Result<RunStats> {
+    // Called by the consumer's own thread in a rebalance, outside the runtime: it waits for
+    // the store's answer on the runtime's handle.
+    let handle = tokio::runtime::Handle::current();
+    let store = so.store.clone();
+    let positions: TaskPositions = Arc::new(move |task: &str| {
+        let mut s = open_store(&task_store(&store, task)).ok()?;
+        let loaded = handle.block_on(s.load());
+        match loaded {
+            Ok(c) => c.map(|c| Position(c.source)),
+            Err(e) => {
+                tracing::warn!(task, error = %e, "reading the task's checkpoint failed");
+                None
+            }
+        }
+    });
+    let source = open_partitioned(&so.source, &id, positions)?;
+    let (store, job) = (so.store, id);
+    let open: OpenTask = Arc::new(move |task: &str| {
+        let context = format!("{job}/{task}");
+        Ok(TaskParts {
+            sink: open_sink(&so.sink, &context)?,
+            dead_letter: so
+                .dead_letter
+                .as_ref()
+                .map(|d| open_sink(d, &context))
+                .transpose()?,
+            checkpoints: open_store(&task_store(&store, task))?,
+        })
+    });
+    run_tasks(&engine, pipeline, source, open, &options).await
 }
 
 /// A job file's `runtime` settings over `options`.

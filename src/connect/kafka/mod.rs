@@ -5,6 +5,7 @@
 //! made from them. Offsets are Fluxion's to keep (in the checkpoint); the consumer group only
 //! mirrors them, after each checkpoint, so group lag tools tell the truth.
 
+pub mod group;
 pub mod sink;
 pub mod source;
 

@@ -62,9 +62,21 @@ struct Shared {
     highs: Mutex<BTreeMap<Tp, i64>>,
 }
 
+/// What a consumer of a scaled-out job does on a rebalance instead (`kafka::group`).
+pub(super) trait Rebalance: Send + Sync {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Context>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    );
+}
+
 /// The consumer's context: assigns partitions at Fluxion's offsets.
-struct Context {
+pub(super) struct Context {
     shared: Arc<Shared>,
+    /// Set for the consumer of a scaled-out job, whose partitions run as tasks.
+    group: Option<Arc<dyn Rebalance>>,
 }
 
 impl ClientContext for Context {
@@ -86,6 +98,9 @@ impl ConsumerContext for Context {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
+        if let Some(group) = &self.group {
+            return group.rebalance(consumer, err, tpl);
+        }
         let cooperative = matches!(
             consumer.rebalance_protocol(),
             RebalanceProtocol::Cooperative
@@ -142,6 +157,16 @@ fn place<C: ConsumerContext>(
     tpl: &mut TopicPartitionList,
 ) {
     let offsets = shared.offsets.lock().expect("not poisoned").clone();
+    place_at(consumer, &offsets, shared.start_from, tpl);
+}
+
+/// [`place`] with the checkpointed offsets given.
+pub(super) fn place_at<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    offsets: &BTreeMap<Tp, i64>,
+    start_from: StartFrom,
+    tpl: &mut TopicPartitionList,
+) {
     let mut by_time = TopicPartitionList::new();
     let held: Vec<Tp> = tpl
         .elements()
@@ -151,7 +176,7 @@ fn place<C: ConsumerContext>(
     for tp in held {
         if let Some(&o) = offsets.get(&tp) {
             let _ = tpl.set_partition_offset(&tp.0, tp.1, Offset::Offset(o));
-        } else if let StartFrom::Timestamp { timestamp } = shared.start_from {
+        } else if let StartFrom::Timestamp { timestamp } = start_from {
             let _ = by_time.add_partition_offset(&tp.0, tp.1, Offset::Offset(timestamp));
         }
     }
@@ -173,7 +198,7 @@ fn place<C: ConsumerContext>(
 }
 
 /// A record as polled.
-struct Raw {
+pub(super) struct Raw {
     topic: Arc<str>,
     partition: i32,
     offset: i64,
@@ -220,6 +245,11 @@ impl Raw {
         }
     }
 
+    /// Its topic and partition.
+    pub(super) fn tp(&self) -> (&str, i32) {
+        (&self.topic, self.partition)
+    }
+
     fn position(&self) -> Position {
         Position(json!({"topic": &*self.topic, "partition": self.partition, "offset": self.offset}))
     }
@@ -253,9 +283,21 @@ fn record_fields() -> Vec<Field> {
     ]
 }
 
+/// Where a source's records come from.
+enum Feed {
+    /// Its own consumer, polled.
+    Consumer,
+    /// One partition of a scaled-out job's consumer, whose records are routed to it.
+    Routed {
+        tp: Tp,
+        records: tokio::sync::mpsc::Receiver<Raw>,
+    },
+}
+
 /// Topic partitions read from Kafka.
 pub struct KafkaSource {
     consumer: Arc<BaseConsumer<Context>>,
+    feed: Feed,
     shared: Arc<Shared>,
     topics: Vec<String>,
     group: bool,
@@ -287,46 +329,98 @@ impl KafkaSource {
         context: &str,
     ) -> Result<Self> {
         let topics = config.subscription(context)?;
-        let mut client = client_config(&config.bootstrap_servers, &config.properties, context)?;
-        match &config.group_id {
-            Some(g) => {
-                client.set("group.id", g);
-            }
-            // librdkafka wants a group id even for manual assignment; nothing is committed.
-            None => {
-                client.set("group.id", "fluxion");
-            }
-        }
-        // Offsets are Fluxion's: committed after checkpoints, never on their own.
-        client.set("enable.auto.commit", "false");
-        client.set("enable.auto.offset.store", "false");
-        client.set(
-            "auto.offset.reset",
-            match config.start_from {
-                StartFrom::Latest => "latest",
-                _ => "earliest",
-            },
-        );
         let shared = Arc::new(Shared {
             start_from: config.start_from,
             ..Shared::default()
         });
-        let consumer: BaseConsumer<Context> = client
+        let consumer: BaseConsumer<Context> = consumer_config(config, context)?
             .create_with_context(Context {
                 shared: shared.clone(),
+                group: None,
             })
             .map_err(|e| Error::config(context, format!("source: {e}")))?;
-        let declared = config
-            .schema
-            .as_ref()
-            .map(|s| {
-                crate::document::declared::parse_schema(s, context, "source.schema").map(Arc::new)
+        let mut source = Self::over(config, Arc::new(consumer), Feed::Consumer, shared, context);
+        source.topics = topics;
+        let declared = declared_schema(config, context)?;
+        let value_schema = match (config.format, declared.or(schema)) {
+            (ValueFormat::String, _) => {
+                Arc::new(Schema::new(vec![Field::new("value", DataType::Utf8, true)]))
+            }
+            // A checkpoint's schema holds the record fields too: only the value's are read.
+            (ValueFormat::Json, Some(s)) => value_fields(&s),
+            (ValueFormat::Json, None) => source.infer()?,
+        };
+        source.set_schema(value_schema);
+        Ok(source)
+    }
+
+    /// The consumer of a scaled-out job (`kafka::group`): subscribed to `config`'s topics,
+    /// its rebalances handled by `group`.
+    pub(super) fn group_consumer(
+        config: &KafkaSourceConfig,
+        context: &str,
+        group: Arc<dyn Rebalance>,
+    ) -> Result<Arc<BaseConsumer<Context>>> {
+        let topics = config.subscription(context)?;
+        let consumer: BaseConsumer<Context> = consumer_config(config, context)?
+            .create_with_context(Context {
+                shared: Arc::new(Shared::default()),
+                group: Some(group),
             })
-            .transpose()?;
-        let mut source = KafkaSource {
-            consumer: Arc::new(consumer),
+            .map_err(|e| Error::config(context, format!("source: {e}")))?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&names)
+            .map_err(|e| kafka_error(format!("subscribing to {}", topics.join(", ")), e))?;
+        Ok(Arc::new(consumer))
+    }
+
+    /// One partition of a scaled-out job: its records come from `records`, routed to it by
+    /// the job's consumer.
+    pub(super) fn routed(
+        config: &KafkaSourceConfig,
+        consumer: Arc<BaseConsumer<Context>>,
+        tp: (String, i32),
+        records: tokio::sync::mpsc::Receiver<Raw>,
+        context: &str,
+    ) -> Result<Self> {
+        let shared = Arc::new(Shared {
+            start_from: config.start_from,
+            assigned: Mutex::new(vec![tp.clone()]),
+            ..Shared::default()
+        });
+        let topics = vec![tp.0.clone()];
+        let feed = Feed::Routed { tp, records };
+        let mut source = Self::over(config, consumer, feed, shared, context);
+        source.topics = topics;
+        let value_schema = match (config.format, declared_schema(config, context)?) {
+            (ValueFormat::String, _) => {
+                Arc::new(Schema::new(vec![Field::new("value", DataType::Utf8, true)]))
+            }
+            (ValueFormat::Json, Some(s)) => s,
+            (ValueFormat::Json, None) => {
+                return Err(Error::config(
+                    context,
+                    "source.schema: a job scaled out over a consumer group reads with a declared schema (each partition's task would infer its own)",
+                ));
+            }
+        };
+        source.set_schema(value_schema);
+        Ok(source)
+    }
+
+    fn over(
+        config: &KafkaSourceConfig,
+        consumer: Arc<BaseConsumer<Context>>,
+        feed: Feed,
+        shared: Arc<Shared>,
+        context: &str,
+    ) -> Self {
+        KafkaSource {
+            consumer,
+            feed,
             shared,
-            topics,
+            topics: Vec::new(),
             group: config.group_id.is_some(),
             format: config.format,
             end_at: config.end_at,
@@ -339,17 +433,7 @@ impl KafkaSource {
             context: context.to_string(),
             caught_up: false,
             cut: None,
-        };
-        let value_schema = match (config.format, declared.or(schema)) {
-            (ValueFormat::String, _) => {
-                Arc::new(Schema::new(vec![Field::new("value", DataType::Utf8, true)]))
-            }
-            // A checkpoint's schema holds the record fields too: only the value's are read.
-            (ValueFormat::Json, Some(s)) => value_fields(&s),
-            (ValueFormat::Json, None) => source.infer()?,
-        };
-        source.set_schema(value_schema);
-        Ok(source)
+        }
     }
 
     fn set_schema(&mut self, value_schema: SchemaRef) {
@@ -407,7 +491,11 @@ impl KafkaSource {
         self.started = true;
         watch_ends(Arc::downgrade(&self.consumer), Arc::downgrade(&self.shared));
         let pattern = self.topics.first().is_some_and(|t| t.starts_with('^'));
-        if self.group {
+        let routed = match &self.feed {
+            Feed::Routed { tp, .. } => Some(tp.clone()),
+            Feed::Consumer => None,
+        };
+        if self.group && routed.is_none() {
             let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
             self.consumer.subscribe(&topics).map_err(|e| {
                 kafka_error(format!("subscribing to {}", self.topics.join(", ")), e)
@@ -417,7 +505,10 @@ impl KafkaSource {
         if !needs_partitions {
             return Ok(());
         }
-        let partitions = self.partitions(pattern)?;
+        let partitions = match &routed {
+            Some(tp) => vec![tp.clone()],
+            None => self.partitions(pattern)?,
+        };
         if self.end_at.is_some() {
             let mut ends = BTreeMap::new();
             for (t, p) in &partitions {
@@ -438,7 +529,7 @@ impl KafkaSource {
             }
             self.ends = Some(ends);
         }
-        if !self.group {
+        if !self.group && routed.is_none() {
             let mut tpl = TopicPartitionList::new();
             for (t, p) in &partitions {
                 tpl.add_partition(t, *p);
@@ -664,6 +755,33 @@ impl KafkaSource {
     }
 }
 
+/// The librdkafka settings of a source's consumer.
+fn consumer_config(config: &KafkaSourceConfig, context: &str) -> Result<rdkafka::ClientConfig> {
+    let mut client = client_config(&config.bootstrap_servers, &config.properties, context)?;
+    // librdkafka wants a group id even for manual assignment; nothing is committed then.
+    client.set("group.id", config.group_id.as_deref().unwrap_or("fluxion"));
+    // Offsets are Fluxion's: committed after checkpoints, never on their own.
+    client.set("enable.auto.commit", "false");
+    client.set("enable.auto.offset.store", "false");
+    client.set(
+        "auto.offset.reset",
+        match config.start_from {
+            StartFrom::Latest => "latest",
+            _ => "earliest",
+        },
+    );
+    Ok(client)
+}
+
+/// The source's declared schema, if it has one.
+fn declared_schema(config: &KafkaSourceConfig, context: &str) -> Result<Option<SchemaRef>> {
+    config
+        .schema
+        .as_ref()
+        .map(|s| crate::document::declared::parse_schema(s, context, "source.schema").map(Arc::new))
+        .transpose()
+}
+
 /// A topic partition's number for per-partition watermarks and the order of a batch's
 /// records: FNV-1a of the topic and the partition, the same in every run.
 fn partition_number(topic: &str, partition: i32) -> u32 {
@@ -794,7 +912,7 @@ fn watch_ends(consumer: std::sync::Weak<BaseConsumer<Context>>, shared: std::syn
 /// Up to `max` records from `consumer`, waiting at most `wait` for the first. Errors the
 /// client reports while polling (a broker away, a partition's end) are logged: librdkafka
 /// retries by itself, and the lag shows a source that is stuck.
-fn poll<C: ConsumerContext>(
+pub(super) fn poll<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     max: usize,
     wait: Duration,
@@ -846,6 +964,37 @@ fn poll<C: ConsumerContext>(
     Ok(out)
 }
 
+/// Up to `max` records routed to a partition's task, waiting at most `wait` for the first
+/// and briefly for more (as [`poll`] does); whether the route is closed.
+async fn receive(
+    records: &mut tokio::sync::mpsc::Receiver<Raw>,
+    max: usize,
+    wait: Duration,
+) -> (Vec<Raw>, bool) {
+    let mut out = Vec::new();
+    match tokio::time::timeout(wait, records.recv()).await {
+        Ok(Some(r)) => out.push(r),
+        Ok(None) => return (out, true),
+        Err(_) => return (out, false),
+    }
+    let mut lingered = 0;
+    while out.len() < max {
+        match records.try_recv() {
+            Ok(r) => {
+                lingered = 0;
+                out.push(r);
+            }
+            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return (out, true),
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty) if lingered < LINGER_TRIES => {
+                lingered += 1;
+                tokio::time::sleep(LINGER).await;
+            }
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+        }
+    }
+    (out, false)
+}
+
 #[async_trait]
 impl Source for KafkaSource {
     fn schema(&self) -> SchemaRef {
@@ -886,7 +1035,25 @@ impl Source for KafkaSource {
         }
         let mut raws = std::mem::take(&mut self.pending);
         let eligible = raws.iter().filter(|r| self.may_take(r)).count();
-        if eligible < max_rows {
+        if matches!(self.feed, Feed::Routed { .. }) {
+            self.start()?;
+        }
+        if eligible < max_rows
+            && let Feed::Routed { records, .. } = &mut self.feed
+        {
+            let wait = if eligible == 0 {
+                POLL_WAIT
+            } else {
+                Duration::ZERO
+            };
+            let (more, closed) = receive(records, max_rows - eligible, wait).await;
+            // The partition was taken away: the task ends with what it has read.
+            if closed && more.is_empty() && raws.is_empty() {
+                return Ok(None);
+            }
+            self.caught_up = more.is_empty();
+            raws.extend(more);
+        } else if eligible < max_rows {
             self.start()?;
             let consumer = self.consumer.clone();
             let want = max_rows - eligible;

@@ -63,6 +63,22 @@ pub struct RunStats {
 }
 
 impl RunStats {
+    /// Adds `other`'s counts (another task's of the same stream).
+    pub fn add(&mut self, other: &RunStats) {
+        self.batches += other.batches;
+        self.input_rows += other.input_rows;
+        self.output_rows += other.output_rows;
+        self.dead_lettered += other.dead_lettered;
+        self.skipped += other.skipped;
+        self.undelivered += other.undelivered;
+        self.late += other.late;
+        self.retries += other.retries;
+        self.failures += other.failures;
+        self.checkpoints += other.checkpoints;
+        self.checkpoint_time += other.checkpoint_time;
+        self.slowest_checkpoint = self.slowest_checkpoint.max(other.slowest_checkpoint);
+    }
+
     fn checkpointed(&mut self, took: Duration) {
         self.checkpoints += 1;
         self.checkpoint_time += took;
