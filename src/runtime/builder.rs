@@ -340,7 +340,7 @@ impl StreamBuilder {
     /// Starts the stream on the current tokio runtime.
     pub fn start(self) -> Result<StreamHandle> {
         let missing = |what: &str| Error::config(&self.id, format!("the stream needs a {what}"));
-        let pipeline = self.pipeline.ok_or_else(|| missing("pipeline"))?;
+        let pipeline = self.pipeline;
         let engine = self.engine.unwrap_or_default();
         let metrics = Arc::new(PrometheusMetrics::default());
         let mut options = self.options;
@@ -348,15 +348,19 @@ impl StreamBuilder {
         let stop = options.stop.clone();
         let run: std::pin::Pin<Box<dyn std::future::Future<Output = Result<RunStats>> + Send>> =
             match self.scale_out {
-                Some(so) => Box::pin(run_scaled_out(
-                    engine,
-                    pipeline,
-                    so,
-                    self.id.clone(),
-                    options,
-                )),
+                Some(so) => {
+                    let pipeline = pipeline.ok_or_else(|| missing("pipeline"))?;
+                    Box::pin(run_scaled_out(
+                        engine,
+                        pipeline,
+                        so,
+                        self.id.clone(),
+                        options,
+                    ))
+                }
                 None => {
                     let mut source = self.source.ok_or_else(|| missing("source"))?;
+                    let pipeline = pipeline.ok_or_else(|| missing("pipeline"))?;
                     let mut sink = self.sink.ok_or_else(|| missing("sink"))?;
                     let mut dead_letter = self.dead_letter;
                     let mut checkpoints = self
