@@ -68,6 +68,9 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--source-properties", default="{}",
                     help="librdkafka properties of the reading jobs' source, as JSON")
+    ap.add_argument("--batch", type=int, default=100_000, help="micro-batch size of the reading jobs")
+    ap.add_argument("--sink-properties", default="{}",
+                    help="librdkafka properties of the reading jobs' sink, as JSON")
     args = ap.parse_args()
     fluxion = build()
     data = ensure_data(args.events)
@@ -112,8 +115,9 @@ def main():
                                "endAt": "latest", "schema": SCHEMA,
                                "properties": json.loads(args.source_properties)},
                     "pipeline": pipeline,
-                    "sink": {"type": "kafka", "bootstrapServers": servers, "topic": out, "key": key},
-                    "runtime": {"microBatchSize": 100_000},
+                    "sink": {"type": "kafka", "bootstrapServers": servers, "topic": out, "key": key,
+                             "properties": json.loads(args.sink_properties)},
+                    "runtime": {"microBatchSize": args.batch},
                     "checkpoint": {"store": os.path.join(d, out), "intervalMs": 1000}}, d, out)
                 b1 = cpu_seconds(broker.pid)
                 if best is None or secs < best[0]:

@@ -118,6 +118,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rate", type=int, default=100_000)
     ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--source-properties", default="{}",
+                    help="librdkafka properties of the job's source, as JSON")
+    ap.add_argument("--only", choices=["ltv", "paid"], help="run one of the two jobs")
     args = ap.parse_args()
     fluxion = build()
     lines = open(ensure_data(1_000_000)).readlines()
@@ -144,6 +147,8 @@ def main():
         for label, pipeline, key in [("kafka → $match + $group → kafka", LTV, "$_id"),
                                      ("kafka → $match → kafka", PAID, "$customerId")]:
             tag = "ltv" if pipeline is LTV else "paid"
+            if args.only and args.only != tag:
+                continue
             for t in (f"in-{tag}", f"out-{tag}"):
                 subprocess.run([bin_, "topic", "create", t, "--broker", url, "--partitions", "3"],
                                check=True, stdout=subprocess.DEVNULL)
@@ -151,7 +156,8 @@ def main():
             open(feed, "w").close()
             job = start(fluxion, job_file(d, tag, {
                 "name": tag,
-                "source": {"type": "kafka", "bootstrapServers": servers, "topic": f"in-{tag}", "schema": SCHEMA},
+                "source": {"type": "kafka", "bootstrapServers": servers, "topic": f"in-{tag}", "schema": SCHEMA,
+                           "properties": json.loads(args.source_properties)},
                 "pipeline": pipeline,
                 "sink": {"type": "kafka", "bootstrapServers": servers, "topic": f"out-{tag}", "key": key,
                          "properties": {"linger.ms": 1}},

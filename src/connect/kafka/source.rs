@@ -760,6 +760,18 @@ fn consumer_config(config: &KafkaSourceConfig, context: &str) -> Result<rdkafka:
     let mut client = client_config(&config.bootstrap_servers, &config.properties, context)?;
     // librdkafka wants a group id even for manual assignment; nothing is committed then.
     client.set("group.id", config.group_id.as_deref().unwrap_or("fluxion"));
+    // librdkafka's defaults hold a fetch at the broker for up to 500 ms (`fetch.wait.max.ms`;
+    // Tansu waits that long even when it has records) and, once a partition's local queue is
+    // full, stop fetching it for a whole second (`fetch.queue.backoff.ms`): after a bulk poll
+    // drained the queue, the next batch waited out that second. The user's settings win.
+    for (key, value) in [
+        ("fetch.wait.max.ms", "10"),
+        ("fetch.queue.backoff.ms", "10"),
+    ] {
+        if !config.properties.contains_key(key) {
+            client.set(key, value);
+        }
+    }
     // Offsets are Fluxion's: committed after checkpoints, never on their own.
     client.set("enable.auto.commit", "false");
     client.set("enable.auto.offset.store", "false");
