@@ -90,6 +90,12 @@ impl EncoderFactory for Dates {
                 array.logical_nulls(),
             )));
         }
+        if let Some(bytes) = array.as_binary_opt::<i32>() {
+            return Ok(Some(NullableEncoder::new(
+                Box::new(BinaryEncoder(bytes)),
+                array.logical_nulls(),
+            )));
+        }
         let DataType::Timestamp(unit, tz) = array.data_type() else {
             return Ok(None);
         };
@@ -116,6 +122,22 @@ struct RawJson<'a>(&'a datafusion::arrow::array::StringArray);
 impl Encoder for RawJson<'_> {
     fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
         out.extend_from_slice(self.0.value(idx).as_bytes());
+    }
+}
+
+/// Binary data as MongoDB's extended JSON: `{"$binary": {"base64": "…", "subType": "00"}}`.
+struct BinaryEncoder<'a>(&'a datafusion::arrow::array::BinaryArray);
+
+impl Encoder for BinaryEncoder<'_> {
+    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
+        use base64::Engine;
+        out.extend_from_slice(b"{\"$binary\":{\"base64\":\"");
+        out.extend_from_slice(
+            base64::engine::general_purpose::STANDARD
+                .encode(self.0.value(idx))
+                .as_bytes(),
+        );
+        out.extend_from_slice(b"\",\"subType\":\"00\"}}");
     }
 }
 
@@ -159,6 +181,24 @@ mod tests {
     use datafusion::arrow::array::{Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use serde_json::json;
+
+    #[test]
+    fn binary_values_are_extended_json() {
+        use datafusion::arrow::array::BinaryArray;
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "value",
+            DataType::Binary,
+            true,
+        )]));
+        let values = BinaryArray::from_iter(vec![Some(&b"\x00\xffhi"[..]), None, Some(&b""[..])]);
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(values)]).unwrap();
+        let mut out = Vec::new();
+        write_batch(&mut out, &batch).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"value\":{\"$binary\":{\"base64\":\"AP9oaQ==\",\"subType\":\"00\"}}}\n{}\n{\"value\":{\"$binary\":{\"base64\":\"\",\"subType\":\"00\"}}}\n"
+        );
+    }
 
     #[test]
     fn dates_are_extended_json() {

@@ -117,10 +117,22 @@ impl Broker {
 
     /// Produces `values` (with keys, if given) and waits until the broker has them all.
     pub async fn produce(&self, topic: &str, records: &[(Option<&str>, &str)]) {
+        let raw: Vec<(Option<&str>, Option<&[u8]>)> = records
+            .iter()
+            .map(|(k, v)| (*k, Some(v.as_bytes())))
+            .collect();
+        self.produce_bytes(topic, &raw).await;
+    }
+
+    /// The same with values as bytes; `None` is a tombstone (a record without a value).
+    pub async fn produce_bytes(&self, topic: &str, records: &[(Option<&str>, Option<&[u8]>)]) {
         let producer: FutureProducer = self.config().create().unwrap();
         let mut waiting = Vec::new();
         for (key, value) in records {
-            let mut r = FutureRecord::to(topic).payload(*value);
+            let mut r: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic);
+            if let Some(v) = value {
+                r = r.payload(*v);
+            }
             if let Some(k) = key {
                 r = r.key(*k);
             }

@@ -44,6 +44,9 @@ pub enum ValueFormat {
     Json,
     /// The value as text, in the field `value`.
     String,
+    /// The value as it is (binary data), in the field `value`; written out as extended JSON
+    /// (`{"$binary": {"base64": …, "subType": "00"}}`).
+    Bytes,
 }
 
 /// Where a Kafka stream stops.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, Int64Array, ListBuilder, StringArray, StringBuilder, StructBuilder,
+    ArrayRef, BinaryArray, Int64Array, ListBuilder, StringArray, StringBuilder, StructBuilder,
     TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::concat_batches;
@@ -343,9 +343,7 @@ impl KafkaSource {
         source.topics = topics;
         let declared = declared_schema(config, context)?;
         let value_schema = match (config.format, declared.or(schema)) {
-            (ValueFormat::String, _) => {
-                Arc::new(Schema::new(vec![Field::new("value", DataType::Utf8, true)]))
-            }
+            (ValueFormat::String | ValueFormat::Bytes, _) => value_field(config.format),
             // A checkpoint's schema holds the record fields too: only the value's are read.
             (ValueFormat::Json, Some(s)) => value_fields(&s),
             (ValueFormat::Json, None) => source.infer()?,
@@ -394,9 +392,7 @@ impl KafkaSource {
         let mut source = Self::over(config, consumer, feed, shared, context);
         source.topics = topics;
         let value_schema = match (config.format, declared_schema(config, context)?) {
-            (ValueFormat::String, _) => {
-                Arc::new(Schema::new(vec![Field::new("value", DataType::Utf8, true)]))
-            }
+            (ValueFormat::String | ValueFormat::Bytes, _) => value_field(config.format),
             (ValueFormat::Json, Some(s)) => s,
             (ValueFormat::Json, None) => {
                 return Err(Error::config(
@@ -710,6 +706,26 @@ impl KafkaSource {
                 }
                 concat_batches(&self.value_schema, &read.batches)?
             }
+            ValueFormat::Bytes => {
+                let mut values: Vec<Option<Vec<u8>>> = Vec::with_capacity(raws.len());
+                for mut r in raws {
+                    match r.value.take() {
+                        Some(v) => {
+                            values.push(Some(v));
+                            kept.push(r);
+                        }
+                        None => rejected.push(Rejected {
+                            position: r.position(),
+                            reason: bad_value(&r),
+                            raw: String::new(),
+                        }),
+                    }
+                }
+                RecordBatch::try_new(
+                    self.value_schema.clone(),
+                    vec![Arc::new(BinaryArray::from_iter(values)) as ArrayRef],
+                )?
+            }
             ValueFormat::String => {
                 let mut values = Vec::with_capacity(raws.len());
                 for r in raws {
@@ -753,6 +769,15 @@ impl KafkaSource {
             .collect();
         Ok((batch, partitions, rejected))
     }
+}
+
+/// The one field of a value read as text or bytes: `value`.
+fn value_field(format: ValueFormat) -> SchemaRef {
+    let ty = match format {
+        ValueFormat::Bytes => DataType::Binary,
+        _ => DataType::Utf8,
+    };
+    Arc::new(Schema::new(vec![Field::new("value", ty, true)]))
 }
 
 /// The librdkafka settings of a source's consumer.
