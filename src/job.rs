@@ -50,6 +50,9 @@ pub struct Job {
     /// file, a Kafka topic, …).
     #[serde(rename = "deadLetter")]
     pub dead_letter: Option<SinkConfig>,
+    /// Named connections the enrich operators use (`{"crm": {"type": "http", …}}`).
+    #[serde(default)]
+    pub connections: std::collections::BTreeMap<String, crate::enrich::connections::Connection>,
 }
 
 /// `checkpoint` of a streaming job.
@@ -122,7 +125,11 @@ impl Job {
 
     fn query_checked(&self, name: &str) -> Result<Query> {
         match (&self.pipeline, &self.sql) {
-            (Some(p), None) => Ok(Query::Pipeline(Pipeline::from_value(p)?)),
+            (Some(p), None) => {
+                let mut p = p.clone();
+                crate::enrich::connections::resolve(&mut p, &self.connections, name)?;
+                Ok(Query::Pipeline(Pipeline::from_value(&p)?))
+            }
             (None, Some(s)) => Ok(Query::Sql(s.clone())),
             _ => Err(Error::config(
                 name,

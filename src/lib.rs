@@ -5,6 +5,7 @@
 //! - [`connect`]: sources become tables of a DataFusion session; sinks write results.
 //! - [`dsl`]: a pipeline document parsed into a typed AST, with errors naming JSON paths.
 //! - [`plan`]: the AST compiled onto DataFusion `LogicalPlan`s and `Expr`s.
+//! - [`enrich`]: operators that call external systems from inside a stage (`$httpCall`).
 //! - [`runtime`]: the streaming micro-batch loop over Connect sources and sinks (in progress).
 //! - [`udf`]: Fluxion's own scalar functions (calendar arithmetic in time zones).
 //! - [`document`]: how JSON documents are represented as Arrow (inference, decode, encode).
@@ -25,6 +26,7 @@ pub mod connect;
 pub mod document;
 pub mod dsl;
 pub mod engine;
+pub mod enrich;
 pub mod error;
 pub mod job;
 pub mod plan;

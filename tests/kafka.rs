@@ -452,8 +452,11 @@ async fn killed_and_restarted_jobs_write_every_record_exactly_once() {
         .unwrap();
         let killed = run_with_kills(&job, &kills());
         assert!(killed > 0, "{out}: the job finished before the first kill");
+        let paid = paid_texts(&input).len();
         let output = if out.ends_with("-txn") {
-            broker.consume_committed(out)
+            broker.consume_committed(out, paid)
+        } else if out == "paid" {
+            broker.consume_expecting(out, paid)
         } else {
             broker.consume_all(out)
         };
@@ -653,9 +656,9 @@ async fn transactional_records_appear_at_the_checkpoint() {
     });
     sink.write(&[batch]).await.unwrap();
     sink.commit().await.unwrap();
-    let before = broker.consume_committed("txn-out").len();
+    let before = broker.consume_committed("txn-out", 0).len();
     sink.sync().await.unwrap();
-    let after = broker.consume_committed("txn-out");
+    let after = broker.consume_committed("txn-out", 10);
     assert_eq!((before, after.len()), (0, 10));
 }
 
@@ -737,7 +740,7 @@ async fn two_processes_share_the_partitions_and_survive_a_kill() {
         assert!(out.status.success(), "process {name}: {log}");
         eprintln!("process {name}:\n{log}");
     }
-    let output = broker.consume_all("scaled");
+    let output = broker.consume_expecting("scaled", paid_texts(&input).len());
     let mut ids: Vec<&str> = output
         .iter()
         .map(|r| {

@@ -7,9 +7,11 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, FieldRef, TimeUnit, TimestampMillisecondType};
+use datafusion::arrow::datatypes::{
+    DataType, Field, FieldRef, Schema, TimeUnit, TimestampMillisecondType,
+};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::json::WriterBuilder;
 use datafusion::arrow::json::writer::{
@@ -146,6 +148,44 @@ impl Encoder for DateEncoder {
         let ms = self.0.as_primitive::<TimestampMillisecondType>().value(idx);
         super::date::write_date(out, ms);
     }
+}
+
+/// Each value of `column` as bytes: text as it is, anything else as JSON; `None` for null
+/// (a missing field).
+pub fn column_texts(column: &ArrayRef) -> Result<Vec<Option<Vec<u8>>>> {
+    if let Some(s) = column.as_string_opt::<i32>() {
+        return Ok((0..s.len())
+            .map(|i| s.is_valid(i).then(|| s.value(i).as_bytes().to_vec()))
+            .collect());
+    }
+    column_json(column)
+}
+
+/// Each value of `column` as JSON (text quoted); `None` for null (a missing field).
+pub fn column_json(column: &ArrayRef) -> Result<Vec<Option<Vec<u8>>>> {
+    if column.data_type() == &DataType::Null {
+        return Ok(vec![None; column.len()]);
+    }
+    // Through the document encoder: `{"v":…}` per row, `{}` for none.
+    let one = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new(
+            "v",
+            column.data_type().clone(),
+            true,
+        )])),
+        vec![column.clone()],
+    )?;
+    let mut text = Vec::new();
+    write_batch(&mut text, &one)?;
+    Ok(text
+        .split(|b| *b == b'\n')
+        .take(column.len())
+        .map(|line| {
+            line.strip_prefix(b"{\"v\":")
+                .and_then(|l| l.strip_suffix(b"}"))
+                .map(<[u8]>::to_vec)
+        })
+        .collect())
 }
 
 /// Writes `batches` as JSON lines to `w`.

@@ -32,6 +32,8 @@ pub enum Expression {
     Document(Vec<(String, Expression)>),
     /// An operator applied to its (positional) arguments.
     Operator(Operator),
+    /// An enrich operator (`$httpCall`): a call to an external system per document.
+    Enrich(Box<super::enrich::EnrichCall>),
 }
 
 /// An operator call such as `{"$add": ["$a", 1]}`.
@@ -538,6 +540,11 @@ fn parse_operator(name: &str, operand: &Value, at: &JsonPath) -> Result<Expressi
             return Ok(Expression::Literal(date));
         }
         "$let" | "$map" | "$filter" | "$reduce" => return parse_binding(name, operand, at),
+        "$httpCall" => {
+            return Ok(Expression::Enrich(Box::new(
+                super::enrich::EnrichCall::parse_http_call(operand, at)?,
+            )));
+        }
         "$switch" => return parse_switch(operand, at),
         _ => {}
     }

@@ -6,6 +6,7 @@
 //! it knows nothing about the input's schema — that is the planner's job.
 
 pub mod accumulator;
+pub mod enrich;
 pub mod expression;
 pub mod group;
 pub mod path;

@@ -1,6 +1,7 @@
-//! A real HTTP receiver on loopback for the HTTP sink tests (axum): it records every request's
-//! `Idempotency-Key`, headers and JSON body, and answers each with the next scripted reply
-//! (a status, a 429 with `Retry-After`, a slow answer), then 200.
+//! A real HTTP server on loopback for the HTTP sink and enrich tests (axum): `POST /ingest`
+//! receives, `GET /customers/{id}` answers a customer document. It records every request's
+//! path, `Idempotency-Key`, headers and body, and answers each with the next scripted reply
+//! (a status, a 429 with `Retry-After`, a slow answer), then normally.
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
@@ -28,6 +29,8 @@ pub enum Reply {
 /// A request as received.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The path and query asked for.
+    pub path: String,
     pub key: Option<String>,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
@@ -46,6 +49,8 @@ struct Inner {
 /// A running receiver.
 pub struct Receiver {
     pub url: String,
+    /// `http://host:port`.
+    pub base: String,
     inner: Arc<Mutex<Inner>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -58,13 +63,48 @@ impl Drop for Receiver {
 
 async fn ingest(
     State(inner): State<Arc<Mutex<Inner>>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
+) -> Response {
+    answer(inner, uri, headers, body, StatusCode::OK.into_response()).await
+}
+
+/// `GET /customers/{id}`: `{"name": "name-<id>", "tier": "gold" | "basic", "score": <id's
+/// length>}` — gold for ids ending in an even digit.
+async fn customer(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let gold = id
+        .chars()
+        .last()
+        .and_then(|c| c.to_digit(10))
+        .is_some_and(|d| d % 2 == 0);
+    let doc = serde_json::json!({"name": format!("name-{id}"), "tier": if gold { "gold" } else { "basic" },
+                                 "score": id.len()});
+    let ok = (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        doc.to_string(),
+    )
+        .into_response();
+    answer(inner, uri, headers, Bytes::new(), ok).await
+}
+
+/// Answers with the next scripted reply, or `ok`; records the request.
+async fn answer(
+    inner: Arc<Mutex<Inner>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    ok: Response,
 ) -> Response {
     let at = std::time::Instant::now();
     let reply = inner.lock().unwrap().script.pop_front();
     let (status, response) = match reply {
-        None => (200, StatusCode::OK.into_response()),
+        None => (200, ok),
         Some(Reply::Status(s)) => (s, StatusCode::from_u16(s).unwrap().into_response()),
         Some(Reply::TooMany(secs)) => (
             429,
@@ -76,10 +116,11 @@ async fn ingest(
         ),
         Some(Reply::Slow(d)) => {
             tokio::time::sleep(d).await;
-            (200, StatusCode::OK.into_response())
+            (200, ok)
         }
     };
     inner.lock().unwrap().received.push(Received {
+        path: uri.to_string(),
         key: headers
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok())
@@ -99,13 +140,20 @@ impl Receiver {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = Router::new()
             .route("/ingest", post(ingest))
+            .route("/customers/{id}", axum::routing::get(customer))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/ingest", listener.local_addr().unwrap());
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let url = format!("{base}/ingest");
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Receiver { url, inner, task }
+        Receiver {
+            url,
+            base,
+            inner,
+            task,
+        }
     }
 
     /// Answers the next requests so, in order.

@@ -148,15 +148,22 @@ impl Broker {
     /// read until none has come for two seconds (Tansu's partition ends count record
     /// batches, so they cannot say when to stop).
     pub fn consume_all(&self, topic: &str) -> Vec<Record> {
-        self.consume(topic, "read_uncommitted")
+        self.consume(topic, "read_uncommitted", 0)
+    }
+
+    /// The same, but once fewer than `expected` records have come, a quiet spell must last
+    /// ten seconds before reading stops (a loaded machine can hold a fetch up for longer
+    /// than two).
+    pub fn consume_expecting(&self, topic: &str, expected: usize) -> Vec<Record> {
+        self.consume(topic, "read_uncommitted", expected)
     }
 
     /// The same as a `read_committed` consumer sees them.
-    pub fn consume_committed(&self, topic: &str) -> Vec<Record> {
-        self.consume(topic, "read_committed")
+    pub fn consume_committed(&self, topic: &str, expected: usize) -> Vec<Record> {
+        self.consume(topic, "read_committed", expected)
     }
 
-    fn consume(&self, topic: &str, isolation: &str) -> Vec<Record> {
+    fn consume(&self, topic: &str, isolation: &str, expected: usize) -> Vec<Record> {
         let consumer: BaseConsumer = self
             .config()
             .set("group.id", "fluxion-tests-reader")
@@ -175,7 +182,8 @@ impl Broker {
         consumer.assign(&tpl).unwrap();
         let mut out = Vec::new();
         let mut last = Instant::now();
-        while last.elapsed() < Duration::from_secs(2) {
+        let quiet = |n: usize| Duration::from_secs(if n < expected { 10 } else { 2 });
+        while last.elapsed() < quiet(out.len()) {
             let Some(m) = consumer.poll(Duration::from_millis(100)) else {
                 continue;
             };

@@ -14,8 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use rdkafka::ClientContext;
 use rdkafka::message::{Header, Message, OwnedHeaders};
@@ -24,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::{DeliveryMode, KafkaSinkConfig, client_config, kafka_error};
 use crate::connect::source::{BatchId, Sink};
-use crate::document::encode::write_batch;
+use crate::document::encode::{column_texts, write_batch};
 use crate::dsl::JsonPath;
 use crate::plan::expr::BatchExpr;
 use crate::{Error, Result};
@@ -238,13 +236,13 @@ impl KafkaSink {
         let mut values = Vec::new();
         write_batch(&mut values, batch)?;
         let keys = match &mut self.key {
-            Some(e) => Some(texts(&e.evaluate(batch)?)?),
+            Some(e) => Some(column_texts(&e.evaluate(batch)?)?),
             None => None,
         };
         let headers = self
             .headers
             .iter_mut()
-            .map(|(name, e)| Ok((name.clone(), texts(&e.evaluate(batch)?)?)))
+            .map(|(name, e)| Ok((name.clone(), column_texts(&e.evaluate(batch)?)?)))
             .collect::<Result<Vec<_>>>()?;
         let mut out = Vec::with_capacity(batch.num_rows());
         for (row, line) in values
@@ -272,39 +270,6 @@ impl KafkaSink {
         }
         Ok(out)
     }
-}
-
-/// Each value of `column` as bytes: text as it is, anything else as JSON; `None` for null
-/// (a missing field).
-fn texts(column: &ArrayRef) -> Result<Vec<Option<Vec<u8>>>> {
-    if column.data_type() == &DataType::Null {
-        return Ok(vec![None; column.len()]);
-    }
-    if let Some(s) = column.as_string_opt::<i32>() {
-        return Ok((0..s.len())
-            .map(|i| s.is_valid(i).then(|| s.value(i).as_bytes().to_vec()))
-            .collect());
-    }
-    // Anything else goes through the document encoder: `{"v":…}` per row, `{}` for none.
-    let one = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![Field::new(
-            "v",
-            column.data_type().clone(),
-            true,
-        )])),
-        vec![column.clone()],
-    )?;
-    let mut text = Vec::new();
-    write_batch(&mut text, &one)?;
-    Ok(text
-        .split(|b| *b == b'\n')
-        .take(column.len())
-        .map(|line| {
-            line.strip_prefix(b"{\"v\":")
-                .and_then(|l| l.strip_suffix(b"}"))
-                .map(<[u8]>::to_vec)
-        })
-        .collect())
 }
 
 #[async_trait]

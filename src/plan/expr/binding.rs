@@ -263,6 +263,7 @@ fn mentions(e: &Expression, name: &str) -> bool {
         Expression::Array(items) => items.iter().any(|x| mentions(x, name)),
         Expression::Document(fields) => fields.iter().any(|(_, x)| mentions(x, name)),
         Expression::Operator(op) => op.args.iter().any(|x| mentions(x, name)),
+        Expression::Enrich(call) => call.inputs.iter().any(|x| mentions(x, name)),
         Expression::Binding(b) => match b.as_ref() {
             Binding::Let { vars, body } => {
                 vars.iter().any(|(_, x)| mentions(x, name))

@@ -192,6 +192,18 @@ impl<'a> ExprCompiler<'a> {
                 }
                 named_struct(args)
             }
+            Expression::Enrich(call) => {
+                let (udf, _) = crate::enrich::http_call::udf(call)?;
+                let args = call
+                    .inputs
+                    .iter()
+                    .map(|x| self.compile(x, &call.path))
+                    .collect::<Result<Vec<_>>>()?;
+                Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
+                    std::sync::Arc::new(udf),
+                    args,
+                ))
+            }
             // `$zip` reads its inputs one by one, not as one array.
             Expression::Operator(op) if op.name == "$zip" => array::zip(self, op)?,
             Expression::Operator(op) => {

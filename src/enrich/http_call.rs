@@ -1,0 +1,492 @@
+//! `$httpCall`: an HTTP request per document, evaluated as an async scalar UDF over a whole
+//! micro-batch. Per batch the requests are built from the placeholders' and the body's
+//! columns, identical ones are made once, the distinct ones run with bounded concurrency
+//! (`maxConcurrency`), answers come from the call site's cache when it has them, and each
+//! answer's value at `responsePath` becomes the document's, typed by `returns`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, StringArray};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
+};
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::connect::http_sink::expand_env;
+use crate::document::decode::read_lines_parallel;
+use crate::document::encode::{column_json, column_texts};
+use crate::dsl::enrich::{EnrichCall, OnError, placeholders_in};
+use crate::{Error, Result};
+
+/// Requests in flight at once per call site, unless `maxConcurrency` says otherwise.
+const DEFAULT_CONCURRENCY: usize = 16;
+/// A request's whole time, unless `timeoutMs` says otherwise.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// What a placeholder's value keeps unencoded in a URL: RFC 3986's unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Numbers call sites, which tell UDF instances apart.
+static SITES: AtomicUsize = AtomicUsize::new(0);
+
+/// A URL or query value with `{{path}}` placeholders: literal text and placeholder indexes.
+#[derive(Debug)]
+enum Part {
+    Text(String),
+    Input(usize),
+}
+
+fn template(text: &str, placeholders: &[String]) -> Vec<Part> {
+    let mut parts = Vec::new();
+    let mut at = 0;
+    for (range, path) in placeholders_in(text) {
+        if range.start > at {
+            parts.push(Part::Text(text[at..range.start].to_string()));
+        }
+        let i = placeholders
+            .iter()
+            .position(|p| *p == path)
+            .expect("placeholders come from the same text");
+        parts.push(Part::Input(i));
+        at = range.end;
+    }
+    if at < text.len() {
+        parts.push(Part::Text(text[at..].to_string()));
+    }
+    parts
+}
+
+/// One distinct request of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Request {
+    url: String,
+    query: Vec<(String, String)>,
+    body: Option<Vec<u8>>,
+}
+
+/// The retry policy of a call site.
+#[derive(Debug)]
+struct Retry {
+    attempts: u32,
+    backoff: Duration,
+    multiplier: f64,
+    on: Vec<u16>,
+}
+
+/// What a call site holds: its options made ready, its client and its cache.
+#[derive(Debug)]
+struct Site {
+    client: reqwest::Client,
+    method: reqwest::Method,
+    base: String,
+    url: Vec<Part>,
+    query: Vec<(String, Vec<Part>)>,
+    headers: reqwest::header::HeaderMap,
+    placeholders: usize,
+    has_body: bool,
+    pointer: Option<String>,
+    retry: Retry,
+    cache: Option<moka::future::Cache<Request, Arc<Value>>>,
+    on_error: OnError,
+    concurrency: usize,
+    returns: DataType,
+    /// `{"v": returns}`, to read typed answers with.
+    schema: SchemaRef,
+    /// The URL as written (no secrets), for errors.
+    shown: String,
+}
+
+/// The UDF of one `$httpCall`.
+#[derive(Debug)]
+pub struct HttpCall {
+    id: usize,
+    name: String,
+    signature: Signature,
+    site: Arc<Site>,
+}
+
+impl PartialEq for HttpCall {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for HttpCall {}
+
+impl std::hash::Hash for HttpCall {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+/// The UDF for `call`; its arguments are `call.inputs`, compiled, in order.
+pub fn udf(call: &EnrichCall) -> Result<(ScalarUDF, DataType)> {
+    let o = &call.options;
+    let at = &call.path;
+    let context = at.to_string();
+    let method = match &o.method {
+        Some(m) => reqwest::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+            .map_err(|_| at.key("method").err(format!("{m:?} is no HTTP method")))?,
+        None if o.body.is_some() => reqwest::Method::POST,
+        None => reqwest::Method::GET,
+    };
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in &o.headers {
+        let what = format!("headers.{name}");
+        let value = expand_env(value, &what, &context)?;
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| at.key("headers").err(format!("{name:?} is no header name")))?;
+        // The value may hold a secret: the error does not show it.
+        let value = reqwest::header::HeaderValue::from_str(&value)
+            .map_err(|_| at.key(&what).err("not a valid header value"))?;
+        headers.insert(name, value);
+    }
+    let base = o.base_url.clone().unwrap_or_default();
+    let whole = format!("{base}{}", o.url);
+    reqwest::Url::parse(&placeholders_in(&whole).iter().rev().fold(
+        whole.clone(),
+        |mut u, (r, _)| {
+            u.replace_range(r.clone(), "x");
+            u
+        },
+    ))
+    .map_err(|e| at.key("url").err(format!("{e}: {whole:?}")))?;
+    let mut client = reqwest::Client::builder()
+        .timeout(o.timeout_ms.map_or(DEFAULT_TIMEOUT, Duration::from_millis));
+    if let Some(ms) = o.connect_timeout_ms {
+        client = client.connect_timeout(Duration::from_millis(ms));
+    }
+    let client = client
+        .build()
+        .map_err(|e| Error::external(format!("{at}: starting an HTTP client"), e))?;
+    let retry = o.retry.clone().unwrap_or(crate::dsl::enrich::RetryOptions {
+        max_attempts: None,
+        backoff_ms: None,
+        multiplier: None,
+        retry_on: None,
+    });
+    let retry = Retry {
+        attempts: retry.max_attempts.unwrap_or(3).max(1),
+        backoff: Duration::from_millis(retry.backoff_ms.unwrap_or(100)),
+        multiplier: retry.multiplier.unwrap_or(2.0).max(1.0),
+        on: retry
+            .retry_on
+            .unwrap_or_else(|| vec![429, 500, 502, 503, 504]),
+    };
+    let cache = o.cache.as_ref().map(|c| {
+        let mut b = moka::future::Cache::builder().max_capacity(c.max_entries);
+        if let Some(ms) = c.ttl_ms {
+            b = b.time_to_live(Duration::from_millis(ms));
+        }
+        b.build()
+    });
+    let returns_json = o.returns.clone().unwrap_or(Value::String("string".into()));
+    let schema = crate::document::declared::parse_schema(
+        &serde_json::json!({ "v": returns_json }),
+        &context,
+        "returns",
+    )
+    .map_err(|e| at.key("returns").err(e.to_string()))?;
+    let returns = schema.field(0).data_type().clone();
+    let site = Site {
+        client,
+        method,
+        base,
+        url: template(&o.url, &call.placeholders),
+        query: o
+            .query
+            .iter()
+            .map(|(k, v)| (k.clone(), template(v, &call.placeholders)))
+            .collect(),
+        headers,
+        placeholders: call.placeholders.len(),
+        has_body: o.body.is_some(),
+        pointer: o.response_path.clone(),
+        retry,
+        cache,
+        on_error: o.on_error,
+        concurrency: o.max_concurrency.unwrap_or(DEFAULT_CONCURRENCY).max(1),
+        returns: returns.clone(),
+        schema: Arc::new(schema),
+        shown: whole,
+    };
+    let udf = HttpCall {
+        id: SITES.fetch_add(1, Ordering::Relaxed),
+        name: format!("http_call({})", site.shown),
+        signature: Signature::one_of(
+            vec![TypeSignature::VariadicAny, TypeSignature::Nullary],
+            Volatility::Volatile,
+        ),
+        site: Arc::new(site),
+    };
+    Ok((
+        AsyncScalarUDF::new(Arc::new(udf)).into_scalar_udf(),
+        returns,
+    ))
+}
+
+impl ScalarUDFImpl for HttpCall {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(self.site.returns.clone())
+    }
+
+    fn invoke_with_args(&self, _: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        Err(DataFusionError::Internal(
+            "http_call runs only as an async function".into(),
+        ))
+    }
+}
+
+#[async_trait]
+impl AsyncScalarUDFImpl for HttpCall {
+    async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<DfResult<Vec<ArrayRef>>>()?;
+        let out = self
+            .site
+            .call(&arrays, rows)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+impl Site {
+    /// The answers for `rows` documents whose inputs are `arrays`.
+    async fn call(&self, arrays: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+        let inputs = arrays[..self.placeholders]
+            .iter()
+            .map(column_texts)
+            .collect::<Result<Vec<_>>>()?;
+        let bodies = match self.has_body {
+            true => Some(column_json(&arrays[self.placeholders])?),
+            false => None,
+        };
+        // Each document's request, made once per batch however many documents share it.
+        let mut distinct: HashMap<Request, usize> = HashMap::new();
+        let mut requests: Vec<Request> = Vec::new();
+        let mut of_row: Vec<Option<usize>> = Vec::with_capacity(rows);
+        for row in 0..rows {
+            let Some(request) = self.request(&inputs, bodies.as_deref(), row) else {
+                // A missing placeholder: no request, a null answer.
+                of_row.push(None);
+                continue;
+            };
+            let i = *distinct.entry(request.clone()).or_insert_with(|| {
+                requests.push(request);
+                requests.len() - 1
+            });
+            of_row.push(Some(i));
+        }
+        let answers: Vec<std::result::Result<Arc<Value>, String>> = futures::stream::iter(requests)
+            .map(|r| async move { self.answer(&r).await })
+            .buffered(self.concurrency)
+            .collect()
+            .await;
+        let mut values: Vec<Option<&Value>> = Vec::with_capacity(rows);
+        for i in &of_row {
+            match i.map(|i| &answers[i]) {
+                None => values.push(None),
+                Some(Ok(v)) => values.push(Some(v)),
+                Some(Err(why)) if self.on_error == OnError::Fail => {
+                    return Err(Error::external(
+                        format!("$httpCall {}", self.shown),
+                        std::io::Error::other(why.clone()),
+                    ));
+                }
+                Some(Err(_)) => values.push(None),
+            }
+        }
+        self.typed(&values)
+    }
+
+    /// The request of document `row`, or `None` if a placeholder has no value.
+    fn request(
+        &self,
+        inputs: &[Vec<Option<Vec<u8>>>],
+        bodies: Option<&[Option<Vec<u8>>]>,
+        row: usize,
+    ) -> Option<Request> {
+        let fill = |parts: &[Part], encode: bool| -> Option<String> {
+            let mut s = String::new();
+            for p in parts {
+                match p {
+                    Part::Text(t) => s.push_str(t),
+                    Part::Input(i) => {
+                        let v = inputs[*i][row].as_deref()?;
+                        let v = String::from_utf8_lossy(v);
+                        if encode {
+                            s.extend(percent_encoding::utf8_percent_encode(&v, SEGMENT));
+                        } else {
+                            s.push_str(&v);
+                        }
+                    }
+                }
+            }
+            Some(s)
+        };
+        let url = format!("{}{}", self.base, fill(&self.url, true)?);
+        let query = self
+            .query
+            .iter()
+            .map(|(k, parts)| Some((k.clone(), fill(parts, false)?)))
+            .collect::<Option<Vec<_>>>()?;
+        let body = bodies.map(|b| b[row].clone().unwrap_or_else(|| b"null".to_vec()));
+        Some(Request { url, query, body })
+    }
+
+    /// The value a request answers with: from the cache, else asked (with retries).
+    async fn answer(&self, r: &Request) -> std::result::Result<Arc<Value>, String> {
+        if let Some(cache) = &self.cache
+            && let Some(v) = cache.get(r).await
+        {
+            return Ok(v);
+        }
+        let v = Arc::new(self.ask(r).await?);
+        if let Some(cache) = &self.cache {
+            cache.insert(r.clone(), v.clone()).await;
+        }
+        Ok(v)
+    }
+
+    async fn ask(&self, r: &Request) -> std::result::Result<Value, String> {
+        let mut wait = self.retry.backoff;
+        let mut attempt = 1;
+        loop {
+            let mut req = self
+                .client
+                .request(self.method.clone(), &r.url)
+                .headers(self.headers.clone());
+            if !r.query.is_empty() {
+                req = req.query(&r.query);
+            }
+            if let Some(b) = &r.body {
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(b.clone());
+            }
+            let (why, after) = match req.send().await {
+                Ok(resp) if resp.status().is_success() => {
+                    let text = resp.text().await.map_err(|e| e.to_string())?;
+                    return Ok(self.value_of(&text));
+                }
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let after = resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+                        .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+                    let why = format!("HTTP {status} from {}", r.url);
+                    if !self.retry.on.contains(&status) {
+                        return Err(why);
+                    }
+                    (why, after)
+                }
+                // Timeouts and lost connections are worth another attempt.
+                Err(e) => (format!("{} ({})", r.url, without_url(&e)), None),
+            };
+            if attempt >= self.retry.attempts {
+                return Err(format!("{why}, after {attempt} attempts"));
+            }
+            tokio::time::sleep(after.unwrap_or(wait)).await;
+            wait = wait.mul_f64(self.retry.multiplier);
+            attempt += 1;
+        }
+    }
+
+    /// The answer's value at `responsePath` (JSON; text that is not JSON stays text).
+    fn value_of(&self, text: &str) -> Value {
+        let whole = serde_json::from_str::<Value>(text).unwrap_or(Value::String(text.into()));
+        match &self.pointer {
+            Some(p) => whole.pointer(p).cloned().unwrap_or(Value::Null),
+            None => whole,
+        }
+    }
+
+    /// The values as a column of the call's type.
+    fn typed(&self, values: &[Option<&Value>]) -> Result<ArrayRef> {
+        if self.returns == DataType::Utf8 {
+            let texts: StringArray = values
+                .iter()
+                .map(|v| match v {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(other) => Some(other.to_string()),
+                })
+                .collect();
+            return Ok(Arc::new(texts));
+        }
+        let mut lines = Vec::new();
+        for v in values {
+            match v {
+                Some(v) => lines.extend_from_slice(format!("{{\"v\":{v}}}\n").as_bytes()),
+                None => lines.extend_from_slice(b"{}\n"),
+            }
+        }
+        // Fields of the answer that `returns` does not name are left out.
+        let read = read_lines_parallel(&lines, &self.schema, false, values.len().max(1), 1)?;
+        if let Some(bad) = read.invalid.first() {
+            // An answer that does not fit `returns` is the call's failure.
+            if self.on_error == OnError::Fail {
+                return Err(Error::input(
+                    format!("$httpCall {}", self.shown),
+                    format!("an answer does not fit \"returns\": {}", bad.reason),
+                ));
+            }
+            let bad: Vec<usize> = read.invalid.iter().map(|i| i.line).collect();
+            let kept: Vec<Option<&Value>> = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| if bad.contains(&i) { None } else { *v })
+                .collect();
+            return self.typed(&kept);
+        }
+        let batch = concat_batches(&self.schema, &read.batches)?;
+        Ok(batch.column(0).clone())
+    }
+}
+
+/// A request error's text without its URL (the caller names the URL once).
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    let inner = std::error::Error::source(e).map(|s| s.to_string());
+    match inner {
+        Some(s) => format!("{kind}: {s}"),
+        None => kind.to_string(),
+    }
+}

@@ -1,0 +1,212 @@
+//! `$httpCall` against a real HTTP server on loopback (`tests/common/http.rs`): lookups per
+//! distinct request, typed answers, retries, errors, the cache across a stream's batches,
+//! and a job file's named connection with a secret header.
+
+mod common;
+
+use common::http::{Receiver, Reply};
+use fluxion::connect::memory::{MemorySink, MemorySource};
+use fluxion::runtime::exec::micro_batch::{RuntimeOptions, run_with_dead_letters};
+use fluxion::runtime::state::checkpoint::MemoryCheckpoints;
+use fluxion::{Engine, Pipeline};
+use serde_json::{Value, json};
+
+fn customers(n: usize, distinct: usize) -> String {
+    (0..n)
+        .map(|i| format!("{{\"i\": {i}, \"customerId\": \"c-{}\"}}\n", i % distinct))
+        .collect()
+}
+
+/// Each document gets its customer's name; identical requests of a batch are made once, and
+/// a document without the placeholder's field makes none and gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_distinct_request_of_a_batch_is_made_once() {
+    let server = Receiver::start().await;
+    let mut docs = customers(30, 5);
+    docs.push_str("{\"i\": 30}\n");
+    let out = common::run(
+        &docs,
+        json!([{"$addFields": {"name": {"$httpCall": {
+            "url": format!("{}/customers/{{{{customerId}}}}", server.base), "responsePath": "/name"}}}},
+               {"$sort": {"i": 1}}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.len(), 31);
+    for d in &out[..30] {
+        let id = d["customerId"].as_str().unwrap();
+        assert_eq!(d["name"], format!("name-{id}"));
+    }
+    assert!(out[30].get("name").is_none(), "{}", out[30]);
+    let mut paths: Vec<String> = server.received().into_iter().map(|r| r.path).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        (0..5)
+            .map(|k| format!("/customers/c-{k}"))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// A declared `returns` type makes the answer a document later stages read; 5xx and 429
+/// answers are retried (after the 429's `Retry-After`); a 404 is `null` under `onError: "null"` and fails the run under `"fail"`, with an
+/// error naming the URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_answers_retries_and_failures() {
+    let server = Receiver::start().await;
+    server.script([Reply::Status(500), Reply::TooMany(1), Reply::Status(503)]);
+    let call = |on_error: &str| {
+        json!({"$httpCall": {"url": format!("{}/customers/{{{{customerId}}}}", server.base),
+                              "returns": {"tier": "string", "score": "long"},
+                              "retry": {"maxAttempts": 3, "backoffMs": 5}, "onError": on_error}})
+    };
+    let out = common::run(
+        &customers(4, 4),
+        json!([{"$addFields": {"customer": call("fail")}},
+               {"$match": {"customer.tier": "gold"}},
+               {"$project": {"_id": 0, "customerId": 1, "score": "$customer.score"}},
+               {"$sort": {"customerId": 1}}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            json!({"customerId": "c-0", "score": 3}),
+            json!({"customerId": "c-2", "score": 3})
+        ]
+    );
+    let statuses: Vec<u16> = server.received().iter().map(|r| r.status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s >= 429).count(), 3);
+    assert_eq!(statuses.len(), 7, "four lookups, three of them retried");
+    // The 429's `Retry-After: 1` was waited, not the 5 ms backoff.
+    let received = server.received();
+    let after_429 = received.iter().position(|r| r.status == 429).unwrap();
+    let waited = received[after_429 + 1..]
+        .iter()
+        .map(|r| r.at.duration_since(received[after_429].at))
+        .max()
+        .unwrap();
+    assert!(
+        waited >= std::time::Duration::from_millis(900),
+        "{waited:?}"
+    );
+
+    // A path the server does not have answers 404, which is not retried.
+    let missing = json!({"$httpCall": {"url": format!("{}/nothing/{{{{customerId}}}}", server.base),
+                                        "onError": "null"}});
+    let out = common::run(&customers(2, 2), json!([{"$addFields": {"x": missing}}]))
+        .await
+        .unwrap();
+    assert!(out.iter().all(|d| d.get("x").is_none()), "{out:?}");
+    let failing = json!({"$httpCall": {"url": format!("{}/nothing/{{{{customerId}}}}", server.base),
+                                        "onError": "fail"}});
+    let err = common::run(&customers(2, 2), json!([{"$addFields": {"x": failing}}]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("HTTP 404") && err.contains("/nothing/c-"),
+        "{err}"
+    );
+}
+
+/// In a stream the plan is made once, so its cache lasts from batch to batch: with a cache,
+/// four customers over eight batches are asked for four times; without, once per batch each
+/// appears in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streams_cache_lasts_across_batches() {
+    for (cache, expected) in [
+        (Some(json!({"maxEntries": 100, "ttlMs": 60000})), 4),
+        (None, 32),
+    ] {
+        let server = Receiver::start().await;
+        let mut options = json!({"url": format!("{}/customers/{{{{customerId}}}}", server.base),
+                                 "responsePath": "/name"});
+        if let Some(c) = cache {
+            options["cache"] = c;
+        }
+        let pipeline =
+            Pipeline::from_value(&json!([{"$addFields": {"name": {"$httpCall": options}}}]))
+                .unwrap();
+        let mut source = MemorySource::from_jsonl(customers(40, 4).as_bytes()).unwrap();
+        let (mut sink, docs) = MemorySink::with_view();
+        run_with_dead_letters(
+            &Engine::new(),
+            &pipeline,
+            &mut source,
+            &mut sink,
+            None,
+            &mut MemoryCheckpoints::default(),
+            &RuntimeOptions {
+                micro_batch_size: 5,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let docs = docs.documents().unwrap();
+        assert_eq!(docs.len(), 40);
+        assert!(
+            docs.iter().all(|d| d["name"]
+                == Value::String(format!("name-{}", d["customerId"].as_str().unwrap())))
+        );
+        assert_eq!(server.received().len(), expected);
+    }
+}
+
+/// A job file's named connection gives the call its base URL and a header whose value comes
+/// from the environment; the secret reaches the server and stays out of the output and the
+/// errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_connection_with_a_secret_header() {
+    let server = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.jsonl"), customers(6, 3)).unwrap();
+    let job = dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        json!({
+            "source": {"type": "file", "path": dir.path().join("in.jsonl")},
+            "connections": {"crm": {"type": "http", "baseUrl": server.base,
+                                    "headers": {"Authorization": "Bearer ${FLUXION_TEST_CRM_TOKEN}"}}},
+            "pipeline": [{"$set": {"name": {"$httpCall": {"connection": "crm",
+                                                          "url": "/customers/{{customerId}}",
+                                                          "responsePath": "/name"}}}}],
+            "sink": {"type": "file", "path": dir.path().join("out.jsonl")}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fluxion"))
+        .args(["run", job.to_str().unwrap()])
+        .env("FLUXION_TEST_CRM_TOKEN", "s3cr3t-t0ken")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    assert_eq!(written.lines().count(), 6);
+    assert!(written.contains("\"name\":\"name-c-1\""));
+    assert!(!written.contains("s3cr3t"));
+    let received = server.received();
+    assert_eq!(received.len(), 3);
+    assert!(
+        received
+            .iter()
+            .all(|r| r.headers["authorization"] == "Bearer s3cr3t-t0ken")
+    );
+
+    // Without the variable the job stops before running, naming it — and no secret.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fluxion"))
+        .args(["run", job.to_str().unwrap()])
+        .env_remove("FLUXION_TEST_CRM_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("FLUXION_TEST_CRM_TOKEN is not set"), "{err}");
+}
