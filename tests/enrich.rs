@@ -210,3 +210,58 @@ async fn a_named_connection_with_a_secret_header() {
     assert!(!out.status.success());
     assert!(err.contains("FLUXION_TEST_CRM_TOKEN is not set"), "{err}");
 }
+
+/// After enough failures the breaker opens and the rest of the batch is not called at all
+/// (each document gets null under `onError: "null"`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_circuit_breaker_stops_calling() {
+    let server = Receiver::start().await;
+    server.script((0..10).map(|_| Reply::Status(500)));
+    let out = common::run(
+        &customers(20, 20),
+        json!([{"$addFields": {"name": {"$httpCall": {
+            "url": format!("{}/customers/{{{{customerId}}}}", server.base), "responsePath": "/name",
+            "retry": {"maxAttempts": 1}, "maxConcurrency": 1,
+            "circuitBreaker": {"failureRate": 0.5, "minimumCalls": 3, "openMs": 60000}}}}}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.len(), 20);
+    assert!(out.iter().all(|d| d.get("name").is_none()));
+    assert_eq!(server.received().len(), 3, "three failures opened it");
+}
+
+/// Two call sites on one connection share its token bucket: six requests at 10 a second
+/// (bursts of 1) take half a second or more, where either site's three alone would take 0.2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_sites_of_one_connection_share_its_rate_limit() {
+    let server = Receiver::start().await;
+    let call = |field: &str| {
+        json!({"$httpCall": {"connection": "limited-crm", "baseUrl": server.base,
+                              "url": format!("/customers/{{{{{field}}}}}"), "responsePath": "/name",
+                              "rateLimit": {"perSecond": 10, "burst": 1}}})
+    };
+    let docs: String = (0..3)
+        .map(|i| format!("{{\"a\": \"a-{i}\", \"b\": \"b-{i}\"}}\n"))
+        .collect();
+    let out = common::run(
+        &docs,
+        json!([{"$addFields": {"x": call("a"), "y": call("b")}}]),
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.iter()
+            .all(|d| d["x"].as_str().unwrap().starts_with("name-a-")
+                && d["y"].as_str().unwrap().starts_with("name-b-"))
+    );
+    let received = server.received();
+    assert_eq!(received.len(), 6);
+    let first = received.iter().map(|r| r.at).min().unwrap();
+    let last = received.iter().map(|r| r.at).max().unwrap();
+    assert!(
+        last.duration_since(first) >= std::time::Duration::from_millis(450),
+        "{:?}",
+        last.duration_since(first)
+    );
+}

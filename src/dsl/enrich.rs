@@ -54,8 +54,34 @@ pub struct HttpCallOptions {
     /// The result's type, as a source schema declares types (`"string"`, `"long"`,
     /// `{"tier": "string"}`); `"string"` by default.
     pub returns: Option<Value>,
-    pub circuit_breaker: Option<Value>,
-    pub rate_limit: Option<Value>,
+    pub circuit_breaker: Option<CircuitBreakerOptions>,
+    /// Requests per second, shared by every call site of the same connection.
+    pub rate_limit: Option<RateLimitOptions>,
+}
+
+/// When a call site stops calling for a while.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CircuitBreakerOptions {
+    /// The share of failed calls (after retries) that opens the breaker (default 0.5).
+    pub failure_rate: Option<f64>,
+    /// Calls in the window before it judges (default 10).
+    pub minimum_calls: Option<u32>,
+    /// The window calls are counted in (default 10 000 ms).
+    pub window_ms: Option<u64>,
+    /// How long it stays open (default 5 000 ms).
+    pub open_ms: Option<u64>,
+    /// Trial calls once the wait is over (default 1).
+    pub half_open_calls: Option<u32>,
+}
+
+/// A token bucket: `perSecond` requests a second, bursts of up to `burst` (default
+/// `perSecond`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RateLimitOptions {
+    pub per_second: u32,
+    pub burst: Option<u32>,
 }
 
 /// How failed requests are retried.
@@ -112,13 +138,12 @@ impl EnrichCall {
     pub fn parse_http_call(operand: &Value, at: &JsonPath) -> Result<EnrichCall> {
         let options: HttpCallOptions =
             serde_json::from_value(operand.clone()).map_err(|e| at.err(format!("{e}")))?;
-        for (what, set) in [
-            ("circuitBreaker", options.circuit_breaker.is_some()),
-            ("rateLimit", options.rate_limit.is_some()),
-        ] {
-            if set {
-                return Err(at.key(what).err("not supported yet"));
-            }
+        if options
+            .rate_limit
+            .as_ref()
+            .is_some_and(|r| r.per_second == 0)
+        {
+            return Err(at.key("rateLimit").err("perSecond must be at least 1"));
         }
         if options.on_error == OnError::DeadLetter {
             return Err(at
@@ -182,11 +207,14 @@ mod tests {
             "{err}"
         );
         let err = EnrichCall::parse_http_call(
-            &json!({"url": "http://h", "rateLimit": {"perSecond": 5}}),
+            &json!({"url": "http://h", "rateLimit": {"perSecond": 0}}),
             &at,
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("rateLimit: not supported yet"), "{err}");
+        assert!(
+            err.contains("rateLimit: perSecond must be at least 1"),
+            "{err}"
+        );
     }
 }

@@ -21,6 +21,8 @@ pub enum Connection {
         base_url: String,
         #[serde(default)]
         headers: BTreeMap<String, String>,
+        /// `{"perSecond", "burst"}`: one token bucket for every operator using the connection.
+        rate_limit: Option<Value>,
     },
 }
 
@@ -56,8 +58,15 @@ pub fn resolve(
                     ));
                 };
                 match c {
-                    Connection::Http { base_url, headers } if kind == "http" => {
+                    Connection::Http {
+                        base_url,
+                        headers,
+                        rate_limit,
+                    } if kind == "http" => {
                         options.insert("baseUrl".into(), Value::String(base_url.clone()));
+                        if let Some(r) = rate_limit {
+                            options.entry("rateLimit").or_insert_with(|| r.clone());
+                        }
                         let own = options
                             .entry("headers")
                             .or_insert_with(|| Value::Object(Default::default()));

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, StringArray};
@@ -22,6 +22,8 @@ use datafusion::logical_expr::{
 use futures::StreamExt;
 use serde_json::Value;
 
+use super::breaker::Breaker;
+use super::limit;
 use crate::connect::http_sink::expand_env;
 use crate::document::decode::read_lines_parallel;
 use crate::document::encode::{column_json, column_texts};
@@ -103,6 +105,9 @@ struct Site {
     pointer: Option<String>,
     retry: Retry,
     cache: Option<moka::future::Cache<Request, Arc<Value>>>,
+    breaker: Option<Breaker>,
+    /// The connection's token bucket (or the call site's own).
+    bucket: Option<Arc<governor::DefaultDirectRateLimiter>>,
     on_error: OnError,
     concurrency: usize,
     returns: DataType,
@@ -220,6 +225,11 @@ pub fn udf(call: &EnrichCall) -> Result<(ScalarUDF, DataType)> {
         pointer: o.response_path.clone(),
         retry,
         cache,
+        breaker: o.circuit_breaker.as_ref().map(Breaker::new),
+        bucket: o
+            .rate_limit
+            .as_ref()
+            .map(|r| limit::bucket(o.connection.as_deref(), r)),
         on_error: o.on_error,
         concurrency: o.max_concurrency.unwrap_or(DEFAULT_CONCURRENCY).max(1),
         returns: returns.clone(),
@@ -370,7 +380,19 @@ impl Site {
         {
             return Ok(v);
         }
-        let v = Arc::new(self.ask(r).await?);
+        if let Some(b) = &self.breaker
+            && !b.allow(Instant::now())
+        {
+            return Err(format!(
+                "{}: not called, the circuit breaker is open after too many failures",
+                r.url
+            ));
+        }
+        let asked = self.ask(r).await;
+        if let Some(b) = &self.breaker {
+            b.record(asked.is_ok(), Instant::now());
+        }
+        let v = Arc::new(asked?);
         if let Some(cache) = &self.cache {
             cache.insert(r.clone(), v.clone()).await;
         }
@@ -381,6 +403,9 @@ impl Site {
         let mut wait = self.retry.backoff;
         let mut attempt = 1;
         loop {
+            if let Some(bucket) = &self.bucket {
+                bucket.until_ready().await;
+            }
             let mut req = self
                 .client
                 .request(self.method.clone(), &r.url)

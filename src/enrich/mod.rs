@@ -6,5 +6,7 @@
 //! Named connections (`"connections"` in a job file) are resolved into the operators' options
 //! when the job is loaded ([`connections`]).
 
+pub mod breaker;
 pub mod connections;
 pub mod http_call;
+pub mod limit;
