@@ -200,6 +200,23 @@ async fn a_named_connection_with_a_secret_header() {
             .all(|r| r.headers["authorization"] == "Bearer s3cr3t-t0ken")
     );
 
+    // `explain` shows the call by its URL, not its headers.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fluxion"))
+        .args(["explain", job.to_str().unwrap()])
+        .env("FLUXION_TEST_CRM_TOKEN", "s3cr3t-t0ken")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        shown.contains("http_call(") && !shown.contains("s3cr3t"),
+        "{shown}"
+    );
+
     // Without the variable the job stops before running, naming it — and no secret.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fluxion"))
         .args(["run", job.to_str().unwrap()])
@@ -263,5 +280,28 @@ async fn call_sites_of_one_connection_share_its_rate_limit() {
         last.duration_since(first) >= std::time::Duration::from_millis(450),
         "{:?}",
         last.duration_since(first)
+    );
+}
+
+/// A call inside `$match` (through `$expr`) filters on the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_can_decide_a_match() {
+    let server = Receiver::start().await;
+    let out = common::run(
+        &customers(8, 4),
+        json!([{"$match": {"$expr": {"$eq": [{"$httpCall": {
+            "url": format!("{}/customers/{{{{customerId}}}}", server.base), "responsePath": "/tier"}}, "gold"]}}},
+               {"$project": {"_id": 0, "customerId": 1}}, {"$sort": {"customerId": 1}}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            json!({"customerId": "c-0"}),
+            json!({"customerId": "c-0"}),
+            json!({"customerId": "c-2"}),
+            json!({"customerId": "c-2"})
+        ]
     );
 }

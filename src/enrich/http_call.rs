@@ -157,9 +157,11 @@ pub fn udf(call: &EnrichCall) -> Result<(ScalarUDF, DataType)> {
         let value = expand_env(value, &what, &context)?;
         let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| at.key("headers").err(format!("{name:?} is no header name")))?;
-        // The value may hold a secret: the error does not show it.
-        let value = reqwest::header::HeaderValue::from_str(&value)
+        // The value may hold a secret: the error does not show it, and neither does the
+        // value's `Debug` (a plan printed with `{:?}`).
+        let mut value = reqwest::header::HeaderValue::from_str(&value)
             .map_err(|_| at.key(&what).err("not a valid header value"))?;
+        value.set_sensitive(true);
         headers.insert(name, value);
     }
     let base = o.base_url.clone().unwrap_or_default();
@@ -373,13 +375,20 @@ impl Site {
         Some(Request { url, query, body })
     }
 
-    /// The value a request answers with: from the cache, else asked (with retries).
+    /// The value a request answers with: from the cache, else asked (with retries). Calls for
+    /// one request that miss the cache at the same time (two partitions of a plan) are one.
     async fn answer(&self, r: &Request) -> std::result::Result<Arc<Value>, String> {
-        if let Some(cache) = &self.cache
-            && let Some(v) = cache.get(r).await
-        {
-            return Ok(v);
+        match &self.cache {
+            Some(cache) => cache
+                .try_get_with(r.clone(), async { self.guarded(r).await.map(Arc::new) })
+                .await
+                .map_err(|e: Arc<String>| e.as_ref().clone()),
+            None => self.guarded(r).await.map(Arc::new),
         }
+    }
+
+    /// Asks, unless the circuit breaker is open; tells the breaker how it went.
+    async fn guarded(&self, r: &Request) -> std::result::Result<Value, String> {
         if let Some(b) = &self.breaker
             && !b.allow(Instant::now())
         {
@@ -392,11 +401,7 @@ impl Site {
         if let Some(b) = &self.breaker {
             b.record(asked.is_ok(), Instant::now());
         }
-        let v = Arc::new(asked?);
-        if let Some(cache) = &self.cache {
-            cache.insert(r.clone(), v.clone()).await;
-        }
-        Ok(v)
+        asked
     }
 
     async fn ask(&self, r: &Request) -> std::result::Result<Value, String> {
