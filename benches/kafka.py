@@ -41,6 +41,24 @@ def free_port():
     return port
 
 
+def start_broker(bin_):
+    """Tansu on a free loopback port with in-memory storage, once it answers: the process,
+    `host:port` and the `tcp://` URL its CLI takes."""
+    port = free_port()
+    servers = f"127.0.0.1:{port}"
+    url = f"tcp://{servers}"
+    broker = subprocess.Popen([bin_, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                               "--storage-engine", "memory://tansu/"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    return broker, servers, url
+
+
 def cpu_seconds(pid):
     """User + system CPU seconds of a process so far (children not included)."""
     with open(f"/proc/{pid}/stat") as f:
@@ -75,20 +93,9 @@ def main():
     fluxion = build()
     data = ensure_data(args.events)
     bin_ = tansu()
-    port = free_port()
-    servers = f"127.0.0.1:{port}"
-    url = f"tcp://{servers}"
-    broker = subprocess.Popen([bin_, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                               "--storage-engine", "memory://tansu/"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    broker, servers, url = start_broker(bin_)
     d = tempfile.mkdtemp(prefix="fluxion-kafka-bench-")
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         subprocess.run([bin_, "topic", "create", "orders", "--broker", url, "--partitions", "3"],
                        check=True, stdout=subprocess.DEVNULL)
         b0 = cpu_seconds(broker.pid)

@@ -22,7 +22,7 @@ import argparse, json, os, shutil, signal, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from compare import build, ensure_data  # noqa: E402
-from kafka import cpu_seconds, free_port, tansu  # noqa: E402
+from kafka import cpu_seconds, start_broker, tansu  # noqa: E402
 
 SCHEMA = {"customerId": "string", "status": "string", "orderValue": "double"}
 LTV = [{"$match": {"status": "PAID"}},
@@ -125,21 +125,9 @@ def main():
     fluxion = build()
     lines = open(ensure_data(1_000_000)).readlines()
     bin_ = tansu()
-    port = free_port()
-    servers = f"127.0.0.1:{port}"
-    url = f"tcp://{servers}"
-    broker = subprocess.Popen([bin_, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                               "--storage-engine", "memory://tansu/"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    broker, servers, url = start_broker(bin_)
     d = tempfile.mkdtemp(prefix="fluxion-kafka-latency-")
     try:
-        import socket
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         print(f"{args.rate:,} events/s for {args.seconds:.0f} s, Tansu on loopback (memory storage); "
               f"writer, feeder, job and broker share the 2 cores; latency in ms")
         print(f"{'job':<34}{'orders':>9}{'p50':>7}{'p90':>7}{'p99':>7}{'p99.9':>7}{'max':>7}"

@@ -304,6 +304,26 @@ async fn expected(docs: &[String]) -> Vec<Value> {
     common::batch_result(&data, &p).await
 }
 
+/// The `fluxion-id` of every record of `output` (of topic `topic`), asserting none is there
+/// twice.
+fn identities_once(output: &[common::kafka::Record], topic: &str) -> Vec<String> {
+    let mut ids: Vec<String> = output
+        .iter()
+        .map(|r| {
+            r.headers
+                .iter()
+                .find(|h| h.0 == "fluxion-id")
+                .map(|h| h.1.clone())
+                .unwrap()
+        })
+        .collect();
+    ids.sort();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), before, "{topic}: a record was written twice");
+    ids
+}
+
 /// Runs `job` until it finishes, killing it with SIGKILL after each of `kills` (ms after it
 /// started) and starting it again; returns how many runs were killed before finishing.
 fn run_with_kills(job: &std::path::Path, kills: &[u64]) -> usize {
@@ -460,20 +480,7 @@ async fn killed_and_restarted_jobs_write_every_record_exactly_once() {
         } else {
             broker.consume_all(out)
         };
-        let mut ids: Vec<&str> = output
-            .iter()
-            .map(|r| {
-                r.headers
-                    .iter()
-                    .find(|h| h.0 == "fluxion-id")
-                    .map(|h| h.1.as_str())
-                    .unwrap()
-            })
-            .collect();
-        ids.sort();
-        let before = ids.len();
-        ids.dedup();
-        assert_eq!(ids.len(), before, "{out}: a record was written twice");
+        identities_once(&output, out);
         if out.starts_with("paid") {
             let got = order_texts(output.iter().map(|r| &r.value));
             let expected = paid_texts(&input);
@@ -741,20 +748,7 @@ async fn two_processes_share_the_partitions_and_survive_a_kill() {
         eprintln!("process {name}:\n{log}");
     }
     let output = broker.consume_expecting("scaled", paid_texts(&input).len());
-    let mut ids: Vec<&str> = output
-        .iter()
-        .map(|r| {
-            r.headers
-                .iter()
-                .find(|h| h.0 == "fluxion-id")
-                .map(|h| h.1.as_str())
-                .unwrap()
-        })
-        .collect();
-    ids.sort();
-    let before = ids.len();
-    ids.dedup();
-    assert_eq!(ids.len(), before, "a record was written twice");
+    let ids = identities_once(&output, "scaled");
     let (got, expected) = (
         order_texts(output.iter().map(|r| &r.value)),
         paid_texts(&input),

@@ -21,7 +21,7 @@ use rdkafka::types::RDKafkaRespErr;
 use serde_json::Value;
 
 use super::KafkaSourceConfig;
-use super::source::{Context, KafkaSource, Raw, Rebalance, place_at, poll};
+use super::source::{Context, KafkaSource, Raw, Rebalance, place_at, poll, tps_of};
 use crate::connect::source::{PartitionChange, PartitionedSource, Position, Source, TaskPositions};
 use crate::{Error, Result};
 
@@ -80,11 +80,7 @@ impl Hooks {
         tpl: &mut TopicPartitionList,
         cooperative: bool,
     ) {
-        let tps: Vec<Tp> = tpl
-            .elements()
-            .iter()
-            .map(|e| (e.topic().to_string(), e.partition()))
-            .collect();
+        let tps = tps_of(tpl);
         let mut offsets = BTreeMap::new();
         for tp in &tps {
             if let Some(o) = (self.positions)(&task_id(&tp.0, tp.1))
@@ -135,11 +131,7 @@ impl Hooks {
         tpl: &TopicPartitionList,
         cooperative: bool,
     ) {
-        let tps: Vec<Tp> = tpl
-            .elements()
-            .iter()
-            .map(|e| (e.topic().to_string(), e.partition()))
-            .collect();
+        let tps = tps_of(tpl);
         let ids: Vec<String> = tps.iter().map(|tp| task_id(&tp.0, tp.1)).collect();
         tracing::info!(partitions = ?ids, "kafka: partitions revoked; their tasks checkpoint");
         let (tx, rx) = std::sync::mpsc::channel();

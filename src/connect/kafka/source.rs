@@ -133,11 +133,7 @@ impl ConsumerContext for Context {
                 if let Err(e) = done {
                     tracing::warn!("kafka: giving partitions back failed: {e}");
                 }
-                let gone: Vec<Tp> = tpl
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_string(), e.partition()))
-                    .collect();
+                let gone = tps_of(tpl);
                 self.shared
                     .assigned
                     .lock()
@@ -147,6 +143,14 @@ impl ConsumerContext for Context {
             other => tracing::warn!("kafka: rebalance failed: {other:?}"),
         }
     }
+}
+
+/// The topic partitions of `tpl`.
+pub(super) fn tps_of(tpl: &TopicPartitionList) -> Vec<Tp> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
 }
 
 /// Sets where each partition of `tpl` starts: its checkpointed offset, else the group's
@@ -168,11 +172,7 @@ pub(super) fn place_at<C: ConsumerContext>(
     tpl: &mut TopicPartitionList,
 ) {
     let mut by_time = TopicPartitionList::new();
-    let held: Vec<Tp> = tpl
-        .elements()
-        .iter()
-        .map(|e| (e.topic().to_string(), e.partition()))
-        .collect();
+    let held = tps_of(tpl);
     for tp in held {
         if let Some(&o) = offsets.get(&tp) {
             let _ = tpl.set_partition_offset(&tp.0, tp.1, Offset::Offset(o));
