@@ -305,3 +305,58 @@ async fn a_call_can_decide_a_match() {
         ]
     );
 }
+
+/// The example job (`examples/enrich-customer-tier.json`), pointed at the test server (which
+/// answers tiers by the same rule as `examples/enrich/crm.py`), gives the revenue per tier a
+/// plain pipeline computes with the rule written as an expression.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_enrich_example_gives_the_revenue_per_tier() {
+    let server = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut job: Value = serde_json::from_str(
+        &std::fs::read_to_string("examples/enrich-customer-tier.json").unwrap(),
+    )
+    .unwrap();
+    job["source"]["path"] = json!(std::fs::canonicalize("examples/data/orders.jsonl").unwrap());
+    job["connections"]["crm"]["baseUrl"] = json!(server.base);
+    let out_path = dir.path().join("out.jsonl");
+    job["sink"]["path"] = json!(out_path);
+    let path = dir.path().join("job.json");
+    std::fs::write(&path, job.to_string()).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fluxion"))
+            .args(["run", path.to_str().unwrap()])
+            .env("CRM_TOKEN", "demo")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<Value> = std::fs::read_to_string(&out_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let orders = std::fs::read_to_string("examples/data/orders.jsonl").unwrap();
+    let tier = json!({"$cond": [{"$in": [{"$substrCP": ["$customerId", {"$subtract": [{"$strLenCP": "$customerId"}, 1]}, 1]},
+                                         ["0", "2", "4", "6", "8"]]}, "gold", "basic"]});
+    let expected = common::run(
+        &orders,
+        json!([{"$match": {"status": "PAID"}}, {"$addFields": {"tier": tier}},
+               {"$group": {"_id": "$tier", "orders": {"$count": {}}, "revenue": {"$sum": "$orderValue"}}},
+               {"$sort": {"_id": 1}}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.len(), 2);
+    common::same_documents(&got, &expected, true).unwrap();
+    // The cache asked for each customer once.
+    let customers: std::collections::HashSet<String> =
+        server.received().into_iter().map(|r| r.path).collect();
+    assert_eq!(customers.len(), server.received().len());
+}
