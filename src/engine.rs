@@ -6,6 +6,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
+use datafusion::execution::FunctionRegistry;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
@@ -53,7 +54,7 @@ impl Engine {
         let state = SessionStateBuilder::new_from_existing(state)
             .with_physical_optimizer_rules(rules)
             .build();
-        let ctx = SessionContext::new_with_state(state);
+        let mut ctx = SessionContext::new_with_state(state);
         // DataFusion 55's leaf-expression pushdown (moving `get_field` towards the scan) fails
         // with "Schema contains duplicate unqualified field name" on plans where a projection
         // re-binds a column name above an Unnest or a window, which `$unwind` and the order
@@ -61,6 +62,14 @@ impl Engine {
         // are the same minus that pushdown.
         for rule in ["extract_leaf_expressions", "push_down_leaf_projections"] {
             ctx.remove_optimizer_rule(rule);
+        }
+        // SQL's `http_call(...)`: typed by a placeholder, replaced per call site by the
+        // analyzer.
+        ctx.register_udf(crate::enrich::sql::placeholder());
+        if let Err(e) =
+            ctx.register_function_rewrite(std::sync::Arc::new(crate::enrich::sql::HttpCallRewrite))
+        {
+            tracing::warn!("http_call is not available in SQL: {e}");
         }
         // SQL can call the functions the date operators compile to.
         for f in crate::udf::all() {

@@ -360,3 +360,40 @@ async fn the_enrich_example_gives_the_revenue_per_tier() {
         server.received().into_iter().map(|r| r.path).collect();
     assert_eq!(customers.len(), server.received().len());
 }
+
+/// In SQL the same call is `http_call('<options>', placeholder arguments…)`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_calls_http_call_with_options_and_arguments() {
+    let server = Receiver::start().await;
+    let engine = Engine::new();
+    engine
+        .register_jsonl("orders", customers(6, 3).as_bytes())
+        .unwrap();
+    let options = json!({"url": format!("{}/customers/{{{{id}}}}", server.base),
+                         "returns": {"tier": "string", "score": "long"},
+                         "cache": {"maxEntries": 100}})
+    .to_string();
+    let df = engine
+        .sql(&format!(
+            "SELECT \"customerId\", http_call('{options}', \"customerId\")['tier'] AS tier \
+             FROM orders ORDER BY i"
+        ))
+        .await
+        .unwrap();
+    let rows = common::collect(Ok(df)).await.unwrap();
+    assert_eq!(rows.len(), 6);
+    for r in &rows {
+        let gold = r["customerId"].as_str().unwrap().ends_with(['0', '2']);
+        assert_eq!(r["tier"], if gold { "gold" } else { "basic" }, "{r}");
+    }
+    assert_eq!(server.received().len(), 3);
+    // A call whose arguments do not match its placeholders is refused at planning.
+    let err = engine
+        .sql(&format!("SELECT http_call('{options}') FROM orders"))
+        .await
+        .and_then(|_| Ok(()))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("give 1 argument(s)"), "{err}");
+}
