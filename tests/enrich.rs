@@ -391,7 +391,6 @@ async fn sql_calls_http_call_with_options_and_arguments() {
     let err = engine
         .sql(&format!("SELECT http_call('{options}') FROM orders"))
         .await
-        .and_then(|_| Ok(()))
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
