@@ -350,13 +350,9 @@ impl StreamBuilder {
             match self.scale_out {
                 Some(so) => {
                     let pipeline = pipeline.ok_or_else(|| missing("pipeline"))?;
-                    Box::pin(run_scaled_out(
-                        engine,
-                        pipeline,
-                        so,
-                        self.id.clone(),
-                        options,
-                    ))
+                    // Each task plans in a session of its own.
+                    drop(engine);
+                    Box::pin(run_scaled_out(pipeline, so, self.id.clone(), options))
                 }
                 None => {
                     let mut source = self.source.ok_or_else(|| missing("source"))?;
@@ -450,7 +446,6 @@ impl StreamHandle {
 
 /// Runs a scaled-out job: joins its source's coordinator and runs a task per partition held.
 async fn run_scaled_out(
-    engine: Engine,
     pipeline: StreamQuery,
     so: ScaleOut,
     id: String,
@@ -485,7 +480,7 @@ async fn run_scaled_out(
             checkpoints: open_store(&task_store(&store, task))?,
         })
     });
-    run_tasks(&engine, pipeline, source, open, &options).await
+    run_tasks(pipeline, source, open, &options).await
 }
 
 /// A job file's `runtime` settings over `options`.

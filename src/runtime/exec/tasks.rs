@@ -43,7 +43,6 @@ struct Task {
 /// members still there). The counts are the tasks' together; a task that
 /// fails stops the others and the run returns its error.
 pub async fn run_tasks(
-    engine: &Engine,
     query: StreamQuery,
     mut source: Box<dyn PartitionedSource>,
     open: OpenTask,
@@ -85,7 +84,7 @@ pub async fn run_tasks(
                     if tasks.contains_key(&id) {
                         continue;
                     }
-                    match spawn(engine, &query, &id, task_source, &open, options) {
+                    match spawn(&query, &id, task_source, &open, options) {
                         Ok(t) => {
                             tasks.insert(id, t);
                         }
@@ -139,9 +138,9 @@ pub async fn run_tasks(
     }
 }
 
-/// Starts the task of partition `id`.
+/// Starts the task of partition `id`. It plans in a session of its own: a stream binds its
+/// micro-batches to a table of the session, which the tasks must not share.
 fn spawn(
-    engine: &Engine,
     query: &StreamQuery,
     id: &str,
     mut source: Box<dyn Source>,
@@ -157,7 +156,7 @@ fn spawn(
     options.pipeline_id = format!("{}/{id}", options.pipeline_id);
     let stop = Arc::new(AtomicBool::new(false));
     options.stop = stop.clone();
-    let engine = engine.clone();
+    let engine = Engine::new();
     let query = query.clone();
     tracing::info!(task = %options.pipeline_id, "task started");
     let handle = tokio::spawn(async move {
