@@ -21,7 +21,9 @@ use rdkafka::types::RDKafkaRespErr;
 use serde_json::Value;
 
 use super::KafkaSourceConfig;
-use super::source::{Context, KafkaSource, Raw, Rebalance, place_at, poll, tps_of};
+use super::source::{
+    Context, KafkaSource, Raw, Rebalance, assign, give_back, place_at, poll, tps_of,
+};
 use crate::connect::source::{PartitionChange, PartitionedSource, Position, Source, TaskPositions};
 use crate::{Error, Result};
 
@@ -91,14 +93,7 @@ impl Hooks {
             }
         }
         place_at(consumer, &offsets, self.config.start_from, tpl);
-        let done = if cooperative {
-            consumer.incremental_assign(tpl)
-        } else {
-            consumer.assign(tpl)
-        };
-        if let Err(e) = done {
-            tracing::warn!("kafka: assigning partitions failed: {e}");
-        }
+        assign(consumer, tpl, cooperative);
         let Some(shared) = self.consumer.get().and_then(Weak::upgrade) else {
             return;
         };
@@ -153,14 +148,7 @@ impl Hooks {
             routes.remove(tp);
         }
         drop(routes);
-        let done = if cooperative {
-            consumer.incremental_unassign(tpl)
-        } else {
-            consumer.unassign()
-        };
-        if let Err(e) = done {
-            tracing::warn!("kafka: giving partitions back failed: {e}");
-        }
+        give_back(consumer, tpl, cooperative);
     }
 }
 

@@ -108,14 +108,7 @@ impl ConsumerContext for Context {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 place(consumer, &self.shared, tpl);
-                let done = if cooperative {
-                    consumer.incremental_assign(tpl)
-                } else {
-                    consumer.assign(tpl)
-                };
-                if let Err(e) = done {
-                    tracing::warn!("kafka: assigning partitions failed: {e}");
-                }
+                assign(consumer, tpl, cooperative);
                 let mut assigned = self.shared.assigned.lock().expect("not poisoned");
                 if !cooperative {
                     assigned.clear();
@@ -125,14 +118,7 @@ impl ConsumerContext for Context {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                let done = if cooperative {
-                    consumer.incremental_unassign(tpl)
-                } else {
-                    consumer.unassign()
-                };
-                if let Err(e) = done {
-                    tracing::warn!("kafka: giving partitions back failed: {e}");
-                }
+                give_back(consumer, tpl, cooperative);
                 let gone = tps_of(tpl);
                 self.shared
                     .assigned
@@ -142,6 +128,38 @@ impl ConsumerContext for Context {
             }
             other => tracing::warn!("kafka: rebalance failed: {other:?}"),
         }
+    }
+}
+
+/// Takes `tpl`'s partitions (added to those held, under the cooperative protocol).
+pub(super) fn assign<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    tpl: &TopicPartitionList,
+    cooperative: bool,
+) {
+    let done = if cooperative {
+        consumer.incremental_assign(tpl)
+    } else {
+        consumer.assign(tpl)
+    };
+    if let Err(e) = done {
+        tracing::warn!("kafka: assigning partitions failed: {e}");
+    }
+}
+
+/// Gives `tpl`'s partitions back (all of them, under the eager protocol).
+pub(super) fn give_back<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    tpl: &TopicPartitionList,
+    cooperative: bool,
+) {
+    let done = if cooperative {
+        consumer.incremental_unassign(tpl)
+    } else {
+        consumer.unassign()
+    };
+    if let Err(e) = done {
+        tracing::warn!("kafka: giving partitions back failed: {e}");
     }
 }
 

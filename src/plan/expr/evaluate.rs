@@ -43,7 +43,8 @@ impl BatchExpr {
     pub fn evaluate(&mut self, batch: &RecordBatch) -> Result<ArrayRef> {
         let schema = batch.schema();
         let stale = match &self.compiled {
-            Some((s, _)) => s != &schema,
+            // Batches of one stream share their schema's `Arc`: the deep comparison is rare.
+            Some((s, _)) => !Arc::ptr_eq(s, &schema) && s != &schema,
             None => true,
         };
         if stale {
