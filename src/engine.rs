@@ -63,13 +63,15 @@ impl Engine {
         for rule in ["extract_leaf_expressions", "push_down_leaf_projections"] {
             ctx.remove_optimizer_rule(rule);
         }
-        // SQL's `http_call(...)`: typed by a placeholder, replaced per call site by the
-        // analyzer.
-        ctx.register_udf(crate::enrich::sql::placeholder());
+        // SQL's `http_call(...)` and `sql_query(...)`: typed by placeholders, replaced per
+        // call site by the analyzer.
+        for f in crate::enrich::sql::placeholders() {
+            ctx.register_udf(f);
+        }
         if let Err(e) =
-            ctx.register_function_rewrite(std::sync::Arc::new(crate::enrich::sql::HttpCallRewrite))
+            ctx.register_function_rewrite(std::sync::Arc::new(crate::enrich::sql::EnrichRewrite))
         {
-            tracing::warn!("http_call is not available in SQL: {e}");
+            tracing::warn!("http_call and sql_query are not available in SQL: {e}");
         }
         // SQL can call the functions the date operators compile to.
         for f in crate::udf::all() {

@@ -130,7 +130,11 @@ impl Job {
                 crate::enrich::connections::resolve(&mut p, &self.connections, name)?;
                 Ok(Query::Pipeline(Pipeline::from_value(&p)?))
             }
-            (None, Some(s)) => Ok(Query::Sql(s.clone())),
+            (None, Some(s)) => Ok(Query::Sql(crate::enrich::connections::resolve_sql(
+                s,
+                &self.connections,
+                name,
+            )?)),
             _ => Err(Error::config(
                 name,
                 "a job needs exactly one of \"pipeline\" or \"sql\"",

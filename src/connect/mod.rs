@@ -13,6 +13,7 @@ pub mod memory;
 pub mod nexmark;
 pub mod object_store;
 pub mod parquet_sink;
+pub mod postgres;
 pub mod source;
 pub mod stdout;
 

@@ -545,6 +545,11 @@ fn parse_operator(name: &str, operand: &Value, at: &JsonPath) -> Result<Expressi
                 super::enrich::EnrichCall::parse_http_call(operand, at)?,
             )));
         }
+        "$sqlQuery" => {
+            return Ok(Expression::Enrich(Box::new(
+                super::enrich::EnrichCall::parse_sql_query(operand, at)?,
+            )));
+        }
         "$switch" => return parse_switch(operand, at),
         _ => {}
     }

@@ -1,8 +1,9 @@
 //! Named connections of a job file — `"connections": {"crm": {"type": "http", "baseUrl",
-//! "headers"}}` — shared by the enrich operators that name them. Loading a job writes each
-//! connection's settings into the operators that use it (`"connection": "crm"`), before the
-//! pipeline is parsed; `${VAR}` in them is only expanded when an operator is planned, so the
-//! secrets never sit in the pipeline's text.
+//! "headers"}, "pg": {"type": "postgres", "url"}}` — shared by the enrich operators, sources
+//! and sinks that name them. Loading a job writes each connection's settings into the
+//! operators that use it (`"connection": "crm"`), before the pipeline is parsed — in SQL,
+//! into the options text of `http_call(…)` and `sql_query(…)`; `${VAR}` in them is only
+//! expanded when an operator is planned, so the secrets never sit in the pipeline's text.
 
 use std::collections::BTreeMap;
 
@@ -24,10 +25,106 @@ pub enum Connection {
         /// `{"perSecond", "burst"}`: one token bucket for every operator using the connection.
         rate_limit: Option<Value>,
     },
+    /// A PostgreSQL server: `postgres://user:${PGPASSWORD}@host:port/db`.
+    Postgres { url: String },
+}
+
+impl Connection {
+    /// The URL of a PostgreSQL connection.
+    pub fn postgres_url(&self) -> Option<&str> {
+        match self {
+            Connection::Postgres { url } => Some(url),
+            Connection::Http { .. } => None,
+        }
+    }
 }
 
 /// The operators that call out, and the connection kind each takes.
-const OPERATORS: [(&str, &str); 1] = [("$httpCall", "http")];
+const OPERATORS: [(&str, &str); 2] = [("$httpCall", "http"), ("$sqlQuery", "postgres")];
+
+/// The URL of PostgreSQL connection `name`, for a source or sink (`what`: `sink.connection`).
+pub fn postgres_url<'a>(
+    connections: &'a BTreeMap<String, Connection>,
+    name: &str,
+    what: &str,
+    context: &str,
+) -> Result<&'a str> {
+    match connections.get(name) {
+        Some(c) => c.postgres_url().ok_or_else(|| {
+            Error::config(
+                context,
+                format!("{what}: connection {name:?} is not of type \"postgres\""),
+            )
+        }),
+        None => Err(Error::config(
+            context,
+            format!("{what}: unknown connection {name:?} (declare it under \"connections\")"),
+        )),
+    }
+}
+
+/// `sql` with each `http_call('<options>', …)` and `sql_query('<options>', …)` whose options
+/// name a connection given that connection's settings. SQL without such calls is returned
+/// as it is.
+pub fn resolve_sql(
+    sql: &str,
+    connections: &BTreeMap<String, Connection>,
+    context: &str,
+) -> Result<String> {
+    use datafusion::sql::sqlparser::ast::{
+        Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Value as SqlValue,
+        visit_expressions_mut,
+    };
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    use std::ops::ControlFlow;
+
+    if !(sql.contains("http_call") || sql.contains("sql_query")) || !sql.contains("connection") {
+        return Ok(sql.to_string());
+    }
+    let mut statements = Parser::parse_sql(&GenericDialect {}, sql)
+        .map_err(|e| Error::config(context, format!("sql: {e}")))?;
+    let flow = visit_expressions_mut(&mut statements, |expr| {
+        let Expr::Function(f) = expr else {
+            return ControlFlow::Continue(());
+        };
+        let name = f.name.to_string();
+        let op = match name.as_str() {
+            "http_call" => "$httpCall",
+            "sql_query" => "$sqlQuery",
+            _ => return ControlFlow::Continue(()),
+        };
+        let FunctionArguments::List(list) = &mut f.args else {
+            return ControlFlow::Continue(());
+        };
+        let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) =
+            list.args.first_mut()
+        else {
+            return ControlFlow::Continue(());
+        };
+        let SqlValue::SingleQuotedString(text) = &mut v.value else {
+            return ControlFlow::Continue(());
+        };
+        let Ok(options) = serde_json::from_str::<Value>(text) else {
+            // Not JSON: planning the call says so.
+            return ControlFlow::Continue(());
+        };
+        let mut wrapped = serde_json::json!({ op: options });
+        if let Err(e) = resolve(&mut wrapped, connections, context) {
+            return ControlFlow::Break(e);
+        }
+        *text = wrapped[op].to_string();
+        ControlFlow::Continue(())
+    });
+    if let ControlFlow::Break(e) = flow {
+        return Err(e);
+    }
+    Ok(statements
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(";\n"))
+}
 
 /// Writes each named connection's settings into the operators of `pipeline` that use it:
 /// an HTTP connection's `baseUrl`, and its `headers` under the operator's own.
@@ -77,6 +174,9 @@ pub fn resolve(
                             }
                         }
                     }
+                    Connection::Postgres { url } if kind == "postgres" => {
+                        options.insert("url".into(), Value::String(url.clone()));
+                    }
                     _ => {
                         return Err(Error::config(
                             context,
@@ -114,5 +214,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown connection \"nope\""), "{err}");
+    }
+
+    #[test]
+    fn sql_calls_get_their_connections() {
+        let connections: BTreeMap<String, Connection> = serde_json::from_value(json!({
+            "pg": {"type": "postgres", "url": "postgres://u:${P}@h/db"},
+            "crm": {"type": "http", "baseUrl": "http://127.0.0.1:1"}
+        }))
+        .unwrap();
+        let sql = r#"SELECT sql_query('{"connection": "pg", "query": "SELECT 1 WHERE $1 > 0"}', x) AS a FROM input"#;
+        let out = resolve_sql(sql, &connections, "job").unwrap();
+        assert!(out.contains(r#""url":"postgres://u:${P}@h/db""#), "{out}");
+        let bad = r#"SELECT sql_query('{"connection": "crm", "query": "SELECT 1"}') FROM input"#;
+        let err = resolve_sql(bad, &connections, "job")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not of type \"postgres\""), "{err}");
+        let plain = "SELECT 1";
+        assert_eq!(resolve_sql(plain, &connections, "job").unwrap(), plain);
     }
 }

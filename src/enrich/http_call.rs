@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, StringArray};
-use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
@@ -24,10 +23,10 @@ use serde_json::Value;
 
 use super::breaker::Breaker;
 use super::limit;
+use super::lookup::{Answer, Retry, gather, typed};
 use crate::connect::http_sink::expand_env;
-use crate::document::decode::read_lines_parallel;
 use crate::document::encode::{column_json, column_texts};
-use crate::dsl::enrich::{EnrichCall, OnError, placeholders_in};
+use crate::dsl::enrich::{EnrichCall, HttpCallOptions, OnError, placeholders_in};
 use crate::{Error, Result};
 
 /// Requests in flight at once per call site, unless `maxConcurrency` says otherwise.
@@ -82,15 +81,6 @@ struct Request {
     body: Option<Vec<u8>>,
 }
 
-/// The retry policy of a call site.
-#[derive(Debug)]
-struct Retry {
-    attempts: u32,
-    backoff: Duration,
-    multiplier: f64,
-    on: Vec<u16>,
-}
-
 /// What a call site holds: its options made ready, its client and its cache.
 #[derive(Debug)]
 struct Site {
@@ -140,9 +130,9 @@ impl std::hash::Hash for HttpCall {
     }
 }
 
-/// The UDF for `call`; its arguments are `call.inputs`, compiled, in order.
-pub fn udf(call: &EnrichCall) -> Result<(ScalarUDF, DataType)> {
-    let o = &call.options;
+/// The UDF for `call` (whose options are `o`); its arguments are `call.inputs`, compiled,
+/// in order.
+pub fn udf(call: &EnrichCall, o: &HttpCallOptions) -> Result<(ScalarUDF, DataType)> {
     let at = &call.path;
     let context = at.to_string();
     let method = match &o.method {
@@ -182,20 +172,7 @@ pub fn udf(call: &EnrichCall) -> Result<(ScalarUDF, DataType)> {
     let client = client
         .build()
         .map_err(|e| Error::external(format!("{at}: starting an HTTP client"), e))?;
-    let retry = o.retry.clone().unwrap_or(crate::dsl::enrich::RetryOptions {
-        max_attempts: None,
-        backoff_ms: None,
-        multiplier: None,
-        retry_on: None,
-    });
-    let retry = Retry {
-        attempts: retry.max_attempts.unwrap_or(3).max(1),
-        backoff: Duration::from_millis(retry.backoff_ms.unwrap_or(100)),
-        multiplier: retry.multiplier.unwrap_or(2.0).max(1.0),
-        on: retry
-            .retry_on
-            .unwrap_or_else(|| vec![429, 500, 502, 503, 504]),
-    };
+    let retry = Retry::new(o.retry.as_ref());
     let cache = o.cache.as_ref().map(|c| {
         let mut b = moka::future::Cache::builder().max_capacity(c.max_entries);
         if let Some(ms) = c.ttl_ms {
@@ -318,26 +295,23 @@ impl Site {
             });
             of_row.push(Some(i));
         }
-        let answers: Vec<std::result::Result<Arc<Value>, String>> = futures::stream::iter(requests)
+        let answers: Vec<Answer> = futures::stream::iter(requests)
             .map(|r| async move { self.answer(&r).await })
             .buffered(self.concurrency)
             .collect()
             .await;
-        let mut values: Vec<Option<&Value>> = Vec::with_capacity(rows);
-        for i in &of_row {
-            match i.map(|i| &answers[i]) {
-                None => values.push(None),
-                Some(Ok(v)) => values.push(Some(v)),
-                Some(Err(why)) if self.on_error == OnError::Fail => {
-                    return Err(Error::external(
-                        format!("$httpCall {}", self.shown),
-                        std::io::Error::other(why.clone()),
-                    ));
-                }
-                Some(Err(_)) => values.push(None),
-            }
-        }
-        self.typed(&values)
+        let values = gather(&of_row, &answers, self.on_error, &self.operator())?;
+        typed(
+            &values,
+            &self.returns,
+            &self.schema,
+            self.on_error,
+            &self.operator(),
+        )
+    }
+
+    fn operator(&self) -> String {
+        format!("$httpCall {}", self.shown)
     }
 
     /// The request of document `row`, or `None` if a placeholder has no value.
@@ -377,7 +351,7 @@ impl Site {
 
     /// The value a request answers with: from the cache, else asked (with retries). Calls for
     /// one request that miss the cache at the same time (two partitions of a plan) are one.
-    async fn answer(&self, r: &Request) -> std::result::Result<Arc<Value>, String> {
+    async fn answer(&self, r: &Request) -> Answer {
         match &self.cache {
             Some(cache) => cache
                 .try_get_with(r.clone(), async { self.guarded(r).await.map(Arc::new) })
@@ -460,48 +434,6 @@ impl Site {
             Some(p) => whole.pointer(p).cloned().unwrap_or(Value::Null),
             None => whole,
         }
-    }
-
-    /// The values as a column of the call's type.
-    fn typed(&self, values: &[Option<&Value>]) -> Result<ArrayRef> {
-        if self.returns == DataType::Utf8 {
-            let texts: StringArray = values
-                .iter()
-                .map(|v| match v {
-                    None | Some(Value::Null) => None,
-                    Some(Value::String(s)) => Some(s.clone()),
-                    Some(other) => Some(other.to_string()),
-                })
-                .collect();
-            return Ok(Arc::new(texts));
-        }
-        let mut lines = Vec::new();
-        for v in values {
-            match v {
-                Some(v) => lines.extend_from_slice(format!("{{\"v\":{v}}}\n").as_bytes()),
-                None => lines.extend_from_slice(b"{}\n"),
-            }
-        }
-        // Fields of the answer that `returns` does not name are left out.
-        let read = read_lines_parallel(&lines, &self.schema, false, values.len().max(1), 1)?;
-        if let Some(bad) = read.invalid.first() {
-            // An answer that does not fit `returns` is the call's failure.
-            if self.on_error == OnError::Fail {
-                return Err(Error::input(
-                    format!("$httpCall {}", self.shown),
-                    format!("an answer does not fit \"returns\": {}", bad.reason),
-                ));
-            }
-            let bad: Vec<usize> = read.invalid.iter().map(|i| i.line).collect();
-            let kept: Vec<Option<&Value>> = values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| if bad.contains(&i) { None } else { *v })
-                .collect();
-            return self.typed(&kept);
-        }
-        let batch = concat_batches(&self.schema, &read.batches)?;
-        Ok(batch.column(0).clone())
     }
 }
 

@@ -1,9 +1,15 @@
-//! The SQL spelling of `$httpCall`: `http_call('<options JSON>', arg, …)`. The options are
-//! `$httpCall`'s; the arguments after them fill the URL's and the query's `{{…}}`
-//! placeholders in order of first appearance, then, when the options have a `body` (any
-//! value), the body. `http_call` is registered as a placeholder whose only job is to say its
-//! type; a function rewrite replaces each call with the call site's own async UDF before
-//! the plan is optimized.
+//! The SQL spelling of the enrich operators.
+//!
+//! - `http_call('<options JSON>', arg, …)`: the options are `$httpCall`'s; the arguments
+//!   after them fill the URL's and the query's `{{…}}` placeholders in order of first
+//!   appearance, then, when the options have a `body` (any value), the body.
+//! - `sql_query('<options JSON>', param, …)`: the options are `$sqlQuery`'s but `params`;
+//!   the arguments after them are the query's `$1` … `$n`.
+//!
+//! Both are registered as placeholders whose only job is to say their type; a function
+//! rewrite replaces each call with the call site's own async UDF before the plan is
+//! optimized. A `"connection"` in the options is resolved when a job file is loaded
+//! (`connections::resolve_sql`).
 
 use std::sync::Arc;
 
@@ -18,23 +24,62 @@ use datafusion::logical_expr::{
     Volatility,
 };
 
-use super::http_call;
 use crate::dsl::JsonPath;
-use crate::dsl::enrich::{EnrichCall, HttpCallOptions, placeholders_in};
+use crate::dsl::enrich::{
+    EnrichCall, EnrichOperator, HttpCallOptions, SqlQueryOptions, check_sql_query, placeholders_in,
+};
 
-const NAME: &str = "http_call";
+/// The SQL functions that call out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Function {
+    Http,
+    Sql,
+}
+
+impl Function {
+    fn name(self) -> &'static str {
+        match self {
+            Function::Http => "http_call",
+            Function::Sql => "sql_query",
+        }
+    }
+}
 
 /// The call `options` (JSON text) describe, taking `args` arguments after them.
-fn call_of(options: &str, args: usize) -> DfResult<EnrichCall> {
-    let at = JsonPath::named(NAME);
-    let bad = |m: String| DataFusionError::Plan(format!("{NAME}: {m}"));
+fn call_of(function: Function, options: &str, args: usize) -> DfResult<EnrichCall> {
+    let name = function.name();
+    let at = JsonPath::named(name);
+    let bad = |m: String| DataFusionError::Plan(format!("{name}: {m}"));
+    let named = |has_connection: bool, has_target: bool| {
+        if has_connection && !has_target {
+            Err(bad(
+                "a named connection needs the job file that declares it (\"connections\")".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    if function == Function::Sql {
+        let mut options: SqlQueryOptions =
+            serde_json::from_str(options).map_err(|e| bad(format!("the options: {e}")))?;
+        named(options.connection.is_some(), options.url.is_some())?;
+        if !options.params.is_empty() {
+            return Err(bad(
+                "the parameters are the arguments after the options, not \"params\"".into(),
+            ));
+        }
+        options.params = vec![serde_json::Value::Null; args];
+        check_sql_query(&options, &at).map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        return Ok(EnrichCall {
+            operator: EnrichOperator::Sql(options),
+            inputs: Vec::new(),
+            placeholders: Vec::new(),
+            path: at,
+        });
+    }
     let options: HttpCallOptions =
         serde_json::from_str(options).map_err(|e| bad(format!("the options: {e}")))?;
-    if options.connection.is_some() {
-        return Err(bad(
-            "named connections are not available in SQL yet: give the whole \"url\"".into(),
-        ));
-    }
+    named(options.connection.is_some(), options.base_url.is_some())?;
     let mut placeholders: Vec<String> = Vec::new();
     for text in std::iter::once(&options.url).chain(options.query.values()) {
         for (_, p) in placeholders_in(text) {
@@ -57,7 +102,7 @@ fn call_of(options: &str, args: usize) -> DfResult<EnrichCall> {
         )));
     }
     Ok(EnrichCall {
-        options,
+        operator: EnrichOperator::Http(options),
         inputs: Vec::new(),
         placeholders,
         path: at,
@@ -65,24 +110,30 @@ fn call_of(options: &str, args: usize) -> DfResult<EnrichCall> {
 }
 
 /// The options text of a call's first argument.
-fn options_text(first: Option<&ScalarValue>) -> DfResult<&str> {
+fn options_text(function: Function, first: Option<&ScalarValue>) -> DfResult<&str> {
     match first {
-        Some(ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s))) => Ok(s),
+        Some(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)),
+        ) => Ok(s),
         _ => Err(DataFusionError::Plan(format!(
-            "{NAME}: the first argument is the options, a JSON text constant"
+            "{}: the first argument is the options, a JSON text constant",
+            function.name()
         ))),
     }
 }
 
-/// `http_call` before the rewrite: it only types the call.
+/// `http_call` or `sql_query` before the rewrite: it only types the call.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct Placeholder {
+    function: Function,
     signature: Signature,
 }
 
 impl ScalarUDFImpl for Placeholder {
     fn name(&self) -> &str {
-        NAME
+        self.function.name()
     }
 
     fn signature(&self) -> &Signature {
@@ -90,39 +141,48 @@ impl ScalarUDFImpl for Placeholder {
     }
 
     fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
-        Err(DataFusionError::Internal(
-            "http_call is typed from its arguments".into(),
-        ))
+        Err(DataFusionError::Internal(format!(
+            "{} is typed from its arguments",
+            self.function.name()
+        )))
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> DfResult<FieldRef> {
-        let text = options_text(args.scalar_arguments.first().copied().flatten())?;
-        let call = call_of(text, args.arg_fields.len().saturating_sub(1))?;
-        let (_, ty) = http_call::udf(&call).map_err(|e| DataFusionError::Plan(e.to_string()))?;
-        Ok(Arc::new(Field::new(NAME, ty, true)))
+        let text = options_text(
+            self.function,
+            args.scalar_arguments.first().copied().flatten(),
+        )?;
+        let call = call_of(self.function, text, args.arg_fields.len().saturating_sub(1))?;
+        let (_, ty) = super::udf(&call).map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        Ok(Arc::new(Field::new(self.function.name(), ty, true)))
     }
 
     fn invoke_with_args(&self, _: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        Err(DataFusionError::Internal(
-            "http_call runs only once the plan has been analyzed".into(),
-        ))
+        Err(DataFusionError::Internal(format!(
+            "{} runs only once the plan has been analyzed",
+            self.function.name()
+        )))
     }
 }
 
-/// The `http_call` SQL function (to register in a session beside [`HttpCallRewrite`]).
-pub fn placeholder() -> ScalarUDF {
-    ScalarUDF::new_from_impl(Placeholder {
-        signature: Signature::variadic_any(Volatility::Volatile),
+/// The `http_call` and `sql_query` SQL functions (to register in a session beside
+/// [`EnrichRewrite`]).
+pub fn placeholders() -> [ScalarUDF; 2] {
+    [Function::Http, Function::Sql].map(|function| {
+        ScalarUDF::new_from_impl(Placeholder {
+            function,
+            signature: Signature::variadic_any(Volatility::Volatile),
+        })
     })
 }
 
-/// Replaces each `http_call(…)` with its call site's async UDF.
+/// Replaces each `http_call(…)` and `sql_query(…)` with its call site's async UDF.
 #[derive(Debug)]
-pub struct HttpCallRewrite;
+pub struct EnrichRewrite;
 
-impl FunctionRewrite for HttpCallRewrite {
+impl FunctionRewrite for EnrichRewrite {
     fn name(&self) -> &str {
-        "fluxion_http_call"
+        "fluxion_enrich_calls"
     }
 
     fn rewrite(
@@ -135,15 +195,20 @@ impl FunctionRewrite for HttpCallRewrite {
             return Ok(Transformed::no(expr));
         };
         let inner: &dyn std::any::Any = f.func.inner().as_ref();
-        if inner.downcast_ref::<Placeholder>().is_none() {
+        let Some(placeholder) = inner.downcast_ref::<Placeholder>() else {
             return Ok(Transformed::no(expr));
-        }
+        };
         let first = match f.args.first() {
             Some(Expr::Literal(v, _)) => Some(v),
             _ => None,
         };
-        let call = call_of(options_text(first)?, f.args.len() - 1)?;
-        let (udf, _) = http_call::udf(&call).map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        let function = placeholder.function;
+        let call = call_of(
+            function,
+            options_text(function, first)?,
+            f.args.len().saturating_sub(1),
+        )?;
+        let (udf, _) = super::udf(&call).map_err(|e| DataFusionError::Plan(e.to_string()))?;
         Ok(Transformed::yes(Expr::ScalarFunction(
             ScalarFunction::new_udf(Arc::new(udf), f.args[1..].to_vec()),
         )))

@@ -4,6 +4,7 @@
 pub mod http;
 pub mod kafka;
 pub mod oracle;
+pub mod postgres;
 pub mod s3;
 
 use datafusion::prelude::DataFrame;

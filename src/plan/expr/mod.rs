@@ -193,7 +193,7 @@ impl<'a> ExprCompiler<'a> {
                 named_struct(args)
             }
             Expression::Enrich(call) => {
-                let (udf, _) = crate::enrich::http_call::udf(call)?;
+                let (udf, _) = crate::enrich::udf(call)?;
                 let args = call
                     .inputs
                     .iter()

@@ -1,0 +1,128 @@
+//! What every enrich operator shares once it knows how to ask its system: the retry
+//! schedule, the answers of a batch put back in document order (with `onError` deciding
+//! what a failed one becomes), and the answers as a column of the operator's declared type.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{ArrayRef, StringArray};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use serde_json::Value;
+
+use crate::document::decode::read_lines_parallel;
+use crate::dsl::enrich::{OnError, RetryOptions};
+use crate::{Error, Result};
+
+/// How failed calls are tried again: `attempts` in all, waiting `backoff`, then
+/// `multiplier` times longer each time.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    pub attempts: u32,
+    pub backoff: Duration,
+    pub multiplier: f64,
+    /// HTTP statuses worth another attempt.
+    pub on: Vec<u16>,
+}
+
+impl Retry {
+    /// The schedule `options` give (3 attempts, 100 ms, ×2 by default).
+    pub fn new(options: Option<&RetryOptions>) -> Retry {
+        let o = options.cloned().unwrap_or(RetryOptions {
+            max_attempts: None,
+            backoff_ms: None,
+            multiplier: None,
+            retry_on: None,
+        });
+        Retry {
+            attempts: o.max_attempts.unwrap_or(3).max(1),
+            backoff: Duration::from_millis(o.backoff_ms.unwrap_or(100)),
+            multiplier: o.multiplier.unwrap_or(2.0).max(1.0),
+            on: o.retry_on.unwrap_or_else(|| vec![429, 500, 502, 503, 504]),
+        }
+    }
+
+    /// The wait before attempt `attempt + 1` (the first retry waits `backoff`).
+    pub fn wait(&self, attempt: u32) -> Duration {
+        self.backoff
+            .mul_f64(self.multiplier.powi(attempt.saturating_sub(1) as i32))
+    }
+}
+
+/// A call's answer: its value, or why there is none.
+pub type Answer = std::result::Result<Arc<Value>, String>;
+
+/// Each document's answer, from the distinct calls' `answers` (`of_row[i]`: document `i`'s
+/// call, `None` for a document that made none). A failed call fails the batch under
+/// `onError: "fail"`; otherwise the document gets null.
+pub fn gather<'a>(
+    of_row: &[Option<usize>],
+    answers: &'a [Answer],
+    on_error: OnError,
+    operator: &str,
+) -> Result<Vec<Option<&'a Value>>> {
+    let mut values = Vec::with_capacity(of_row.len());
+    for i in of_row {
+        match i.map(|i| &answers[i]) {
+            None => values.push(None),
+            Some(Ok(v)) => values.push(Some(v.as_ref())),
+            Some(Err(why)) if on_error == OnError::Fail => {
+                return Err(Error::external(
+                    operator.to_string(),
+                    std::io::Error::other(why.clone()),
+                ));
+            }
+            Some(Err(_)) => values.push(None),
+        }
+    }
+    Ok(values)
+}
+
+/// The answers as a column of `returns` (`schema` is `{"v": returns}`). An answer that does
+/// not fit the type is the call's failure: under `onError: "fail"` the batch's, otherwise the
+/// document gets null.
+pub fn typed(
+    values: &[Option<&Value>],
+    returns: &DataType,
+    schema: &SchemaRef,
+    on_error: OnError,
+    operator: &str,
+) -> Result<ArrayRef> {
+    if *returns == DataType::Utf8 {
+        let texts: StringArray = values
+            .iter()
+            .map(|v| match v {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(other) => Some(other.to_string()),
+            })
+            .collect();
+        return Ok(Arc::new(texts));
+    }
+    let mut lines = Vec::new();
+    for v in values {
+        match v {
+            Some(v) => lines.extend_from_slice(format!("{{\"v\":{v}}}\n").as_bytes()),
+            None => lines.extend_from_slice(b"{}\n"),
+        }
+    }
+    // Fields of the answer that `returns` does not name are left out.
+    let read = read_lines_parallel(&lines, schema, false, values.len().max(1), 1)?;
+    if let Some(bad) = read.invalid.first() {
+        if on_error == OnError::Fail {
+            return Err(Error::input(
+                operator.to_string(),
+                format!("an answer does not fit \"returns\": {}", bad.reason),
+            ));
+        }
+        let bad: Vec<usize> = read.invalid.iter().map(|i| i.line).collect();
+        let kept: Vec<Option<&Value>> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if bad.contains(&i) { None } else { *v })
+            .collect();
+        return typed(&kept, returns, schema, on_error, operator);
+    }
+    let batch = concat_batches(schema, &read.batches)?;
+    Ok(batch.column(0).clone())
+}
