@@ -107,10 +107,30 @@ impl Job {
 
     /// Parses a job from JSON text; `name` is used in errors.
     pub fn from_json_str(text: &str, name: &str) -> Result<Job> {
-        let job: Job =
+        let mut job: Job =
             serde_json::from_str(text).map_err(|e| Error::config(name, e.to_string()))?;
+        job.resolve_connections(name)?;
         job.query_checked(name)?;
         Ok(job)
+    }
+
+    /// Gives the PostgreSQL sources and sinks that name a connection its URL.
+    fn resolve_connections(&mut self, name: &str) -> Result<()> {
+        use crate::enrich::connections::postgres_url;
+        let connections = &self.connections;
+        for (sink, what) in [
+            (Some(&mut self.sink), "sink"),
+            (self.dead_letter.as_mut(), "deadLetter"),
+        ] {
+            if let Some(SinkConfig::Postgres(p)) = sink
+                && let Some(c) = &p.connection
+            {
+                p.url = Some(
+                    postgres_url(connections, c, &format!("{what}.connection"), name)?.to_string(),
+                );
+            }
+        }
+        Ok(())
     }
 
     /// True when `v` looks like a job file rather than a bare pipeline.
@@ -148,7 +168,10 @@ impl Job {
         let follow = matches!(
             self.source,
             SourceConfig::File { follow: true, .. } | SourceConfig::Kafka(_)
-        ) || matches!(self.sink, SinkConfig::Kafka(_) | SinkConfig::Http(_));
+        ) || matches!(
+            self.sink,
+            SinkConfig::Kafka(_) | SinkConfig::Http(_) | SinkConfig::Postgres(_)
+        );
         follow || self.checkpoint.is_some() || self.runtime.is_some()
     }
 

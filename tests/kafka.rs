@@ -324,40 +324,6 @@ fn identities_once(output: &[common::kafka::Record], topic: &str) -> Vec<String>
     ids
 }
 
-/// Runs `job` until it finishes, killing it with SIGKILL after each of `kills` (ms after it
-/// started) and starting it again; returns how many runs were killed before finishing.
-fn run_with_kills(job: &std::path::Path, kills: &[u64]) -> usize {
-    let mut killed = 0;
-    for &after in kills {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fluxion"))
-            .args(["run", job.to_str().unwrap()])
-            .env("RUST_LOG", "fluxion=warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(after));
-        match child.try_wait().unwrap() {
-            Some(status) => {
-                assert!(status.success(), "the job failed: {status}");
-                return killed;
-            }
-            None => {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                killed += 1;
-            }
-        }
-    }
-    let out = fluxion(&["run", job.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    killed
-}
-
 /// With `"format": "bytes"` a record's value is its bytes as they are (any bytes, empty
 /// ones included), written out as extended JSON; a tombstone is dead-lettered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -470,7 +436,7 @@ async fn killed_and_restarted_jobs_write_every_record_exactly_once() {
             .to_string(),
         )
         .unwrap();
-        let killed = run_with_kills(&job, &kills());
+        let killed = common::run_with_kills(&job, &kills());
         assert!(killed > 0, "{out}: the job finished before the first kill");
         let paid = paid_texts(&input).len();
         let output = if out.ends_with("-txn") {
@@ -521,7 +487,7 @@ async fn killed_and_restarted_jobs_post_every_document_once_per_key() {
         }),
     );
     let kills = vec![350, 400, 600, 300, 500, 450];
-    let killed = tokio::task::spawn_blocking(move || run_with_kills(&job, &kills))
+    let killed = tokio::task::spawn_blocking(move || common::run_with_kills(&job, &kills))
         .await
         .unwrap();
     assert!(killed > 0, "the job finished before the first kill");

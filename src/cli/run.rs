@@ -72,9 +72,9 @@ pub(super) async fn run(args: RunArgs) -> Result<()> {
             SinkConfig::Stdout => None,
             SinkConfig::Null => Some((String::new(), None)),
             SinkConfig::File { path, format } => Some((path.clone(), *format)),
-            SinkConfig::Kafka(_) | SinkConfig::Http(_) => {
+            SinkConfig::Kafka(_) | SinkConfig::Http(_) | SinkConfig::Postgres(_) => {
                 return Err(Error::internal(
-                    "a job writing Kafka or HTTP is a streaming job",
+                    "a job writing Kafka, HTTP or PostgreSQL is a streaming job",
                 ));
             }
         };

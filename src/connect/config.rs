@@ -5,8 +5,8 @@
 //!
 //! Streams read local JSON-lines files (optionally followed), Kafka topics or documents
 //! given in the config, and write local JSON-lines files (exactly once), Parquet directories
-//! (exactly once), Kafka topics (exactly once), HTTP endpoints (once per idempotency key) or
-//! stdout (at least once).
+//! (exactly once), Kafka topics (exactly once), PostgreSQL tables (exactly once), HTTP
+//! endpoints (once per idempotency key) or stdout (at least once).
 
 use datafusion::arrow::datatypes::SchemaRef;
 use serde::Deserialize;
@@ -23,6 +23,7 @@ use super::kafka::{KafkaSinkConfig, KafkaSourceConfig};
 use super::memory::{MemorySource, NullSink};
 use super::nexmark::{NexmarkKind, NexmarkSource};
 use super::parquet_sink::ParquetDirSink;
+use super::postgres::sink::{PostgresSink, PostgresSinkConfig};
 use super::source::{PartitionedSource, Sink, Source, TaskPositions};
 use super::stdout::StdoutSink;
 use crate::document::declared::parse_schema;
@@ -137,6 +138,8 @@ pub enum SinkConfig {
     Kafka(KafkaSinkConfig),
     /// Requests to an HTTP endpoint (`connect::http_sink`).
     Http(HttpSinkConfig),
+    /// Rows of a PostgreSQL table, exactly once (`connect::postgres::sink`).
+    Postgres(PostgresSinkConfig),
 }
 
 /// The source a config describes; `schema` (a checkpoint's) is read with when the config
@@ -211,6 +214,7 @@ pub fn open_sink(config: &SinkConfig, context: &str) -> Result<Box<dyn Sink>> {
         SinkConfig::Null => Ok(Box::new(NullSink::default())),
         SinkConfig::Kafka(k) => Ok(Box::new(KafkaSink::open(k, context)?)),
         SinkConfig::Http(h) => Ok(Box::new(HttpSink::open(h, context)?)),
+        SinkConfig::Postgres(p) => Ok(Box::new(PostgresSink::open(p, context)?)),
         SinkConfig::File { path, .. } if path.contains("://") => Err(Error::config(
             context,
             format!("a stream writes local files (not {path})"),

@@ -28,6 +28,8 @@ pub struct JsonlFileSource {
     offset: u64,
     /// Where to stop (a replay), if anywhere.
     end: Option<u64>,
+    /// Where to pause: the end of a logged micro-batch formed again (`Source::bound`).
+    cut: Option<u64>,
     follow: bool,
     /// Whether the schema was declared (else inferred, and replaced by a checkpoint's).
     declared: bool,
@@ -67,6 +69,7 @@ impl JsonlFileSource {
             schema,
             offset: 0,
             end: None,
+            cut: None,
             follow,
             declared,
             poll: Duration::from_millis(50),
@@ -79,7 +82,11 @@ impl JsonlFileSource {
     /// gives the length in bytes of those lines, which start `buf`.
     fn read_lines(&mut self, max_rows: usize) -> Result<usize> {
         let io = |e: std::io::Error| Error::external(format!("reading {}", self.path.display()), e);
-        let cap = match self.end {
+        let stop = match (self.end, self.cut) {
+            (Some(e), Some(c)) => Some(e.min(c)),
+            (e, c) => e.or(c),
+        };
+        let cap = match stop {
             Some(end) => end.saturating_sub(self.offset).min(CHUNK as u64),
             None => CHUNK as u64,
         } as usize;
@@ -109,9 +116,7 @@ impl JsonlFileSource {
             }
             // The end of what is to be read: a last line without a newline is a line, unless
             // the file is followed (its writer may not have finished it).
-            let last = self
-                .end
-                .is_some_and(|e| self.offset + self.buf.len() as u64 >= e);
+            let last = stop.is_some_and(|e| self.offset + self.buf.len() as u64 >= e);
             if last || (eof && !self.follow) {
                 if end < self.buf.len() {
                     end = self.buf.len();
@@ -202,6 +207,24 @@ impl Source for JsonlFileSource {
                 format!("cannot end at {}", end.0),
             )),
         }
+    }
+
+    fn bound(&mut self, end: Option<&Position>) -> Result<()> {
+        self.cut = match end {
+            None => None,
+            Some(p) => Some(p.0.get("offset").and_then(Value::as_u64).ok_or_else(|| {
+                Error::input(
+                    self.path.display().to_string(),
+                    format!("cannot stop at {}", p.0),
+                )
+            })?),
+        };
+        // What was read past the cut is read again once the cut is lifted.
+        if let Some(c) = self.cut {
+            self.buf
+                .truncate(c.saturating_sub(self.offset).min(usize::MAX as u64) as usize);
+        }
+        Ok(())
     }
 
     async fn next_batch(&mut self, max_rows: usize) -> Result<Option<SourceBatch>> {

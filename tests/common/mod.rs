@@ -105,3 +105,42 @@ pub fn same_value(a: &Value, b: &Value) -> bool {
         _ => a == b,
     }
 }
+
+/// Runs the job file `job` with the `fluxion` binary until it finishes, killing it with
+/// SIGKILL after each of `kills` (ms after it started) and starting it again; returns how
+/// many runs were killed before one finished.
+pub fn run_with_kills(job: &std::path::Path, kills: &[u64]) -> usize {
+    use std::process::{Command, Stdio};
+    let mut killed = 0;
+    for &after in kills {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fluxion"))
+            .args(["run", job.to_str().unwrap()])
+            .env("RUST_LOG", "fluxion=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(after));
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                assert!(status.success(), "the job failed: {status}");
+                return killed;
+            }
+            None => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                killed += 1;
+            }
+        }
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_fluxion"))
+        .args(["run", job.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    killed
+}
