@@ -118,6 +118,11 @@ impl Job {
     fn resolve_connections(&mut self, name: &str) -> Result<()> {
         use crate::enrich::connections::postgres_url;
         let connections = &self.connections;
+        if let SourceConfig::Postgres(p) = &mut self.source
+            && let Some(c) = &p.connection
+        {
+            p.url = Some(postgres_url(connections, c, "source.connection", name)?.to_string());
+        }
         for (sink, what) in [
             (Some(&mut self.sink), "sink"),
             (self.dead_letter.as_mut(), "deadLetter"),
@@ -167,7 +172,9 @@ impl Job {
     pub fn is_streaming(&self) -> bool {
         let follow = matches!(
             self.source,
-            SourceConfig::File { follow: true, .. } | SourceConfig::Kafka(_)
+            SourceConfig::File { follow: true, .. }
+                | SourceConfig::Kafka(_)
+                | SourceConfig::Postgres(_)
         ) || matches!(
             self.sink,
             SinkConfig::Kafka(_) | SinkConfig::Http(_) | SinkConfig::Postgres(_)
@@ -197,12 +204,13 @@ impl Job {
                     .transpose()?;
                 Ok((path.clone(), FileOptions { format, schema }))
             }
-            SourceConfig::Memory { .. } | SourceConfig::Nexmark { .. } | SourceConfig::Kafka(_) => {
-                Err(Error::config(
-                    context,
-                    "a generated, in-memory or Kafka source has no location",
-                ))
-            }
+            SourceConfig::Memory { .. }
+            | SourceConfig::Nexmark { .. }
+            | SourceConfig::Kafka(_)
+            | SourceConfig::Postgres(_) => Err(Error::config(
+                context,
+                "a generated, in-memory or Kafka source has no location",
+            )),
         }
     }
 

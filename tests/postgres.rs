@@ -246,3 +246,95 @@ async fn sink_errors_say_what_is_wrong() {
     assert!(err.contains("password authentication failed"), "{err}");
     assert!(!err.contains("not-the-password"), "{err}");
 }
+
+/// A table's snapshot, then only its new rows: the cursor is in the checkpoint, so a second
+/// run reads the rows inserted since the first. Timestamps read as dates, jsonb as
+/// documents, numeric as numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_reads_a_snapshot_then_new_rows_by_cursor() {
+    let pg = Postgres::start();
+    pg.execute(
+        "CREATE TABLE customers (id bigserial PRIMARY KEY, name text, since timestamptz,
+                                 prefs jsonb, balance numeric(10, 2));
+         INSERT INTO customers (name, since, prefs, balance)
+           SELECT 'c' || i, timestamptz '2025-12-31 12:00:00+00' + i * interval '1 day',
+                  jsonb_build_object('lang', CASE WHEN i % 2 = 0 THEN 'en' ELSE 'fr' END), i * 1.5
+           FROM generate_series(1, 5) i;",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let job = write_job(
+        dir.path(),
+        json!({
+            "source": {"type": "postgres", "connection": "pg", "from": "customers", "cursor": "id",
+                       "follow": false},
+            "connections": {"pg": {"type": "postgres", "url": pg.url_with_env("FLUXION_TEST_PG_PASSWORD")}},
+            "pipeline": [{"$project": {"_id": 0, "id": 1, "name": 1, "year": {"$year": "$since"},
+                                       "lang": "$prefs.lang", "balance": 1}}],
+            "sink": {"type": "file", "path": out},
+            "runtime": {"microBatchSize": 2},
+            "checkpoint": {"store": dir.path().join("cp")}
+        }),
+    );
+    run_ok(&job);
+    let read = || -> Vec<Value> {
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let first = read();
+    assert_eq!(first.len(), 5);
+    assert_eq!(
+        first[0],
+        json!({"id": 1, "name": "c1", "year": 2026, "lang": "fr", "balance": 1.5})
+    );
+    assert_eq!(first[4]["lang"], "fr");
+    pg.execute("INSERT INTO customers (name, since, prefs, balance) VALUES ('late', now(), '{\"lang\": \"de\"}', 2)")
+        .await;
+    run_ok(&job);
+    let second = read();
+    assert_eq!(second.len(), 6, "{second:?}");
+    assert_eq!(&second[..5], &first[..]);
+    assert_eq!(second[5]["name"], "late");
+    assert_eq!(second[5]["lang"], "de");
+}
+
+/// PostgreSQL to PostgreSQL with SIGKILLs: the source resumes after the checkpointed cursor,
+/// the batches after it are formed again from the log, and the copy holds every row once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_to_postgres_exactly_once_through_kill_9() {
+    let pg = Postgres::start();
+    let n = 15_000;
+    pg.execute(&format!(
+        "CREATE TABLE src (id bigint PRIMARY KEY, v text);
+         INSERT INTO src SELECT i, 'v' || i FROM generate_series(1, {n}) i;
+         CREATE TABLE dst (id bigint, v text, doubled bigint);"
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(
+        dir.path(),
+        json!({
+            "source": {"type": "postgres", "url": pg.url(), "query": "SELECT id, v FROM src",
+                       "cursor": "id", "follow": false},
+            "pipeline": [{"$project": {"_id": 0, "id": 1, "v": 1, "doubled": {"$multiply": ["$id", 2]}}}],
+            "sink": {"type": "postgres", "url": pg.url(), "table": "dst"},
+            "runtime": {"microBatchSize": 30},
+            "checkpoint": {"store": dir.path().join("cp"), "intervalMs": 250}
+        }),
+    );
+    let killed =
+        tokio::task::spawn_blocking(move || common::run_with_kills(&job, &[800, 1000, 1200]))
+            .await
+            .unwrap();
+    assert!(killed >= 1, "no run was killed: the test proves nothing");
+    let rows = pg
+        .documents(
+            "SELECT count(*) AS n, count(DISTINCT id) AS ids, sum(doubled) - 2 * sum(id) AS off FROM dst",
+        )
+        .await;
+    assert_eq!(rows[0], json!({"n": n, "ids": n, "off": 0}));
+}

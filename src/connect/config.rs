@@ -3,8 +3,8 @@
 //! [`Source`] and [`Sink`] that read and write them, so the CLI and the library builder open
 //! connectors the same way and swapping one is a change of config.
 //!
-//! Streams read local JSON-lines files (optionally followed), Kafka topics or documents
-//! given in the config, and write local JSON-lines files (exactly once), Parquet directories
+//! Streams read local JSON-lines files (optionally followed), Kafka topics, PostgreSQL
+//! tables or documents given in the config, and write local JSON-lines files (exactly once), Parquet directories
 //! (exactly once), Kafka topics (exactly once), PostgreSQL tables (exactly once), HTTP
 //! endpoints (once per idempotency key) or stdout (at least once).
 
@@ -24,6 +24,7 @@ use super::memory::{MemorySource, NullSink};
 use super::nexmark::{NexmarkKind, NexmarkSource};
 use super::parquet_sink::ParquetDirSink;
 use super::postgres::sink::{PostgresSink, PostgresSinkConfig};
+use super::postgres::source::{PostgresSource, PostgresSourceConfig};
 use super::source::{PartitionedSource, Sink, Source, TaskPositions};
 use super::stdout::StdoutSink;
 use crate::document::declared::parse_schema;
@@ -63,6 +64,8 @@ pub enum SourceConfig {
     },
     /// Records of Kafka topics (`connect::kafka`).
     Kafka(KafkaSourceConfig),
+    /// Rows of a PostgreSQL table or query (`connect::postgres::source`).
+    Postgres(PostgresSourceConfig),
     /// Documents given in the job itself (for tests, demos and embedding).
     Memory {
         documents: Vec<Value>,
@@ -81,6 +84,7 @@ impl SourceConfig {
             SourceConfig::File { time_field, .. } | SourceConfig::Memory { time_field, .. } => {
                 time_field.as_ref()
             }
+            SourceConfig::Postgres(p) => p.time_field.as_ref(),
             SourceConfig::Kafka(k) => {
                 static TIMESTAMP: std::sync::LazyLock<Value> =
                     std::sync::LazyLock::new(|| Value::String("$_timestamp".into()));
@@ -100,7 +104,8 @@ impl SourceConfig {
             SourceConfig::File { table, .. }
             | SourceConfig::Memory { table, .. }
             | SourceConfig::Nexmark { table, .. }
-            | SourceConfig::Kafka(KafkaSourceConfig { table, .. }) => {
+            | SourceConfig::Kafka(KafkaSourceConfig { table, .. })
+            | SourceConfig::Postgres(PostgresSourceConfig { table, .. }) => {
                 table.as_deref().unwrap_or("input")
             }
         }
@@ -184,6 +189,7 @@ pub fn open_source(
             Ok(Box::new(NexmarkSource::of(kind, *events).with_rate(*rate)))
         }
         SourceConfig::Kafka(k) => Ok(Box::new(KafkaSource::open(k, schema, context)?)),
+        SourceConfig::Postgres(p) => Ok(Box::new(PostgresSource::open(p, schema, context)?)),
         SourceConfig::Memory { .. } => {
             let text = config.memory_jsonl().unwrap_or_default();
             Ok(Box::new(MemorySource::from_jsonl(&text)?))

@@ -31,8 +31,9 @@ use tokio_postgres::types::Type;
 
 use super::breaker::Breaker;
 use super::lookup::{Answer, Retry, gather, typed};
-use crate::connect::http_sink::expand_env;
-use crate::connect::postgres::{PgConnection, declared_type, describe, is_transient, pool_error};
+use crate::connect::postgres::{
+    PgConnection, blocking, declared_type, describe, is_transient, pool_error,
+};
 use crate::document::encode::column_texts;
 use crate::dsl::enrich::{EnrichCall, OnError, SqlQueryOptions, SqlResult, sql_parameters};
 use crate::{Error, Result};
@@ -190,48 +191,25 @@ fn returns_of(
     }
 }
 
-/// The (name, type) of each column `query` returns, asked of the server. Planning is not
-/// async, so the question goes on a thread of its own.
+/// The (name, type) of each column `query` returns, asked of the server.
 fn describe_query(
     connection: &PgConnection,
     query: &str,
     context: &str,
 ) -> Result<Vec<(String, Type)>> {
-    let url = expand_env(connection.url(), "url", context)?;
     let query = query.to_string();
-    let shown = connection.shown().to_string();
-    let context = context.to_string();
-    std::thread::spawn(move || -> Result<Vec<(String, Type)>> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::external("starting a runtime", e))?;
-        runtime.block_on(async {
-            let config: tokio_postgres::Config = url
-                .parse()
-                .map_err(|e| Error::config(&context, format!("{shown}: not a valid URL ({e})")))?;
-            let mut config = config;
-            config.connect_timeout(Duration::from_secs(10));
-            let (client, conn) = config.connect(tokio_postgres::NoTls).await.map_err(|e| {
-                Error::external(
-                    format!("{context}: connecting to {shown} to learn the query's columns"),
-                    std::io::Error::other(describe(&e)),
-                )
-            })?;
-            tokio::spawn(conn);
-            let statement = client
-                .prepare(&query)
-                .await
-                .map_err(|e| Error::config(&context, format!("the query: {}", describe(&e))))?;
-            Ok(statement
-                .columns()
-                .iter()
-                .map(|c| (c.name().to_string(), c.type_().clone()))
-                .collect())
-        })
+    let at = context.to_string();
+    blocking(connection, context, move |client| async move {
+        let statement = client
+            .prepare(&query)
+            .await
+            .map_err(|e| Error::config(&at, format!("the query: {}", describe(&e))))?;
+        Ok(statement
+            .columns()
+            .iter()
+            .map(|c| (c.name().to_string(), c.type_().clone()))
+            .collect())
     })
-    .join()
-    .map_err(|_| Error::internal("the thread describing a query panicked"))?
 }
 
 impl ScalarUDFImpl for SqlQuery {

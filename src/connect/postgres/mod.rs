@@ -85,6 +85,41 @@ impl PgConnection {
     }
 }
 
+/// Runs `work` with a client of `connection` on a thread of its own (with a runtime of its
+/// own), for the parts that must ask the server while a job is planned or opened, which is
+/// not async: the columns of a query, a sample to infer a schema from.
+pub fn blocking<T, F, Fut>(connection: &PgConnection, context: &str, work: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio_postgres::Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let url = expand_env(&connection.url, "url", context)?;
+    let shown = connection.shown.clone();
+    let context = context.to_string();
+    std::thread::spawn(move || -> Result<T> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::external("starting a runtime", e))?;
+        runtime.block_on(async {
+            let mut config = tokio_postgres::Config::from_str(&url)
+                .map_err(|e| Error::config(&context, format!("{shown}: not a valid URL ({e})")))?;
+            config.connect_timeout(Duration::from_secs(10));
+            let (client, conn) = config.connect(tokio_postgres::NoTls).await.map_err(|e| {
+                Error::external(
+                    format!("{context}: connecting to {shown}"),
+                    std::io::Error::other(describe(&e)),
+                )
+            })?;
+            tokio::spawn(conn);
+            work(client).await
+        })
+    })
+    .join()
+    .map_err(|_| Error::internal("a thread asking PostgreSQL panicked"))?
+}
+
 /// `url` with its password replaced by `***`.
 pub fn redact(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
