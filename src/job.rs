@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use crate::connect::config::{SinkConfig, SourceConfig};
 use crate::connect::file::FileOptions;
+use crate::connect::http_source::HttpSourceConfig;
 use crate::document::declared::parse_schema;
 use crate::dsl::Pipeline;
 use crate::{Error, Result};
@@ -114,8 +115,18 @@ impl Job {
         Ok(job)
     }
 
-    /// Gives the PostgreSQL sources and sinks that name a connection its URL.
+    /// Gives the PostgreSQL sources and sinks that name a connection its URL, and an HTTP
+    /// source its log under a local checkpoint store.
     fn resolve_connections(&mut self, name: &str) -> Result<()> {
+        if let SourceConfig::Http(h) = &mut self.source
+            && h.log_dir.is_none()
+            && let Some(cp) = &self.checkpoint
+        {
+            let local = cp.store.strip_prefix("file://").unwrap_or(&cp.store);
+            if !local.contains("://") {
+                h.log_dir = Some(format!("{}/http-ingest", local.trim_end_matches('/')));
+            }
+        }
         use crate::enrich::connections::postgres_url;
         let connections = &self.connections;
         if let SourceConfig::Postgres(p) = &mut self.source
@@ -175,6 +186,7 @@ impl Job {
             SourceConfig::File { follow: true, .. }
                 | SourceConfig::Kafka(_)
                 | SourceConfig::Postgres(_)
+                | SourceConfig::Http(_)
         ) || matches!(
             self.sink,
             SinkConfig::Kafka(_) | SinkConfig::Http(_) | SinkConfig::Postgres(_)
@@ -207,10 +219,10 @@ impl Job {
             SourceConfig::Memory { .. }
             | SourceConfig::Nexmark { .. }
             | SourceConfig::Kafka(_)
-            | SourceConfig::Postgres(_) => Err(Error::config(
-                context,
-                "a generated, in-memory or Kafka source has no location",
-            )),
+            | SourceConfig::Postgres(_)
+            | SourceConfig::Http(_) => {
+                Err(Error::config(context, "only a file source has a location"))
+            }
         }
     }
 
@@ -223,6 +235,12 @@ impl Job {
         };
         if let SourceConfig::File { path, .. } = &mut self.source {
             fix(path);
+        }
+        if let SourceConfig::Http(HttpSourceConfig {
+            log_dir: Some(dir), ..
+        }) = &mut self.source
+        {
+            fix(dir);
         }
         if let SinkConfig::File { path, .. } = &mut self.sink {
             fix(path);

@@ -4,7 +4,7 @@
 //! connectors the same way and swapping one is a change of config.
 //!
 //! Streams read local JSON-lines files (optionally followed), Kafka topics, PostgreSQL
-//! tables or documents given in the config, and write local JSON-lines files (exactly once), Parquet directories
+//! tables, documents POSTed over HTTP or documents given in the config, and write local JSON-lines files (exactly once), Parquet directories
 //! (exactly once), Kafka topics (exactly once), PostgreSQL tables (exactly once), HTTP
 //! endpoints (once per idempotency key) or stdout (at least once).
 
@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::Format;
 use super::http_sink::{HttpSink, HttpSinkConfig};
+use super::http_source::{HttpIngestSource, HttpSourceConfig};
 use super::jsonl_sink::JsonlFileSink;
 use super::jsonl_source::JsonlFileSource;
 use super::kafka::group::KafkaGroup;
@@ -66,6 +67,8 @@ pub enum SourceConfig {
     Kafka(KafkaSourceConfig),
     /// Rows of a PostgreSQL table or query (`connect::postgres::source`).
     Postgres(PostgresSourceConfig),
+    /// Documents POSTed to an HTTP endpoint this job serves (`connect::http_source`).
+    Http(HttpSourceConfig),
     /// Documents given in the job itself (for tests, demos and embedding).
     Memory {
         documents: Vec<Value>,
@@ -85,6 +88,7 @@ impl SourceConfig {
                 time_field.as_ref()
             }
             SourceConfig::Postgres(p) => p.time_field.as_ref(),
+            SourceConfig::Http(h) => h.time_field.as_ref(),
             SourceConfig::Kafka(k) => {
                 static TIMESTAMP: std::sync::LazyLock<Value> =
                     std::sync::LazyLock::new(|| Value::String("$_timestamp".into()));
@@ -105,7 +109,8 @@ impl SourceConfig {
             | SourceConfig::Memory { table, .. }
             | SourceConfig::Nexmark { table, .. }
             | SourceConfig::Kafka(KafkaSourceConfig { table, .. })
-            | SourceConfig::Postgres(PostgresSourceConfig { table, .. }) => {
+            | SourceConfig::Postgres(PostgresSourceConfig { table, .. })
+            | SourceConfig::Http(HttpSourceConfig { table, .. }) => {
                 table.as_deref().unwrap_or("input")
             }
         }
@@ -190,6 +195,7 @@ pub fn open_source(
         }
         SourceConfig::Kafka(k) => Ok(Box::new(KafkaSource::open(k, schema, context)?)),
         SourceConfig::Postgres(p) => Ok(Box::new(PostgresSource::open(p, schema, context)?)),
+        SourceConfig::Http(h) => Ok(Box::new(HttpIngestSource::open(h, None, context)?)),
         SourceConfig::Memory { .. } => {
             let text = config.memory_jsonl().unwrap_or_default();
             Ok(Box::new(MemorySource::from_jsonl(&text)?))

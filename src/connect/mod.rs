@@ -6,6 +6,7 @@ pub mod channel;
 pub mod config;
 pub mod file;
 pub mod http_sink;
+pub mod http_source;
 pub mod jsonl_sink;
 pub mod jsonl_source;
 pub mod kafka;
