@@ -27,6 +27,12 @@ pub enum Error {
     #[error("{position}: {message}")]
     Input { position: String, message: String },
 
+    /// One document the pipeline could not process (an enrich call with `onError:
+    /// "deadLetter"` that failed for it): a streaming job with a dead-letter sink sends that
+    /// document there and goes on.
+    #[error("{context}: {message}")]
+    Document { context: String, message: String },
+
     /// A failure of an external system: the file system or an object store.
     #[error("{context}: {source}")]
     External {
@@ -80,6 +86,28 @@ impl Error {
         }
     }
 
+    /// A failure of one document (see [`Error::Document`]).
+    pub fn document(context: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Document {
+            context: context.into(),
+            message: message.into(),
+        }
+    }
+
+    /// True for a failure of single documents, also when DataFusion carried it.
+    pub fn is_document_failure(&self) -> bool {
+        match self {
+            Error::Document { .. } => true,
+            Error::DataFusion(e) => match e.find_root() {
+                datafusion::error::DataFusionError::External(inner) => inner
+                    .downcast_ref::<Error>()
+                    .is_some_and(Error::is_document_failure),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// A broken invariant of Fluxion's own.
     pub fn internal(message: impl Into<String>) -> Self {
         Error::Internal(message.into())
@@ -109,6 +137,7 @@ impl Error {
             Error::Pipeline { .. }
             | Error::Config { .. }
             | Error::Input { .. }
+            | Error::Document { .. }
             | Error::Internal(_) => false,
         }
     }
@@ -117,7 +146,10 @@ impl Error {
     pub fn is_user_error(&self) -> bool {
         matches!(
             self,
-            Error::Pipeline { .. } | Error::Config { .. } | Error::Input { .. }
+            Error::Pipeline { .. }
+                | Error::Config { .. }
+                | Error::Input { .. }
+                | Error::Document { .. }
         )
     }
 }

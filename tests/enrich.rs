@@ -396,3 +396,53 @@ async fn sql_calls_http_call_with_options_and_arguments() {
         .unwrap_or_default();
     assert!(err.contains("give 1 argument(s)"), "{err}");
 }
+
+/// Under `onError: "deadLetter"` the documents whose request failed go to the dead-letter
+/// sink (the failed request is not made again while the batch is narrowed down); the
+/// others are enriched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_documents_go_to_the_dead_letter_sink() {
+    let server = Receiver::start().await;
+    server.script([Reply::Status(404)]);
+    let pipeline = Pipeline::from_value(&json!([{"$addFields": {"name": {"$httpCall": {
+        "url": format!("{}/customers/{{{{customerId}}}}", server.base), "responsePath": "/name",
+        "onError": "deadLetter", "retry": {"maxAttempts": 1}, "maxConcurrency": 1}}}}]))
+    .unwrap();
+    let mut source = MemorySource::from_jsonl(customers(5, 2).as_bytes()).unwrap();
+    let (mut sink, docs) = MemorySink::with_view();
+    let mut dead = MemorySink::default();
+    run_with_dead_letters(
+        &Engine::new(),
+        &pipeline,
+        &mut source,
+        &mut sink,
+        Some(&mut dead),
+        &mut MemoryCheckpoints::default(),
+        &RuntimeOptions::default(),
+    )
+    .await
+    .unwrap();
+    let letters = fluxion::document::encode::to_documents(&dead.committed).unwrap();
+    let raws: Vec<Value> = letters
+        .iter()
+        .map(|l| serde_json::from_str(l["raw"].as_str().unwrap()).unwrap())
+        .collect();
+    // The first request made failed: every document of its customer is a dead letter.
+    let failed = raws[0]["customerId"].clone();
+    assert!(raws.iter().all(|r| r["customerId"] == failed), "{raws:?}");
+    assert!(
+        letters
+            .iter()
+            .all(|l| l["reason"].as_str().unwrap().contains("HTTP 404"))
+    );
+    let docs = docs.documents().unwrap();
+    assert_eq!(docs.len() + letters.len(), 5);
+    assert!(
+        docs.iter()
+            .all(|d| d["customerId"] != failed && d["name"].is_string())
+    );
+    // The failed request is not made again while the batch is narrowed down (the other
+    // one is, for each run of the half it is in: it has no cache).
+    let failures = server.received().iter().filter(|r| r.status == 404).count();
+    assert_eq!(failures, 1);
+}

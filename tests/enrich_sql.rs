@@ -329,3 +329,57 @@ async fn sql_query_in_sql_and_a_named_connection() {
         "{err}"
     );
 }
+
+/// Under `onError: "deadLetter"` a document whose query fails goes to the dead-letter sink
+/// with the reason and its source position; the others are enriched, and the run goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_documents_go_to_the_dead_letter_sink() {
+    let pg = Postgres::start();
+    customers(&pg).await;
+    // Customer 3 has a second row in `twice`, so `expectSingle` fails for it.
+    pg.execute("CREATE TABLE twice AS SELECT id, tier FROM customers; INSERT INTO twice VALUES (3, 'again')")
+        .await;
+    let pipeline = Pipeline::from_value(&json!([{"$addFields": {"tier": {"$sqlQuery": {
+        "url": pg.url(), "result": "value", "onError": "deadLetter",
+        "query": "SELECT tier FROM twice WHERE id = $1", "params": ["$customerId"]}}}}]))
+    .unwrap();
+    let mut source = MemorySource::from_jsonl(documents(20, 5).as_bytes()).unwrap();
+    let (mut sink, docs) = MemorySink::with_view();
+    let mut dead = MemorySink::default();
+    let stats = run_with_dead_letters(
+        &Engine::new(),
+        &pipeline,
+        &mut source,
+        &mut sink,
+        Some(&mut dead),
+        &mut MemoryCheckpoints::default(),
+        &RuntimeOptions {
+            micro_batch_size: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let docs = docs.documents().unwrap();
+    assert_eq!(docs.len(), 16);
+    assert!(
+        docs.iter()
+            .all(|d| d["customerId"] != 3 && d["tier"].is_string())
+    );
+    let letters = fluxion::document::encode::to_documents(&dead.committed).unwrap();
+    assert_eq!(letters.len(), 4);
+    assert_eq!(stats.dead_lettered, 4);
+    for l in &letters {
+        assert_eq!(l["stage"], "enrich");
+        let raw: Value = serde_json::from_str(l["raw"].as_str().unwrap()).unwrap();
+        assert_eq!(raw["customerId"], 3);
+        assert!(
+            l["reason"]
+                .as_str()
+                .unwrap()
+                .contains("expected at most one row"),
+            "{l}"
+        );
+        assert!(l["position"]["document"].is_u64(), "{l}");
+    }
+}

@@ -175,7 +175,8 @@ pub enum OnError {
     Null,
     /// The micro-batch fails (then the job's error policy decides).
     Fail,
-    /// The document goes to the dead-letter sink.
+    /// The document goes to the dead-letter sink (a streaming job with one; elsewhere the
+    /// run fails as under `Fail`).
     DeadLetter,
 }
 
@@ -206,11 +207,6 @@ impl EnrichCall {
             .is_some_and(|r| r.per_second == 0)
         {
             return Err(at.key("rateLimit").err("perSecond must be at least 1"));
-        }
-        if options.on_error == OnError::DeadLetter {
-            return Err(at
-                .key("onError")
-                .err("\"deadLetter\" is not supported yet: use \"null\" or \"fail\""));
         }
         if options.connection.is_some() && options.base_url.is_none() {
             return Err(at
@@ -262,11 +258,6 @@ impl EnrichCall {
 
 /// The checks of `$sqlQuery`'s options that need no server (the DSL's and SQL's spelling).
 pub fn check_sql_query(options: &SqlQueryOptions, at: &JsonPath) -> Result<()> {
-    if options.on_error == OnError::DeadLetter {
-        return Err(at
-            .key("onError")
-            .err("\"deadLetter\" is not supported yet: use \"null\" or \"fail\""));
-    }
     match (&options.connection, &options.url) {
         (Some(_), None) => {
             return Err(at

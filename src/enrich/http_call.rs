@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use super::breaker::Breaker;
 use super::limit;
-use super::lookup::{Answer, Retry, gather, typed};
+use super::lookup::{Answer, Retry, failures, gather, typed};
 use crate::connect::http_sink::expand_env;
 use crate::document::encode::{column_json, column_texts};
 use crate::dsl::enrich::{EnrichCall, HttpCallOptions, OnError, placeholders_in};
@@ -95,6 +95,8 @@ struct Site {
     pointer: Option<String>,
     retry: Retry,
     cache: Option<moka::future::Cache<Request, Arc<Value>>>,
+    /// Requests that failed lately (`onError: "deadLetter"`).
+    failed: Option<moka::future::Cache<Request, String>>,
     breaker: Option<Breaker>,
     /// The connection's token bucket (or the call site's own).
     bucket: Option<Arc<governor::DefaultDirectRateLimiter>>,
@@ -204,6 +206,7 @@ pub fn udf(call: &EnrichCall, o: &HttpCallOptions) -> Result<(ScalarUDF, DataTyp
         pointer: o.response_path.clone(),
         retry,
         cache,
+        failed: (o.on_error == OnError::DeadLetter).then(failures),
         breaker: o.circuit_breaker.as_ref().map(Breaker::new),
         bucket: o
             .rate_limit
@@ -352,6 +355,19 @@ impl Site {
     /// The value a request answers with: from the cache, else asked (with retries). Calls for
     /// one request that miss the cache at the same time (two partitions of a plan) are one.
     async fn answer(&self, r: &Request) -> Answer {
+        if let Some(failed) = &self.failed
+            && let Some(why) = failed.get(r).await
+        {
+            return Err(why);
+        }
+        let answer = self.asked(r).await;
+        if let (Some(failed), Err(why)) = (&self.failed, &answer) {
+            failed.insert(r.clone(), why.clone()).await;
+        }
+        answer
+    }
+
+    async fn asked(&self, r: &Request) -> Answer {
         match &self.cache {
             Some(cache) => cache
                 .try_get_with(r.clone(), async { self.guarded(r).await.map(Arc::new) })

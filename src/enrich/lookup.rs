@@ -52,9 +52,24 @@ impl Retry {
 /// A call's answer: its value, or why there is none.
 pub type Answer = std::result::Result<Arc<Value>, String>;
 
+/// Calls that failed lately, under `onError: "deadLetter"`: when a stream narrows a failing
+/// batch down to its documents it runs them again, and they fail at once instead of being
+/// asked (with retries) again.
+pub fn failures<K>() -> moka::future::Cache<K, String>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+{
+    moka::future::Cache::builder()
+        .max_capacity(10_000)
+        .time_to_live(Duration::from_secs(30))
+        .build()
+}
+
 /// Each document's answer, from the distinct calls' `answers` (`of_row[i]`: document `i`'s
 /// call, `None` for a document that made none). A failed call fails the batch under
-/// `onError: "fail"`; otherwise the document gets null.
+/// `onError: "fail"`, and under `"deadLetter"` too, as a failure of single documents (which a
+/// stream's runtime narrows down to the documents and dead-letters); under `"null"` the
+/// document gets null.
 pub fn gather<'a>(
     of_row: &[Option<usize>],
     answers: &'a [Answer],
@@ -71,6 +86,9 @@ pub fn gather<'a>(
                     operator.to_string(),
                     std::io::Error::other(why.clone()),
                 ));
+            }
+            Some(Err(why)) if on_error == OnError::DeadLetter => {
+                return Err(Error::document(operator.to_string(), why.clone()));
             }
             Some(Err(_)) => values.push(None),
         }
@@ -109,11 +127,11 @@ pub fn typed(
     // Fields of the answer that `returns` does not name are left out.
     let read = read_lines_parallel(&lines, schema, false, values.len().max(1), 1)?;
     if let Some(bad) = read.invalid.first() {
-        if on_error == OnError::Fail {
-            return Err(Error::input(
-                operator.to_string(),
-                format!("an answer does not fit \"returns\": {}", bad.reason),
-            ));
+        let why = format!("an answer does not fit \"returns\": {}", bad.reason);
+        match on_error {
+            OnError::Fail => return Err(Error::input(operator.to_string(), why)),
+            OnError::DeadLetter => return Err(Error::document(operator.to_string(), why)),
+            OnError::Null => {}
         }
         let bad: Vec<usize> = read.invalid.iter().map(|i| i.line).collect();
         let kept: Vec<Option<&Value>> = values

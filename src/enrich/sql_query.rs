@@ -30,7 +30,7 @@ use serde_json::{Map, Value};
 use tokio_postgres::types::Type;
 
 use super::breaker::Breaker;
-use super::lookup::{Answer, Retry, gather, typed};
+use super::lookup::{Answer, Retry, failures, gather, typed};
 use crate::connect::postgres::{
     PgConnection, blocking, declared_type, describe, is_transient, pool_error,
 };
@@ -66,6 +66,8 @@ struct Site {
     retry: Retry,
     timeout: Duration,
     cache: Option<moka::future::Cache<Key, Arc<Value>>>,
+    /// Tuples that failed lately (`onError: "deadLetter"`).
+    failed: Option<moka::future::Cache<Key, String>>,
     breaker: Option<Breaker>,
     on_error: OnError,
     concurrency: usize,
@@ -137,6 +139,7 @@ pub fn udf(call: &EnrichCall, o: &SqlQueryOptions) -> Result<(ScalarUDF, DataTyp
         retry: Retry::new(o.retry.as_ref()),
         timeout: o.timeout_ms.map_or(DEFAULT_TIMEOUT, Duration::from_millis),
         cache,
+        failed: (o.on_error == OnError::DeadLetter).then(failures),
         breaker: o.circuit_breaker.as_ref().map(Breaker::new),
         on_error: o.on_error,
         concurrency,
@@ -287,6 +290,12 @@ impl Site {
         let mut answers: Vec<Option<Answer>> = vec![None; keys.len()];
         let mut missing: Vec<usize> = Vec::new();
         for (i, key) in keys.iter().enumerate() {
+            if let Some(failed) = &self.failed
+                && let Some(why) = failed.get(key).await
+            {
+                answers[i] = Some(Err(why));
+                continue;
+            }
             match &self.cache {
                 Some(cache) => match cache.get(key).await {
                     Some(v) => answers[i] = Some(Ok(v)),
@@ -308,8 +317,12 @@ impl Site {
             .await;
         for (chunk, got) in asked {
             for (i, answer) in chunk.into_iter().zip(got) {
-                if let (Some(cache), Ok(v)) = (&self.cache, &answer) {
-                    cache.insert(keys[i].clone(), v.clone()).await;
+                match (&self.cache, &self.failed, &answer) {
+                    (Some(cache), _, Ok(v)) => cache.insert(keys[i].clone(), v.clone()).await,
+                    (_, Some(failed), Err(why)) => {
+                        failed.insert(keys[i].clone(), why.clone()).await
+                    }
+                    _ => {}
                 }
                 answers[i] = Some(answer);
             }

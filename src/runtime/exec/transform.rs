@@ -249,6 +249,31 @@ impl Transformer {
             );
             match tried {
                 Ok(out) => out,
+                // An enrich call that failed for some documents under `onError:
+                // "deadLetter"`: those documents go to the dead-letter sink whatever the
+                // policy for failing batches says.
+                Err(e)
+                    if e.is_document_failure()
+                        && rows > 0
+                        && self.records == OnFailure::DeadLetter =>
+                {
+                    let (out, bad) = self.isolate(&batch, seq).await;
+                    let docs = rows_as_json(&f.batch)?;
+                    input_rows -= bad.len() as u64;
+                    for (i, err) in bad {
+                        // Another failure met on the way fails the batch.
+                        if !err.is_document_failure() {
+                            return Err(err);
+                        }
+                        dead_letters.push(DeadLetter {
+                            reason: one_line(&err.to_string()),
+                            stage: "enrich",
+                            position: json!({"from": f.start.0, "document": i}),
+                            raw: docs[i].clone(),
+                        });
+                    }
+                    out
+                }
                 Err(e) => {
                     counters.failures.fetch_add(1, Ordering::Relaxed);
                     match self.policy.on_failure {
