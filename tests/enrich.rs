@@ -446,3 +446,31 @@ async fn failed_documents_go_to_the_dead_letter_sink() {
     let failures = server.received().iter().filter(|r| r.status == 404).count();
     assert_eq!(failures, 1);
 }
+
+/// A server that hangs up in the middle of its answer is asked again; one too slow for
+/// `timeoutMs` is given up on (and asked again, while attempts are left).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hang_up_and_a_timeout_are_retried() {
+    let server = Receiver::start().await;
+    let call = |attempts: u32| {
+        json!([{"$addFields": {"name": {"$httpCall": {
+            "url": format!("{}/customers/{{{{customerId}}}}", server.base), "responsePath": "/name",
+            "timeoutMs": 200, "retry": {"maxAttempts": attempts, "backoffMs": 10}, "onError": "fail"}}}}])
+    };
+    server.script([Reply::HangUp]);
+    let out = common::run(&customers(1, 1), call(2)).await.unwrap();
+    assert_eq!(out[0]["name"], "name-c-0");
+    assert_eq!(server.received().len(), 2);
+    server.script([
+        Reply::HangUp,
+        Reply::Slow(std::time::Duration::from_secs(5)),
+    ]);
+    let err = common::run(&customers(1, 1), call(2))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("timed out") && err.contains("after 2 attempts"),
+        "{err}"
+    );
+}

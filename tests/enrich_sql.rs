@@ -309,6 +309,31 @@ async fn sql_query_in_sql_and_a_named_connection() {
             json!({"i": 3, "region": "r2"})
         ]
     );
+    // The same SQL as a stream (micro-batches of two documents).
+    let mut streaming: Value =
+        serde_json::from_str(&std::fs::read_to_string(&job).unwrap()).unwrap();
+    streaming["runtime"] = json!({"microBatchSize": 2});
+    // A stream keeps its input's order (and refuses `ORDER BY`).
+    let sql = streaming["sql"]
+        .as_str()
+        .unwrap()
+        .replace(" ORDER BY i", "");
+    streaming["sql"] = json!(sql);
+    streaming["sink"]["path"] = json!(dir.path().join("streamed.jsonl"));
+    let streamed_job = dir.path().join("streamed.json");
+    std::fs::write(&streamed_job, streaming.to_string()).unwrap();
+    let out = fluxion(&["run", streamed_job.to_str().unwrap()], PASSWORD);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let streamed: Vec<Value> = std::fs::read_to_string(dir.path().join("streamed.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(streamed, written);
     let out = fluxion(&["explain", job.to_str().unwrap()], PASSWORD);
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -382,4 +407,61 @@ async fn failed_documents_go_to_the_dead_letter_sink() {
         );
         assert!(l["position"]["document"].is_u64(), "{l}");
     }
+}
+
+/// The PostgreSQL enrich example: revenue per region and tier, the customer looked up in
+/// the example's customers table through a named connection made of environment variables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_enrich_example_gives_the_revenue_per_region_and_tier() {
+    let pg = Postgres::start();
+    pg.execute(&std::fs::read_to_string("examples/enrich/customers.sql").unwrap())
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut job: Value = serde_json::from_str(
+        &std::fs::read_to_string("examples/enrich-region-tier-pg.json").unwrap(),
+    )
+    .unwrap();
+    job["source"]["path"] = json!(std::fs::canonicalize("examples/data/orders.jsonl").unwrap());
+    let out_path = dir.path().join("out.jsonl");
+    job["sink"]["path"] = json!(out_path);
+    let path = dir.path().join("job.json");
+    std::fs::write(&path, job.to_string()).unwrap();
+    let port = pg.port.to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fluxion"))
+        .args(["run", path.to_str().unwrap()])
+        .envs([
+            ("PGHOST", "127.0.0.1"),
+            ("PGPORT", port.as_str()),
+            ("PGUSER", common::postgres::USER),
+            ("PGPASSWORD", PASSWORD),
+            ("PGDATABASE", "postgres"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<Value> = std::fs::read_to_string(&out_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The same rule as customers.sql, as an expression of the customer's number.
+    let n = json!({"$toInt": {"$substrCP": ["$customerId", 2, 5]}});
+    let expected = common::run(
+        &std::fs::read_to_string("examples/data/orders.jsonl").unwrap(),
+        json!([{"$match": {"status": "PAID"}},
+               {"$addFields": {"customer": {
+                   "tier": {"$arrayElemAt": [["gold", "silver", "basic"], {"$mod": [n, 3]}]},
+                   "region": {"$arrayElemAt": [["north", "east", "south", "west"], {"$mod": [n, 4]}]}}}},
+               {"$group": {"_id": {"region": "$customer.region", "tier": "$customer.tier"},
+                           "orders": {"$count": {}}, "revenue": {"$sum": "$orderValue"}}},
+               {"$sort": {"_id.region": 1, "_id.tier": 1}}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.len(), 12);
+    common::same_documents(&got, &expected, true).unwrap();
 }

@@ -23,9 +23,9 @@ use serde_json::Value;
 
 use super::breaker::Breaker;
 use super::limit;
-use super::lookup::{Answer, Retry, failures, gather, typed};
+use super::lookup::{Answer, Retry, Texts, failures, gather, typed};
 use crate::connect::http_sink::expand_env;
-use crate::document::encode::{column_json, column_texts};
+use crate::document::encode::column_json;
 use crate::dsl::enrich::{EnrichCall, HttpCallOptions, OnError, placeholders_in};
 use crate::{Error, Result};
 
@@ -276,28 +276,38 @@ impl Site {
     async fn call(&self, arrays: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
         let inputs = arrays[..self.placeholders]
             .iter()
-            .map(column_texts)
+            .map(Texts::of)
             .collect::<Result<Vec<_>>>()?;
         let bodies = match self.has_body {
             true => Some(column_json(&arrays[self.placeholders])?),
             false => None,
         };
-        // Each document's request, made once per batch however many documents share it.
-        let mut distinct: HashMap<Request, usize> = HashMap::new();
-        let mut requests: Vec<Request> = Vec::new();
+        // Documents with the same placeholder values (and body) make one request per batch;
+        // only the first of them builds it.
+        let mut distinct: HashMap<Vec<Option<&[u8]>>, usize> = HashMap::new();
+        let mut firsts: Vec<usize> = Vec::new();
         let mut of_row: Vec<Option<usize>> = Vec::with_capacity(rows);
         for row in 0..rows {
-            let Some(request) = self.request(&inputs, bodies.as_deref(), row) else {
+            let mut key: Vec<Option<&[u8]>> = Vec::with_capacity(inputs.len() + 1);
+            key.extend(inputs.iter().map(|t| t.get(row)));
+            if key.iter().any(Option::is_none) {
                 // A missing placeholder: no request, a null answer.
                 of_row.push(None);
                 continue;
-            };
-            let i = *distinct.entry(request.clone()).or_insert_with(|| {
-                requests.push(request);
-                requests.len() - 1
+            }
+            if let Some(b) = &bodies {
+                key.push(b[row].as_deref());
+            }
+            let i = *distinct.entry(key).or_insert_with(|| {
+                firsts.push(row);
+                firsts.len() - 1
             });
             of_row.push(Some(i));
         }
+        let requests: Vec<Request> = firsts
+            .iter()
+            .filter_map(|&row| self.request(&inputs, bodies.as_deref(), row))
+            .collect();
         let answers: Vec<Answer> = futures::stream::iter(requests)
             .map(|r| async move { self.answer(&r).await })
             .buffered(self.concurrency)
@@ -320,7 +330,7 @@ impl Site {
     /// The request of document `row`, or `None` if a placeholder has no value.
     fn request(
         &self,
-        inputs: &[Vec<Option<Vec<u8>>>],
+        inputs: &[Texts<'_>],
         bodies: Option<&[Option<Vec<u8>>]>,
         row: usize,
     ) -> Option<Request> {
@@ -330,7 +340,7 @@ impl Site {
                 match p {
                     Part::Text(t) => s.push_str(t),
                     Part::Input(i) => {
-                        let v = inputs[*i][row].as_deref()?;
+                        let v = inputs[*i].get(row)?;
                         let v = String::from_utf8_lossy(v);
                         if encode {
                             s.extend(percent_encoding::utf8_percent_encode(&v, SEGMENT));
@@ -414,10 +424,14 @@ impl Site {
                     .body(b.clone());
             }
             let (why, after) = match req.send().await {
-                Ok(resp) if resp.status().is_success() => {
-                    let text = resp.text().await.map_err(|e| e.to_string())?;
-                    return Ok(self.value_of(&text));
-                }
+                // An answer cut off mid-way (the server hung up) is worth another attempt.
+                Ok(resp) if resp.status().is_success() => match resp.text().await {
+                    Ok(text) => return Ok(self.value_of(&text)),
+                    Err(e) => (
+                        format!("{} (the answer was cut off: {})", r.url, without_url(&e)),
+                        None,
+                    ),
+                },
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let after = resp

@@ -11,6 +11,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use serde_json::Value;
 
 use crate::document::decode::read_lines_parallel;
+use crate::document::encode::column_texts;
 use crate::dsl::enrich::{OnError, RetryOptions};
 use crate::{Error, Result};
 
@@ -143,4 +144,28 @@ pub fn typed(
     }
     let batch = concat_batches(schema, &read.batches)?;
     Ok(batch.column(0).clone())
+}
+
+/// An argument's column as bytes: text columns as they are, others as their JSON.
+pub enum Texts<'a> {
+    Text(&'a datafusion::arrow::array::StringArray),
+    Other(Vec<Option<Vec<u8>>>),
+}
+
+impl<'a> Texts<'a> {
+    pub fn of(column: &'a ArrayRef) -> Result<Texts<'a>> {
+        use datafusion::arrow::array::AsArray;
+        match column.as_string_opt::<i32>() {
+            Some(s) => Ok(Texts::Text(s)),
+            None => Ok(Texts::Other(column_texts(column)?)),
+        }
+    }
+
+    pub fn get(&self, row: usize) -> Option<&[u8]> {
+        use datafusion::arrow::array::Array;
+        match self {
+            Texts::Text(s) => s.is_valid(row).then(|| s.value(row).as_bytes()),
+            Texts::Other(v) => v[row].as_deref(),
+        }
+    }
 }

@@ -30,11 +30,10 @@ use serde_json::{Map, Value};
 use tokio_postgres::types::Type;
 
 use super::breaker::Breaker;
-use super::lookup::{Answer, Retry, failures, gather, typed};
+use super::lookup::{Answer, Retry, Texts, failures, gather, typed};
 use crate::connect::postgres::{
     PgConnection, blocking, declared_type, describe, is_transient, pool_error,
 };
-use crate::document::encode::column_texts;
 use crate::dsl::enrich::{EnrichCall, OnError, SqlQueryOptions, SqlResult, sql_parameters};
 use crate::{Error, Result};
 
@@ -271,18 +270,17 @@ impl Site {
     async fn call(&self, arrays: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
         let params = arrays[..self.params]
             .iter()
-            .map(column_texts)
+            .map(Texts::of)
             .collect::<Result<Vec<_>>>()?;
-        let mut distinct: HashMap<Key, usize> = HashMap::new();
+        // Documents with the same parameters are looked up once; only the first of them
+        // makes the parameters' text.
+        let mut distinct: HashMap<Vec<Option<&[u8]>>, usize> = HashMap::new();
         let mut keys: Vec<Key> = Vec::new();
         let mut of_row: Vec<Option<usize>> = Vec::with_capacity(rows);
         for row in 0..rows {
-            let key: Key = params
-                .iter()
-                .map(|p| p[row].as_deref().map(parameter_text))
-                .collect();
-            let i = *distinct.entry(key.clone()).or_insert_with(|| {
-                keys.push(key);
+            let raw: Vec<Option<&[u8]>> = params.iter().map(|p| p.get(row)).collect();
+            let i = *distinct.entry(raw).or_insert_with_key(|raw| {
+                keys.push(raw.iter().map(|v| v.map(parameter_text)).collect());
                 keys.len() - 1
             });
             of_row.push(Some(i));

@@ -1,7 +1,8 @@
 //! A real HTTP server on loopback for the HTTP sink and enrich tests (axum): `POST /ingest`
 //! receives, `GET /customers/{id}` answers a customer document. It records every request's
 //! path, `Idempotency-Key`, headers and body, and answers each with the next scripted reply
-//! (a status, a 429 with `Retry-After`, a slow answer), then normally.
+//! (a status, a 429 with `Retry-After`, a slow answer, a hang-up mid-response), then
+//! normally.
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
@@ -24,6 +25,8 @@ pub enum Reply {
     TooMany(u64),
     /// 200 after a wait.
     Slow(Duration),
+    /// 200 and the start of a body, then the connection is dropped mid-response.
+    HangUp,
 }
 
 /// A request as received.
@@ -117,6 +120,16 @@ async fn answer(
         Some(Reply::Slow(d)) => {
             tokio::time::sleep(d).await;
             (200, ok)
+        }
+        Some(Reply::HangUp) => {
+            let parts: Vec<Result<Bytes, std::io::Error>> = vec![
+                Ok(Bytes::from_static(b"{\"name\": \"cut")),
+                Err(std::io::Error::other("hung up")),
+            ];
+            (
+                200,
+                axum::body::Body::from_stream(futures::stream::iter(parts)).into_response(),
+            )
         }
     };
     inner.lock().unwrap().received.push(Received {

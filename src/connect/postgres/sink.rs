@@ -82,6 +82,9 @@ pub struct PostgresSink {
     batch: Option<BatchId>,
     /// After a crash: look up the marker before the next commit.
     recovering: bool,
+    /// This run resumed a crashed one, or has committed a batch itself: only then is the
+    /// marker this run's to trust (a fresh run may find an old job's of the same name).
+    trusted: bool,
     /// Batches up to this number are in the table already.
     done_upto: Option<u64>,
     /// Rows written, over all runs (the state).
@@ -127,6 +130,7 @@ impl PostgresSink {
             pending: Vec::new(),
             batch: None,
             recovering: false,
+            trusted: false,
             done_upto: None,
             rows: 0,
             shown: format!("{} table {}", connection.shown(), config.table),
@@ -300,6 +304,10 @@ impl Sink for PostgresSink {
         }
         let what = self.what();
         let mut client = self.pool.get().await.map_err(|e| pool_error(&what, e))?;
+        if self.recovering && !self.trusted {
+            // A fresh run's failed attempt: nothing of this run is in the table yet.
+            self.recovering = false;
+        }
         if self.recovering {
             if let Some(b) = &batch {
                 let found = client
@@ -364,6 +372,7 @@ impl Sink for PostgresSink {
                 .map_err(|e| pg_error(&what, e))?;
         }
         transaction.commit().await.map_err(|e| pg_error(&what, e))?;
+        self.trusted = true;
         self.rows += rows;
         Ok(json!({"rows": self.rows}))
     }
@@ -384,6 +393,10 @@ impl Sink for PostgresSink {
     }
 
     async fn recover(&mut self, _state: &Value) -> Result<()> {
+        // Called before any batch when the run forms a crashed run's batches again.
+        if self.batch.is_none() {
+            self.trusted = true;
+        }
         self.recovering = true;
         Ok(())
     }
