@@ -6,24 +6,20 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::common::{DataFusionError, Result as DfResult};
-use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
-    Volatility,
-};
+use datafusion::logical_expr::ScalarUDF;
 use futures::StreamExt;
 use serde_json::Value;
 
 use super::breaker::Breaker;
 use super::limit;
-use super::lookup::{Answer, Retry, Texts, failures, gather, typed};
+use super::lookup::{
+    Answer, Calls, Retry, Texts, cache, call_site, failures, gather, returns_schema, typed,
+};
 use crate::connect::http_sink::expand_env;
 use crate::document::encode::column_json;
 use crate::dsl::enrich::{EnrichCall, HttpCallOptions, OnError, placeholders_in};
@@ -42,9 +38,6 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
-
-/// Numbers call sites, which tell UDF instances apart.
-static SITES: AtomicUsize = AtomicUsize::new(0);
 
 /// A URL or query value with `{{path}}` placeholders: literal text and placeholder indexes.
 #[derive(Debug)]
@@ -109,29 +102,6 @@ struct Site {
     shown: String,
 }
 
-/// The UDF of one `$httpCall`.
-#[derive(Debug)]
-pub struct HttpCall {
-    id: usize,
-    name: String,
-    signature: Signature,
-    site: Arc<Site>,
-}
-
-impl PartialEq for HttpCall {
-    fn eq(&self, other: &Self) -> bool {
-        self.id == other.id
-    }
-}
-
-impl Eq for HttpCall {}
-
-impl std::hash::Hash for HttpCall {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.id.hash(state);
-    }
-}
-
 /// The UDF for `call` (whose options are `o`); its arguments are `call.inputs`, compiled,
 /// in order.
 pub fn udf(call: &EnrichCall, o: &HttpCallOptions) -> Result<(ScalarUDF, DataType)> {
@@ -175,21 +145,9 @@ pub fn udf(call: &EnrichCall, o: &HttpCallOptions) -> Result<(ScalarUDF, DataTyp
         .build()
         .map_err(|e| Error::external(format!("{at}: starting an HTTP client"), e))?;
     let retry = Retry::new(o.retry.as_ref());
-    let cache = o.cache.as_ref().map(|c| {
-        let mut b = moka::future::Cache::builder().max_capacity(c.max_entries);
-        if let Some(ms) = c.ttl_ms {
-            b = b.time_to_live(Duration::from_millis(ms));
-        }
-        b.build()
-    });
+    let cache = cache(o.cache.as_ref());
     let returns_json = o.returns.clone().unwrap_or(Value::String("string".into()));
-    let schema = crate::document::declared::parse_schema(
-        &serde_json::json!({ "v": returns_json }),
-        &context,
-        "returns",
-    )
-    .map_err(|e| at.key("returns").err(e.to_string()))?;
-    let returns = schema.field(0).data_type().clone();
+    let (returns, schema) = returns_schema(&returns_json, at)?;
     let site = Site {
         client,
         method,
@@ -215,65 +173,23 @@ pub fn udf(call: &EnrichCall, o: &HttpCallOptions) -> Result<(ScalarUDF, DataTyp
         on_error: o.on_error,
         concurrency: o.max_concurrency.unwrap_or(DEFAULT_CONCURRENCY).max(1),
         returns: returns.clone(),
-        schema: Arc::new(schema),
+        schema,
         shown: whole,
     };
-    let udf = HttpCall {
-        id: SITES.fetch_add(1, Ordering::Relaxed),
-        name: format!("http_call({})", site.shown),
-        signature: Signature::one_of(
-            vec![TypeSignature::VariadicAny, TypeSignature::Nullary],
-            Volatility::Volatile,
-        ),
-        site: Arc::new(site),
-    };
-    Ok((
-        AsyncScalarUDF::new(Arc::new(udf)).into_scalar_udf(),
-        returns,
-    ))
-}
-
-impl ScalarUDFImpl for HttpCall {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
-        Ok(self.site.returns.clone())
-    }
-
-    fn invoke_with_args(&self, _: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        Err(DataFusionError::Internal(
-            "http_call runs only as an async function".into(),
-        ))
-    }
+    let name = format!("http_call({})", site.shown);
+    Ok((call_site(name, returns.clone(), site), returns))
 }
 
 #[async_trait]
-impl AsyncScalarUDFImpl for HttpCall {
-    async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let rows = args.number_rows;
-        let arrays = args
-            .args
-            .iter()
-            .map(|a| a.to_array(rows))
-            .collect::<DfResult<Vec<ArrayRef>>>()?;
-        let out = self
-            .site
-            .call(&arrays, rows)
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        Ok(ColumnarValue::Array(out))
+impl Calls for Site {
+    async fn call(&self, arrays: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+        self.answers(arrays, rows).await
     }
 }
 
 impl Site {
     /// The answers for `rows` documents whose inputs are `arrays`.
-    async fn call(&self, arrays: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+    async fn answers(&self, arrays: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
         let inputs = arrays[..self.placeholders]
             .iter()
             .map(Texts::of)

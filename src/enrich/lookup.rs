@@ -1,10 +1,13 @@
-//! What every enrich operator shares once it knows how to ask its system: the retry
-//! schedule, the answers of a batch put back in document order (with `onError` deciding
-//! what a failed one becomes), and the answers as a column of the operator's declared type.
+//! What every enrich operator shares once it knows how to ask its system: the call site as
+//! a DataFusion async UDF ([`CallSite`]), the retry schedule, the cache, the answers of a
+//! batch put back in document order (with `onError` deciding what a failed one becomes),
+//! and the answers as a column of the operator's declared type.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, StringArray};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -12,8 +15,133 @@ use serde_json::Value;
 
 use crate::document::decode::read_lines_parallel;
 use crate::document::encode::column_texts;
-use crate::dsl::enrich::{OnError, RetryOptions};
+use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
+};
+
+use crate::dsl::JsonPath;
+use crate::dsl::enrich::{CacheOptions, OnError, RetryOptions};
 use crate::{Error, Result};
+
+/// What a call site does with a batch: the answers for its documents.
+#[async_trait]
+pub trait Calls: std::fmt::Debug + Send + Sync + 'static {
+    /// The answers for `rows` documents whose arguments are `arrays`, as a column of the
+    /// call's type.
+    async fn call(&self, arrays: &[ArrayRef], rows: usize) -> Result<ArrayRef>;
+}
+
+/// Numbers call sites, which tell UDF instances apart.
+static SITES: AtomicUsize = AtomicUsize::new(0);
+
+/// The async UDF of one call site: two are equal only if they are the same site, so a plan
+/// never merges two calls (each has its own options, client and cache).
+#[derive(Debug)]
+pub struct CallSite<S> {
+    id: usize,
+    name: String,
+    signature: Signature,
+    returns: DataType,
+    site: S,
+}
+
+impl<S> PartialEq for CallSite<S> {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl<S> Eq for CallSite<S> {}
+
+impl<S> std::hash::Hash for CallSite<S> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+/// The UDF of `site`, shown in plans as `name` (which must hold no secret), answering
+/// values of type `returns`.
+pub fn call_site<S: Calls>(name: String, returns: DataType, site: S) -> ScalarUDF {
+    let udf = CallSite {
+        id: SITES.fetch_add(1, Ordering::Relaxed),
+        name,
+        signature: Signature::one_of(
+            vec![TypeSignature::VariadicAny, TypeSignature::Nullary],
+            Volatility::Volatile,
+        ),
+        returns,
+        site,
+    };
+    AsyncScalarUDF::new(Arc::new(udf)).into_scalar_udf()
+}
+
+impl<S: Calls> ScalarUDFImpl for CallSite<S> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(self.returns.clone())
+    }
+
+    fn invoke_with_args(&self, _: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        Err(DataFusionError::Internal(format!(
+            "{} runs only as an async function",
+            self.name
+        )))
+    }
+}
+
+#[async_trait]
+impl<S: Calls> AsyncScalarUDFImpl for CallSite<S> {
+    async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<DfResult<Vec<ArrayRef>>>()?;
+        let out = self
+            .site
+            .call(&arrays, rows)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// The type `returns` declares (as a source schema declares types), and the one-field
+/// schema `{"v": type}` answers are read with.
+pub fn returns_schema(returns: &Value, at: &JsonPath) -> Result<(DataType, SchemaRef)> {
+    let schema = crate::document::declared::parse_schema(
+        &serde_json::json!({ "v": returns }),
+        &at.to_string(),
+        "returns",
+    )
+    .map_err(|e| at.key("returns").err(e.to_string()))?;
+    Ok((schema.field(0).data_type().clone(), Arc::new(schema)))
+}
+
+/// A call site's cache of answers, if the options ask for one.
+pub fn cache<K>(options: Option<&CacheOptions>) -> Option<moka::future::Cache<K, Arc<Value>>>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+{
+    options.map(|c| {
+        let mut b = moka::future::Cache::builder().max_capacity(c.max_entries);
+        if let Some(ms) = c.ttl_ms {
+            b = b.time_to_live(Duration::from_millis(ms));
+        }
+        b.build()
+    })
+}
 
 /// How failed calls are tried again: `attempts` in all, waiting `backoff`, then
 /// `multiplier` times longer each time.

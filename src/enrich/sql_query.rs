@@ -12,25 +12,21 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::common::{DataFusionError, Result as DfResult};
-use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
-    Volatility,
-};
+use datafusion::logical_expr::ScalarUDF;
 use deadpool_postgres::Pool;
 use futures::StreamExt;
 use serde_json::{Map, Value};
 use tokio_postgres::types::Type;
 
 use super::breaker::Breaker;
-use super::lookup::{Answer, Retry, Texts, failures, gather, typed};
+use super::lookup::{
+    Answer, Calls, Retry, Texts, cache, call_site, failures, gather, returns_schema, typed,
+};
 use crate::connect::postgres::{
     PgConnection, blocking, declared_type, describe, is_transient, pool_error,
 };
@@ -44,9 +40,6 @@ const DEFAULT_CONCURRENCY: usize = 4;
 const CHUNK: usize = 1000;
 /// A statement's whole time, unless `timeoutMs` says otherwise.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Numbers call sites, which tell UDF instances apart.
-static SITES: AtomicUsize = AtomicUsize::new(0);
 
 /// A document's parameters, as text (`None`: SQL NULL).
 type Key = Vec<Option<String>>;
@@ -76,29 +69,6 @@ struct Site {
     shown: String,
 }
 
-/// The UDF of one `$sqlQuery`.
-#[derive(Debug)]
-pub struct SqlQuery {
-    id: usize,
-    name: String,
-    signature: Signature,
-    site: Arc<Site>,
-}
-
-impl PartialEq for SqlQuery {
-    fn eq(&self, other: &Self) -> bool {
-        self.id == other.id
-    }
-}
-
-impl Eq for SqlQuery {}
-
-impl std::hash::Hash for SqlQuery {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.id.hash(state);
-    }
-}
-
 /// The UDF for `call` (whose options are `o`); its arguments are the params, compiled.
 pub fn udf(call: &EnrichCall, o: &SqlQueryOptions) -> Result<(ScalarUDF, DataType)> {
     let at = &call.path;
@@ -116,20 +86,8 @@ pub fn udf(call: &EnrichCall, o: &SqlQueryOptions) -> Result<(ScalarUDF, DataTyp
         Some(r) => r.clone(),
         None => returns_of(&connection, &query, shape, at)?,
     };
-    let schema = crate::document::declared::parse_schema(
-        &serde_json::json!({ "v": returns_json }),
-        &context,
-        "returns",
-    )
-    .map_err(|e| at.key("returns").err(e.to_string()))?;
-    let returns = schema.field(0).data_type().clone();
-    let cache = o.cache.as_ref().map(|c| {
-        let mut b = moka::future::Cache::builder().max_capacity(c.max_entries);
-        if let Some(ms) = c.ttl_ms {
-            b = b.time_to_live(Duration::from_millis(ms));
-        }
-        b.build()
-    });
+    let (returns, schema) = returns_schema(&returns_json, at)?;
+    let cache = cache(o.cache.as_ref());
     let site = Site {
         pool,
         params: o.params.len(),
@@ -143,23 +101,12 @@ pub fn udf(call: &EnrichCall, o: &SqlQueryOptions) -> Result<(ScalarUDF, DataTyp
         on_error: o.on_error,
         concurrency,
         returns: returns.clone(),
-        schema: Arc::new(schema),
+        schema,
         shown: connection.shown().to_string(),
         query,
     };
-    let udf = SqlQuery {
-        id: SITES.fetch_add(1, Ordering::Relaxed),
-        name: format!("sql_query({})", site.query),
-        signature: Signature::one_of(
-            vec![TypeSignature::VariadicAny, TypeSignature::Nullary],
-            Volatility::Volatile,
-        ),
-        site: Arc::new(site),
-    };
-    Ok((
-        AsyncScalarUDF::new(Arc::new(udf)).into_scalar_udf(),
-        returns,
-    ))
+    let name = format!("sql_query({})", site.query);
+    Ok((call_site(name, returns.clone(), site), returns))
 }
 
 /// The declared type of the query's answers, from the columns the server says it returns.
@@ -214,44 +161,6 @@ fn describe_query(
     })
 }
 
-impl ScalarUDFImpl for SqlQuery {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
-        Ok(self.site.returns.clone())
-    }
-
-    fn invoke_with_args(&self, _: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        Err(DataFusionError::Internal(
-            "sql_query runs only as an async function".into(),
-        ))
-    }
-}
-
-#[async_trait]
-impl AsyncScalarUDFImpl for SqlQuery {
-    async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let rows = args.number_rows;
-        let arrays = args
-            .args
-            .iter()
-            .map(|a| a.to_array(rows))
-            .collect::<DfResult<Vec<ArrayRef>>>()?;
-        let out = self
-            .site
-            .call(&arrays, rows)
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        Ok(ColumnarValue::Array(out))
-    }
-}
-
 /// A parameter's text: a date's `{"$date": …}` becomes the date's text, which PostgreSQL
 /// casts to its date types.
 fn parameter_text(bytes: &[u8]) -> String {
@@ -265,9 +174,16 @@ fn parameter_text(bytes: &[u8]) -> String {
     text.into_owned()
 }
 
+#[async_trait]
+impl Calls for Site {
+    async fn call(&self, arrays: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+        self.answers(arrays, rows).await
+    }
+}
+
 impl Site {
     /// The answers for `rows` documents whose parameters are `arrays`.
-    async fn call(&self, arrays: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+    async fn answers(&self, arrays: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
         let params = arrays[..self.params]
             .iter()
             .map(Texts::of)
