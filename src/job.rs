@@ -54,6 +54,8 @@ pub struct Job {
     /// Named connections the enrich operators use (`{"crm": {"type": "http", …}}`).
     #[serde(default)]
     pub connections: std::collections::BTreeMap<String, crate::enrich::connections::Connection>,
+    /// A directory of rule sets, where `$rules` stages look `id@version` up.
+    pub rules: Option<String>,
 }
 
 /// `checkpoint` of a streaming job.
@@ -95,13 +97,58 @@ pub enum Query {
     Sql(String),
 }
 
+/// Makes the job's `rules` directory and its `$rules` stages' rule set files relative to
+/// `base` (the job file's directory).
+fn rule_paths(job: &mut Value, base: &Path) {
+    let fix = |v: &mut Value, file_only: bool| {
+        if let Value::String(p) = v
+            && !p.contains("://")
+            && Path::new(p.as_str()).is_relative()
+            && (!file_only || p.ends_with(".json"))
+        {
+            *p = base.join(p.as_str()).display().to_string();
+        }
+    };
+    fn stages(v: &mut Value, fix: &dyn Fn(&mut Value, bool)) {
+        match v {
+            Value::Array(items) => items.iter_mut().for_each(|i| stages(i, fix)),
+            Value::Object(m) => {
+                if let Some(Value::Object(r)) = m.get_mut("$rules")
+                    && let Some(rs) = r.get_mut("ruleSet")
+                {
+                    fix(rs, true);
+                }
+                m.values_mut().for_each(|i| stages(i, fix));
+            }
+            _ => {}
+        }
+    }
+    if let Value::Object(m) = job {
+        if let Some(r) = m.get_mut("rules") {
+            fix(r, false);
+        }
+        if let Some(p) = m.get_mut("pipeline") {
+            stages(p, &fix);
+        }
+    }
+}
+
 impl Job {
     /// Reads and checks the job file at `path`.
     pub fn load(path: &Path) -> Result<Job> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::config(path.display().to_string(), e.to_string()))?;
-        let mut job = Job::from_json_str(&text, &path.display().to_string())?;
         let base = path.parent().unwrap_or(Path::new(""));
+        // Rule sets are read while the pipeline is parsed: their paths are made relative to
+        // the job file first.
+        let text = match serde_json::from_str::<Value>(&text) {
+            Ok(mut v) => {
+                rule_paths(&mut v, base);
+                v.to_string()
+            }
+            Err(_) => text,
+        };
+        let mut job = Job::from_json_str(&text, &path.display().to_string())?;
         job.resolve_paths(base);
         Ok(job)
     }
@@ -164,6 +211,9 @@ impl Job {
             (Some(p), None) => {
                 let mut p = p.clone();
                 crate::enrich::connections::resolve(&mut p, &self.connections, name)?;
+                if let Some(dir) = &self.rules {
+                    crate::rules::Registry::open(dir)?.resolve_pipeline(&mut p)?;
+                }
                 Ok(Query::Pipeline(Pipeline::from_value(&p)?))
             }
             (None, Some(s)) => Ok(Query::Sql(crate::enrich::connections::resolve_sql(

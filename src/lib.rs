@@ -6,6 +6,7 @@
 //! - [`dsl`]: a pipeline document parsed into a typed AST, with errors naming JSON paths.
 //! - [`plan`]: the AST compiled onto DataFusion `LogicalPlan`s and `Expr`s.
 //! - [`enrich`]: operators that call external systems from inside a stage (`$httpCall`).
+//! - [`rules`]: the rule engine — rule sets judged column-wise, lints, a registry.
 //! - [`runtime`]: the streaming micro-batch loop over Connect sources and sinks (in progress).
 //! - [`udf`]: Fluxion's own scalar functions (calendar arithmetic in time zones).
 //! - [`document`]: how JSON documents are represented as Arrow (inference, decode, encode).
@@ -30,6 +31,7 @@ pub mod enrich;
 pub mod error;
 pub mod job;
 pub mod plan;
+pub mod rules;
 pub mod runtime;
 pub mod udf;
 pub mod units;

@@ -3,6 +3,7 @@
 
 mod explain;
 mod replay;
+mod rules;
 mod run;
 mod stream;
 mod validate;
@@ -39,6 +40,46 @@ pub enum Command {
     /// print the batch answer, or (--verify) compare it with what the stream committed and
     /// exit 1 when they differ.
     Replay(ReplayArgs),
+    /// Rule sets: lint one, or print its decisions for the documents of a file.
+    Rules(RulesArgs),
+}
+
+/// Arguments of `fluxion rules`.
+#[derive(Debug, clap::Args)]
+pub struct RulesArgs {
+    #[command(subcommand)]
+    pub command: RulesCommand,
+}
+
+/// The subcommands of `fluxion rules`.
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Print the rule set's lints, one per line; exit 1 when one is an error.
+    Lint {
+        /// A rule set file, or `id@version` / `id@^1.2` with --registry.
+        rule_set: String,
+        /// A directory of rule sets to look `id@version` up in.
+        #[arg(long, value_name = "DIR")]
+        registry: Option<String>,
+    },
+    /// Print one JSON line per input document, in input order: the rules that fired, their
+    /// actions and the rule set's id@version.
+    Eval {
+        /// A rule set file, or `id@version` / `id@^1.2` with --registry.
+        rule_set: String,
+        /// A directory of rule sets to look `id@version` up in.
+        #[arg(long, value_name = "DIR")]
+        registry: Option<String>,
+        /// The documents (JSON lines, CSV or Parquet).
+        #[arg(long, value_name = "PATH")]
+        input: String,
+        /// Also run the actions: each line carries the changed document.
+        #[arg(long)]
+        execute: bool,
+        /// Add every rule's condition values.
+        #[arg(long)]
+        trace: bool,
+    },
 }
 
 /// Arguments of `fluxion replay`.
@@ -123,6 +164,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Validate { file } => validate::validate(&file),
         Command::Explain(args) => explain::explain(args).await,
         Command::Replay(args) => replay::replay(args).await,
+        Command::Rules(args) => rules::rules(args).await,
     }
 }
 

@@ -67,6 +67,13 @@ pub const LOOKUP_SEQ: &str = "\u{0}lookup_seq";
 pub const BUCKET: &str = "\u{0}bucket";
 pub const BUCKET_KEY: &str = "\u{0}bucket_key";
 
+/// A document's number while a rule's stages run (a rider), the rules that fired for it,
+/// and the marker of a rule whose stages ran as their own plan (`plan::stages::rules`).
+pub const RIDE_RULE_DOC: &str = "\u{0}ride_rule_doc";
+pub const RULES_FIRED: &str = "\u{0}rules_fired";
+pub fn rule_hit(k: usize) -> String {
+    numbered("rule_hit", k)
+}
 /// The `i`-th scratch column of kind `kind` (`id`, `warg`, `let`, `lag_x`, …).
 pub fn numbered(kind: &str, i: usize) -> String {
     format!("{PREFIX}{kind}_{i}")

@@ -13,6 +13,7 @@ pub mod path;
 pub mod project;
 pub mod query;
 pub mod reshape;
+pub mod rule_set;
 pub mod set_window_fields;
 pub mod sort;
 pub mod stream_window;
@@ -63,6 +64,8 @@ pub enum StageKind {
     /// `$facet`: named sub-pipelines over the same input, each collected into an array.
     Facet(Vec<(String, Pipeline)>),
     SetWindowFields(set_window_fields::SetWindowFields),
+    /// `$rules`: a rule set's decision for each document.
+    Rules(rule_set::RulesStage),
     /// `$tumblingWindow` / `$hoppingWindow`: windows of a stream (`runtime::window`).
     StreamWindow(stream_window::StreamWindow),
 }
@@ -143,6 +146,9 @@ fn one(kind: StageKind, path: &JsonPath) -> Result<Vec<Stage>> {
 
 /// Every stage the DSL reads, and its parser: the one list (error messages name these).
 pub static STAGES: &[(&str, StageParser)] = &[
+    ("$rules", |_, v, p| {
+        one(StageKind::Rules(rule_set::RulesStage::parse(v, p)?), p)
+    }),
     ("$match", |_, v, p| {
         one(StageKind::Match(query::Query::parse(v, p)?), p)
     }),

@@ -60,6 +60,7 @@ pub fn compile_stages(
             StageKind::Lookup(l) => stages::combine::plan_lookup(plan, l, tables, at)?,
             StageKind::Facet(facets) => stages::combine::plan_facet(plan, facets, tables, at)?,
             StageKind::SetWindowFields(w) => stages::set_window_fields::plan(plan, w, at)?,
+            StageKind::Rules(r) => stages::rules::plan(plan, r, tables, at)?,
             StageKind::StreamWindow(_) => {
                 return Err(at.err(
                     "window stages run on a stream: in a streaming job (fluxion run JOB.json), or over recorded input with fluxion replay",

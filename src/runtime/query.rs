@@ -74,6 +74,15 @@ pub fn check_stages(pipeline: &Pipeline) -> Result<()> {
                 | StageKind::Unwind(_)
                 | StageKind::Lookup(_)
         );
+        // A rule set judges each document on its own, and a rule's stages must too.
+        if let StageKind::Rules(r) = &stage.kind {
+            for rule in &r.rule_set.rules {
+                if let crate::dsl::rule_set::When::Stages(p) = &rule.when {
+                    check_stages(p)?;
+                }
+            }
+            continue;
+        }
         if !ok {
             return Err(stage.path.err(
                 "cannot run on a stream yet: it needs every document before it can emit (streaming runs stages that work document by document)",

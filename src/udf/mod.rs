@@ -24,6 +24,8 @@ pub mod date_trunc;
 pub mod exp_moving_avg;
 pub mod linear_fill;
 pub mod regex_find;
+pub mod rule_decision;
+pub mod rules_fired;
 
 use std::sync::Arc;
 

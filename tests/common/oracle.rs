@@ -18,10 +18,14 @@ const DIR: &str = "tests/oracle";
 pub fn ensure_installed() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        if Path::new(DIR)
-            .join("node_modules/mingo/package.json")
-            .is_file()
-        {
+        let installed = ["mingo", "json-rules-engine"].iter().all(|p| {
+            Path::new(DIR)
+                .join("node_modules")
+                .join(p)
+                .join("package.json")
+                .is_file()
+        });
+        if installed {
             return;
         }
         let status = Command::new("npm")
@@ -43,9 +47,14 @@ pub struct Oracle {
 
 impl Oracle {
     pub fn start() -> Oracle {
+        Oracle::start_script("oracle.cjs")
+    }
+
+    /// The oracle of another script of `tests/oracle` (`rules_oracle.cjs`: json-rules-engine).
+    pub fn start_script(script: &str) -> Oracle {
         ensure_installed();
         let mut child = Command::new("node")
-            .arg("oracle.cjs")
+            .arg(script)
             .current_dir(DIR)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -61,15 +70,10 @@ impl Oracle {
         }
     }
 
-    /// Runs `pipeline` over `docs` (with `collections` for `$lookup` / `$unionWith`).
-    pub fn aggregate(
-        &mut self,
-        docs: &[Value],
-        pipeline: &Value,
-        collections: &Value,
-    ) -> Result<Vec<Value>, String> {
+    /// Sends `req` (given the next id) and reads the answer.
+    pub fn request(&mut self, mut req: Value) -> Value {
         self.next_id += 1;
-        let req = json!({"id": self.next_id, "docs": docs, "pipeline": pipeline, "collections": collections});
+        req["id"] = json!(self.next_id);
         writeln!(self.stdin, "{req}").expect("write to oracle");
         self.stdin.flush().expect("flush oracle");
         let mut line = String::new();
@@ -77,6 +81,18 @@ impl Oracle {
         let answer: Value =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("oracle said {line:?}: {e}"));
         assert_eq!(answer["id"], json!(self.next_id), "oracle out of step");
+        answer
+    }
+
+    /// Runs `pipeline` over `docs` (with `collections` for `$lookup` / `$unionWith`).
+    pub fn aggregate(
+        &mut self,
+        docs: &[Value],
+        pipeline: &Value,
+        collections: &Value,
+    ) -> Result<Vec<Value>, String> {
+        let answer =
+            self.request(json!({"docs": docs, "pipeline": pipeline, "collections": collections}));
         match answer.get("docs") {
             Some(Value::Array(docs)) => Ok(docs.clone()),
             _ => Err(answer["error"]

@@ -280,6 +280,15 @@ pub fn scalar(v: &Value) -> ScalarValue {
                 .map(ScalarValue::data_type)
                 .find(|t| !t.is_null())
                 .unwrap_or(DataType::Utf8);
+            // Integers beside fractions widen to doubles, as in documents: `[-3, 2.5]` must
+            // not truncate 2.5 to the first element's Int64.
+            let elem_ty = if elem_ty == DataType::Int64
+                && values.iter().any(|s| matches!(s, ScalarValue::Float64(_)))
+            {
+                DataType::Float64
+            } else {
+                elem_ty
+            };
             let values: Vec<ScalarValue> = values
                 .into_iter()
                 .map(|s| {

@@ -8,6 +8,7 @@ pub mod limit;
 pub mod match_stage;
 pub mod project;
 pub mod reshape;
+pub mod rules;
 pub mod set_window_fields;
 pub mod sort;
 pub mod unwind;

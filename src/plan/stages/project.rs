@@ -14,7 +14,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, lambda, li
 use crate::Result;
 use crate::dsl::JsonPath;
 use crate::dsl::project::{Mode, Node, Projection, Tree};
-use crate::plan::expr::ExprCompiler;
+use crate::plan::expr::{ExprCompiler, Typed};
 use crate::plan::{field, order};
 
 /// A field available at one level of the document: its name, how to read it, its type.
@@ -40,6 +40,22 @@ pub fn plan_project(input: LogicalPlan, p: &Projection, at: &JsonPath) -> Result
 pub fn plan_add_fields(input: LogicalPlan, tree: &Tree, at: &JsonPath) -> Result<LogicalPlan> {
     let schema = input.schema().clone();
     let c = ExprCompiler::new(&schema);
+    let fields = add(&top_level(&schema), tree, &c, at)?;
+    project(input, fields, at)
+}
+
+/// Plans `$addFields` whose expressions may read the variables `vars` (`$$name`).
+pub fn plan_add_fields_with(
+    input: LogicalPlan,
+    tree: &Tree,
+    vars: &[(String, Typed)],
+    at: &JsonPath,
+) -> Result<LogicalPlan> {
+    let schema = input.schema().clone();
+    let mut c = ExprCompiler::new(&schema);
+    for (name, value) in vars {
+        c = c.with_var(name, value.clone());
+    }
     let fields = add(&top_level(&schema), tree, &c, at)?;
     project(input, fields, at)
 }
