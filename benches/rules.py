@@ -3,11 +3,13 @@
 
 Random rule sets of json-rules-engine conditions (each rule an `all` of 2–3 comparisons on
 the documents' fields, salience 1–5, hit policy `all`) over random orders (JSON lines written
-here): `fluxion rules eval` and json-rules-engine 7.3.1 under node (the test oracle's copy)
-each print one line per document with the rules that passed. Both answers are compared
+here): Fluxion runs `[{"$rules": …}, {"$project": {"passed": "$decision.passed"}}]` over the
+file (`fluxion run --pipeline`, the path `$rules` takes in any job), json-rules-engine 7.3.1
+under node (the test oracle's copy) judges each document; both write one JSON line per
+document with the rules that passed. Both answers are compared
 document by document before any time is reported, so a fast wrong answer cannot win.
-json-rules-engine judges one document at a time, so it runs on the first `--jre-events`
-documents only; rates are documents per second.
+json-rules-engine judges one document at a time,
+so it runs on the first `--jre-events` documents only, once; rates are documents per second.
 
     FLUXION_BIN=target/release/fluxion python3 benches/rules.py [--runs 2]
 """
@@ -69,19 +71,20 @@ def passed(path, limit):
         for i, line in enumerate(f):
             if i >= limit:
                 break
-            out.append(sorted(json.loads(line)["passed"]))
+            out.append(sorted(json.loads(line).get("passed", [])))
     return out
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=2)
-    ap.add_argument("--jre-events", type=int, default=100_000)
+    ap.add_argument("--jre-events", type=int, default=20_000)
+    ap.add_argument("--jre-runs", type=int, default=1)
     args = ap.parse_args()
     fluxion = build()
     d = tempfile.mkdtemp(prefix="fluxion-rules-bench-")
     print(f"{'rules':>6} {'documents':>10} | {'fluxion s':>9} {'docs/s':>10} | {'json-rules-engine s':>19} "
-          f"{'docs':>8} {'docs/s':>8} | ratio")
+          f"{'docs':>8} {'docs/s':>8} | ratio", flush=True)
     for rules, events in [(100, 1_000_000), (1000, 100_000)]:
         data = os.path.join(d, f"docs-{events}.jsonl")
         rs = os.path.join(d, f"rules-{rules}.json")
@@ -89,17 +92,21 @@ def main():
         rule_set(rs, rules, 2)
         out_f = os.path.join(d, "fluxion.jsonl")
         out_j = os.path.join(d, "jre.jsonl")
-        best_f = min(timed([fluxion, "rules", "eval", rs, "--input", data], out_f) for _ in range(args.runs))
+        pipeline = os.path.join(d, f"pipeline-{rules}.json")
+        with open(pipeline, "w") as f:
+            json.dump([{"$rules": {"ruleSet": rs}}, {"$project": {"_id": 0, "passed": "$decision.passed"}}], f)
+        best_f = min(timed([fluxion, "run", "--pipeline", pipeline, "--input", data], out_f)
+                     for _ in range(args.runs))
         jre_events = min(events, args.jre_events)
         best_j = min(timed(["node", os.path.join(HERE, "rules_jre.cjs"), rs, data, str(jre_events)], out_j)
-                     for _ in range(args.runs))
+                     for _ in range(args.jre_runs))
         a, b = passed(out_f, jre_events), passed(out_j, jre_events)
         if a != b:
             bad = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
             sys.exit(f"answers differ at document {bad}: fluxion {a[bad]}, json-rules-engine {b[bad]}")
         rate_f, rate_j = events / best_f, jre_events / best_j
         print(f"{rules:>6} {events:>10} | {best_f:>9.2f} {rate_f:>10.0f} | {best_j:>19.2f} {jre_events:>8} "
-              f"{rate_j:>8.0f} | {rate_f / rate_j:.1f}x")
+              f"{rate_j:>8.0f} | {rate_f / rate_j:.1f}x", flush=True)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,13 @@ pub struct Job {
     pub connections: std::collections::BTreeMap<String, crate::enrich::connections::Connection>,
     /// A directory of rule sets, where `$rules` stages look `id@version` up.
     pub rules: Option<String>,
+    /// Named sinks a document goes to instead of `sink` when its route list (`routeField`)
+    /// names them: `{"review": {"type": "file", …}}`.
+    #[serde(default)]
+    pub routes: std::collections::BTreeMap<String, SinkConfig>,
+    /// Where each output document's route names are (default `decision.routes`).
+    #[serde(rename = "routeField")]
+    pub route_field: Option<String>,
 }
 
 /// `checkpoint` of a streaming job.
@@ -181,16 +188,49 @@ impl Job {
         {
             p.url = Some(postgres_url(connections, c, "source.connection", name)?.to_string());
         }
-        for (sink, what) in [
-            (Some(&mut self.sink), "sink"),
-            (self.dead_letter.as_mut(), "deadLetter"),
-        ] {
+        let mut sinks = vec![
+            (Some(&mut self.sink), "sink".to_string()),
+            (self.dead_letter.as_mut(), "deadLetter".to_string()),
+        ];
+        for (route, sink) in self.routes.iter_mut() {
+            sinks.push((Some(sink), format!("routes.{route}")));
+        }
+        for (sink, what) in sinks {
             if let Some(SinkConfig::Postgres(p)) = sink
                 && let Some(c) = &p.connection
             {
                 p.url = Some(
                     postgres_url(connections, c, &format!("{what}.connection"), name)?.to_string(),
                 );
+            }
+        }
+        Ok(())
+    }
+
+    /// Errors when a rule set routes to a sink the job does not declare under `routes`.
+    fn check_routes(&self, pipeline: &Pipeline, name: &str) -> Result<()> {
+        if self.routes.is_empty() {
+            return Ok(());
+        }
+        for stage in &pipeline.stages {
+            let crate::dsl::StageKind::Rules(r) = &stage.kind else {
+                continue;
+            };
+            for rule in &r.rule_set.rules {
+                for a in rule.actions.iter().filter(|a| a.kind == "route") {
+                    if let Some(Value::String(sink)) = a.params.get("sink")
+                        && !self.routes.contains_key(sink)
+                    {
+                        return Err(Error::config(
+                            name,
+                            format!(
+                                "{}: routes to \"{sink}\", which is not under the job's \"routes\" ({})",
+                                a.path,
+                                self.routes.keys().cloned().collect::<Vec<_>>().join(", ")
+                            ),
+                        ));
+                    }
+                }
             }
         }
         Ok(())
@@ -214,7 +254,9 @@ impl Job {
                 if let Some(dir) = &self.rules {
                     crate::rules::Registry::open(dir)?.resolve_pipeline(&mut p)?;
                 }
-                Ok(Query::Pipeline(Pipeline::from_value(&p)?))
+                let pipeline = Pipeline::from_value(&p)?;
+                self.check_routes(&pipeline, name)?;
+                Ok(Query::Pipeline(pipeline))
             }
             (None, Some(s)) => Ok(Query::Sql(crate::enrich::connections::resolve_sql(
                 s,
@@ -241,7 +283,7 @@ impl Job {
             self.sink,
             SinkConfig::Kafka(_) | SinkConfig::Http(_) | SinkConfig::Postgres(_)
         );
-        follow || self.checkpoint.is_some() || self.runtime.is_some()
+        follow || self.checkpoint.is_some() || self.runtime.is_some() || !self.routes.is_empty()
     }
 
     /// The table name the source is registered under.
@@ -300,6 +342,11 @@ impl Job {
         }
         if let Some(SinkConfig::File { path, .. }) = &mut self.dead_letter {
             fix(path);
+        }
+        for sink in self.routes.values_mut() {
+            if let SinkConfig::File { path, .. } = sink {
+                fix(path);
+            }
         }
     }
 }

@@ -670,3 +670,76 @@ fn a_streaming_job_decides_as_the_batch_does_and_replays() {
     assert!(replay.status.success(), "{said}");
     assert!(said.ends_with("match\n"), "{said}");
 }
+
+#[test]
+fn route_actions_send_documents_to_the_named_sinks() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy("examples/data/orders.jsonl", dir.path().join("in.jsonl")).unwrap();
+    let rules = std::fs::canonicalize("examples/rules/order-approval.json").unwrap();
+    let job = |routes: Value| {
+        json!({"source": {"type": "file", "path": "in.jsonl"}, "checkpoint": {"store": "cp"},
+               "pipeline": [{"$rules": {"ruleSet": rules, "mode": "execute"}},
+                            {"$project": {"_id": 0, "orderId": 1, "approval": 1, "decision": 1}}],
+               "sink": {"type": "file", "path": "main.jsonl"}, "routes": routes,
+               "runtime": {"microBatchSize": 50}})
+    };
+    let path = dir.path().join("job.json");
+    // A route no sink is declared for is refused before anything runs.
+    std::fs::write(
+        &path,
+        job(json!({"audit": {"type": "file", "path": "audit.jsonl"}})).to_string(),
+    )
+    .unwrap();
+    let out = fluxion()
+        .args(["run", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("routes to \"review\", which is not under the job's \"routes\" (audit)"),
+        "{said}"
+    );
+    std::fs::write(
+        &path,
+        job(json!({"review": {"type": "file", "path": "review.jsonl"}})).to_string(),
+    )
+    .unwrap();
+    let out = fluxion()
+        .args(["run", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |f: &str| -> Vec<Value> {
+        std::fs::read_to_string(dir.path().join(f))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (main, review) = (read("main.jsonl"), read("review.jsonl"));
+    // 87 large paid orders route to review (computed from the data by hand in Python).
+    assert_eq!(review.len(), 87);
+    assert_eq!(main.len(), 600 - 87);
+    assert!(
+        review
+            .iter()
+            .all(|d| d["approval"] == "review" && d["decision"]["routes"] == json!(["review"]))
+    );
+    assert!(main.iter().all(|d| d["decision"]["routes"] == json!([])));
+    let replay = fluxion()
+        .args(["replay", path.to_str().unwrap(), "--verify"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&replay.stdout);
+    assert!(
+        replay.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert!(said.ends_with("match\n"), "{said}");
+}

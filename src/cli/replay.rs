@@ -87,18 +87,76 @@ pub(super) async fn replay(args: ReplayArgs) -> Result<()> {
             .flush()
             .map_err(|e| Error::external("writing to stdout", e));
     }
-    let SinkConfig::File { path, format } = &job.sink else {
-        return Err(Error::config(
-            &name,
-            "--verify compares with a file sink's committed output (stdout keeps nothing to compare)",
-        ));
-    };
+    // With routes, each sink holds the documents routed to it: the batch answer is split
+    // the same way and each part compared with its sink.
     let state = checkpoint.sink.get("out").unwrap_or(&checkpoint.sink);
-    let committed = if *format == Some(crate::connect::Format::Parquet) {
-        committed_parquet(path, state)?
+    let mut parts: Vec<(String, &SinkConfig, &Value)> = Vec::new();
+    if job.routes.is_empty() {
+        parts.push(("sink".to_string(), &job.sink, state));
     } else {
-        committed_jsonl(path, state)?
+        parts.push(("sink".to_string(), &job.sink, &state["main"]));
+        for (route, c) in &job.routes {
+            parts.push((
+                format!("routes.{route}"),
+                c,
+                &state["routes"][route.as_str()],
+            ));
+        }
+    }
+    let field: Vec<&str> = job
+        .route_field
+        .as_deref()
+        .unwrap_or(crate::connect::routed::DEFAULT_FIELD)
+        .split('.')
+        .collect();
+    let routes_of = |d: &Value| -> Vec<String> {
+        let mut v = d;
+        for f in &field {
+            v = &v[*f];
+        }
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
     };
+    let mut committed = Vec::new();
+    let mut expected = Vec::new();
+    for (what, config, state) in &parts {
+        let SinkConfig::File { path, format } = config else {
+            return Err(Error::config(
+                &name,
+                format!(
+                    "--verify compares with file sinks' committed output ({what} is not a file)"
+                ),
+            ));
+        };
+        let mut docs = if *format == Some(crate::connect::Format::Parquet) {
+            committed_parquet(path, state)?
+        } else {
+            committed_jsonl(path, state)?
+        };
+        committed.append(&mut docs);
+        if job.routes.is_empty() {
+            expected = answer.clone();
+        } else {
+            expected.extend(
+                answer
+                    .iter()
+                    .filter(|d| {
+                        let names = routes_of(d);
+                        match what.strip_prefix("routes.") {
+                            Some(route) => names.iter().any(|n| n == route),
+                            None => !names.iter().any(|n| job.routes.contains_key(n)),
+                        }
+                    })
+                    .cloned(),
+            );
+        }
+    }
+    let answer = expected;
     let upserts = matches!(&query, StreamQuery::Pipeline(p)
         if crate::runtime::state::group::split_at_group(p).is_some());
     let differences = compare(&committed, &answer, upserts);

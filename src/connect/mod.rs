@@ -15,6 +15,7 @@ pub mod nexmark;
 pub mod object_store;
 pub mod parquet_sink;
 pub mod postgres;
+pub mod routed;
 pub mod source;
 pub mod stdout;
 

@@ -224,47 +224,64 @@ impl RuleEngine {
 
     /// Custom actions and the per-rule hooks, rule by rule in evaluation order.
     fn run_actions(&self, decisions: &mut [Decision], execute: bool) -> Result<()> {
+        let custom = execute && !self.actions.is_empty();
+        if self.hooks.is_empty() && !custom {
+            return Ok(());
+        }
+        // The documents each rule fired for, in one pass over the decisions.
+        let position: std::collections::HashMap<&str, usize> = self
+            .rule_set
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id.as_str(), i))
+            .collect();
+        let mut fired: Vec<Vec<usize>> = vec![Vec::new(); self.rule_set.rules.len()];
+        for (row, d) in decisions.iter().enumerate() {
+            for p in &d.passed {
+                if let Some(&i) = position.get(p.as_str()) {
+                    fired[i].push(row);
+                }
+            }
+        }
         for &r in &self.rule_set.evaluation_order() {
             let rule = &self.rule_set.rules[r];
             for h in &self.hooks {
                 h.before_rule(rule);
             }
-            let mut fired = Vec::new();
-            for d in decisions.iter_mut() {
-                if !d.passed.iter().any(|p| p == &rule.id) {
-                    continue;
-                }
-                fired.push(d.index);
-                if !execute {
-                    continue;
-                }
-                let actions: Vec<Value> = d
-                    .actions
-                    .iter()
-                    .filter(|a| a["rule"] == rule.id.as_str())
-                    .cloned()
-                    .collect();
-                for a in actions {
-                    let Some(custom) = a["type"].as_str().and_then(|t| self.actions.get(t)) else {
-                        continue;
-                    };
-                    let doc = d.document.get_or_insert_with(|| Value::Object(Map::new()));
-                    if let Value::Object(m) = doc {
-                        custom.run(&a, m).map_err(|e| {
-                            Error::pipeline(
-                                rule.path.key("actions"),
-                                format!(
-                                    "action \"{}\" failed for document {}: {e}",
-                                    custom.name(),
-                                    d.index
-                                ),
-                            )
-                        })?;
+            if custom {
+                for &row in &fired[r] {
+                    let d = &mut decisions[row];
+                    let actions: Vec<Value> = d
+                        .actions
+                        .iter()
+                        .filter(|a| a["rule"] == rule.id.as_str())
+                        .cloned()
+                        .collect();
+                    for a in actions {
+                        let Some(action) = a["type"].as_str().and_then(|t| self.actions.get(t))
+                        else {
+                            continue;
+                        };
+                        let doc = d.document.get_or_insert_with(|| Value::Object(Map::new()));
+                        if let Value::Object(m) = doc {
+                            action.run(&a, m).map_err(|e| {
+                                Error::pipeline(
+                                    rule.path.key("actions"),
+                                    format!(
+                                        "action \"{}\" failed for document {}: {e}",
+                                        action.name(),
+                                        d.index
+                                    ),
+                                )
+                            })?;
+                        }
                     }
                 }
             }
+            let indexes: Vec<usize> = fired[r].iter().map(|&row| decisions[row].index).collect();
             for h in &self.hooks {
-                h.after_rule(rule, &fired);
+                h.after_rule(rule, &indexes);
             }
         }
         Ok(())

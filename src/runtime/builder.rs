@@ -107,6 +107,29 @@ impl Stream {
         b.source = Some(open_source(&job.source, hint, &name)?);
         b.options.time_field = job.source.time_field().cloned();
         b = b.sink_config(&job.sink)?;
+        if !job.routes.is_empty() {
+            let main = b
+                .sink
+                .take()
+                .ok_or_else(|| Error::Internal("no sink".into()))?;
+            let routes = job
+                .routes
+                .iter()
+                .map(|(route, c)| {
+                    Ok((
+                        route.clone(),
+                        open_sink(c, &format!("{name} routes.{route}"))?,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let field = job
+                .route_field
+                .as_deref()
+                .unwrap_or(crate::connect::routed::DEFAULT_FIELD);
+            b.sink = Some(Box::new(crate::connect::routed::RoutedSink::new(
+                main, routes, field, &name,
+            )));
+        }
         if let Some(p) = &job.error_policy {
             b = b.error_policy(ErrorPolicy::from_json(p, "errorPolicy")?);
         }
@@ -133,6 +156,12 @@ impl Stream {
             return Err(Error::config(
                 name,
                 "runtime.scaleOut: only a Kafka source with a groupId is scaled out over its partitions",
+            ));
+        }
+        if !job.routes.is_empty() {
+            return Err(Error::config(
+                name,
+                "runtime.scaleOut: a job with routes runs in one process",
             ));
         }
         // The sinks open per task; opened once here, their settings are checked up front.
