@@ -327,35 +327,42 @@ fn fluxion() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fluxion"))
 }
 
-#[test]
-fn cli_eval_prints_one_line_per_document() {
-    let out = fluxion()
-        .args([
-            "rules",
-            "eval",
-            "examples/rules/order-approval.json",
-            "--input",
-            "examples/data/orders.jsonl",
-            "--execute",
-        ])
-        .output()
-        .unwrap();
+/// Runs `fluxion args…`, which must succeed; its standard output.
+fn fluxion_ok(args: &[&str]) -> String {
+    let out = fluxion().args(args).output().unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "fluxion {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The documents of JSON-lines text.
+fn documents(text: &str) -> Vec<Value> {
+    text.lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+        .collect()
+}
+
+/// The documents of a JSON-lines file.
+fn file_documents(path: impl AsRef<std::path::Path>) -> Vec<Value> {
+    documents(&std::fs::read_to_string(path).unwrap())
+}
+
+#[test]
+fn cli_eval_prints_one_line_per_document() {
+    let lines = documents(&fluxion_ok(&[
+        "rules",
+        "eval",
+        "examples/rules/order-approval.json",
+        "--input",
+        "examples/data/orders.jsonl",
+        "--execute",
+    ]));
     assert_eq!(lines.len(), 600);
-    let inputs: Vec<Value> = std::fs::read_to_string("examples/data/orders.jsonl")
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let inputs = file_documents("examples/data/orders.jsonl");
     for (i, (line, input)) in lines.iter().zip(&inputs).enumerate() {
         assert_eq!(line["index"], json!(i));
         assert_eq!(line["ruleSet"], "order-approval@1.0.0");
@@ -611,45 +618,20 @@ fn a_streaming_job_decides_as_the_batch_does_and_replays() {
         .to_string(),
     )
     .unwrap();
-    let out = fluxion()
-        .args(["run", job.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let streamed: Vec<Value> = std::fs::read_to_string(dir.path().join("out.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    fluxion_ok(&["run", job.to_str().unwrap()]);
+    let streamed = file_documents(dir.path().join("out.jsonl"));
     // The same pipeline in one batch, the rule set read from its file.
     let mut batch_pipeline = pipeline.clone();
     batch_pipeline[0]["$rules"]["ruleSet"] = json!("examples/rules/order-approval.json");
     let batch_file = dir.path().join("batch.json");
     std::fs::write(&batch_file, batch_pipeline.to_string()).unwrap();
-    let batch = fluxion()
-        .args([
-            "run",
-            "--pipeline",
-            batch_file.to_str().unwrap(),
-            "--input",
-            "examples/data/orders.jsonl",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        batch.status.success(),
-        "{}",
-        String::from_utf8_lossy(&batch.stderr)
-    );
-    let batch: Vec<Value> = String::from_utf8(batch.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let batch = documents(&fluxion_ok(&[
+        "run",
+        "--pipeline",
+        batch_file.to_str().unwrap(),
+        "--input",
+        "examples/data/orders.jsonl",
+    ]));
     assert_eq!(streamed.len(), 600);
     assert_eq!(streamed, batch);
     assert!(
@@ -662,12 +644,7 @@ fn a_streaming_job_decides_as_the_batch_does_and_replays() {
             .iter()
             .any(|d| d["passed"] == json!(["vip-paid", "many-items"]))
     );
-    let replay = fluxion()
-        .args(["replay", job.to_str().unwrap(), "--verify"])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&replay.stdout);
-    assert!(replay.status.success(), "{said}");
+    let said = fluxion_ok(&["replay", job.to_str().unwrap(), "--verify"]);
     assert!(said.ends_with("match\n"), "{said}");
 }
 
@@ -705,23 +682,9 @@ fn route_actions_send_documents_to_the_named_sinks() {
         job(json!({"review": {"type": "file", "path": "review.jsonl"}})).to_string(),
     )
     .unwrap();
-    let out = fluxion()
-        .args(["run", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let read = |f: &str| -> Vec<Value> {
-        std::fs::read_to_string(dir.path().join(f))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
-    let (main, review) = (read("main.jsonl"), read("review.jsonl"));
+    fluxion_ok(&["run", path.to_str().unwrap()]);
+    let main = file_documents(dir.path().join("main.jsonl"));
+    let review = file_documents(dir.path().join("review.jsonl"));
     // 87 large paid orders route to review (computed from the data by hand in Python).
     assert_eq!(review.len(), 87);
     assert_eq!(main.len(), 600 - 87);
@@ -731,15 +694,6 @@ fn route_actions_send_documents_to_the_named_sinks() {
             .all(|d| d["approval"] == "review" && d["decision"]["routes"] == json!(["review"]))
     );
     assert!(main.iter().all(|d| d["decision"]["routes"] == json!([])));
-    let replay = fluxion()
-        .args(["replay", path.to_str().unwrap(), "--verify"])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&replay.stdout);
-    assert!(
-        replay.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
+    let said = fluxion_ok(&["replay", path.to_str().unwrap(), "--verify"]);
     assert!(said.ends_with("match\n"), "{said}");
 }
