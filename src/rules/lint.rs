@@ -3,7 +3,8 @@
 //!
 //! Errors stop `fluxion rules eval` and a pipeline; warnings do not:
 //! - `invalid` (error): the rule does not parse or compile — an unsupported operator, a
-//!   malformed stage, a comparison with a non-number, `in` without an array;
+//!   malformed stage, a comparison with a non-number, `in` without an array, an action
+//!   missing a member;
 //! - `empty-when` (error): a `when` with no stage or no condition passes for everything;
 //! - `unknown-action` (error): an action type nobody registered;
 //! - `duplicate-salience` (warning): under `first` or `priority`, rules of equal salience —
@@ -22,7 +23,7 @@ use serde_json::{Map, Value};
 
 use crate::dsl::JsonPath;
 use crate::dsl::rule_set::{Condition, HitPolicy, Operand, Operator, Rule, RuleSet, When};
-use crate::plan::stages::rules::ACTIONS;
+use crate::plan::stages::rules::{ACTIONS, check_action};
 
 /// How bad a lint is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -207,6 +208,9 @@ fn lint_rule(rule: &Rule, custom: &[String], out: &mut Vec<Lint>) {
         _ => {}
     }
     for a in &rule.actions {
+        if let Err(e) = check_action(a) {
+            out.push(invalid(Some(&rule.id), &e));
+        }
         if !ACTIONS.contains(&a.kind.as_str()) && !custom.iter().any(|c| c == &a.kind) {
             out.push(lint(
                 Severity::Error,
@@ -584,6 +588,19 @@ mod tests {
                 json!([{"id": "u", "when": [{"$match": {"a": 1}}], "actions": [{"type": "sett"}]}])
             )),
             vec![("unknown-action", Some("u".into()))]
+        );
+        assert_eq!(
+            codes(rules(
+                "all",
+                json!([{"id": "p", "when": [{"$match": {"a": 1}}], "actions": [
+                    {"type": "set", "field": "$x", "value": 1}, {"type": "tag"}, {"type": "emit", "document": 3}
+                ]}])
+            )),
+            vec![
+                ("invalid", Some("p".into())),
+                ("invalid", Some("p".into())),
+                ("invalid", Some("p".into()))
+            ]
         );
         let lints = lint(
             &rules(

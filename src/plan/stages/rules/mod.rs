@@ -236,7 +236,32 @@ fn action_out(
     Ok(out)
 }
 
-fn action_text(a: &ActionSpec, name: &str) -> Result<String> {
+/// A built-in action's members, checked without compiling anything (lints).
+pub fn check_action(a: &ActionSpec) -> Result<()> {
+    match a.kind.as_str() {
+        "set" => {
+            action_field(a)?;
+            match a.params.get("value") {
+                Some(v) => Expression::parse(v, &a.path.key("value")).map(|_| ()),
+                None => Err(a.path.err("set needs a \"value\"")),
+            }
+        }
+        "unset" => action_field(a).map(|_| ()),
+        "tag" => action_text(a, "tag").map(|_| ()),
+        "route" => action_text(a, "sink").map(|_| ()),
+        "emit" => match a.params.get("document") {
+            Some(d @ Value::Object(_)) => Expression::parse(d, &a.path.key("document")).map(|_| ()),
+            _ => Err(a
+                .path
+                .key("document")
+                .err("emit needs a \"document\" object (its values may be expressions)")),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// A string member of an action.
+pub fn action_text(a: &ActionSpec, name: &str) -> Result<String> {
     match a.params.get(name) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
         _ => Err(a
