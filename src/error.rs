@@ -33,6 +33,11 @@ pub enum Error {
     #[error("{context}: {message}")]
     Document { context: String, message: String },
 
+    /// A change made against a stale version of what it changes (the service's optimistic
+    /// concurrency): read the current version and try again.
+    #[error("{context}: {message}")]
+    Conflict { context: String, message: String },
+
     /// A failure of an external system: the file system or an object store.
     #[error("{context}: {source}")]
     External {
@@ -138,6 +143,7 @@ impl Error {
             | Error::Config { .. }
             | Error::Input { .. }
             | Error::Document { .. }
+            | Error::Conflict { .. }
             | Error::Internal(_) => false,
         }
     }
@@ -150,6 +156,7 @@ impl Error {
                 | Error::Config { .. }
                 | Error::Input { .. }
                 | Error::Document { .. }
+                | Error::Conflict { .. }
         )
     }
 }

@@ -8,6 +8,7 @@
 //! - [`enrich`]: operators that call external systems from inside a stage (`$httpCall`).
 //! - [`rules`]: the rule engine — rule sets judged column-wise, lints, a registry.
 //! - [`runtime`]: the streaming micro-batch loop over Connect sources and sinks (in progress).
+//! - [`service`]: the control plane of `fluxion serve` (its event log so far).
 //! - [`udf`]: Fluxion's own scalar functions (calendar arithmetic in time zones).
 //! - [`document`]: how JSON documents are represented as Arrow (inference, decode, encode).
 //! - [`engine`]: the embedded API tying these together; [`job`] and [`cli`] drive it.
@@ -33,6 +34,7 @@ pub mod job;
 pub mod plan;
 pub mod rules;
 pub mod runtime;
+pub mod service;
 pub mod udf;
 pub mod units;
 

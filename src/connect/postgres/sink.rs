@@ -194,9 +194,7 @@ impl PostgresSink {
     /// The statement writing documents with `fields` (given as a JSON array in `$1`).
     fn statement(&self, fields: &[String]) -> Result<String> {
         let columns = self.columns.as_ref().ok_or_else(|| {
-            crate::Error::Internal(
-                "the PostgreSQL sink wrote before learning its table's columns".into(),
-            )
+            Error::Internal("the PostgreSQL sink wrote before learning its table's columns".into())
         })?;
         for k in &self.keys {
             if !fields.contains(k) {
