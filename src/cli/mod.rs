@@ -42,6 +42,15 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Rule sets: lint one, or print its decisions for the documents of a file.
     Rules(RulesArgs),
+    /// Run the service: a REST API for many pipelines, its state in --data-dir.
+    Serve {
+        /// Where to listen (loopback unless told otherwise).
+        #[arg(long, default_value = "127.0.0.1:8700", value_name = "HOST:PORT")]
+        listen: String,
+        /// The service's state: its event log, keys and the pipelines' checkpoints.
+        #[arg(long = "data-dir", value_name = "DIR")]
+        data_dir: PathBuf,
+    },
 }
 
 /// Arguments of `fluxion rules`.
@@ -165,6 +174,9 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Explain(args) => explain::explain(args).await,
         Command::Replay(args) => replay::replay(args).await,
         Command::Rules(args) => rules::rules(args).await,
+        Command::Serve { listen, data_dir } => {
+            crate::service::server::serve(&listen, &data_dir).await
+        }
     }
 }
 

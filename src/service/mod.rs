@@ -1,6 +1,7 @@
-//! `fluxion serve`, the control plane for many pipelines. Being built: so far the event log
-//! every change is recorded in and the projections of it ([`events`]), and the API keys with
-//! their roles ([`keys`]); the REST API, health and the dashboard come on top.
+//! `fluxion serve`, the control plane for many pipelines (being built): the event log every
+//! change is recorded in and its projections ([`events`]), API keys with their roles
+//! ([`keys`]), and the HTTP server with the `/v1` API and health ([`server`]).
 
 pub mod events;
 pub mod keys;
+pub mod server;
