@@ -68,10 +68,9 @@ pub fn plan_unset(input: LogicalPlan, tree: &Tree, at: &JsonPath) -> Result<Logi
 
 /// Keeps every column but `names` (working columns of other stages).
 pub fn drop_columns(input: LogicalPlan, names: &[&str], at: &JsonPath) -> Result<LogicalPlan> {
-    let fields = top_level(input.schema())
+    let fields = columns(input.schema())
         .into_iter()
-        .filter(|s| !names.contains(&s.name.as_str()))
-        .map(|s| (s.name, s.expr))
+        .filter(|(n, _)| !names.contains(&n.as_str()))
         .collect();
     project(input, fields, at)
 }
@@ -122,6 +121,14 @@ fn project(
     }
     let exprs: Vec<Expr> = fields.into_iter().map(|(n, e)| e.alias(n)).collect();
     Ok(LogicalPlanBuilder::from(input).project(exprs)?.build()?)
+}
+
+/// Every column of `schema` as `(name, expression)`, for a projection that keeps them.
+pub fn columns(schema: &DFSchema) -> Vec<(String, Expr)> {
+    top_level(schema)
+        .into_iter()
+        .map(|s| (s.name, s.expr))
+        .collect()
 }
 
 fn top_level(schema: &DFSchema) -> Vec<Source> {

@@ -122,27 +122,11 @@ pub fn plan(
 
     // One projection adds the fired positions; the next the decision (and, executing, the
     // fields the actions write); the last drops the working columns.
-    let mut fields: Vec<(String, Expr)> = plan
-        .schema()
-        .iter()
-        .map(|(q, f)| {
-            (
-                f.name().clone(),
-                Expr::Column(datafusion::common::Column::new(q.cloned(), f.name())),
-            )
-        })
-        .collect();
+    let mut fields = project::columns(plan.schema());
     fields.push((RULES_FIRED.to_string(), fired));
     let plan = project::project_fields(plan, fields, at)?;
-    let schema = plan.schema().clone();
-    let mut fields: Vec<(String, Expr)> = schema
-        .iter()
-        .map(|(q, f)| {
-            (
-                f.name().clone(),
-                Expr::Column(datafusion::common::Column::new(q.cloned(), f.name())),
-            )
-        })
+    let mut fields: Vec<(String, Expr)> = project::columns(plan.schema())
+        .into_iter()
         .filter(|(n, _)| n != &stage.as_field)
         .collect();
     fields.push((stage.as_field.clone(), decision));
@@ -332,16 +316,9 @@ fn join_sub_plan(
             "a rule whose stages do more than $match needs numbered documents (a JSON-lines input)",
         ));
     }
-    let mut fields: Vec<(String, Expr)> = plan
-        .schema()
-        .iter()
-        .filter(|(_, f)| f.name() != RIDE_RULE_DOC)
-        .map(|(q, f)| {
-            (
-                f.name().clone(),
-                Expr::Column(datafusion::common::Column::new(q.cloned(), f.name())),
-            )
-        })
+    let mut fields: Vec<(String, Expr)> = project::columns(plan.schema())
+        .into_iter()
+        .filter(|(n, _)| n != RIDE_RULE_DOC)
         .collect();
     fields.push((RIDE_RULE_DOC.to_string(), hidden::column(SEQ)));
     let numbered = project::project_fields(plan.clone(), fields, &at)?;
