@@ -38,6 +38,10 @@ pub enum Error {
     #[error("{context}: {message}")]
     Conflict { context: String, message: String },
 
+    /// Something named that does not exist (a pipeline of the service, say).
+    #[error("{0}")]
+    NotFound(String),
+
     /// A failure of an external system: the file system or an object store.
     #[error("{context}: {source}")]
     External {
@@ -144,6 +148,7 @@ impl Error {
             | Error::Input { .. }
             | Error::Document { .. }
             | Error::Conflict { .. }
+            | Error::NotFound(_)
             | Error::Internal(_) => false,
         }
     }
@@ -157,6 +162,7 @@ impl Error {
                 | Error::Input { .. }
                 | Error::Document { .. }
                 | Error::Conflict { .. }
+                | Error::NotFound(_)
         )
     }
 }

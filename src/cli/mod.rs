@@ -1,7 +1,9 @@
-//! The `fluxion` command line: `run`, `validate`, `explain`, `replay`. Keep the flags stable:
-//! external checks call exactly these.
+//! The `fluxion` command line: `run`, `validate`, `explain`, `replay`, `rules`, `serve`, and
+//! `pipelines` / `events` against a running service. Keep the flags stable: external checks
+//! call exactly these.
 
 mod explain;
+mod remote;
 mod replay;
 mod rules;
 mod run;
@@ -21,6 +23,24 @@ use crate::connect::Format;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// The service `pipelines` and `events` talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "FLUXION_SERVER",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8700"
+    )]
+    pub server: String,
+    /// The API key or JWT for the service.
+    #[arg(
+        long,
+        global = true,
+        env = "FLUXION_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
 
 /// The subcommands.
@@ -44,13 +64,54 @@ pub enum Command {
     Rules(RulesArgs),
     /// Run the service: a REST API for many pipelines, its state in --data-dir.
     Serve {
-        /// Where to listen (loopback unless told otherwise).
-        #[arg(long, default_value = "127.0.0.1:8700", value_name = "HOST:PORT")]
-        listen: String,
+        /// Where to listen (127.0.0.1:8700 unless told otherwise, or the settings say).
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: Option<String>,
         /// The service's state: its event log, keys and the pipelines' checkpoints.
         #[arg(long = "data-dir", value_name = "DIR")]
-        data_dir: PathBuf,
+        data_dir: Option<PathBuf>,
+        /// A settings file (TOML): event store, TLS, JWT, rate limits, tables, rule registry.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
+    /// Pipelines of a running service (--server, --token).
+    Pipelines {
+        #[command(subcommand)]
+        command: PipelinesCommand,
+    },
+    /// Print a running service's event log, one JSON line per event.
+    Events {
+        /// Only the events after this position.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+}
+
+/// The subcommands of `fluxion pipelines`.
+#[derive(Debug, Subcommand)]
+pub enum PipelinesCommand {
+    /// Submit a job file; prints {"id", "version"}.
+    Submit { job: PathBuf },
+    /// One JSON line per pipeline.
+    List,
+    /// One pipeline with its job.
+    Get { id: String },
+    /// Start a pipeline.
+    Start { id: String },
+    /// Stop a pipeline (it finishes its batch and checkpoints).
+    Stop { id: String },
+    /// Stop and start a pipeline.
+    Restart { id: String },
+    /// Replace a pipeline's job (a running one stops, takes it and resumes).
+    Update {
+        id: String,
+        job: PathBuf,
+        /// Start the new version from an empty checkpoint.
+        #[arg(long = "reset-checkpoint")]
+        reset_checkpoint: bool,
+    },
+    /// Delete a pipeline.
+    Delete { id: String },
 }
 
 /// Arguments of `fluxion rules`.
@@ -174,8 +235,23 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Explain(args) => explain::explain(args).await,
         Command::Replay(args) => replay::replay(args).await,
         Command::Rules(args) => rules::rules(args).await,
-        Command::Serve { listen, data_dir } => {
-            crate::service::server::serve(&listen, &data_dir).await
+        Command::Serve {
+            listen,
+            data_dir,
+            config,
+        } => {
+            crate::service::server::serve(crate::service::server::ServeArgs {
+                listen,
+                data_dir,
+                config,
+            })
+            .await
+        }
+        Command::Pipelines { command } => {
+            remote::pipelines(&remote::Client::new(&cli.server, cli.token)?, command).await
+        }
+        Command::Events { after } => {
+            remote::events(&remote::Client::new(&cli.server, cli.token)?, after).await
         }
     }
 }

@@ -195,6 +195,8 @@ pub struct Totals {
     pub backpressure_seconds: f64,
     pub checkpoints: u64,
     pub checkpoint_seconds: f64,
+    /// When the last checkpoint was saved, in milliseconds since the Unix epoch.
+    pub last_checkpoint_ms: Option<i64>,
     /// Per operator: invocations, documents in, documents out, seconds.
     pub stages: BTreeMap<String, StageTotals>,
 }
@@ -243,6 +245,7 @@ impl MetricsListener for PrometheusMetrics {
         if let Some(took) = b.checkpoint_duration {
             t.checkpoints += 1;
             t.checkpoint_seconds += took.as_secs_f64();
+            t.last_checkpoint_ms = Some(chrono::Utc::now().timestamp_millis());
         }
         for st in &b.stages {
             let s = t.stages.entry(st.stage.clone()).or_default();
@@ -262,6 +265,11 @@ impl PrometheusMetrics {
             .expect("metrics lock")
             .get(pipeline)
             .cloned()
+    }
+
+    /// Drops what is known of `pipeline` (a pipeline deleted from a service).
+    pub fn forget(&self, pipeline: &str) {
+        self.totals.lock().expect("metrics lock").remove(pipeline);
     }
 
     /// The metrics as Prometheus text.

@@ -10,6 +10,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::config::RateLimit;
 use crate::{Error, Result};
 
 /// What a key may do; each role may do what the ones before it may.
@@ -38,6 +39,15 @@ impl Role {
         }
     }
 
+    /// The role's name, as the API spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
     /// True when this role may do what `needed` may.
     pub fn allows(self, needed: Role) -> bool {
         self >= needed
@@ -51,6 +61,9 @@ pub struct StoredKey {
     pub role: Role,
     /// Hex SHA-256 of the key.
     pub sha256: String,
+    /// The key's own rate limit (the service's default when absent).
+    #[serde(default, rename = "rateLimit", skip_serializing_if = "Option::is_none")]
+    pub rate: Option<RateLimit>,
 }
 
 /// The service's keys, kept in a file.
@@ -87,16 +100,20 @@ impl Keys {
     }
 
     /// Makes a key for `role`: the key itself (shown once) and its stored form.
-    pub fn create(&mut self, role: Role) -> Result<(String, StoredKey)> {
+    pub fn create(&mut self, role: Role, rate: Option<RateLimit>) -> Result<(String, StoredKey)> {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         let key = format!("flx_{}", hex::encode(bytes));
-        let stored = self.add(&key, role)?;
+        let stored = self.add_with(&key, role, rate)?;
         Ok((key, stored))
     }
 
     /// Stores `key` (one given from outside, such as the bootstrap admin key) for `role`.
     pub fn add(&mut self, key: &str, role: Role) -> Result<StoredKey> {
+        self.add_with(key, role, None)
+    }
+
+    fn add_with(&mut self, key: &str, role: Role, rate: Option<RateLimit>) -> Result<StoredKey> {
         if key.len() < 16 {
             return Err(Error::config(
                 "API key",
@@ -108,6 +125,7 @@ impl Keys {
             id: format!("key-{}", &sha256[..12]),
             role,
             sha256: sha256.clone(),
+            rate,
         };
         self.by_hash.insert(sha256, stored.clone());
         self.save()?;
@@ -143,7 +161,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut keys = Keys::open(dir.path()).unwrap();
         assert!(keys.is_empty());
-        let (key, stored) = keys.create(Role::Operator).unwrap();
+        let (key, stored) = keys.create(Role::Operator, None).unwrap();
         assert!(key.starts_with("flx_") && key.len() == 68, "{key}");
         assert_eq!(keys.check(&key), Some(&stored));
         assert_eq!(keys.check("flx_not-a-key-at-all"), None);

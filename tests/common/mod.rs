@@ -6,6 +6,7 @@ pub mod kafka;
 pub mod oracle;
 pub mod postgres;
 pub mod s3;
+pub mod service;
 
 use datafusion::prelude::DataFrame;
 use fluxion::document::encode::to_documents;

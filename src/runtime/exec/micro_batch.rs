@@ -247,7 +247,7 @@ pub async fn run_with_dead_letters(
     let plan = PlanMark {
         operator: operator
             .as_ref()
-            .map_or("document-by-document pipeline", Operator::kind)
+            .map_or(crate::runtime::state::checkpoint::STATELESS, Operator::kind)
             .to_string(),
         fingerprint: query.fingerprint(),
     };

@@ -47,6 +47,9 @@ pub struct Checkpoint {
     pub plan: Option<PlanMark>,
 }
 
+/// The operator kind of a pipeline that keeps no state between documents.
+pub const STATELESS: &str = "document-by-document pipeline";
+
 /// What wrote a checkpoint: the operator kind and a fingerprint of the compiled pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanMark {
@@ -56,13 +59,15 @@ pub struct PlanMark {
 
 impl PlanMark {
     /// Refuses a checkpoint written by another pipeline, naming `store` and what changed.
+    /// A stateless pipeline may change freely: its checkpoint holds only source offsets and
+    /// the sink's progress, which any version can go on from.
     pub fn check(&self, written: &PlanMark, store: &str) -> Result<()> {
         let what = if self.operator != written.operator {
             format!(
                 "it holds the state of a {}, the pipeline now runs a {}",
                 written.operator, self.operator
             )
-        } else if self.fingerprint != written.fingerprint {
+        } else if self.fingerprint != written.fingerprint && self.operator != STATELESS {
             format!(
                 "it was written by another version of the pipeline ({} {} → {})",
                 self.operator, written.fingerprint, self.fingerprint
@@ -739,6 +744,28 @@ mod tests {
                 fingerprint: fingerprint("[]"),
             }),
         }
+    }
+
+    #[test]
+    fn only_a_pipeline_with_state_must_match_its_checkpoint() {
+        let mark = |operator: &str, stages: &str| PlanMark {
+            operator: operator.into(),
+            fingerprint: fingerprint(stages),
+        };
+        let group = mark("continuous $group", "[1]");
+        assert!(
+            mark("continuous $group", "[2]")
+                .check(&group, "cp")
+                .is_err()
+        );
+        assert!(mark(STATELESS, "[1]").check(&group, "cp").is_err());
+        assert!(group.check(&group, "cp").is_ok());
+        // Offsets and sink progress carry over to any stateless version.
+        assert!(
+            mark(STATELESS, "[2]")
+                .check(&mark(STATELESS, "[1]"), "cp")
+                .is_ok()
+        );
     }
 
     #[tokio::test]
