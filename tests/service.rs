@@ -978,3 +978,42 @@ async fn the_event_log_in_postgres_survives_a_crash() {
     let (_, log) = call("GET", server.url("/v1/events"), Some(ADMIN), None).await;
     assert_eq!(log["events"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn the_openapi_document_holds_under_fuzzing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("service");
+    let settings = format!(
+        "rateLimit = {{ perSecond = 100000, burst = 100000 }}\n[tables.orders]\npath = \"{}/examples/data/orders.jsonl\"\n",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let server = Server::start_with(&data, Some(&settings), &[]);
+    let (_, doc) = call("GET", server.url("/v1/openapi.json"), None, None).await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(
+        doc["paths"]["/v1/pipelines/{id}"]["put"].is_object(),
+        "{doc}"
+    );
+    // schemathesis generates requests from the document (valid and invalid ones) and checks
+    // that none is a 5xx and every answer matches its documented status, type and schema.
+    let out = std::process::Command::new("schemathesis")
+        .args(["run", &server.url("/v1/openapi.json")])
+        .args(["-H", &format!("Authorization: Bearer {ADMIN}")])
+        .args([
+            "--checks",
+            "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
+            "--max-examples", "25", "--seed", "7", "--no-color", "--workers", "2",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .expect("schemathesis runs (the test setup installs it from PyPI)");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("Tested: 14"), "{report}");
+    // The service is still fine.
+    assert_eq!(call("GET", server.url("/readyz"), None, None).await.0, 200);
+}

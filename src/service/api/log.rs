@@ -5,11 +5,12 @@
 use std::sync::Arc;
 
 use axum::Extension;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::{ErrorBody, Reply, failure, typed};
+use super::{ErrorBody, Reply, failure, query_of, typed};
 use crate::service::auth::{Caller, allow};
 use crate::service::events::{Event, EventKind};
 use crate::service::keys::Role;
@@ -80,9 +81,10 @@ impl From<Event> for EventOut {
 pub async fn events(
     State(s): State<Arc<Service>>,
     Extension(caller): Extension<Caller>,
-    Query(page): Query<Page>,
+    page: std::result::Result<Query<Page>, QueryRejection>,
 ) -> Reply {
     allow(&caller, Role::Viewer)?;
+    let page = query_of(page)?;
     let limit = page.limit.unwrap_or(1000).clamp(1, 10_000) as usize;
     let events = s
         .store

@@ -75,6 +75,22 @@ pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> std::result::Re
     serde_json::from_slice(body).map_err(|e| bad_request(format!("the body: {e}")))
 }
 
+/// A query string, or the JSON 400 its rejection deserves.
+pub fn query_of<T>(
+    q: std::result::Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> std::result::Result<T, Answer> {
+    q.map(|q| q.0)
+        .map_err(|r| answer(r.status(), json!({"error": r.body_text()})))
+}
+
+/// Path parameters, or the JSON 400 their rejection deserves.
+pub fn path_of<T>(
+    p: std::result::Result<axum::extract::Path<T>, axum::extract::rejection::PathRejection>,
+) -> std::result::Result<T, Answer> {
+    p.map(|p| p.0)
+        .map_err(|r| answer(r.status(), json!({"error": r.body_text()})))
+}
+
 /// Adds the bearer scheme every `/v1` route needs to the document.
 struct Bearer;
 

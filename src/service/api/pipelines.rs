@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Answer, ErrorBody, Reply, answer, bad_request, failure, typed};
+use super::{Answer, ErrorBody, Reply, answer, bad_request, failure, path_of, query_of, typed};
 use crate::Error;
 use crate::service::auth::{Caller, allow};
 use crate::service::events::EventKind;
@@ -228,9 +228,10 @@ pub async fn list(State(s): State<Arc<Service>>, Extension(caller): Extension<Ca
 pub async fn one(
     State(s): State<Arc<Service>>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    id: std::result::Result<Path<String>, PathRejection>,
 ) -> Reply {
     allow(&caller, Role::Viewer)?;
+    let id = path_of(id)?;
     state_of(&s, &id, true)
         .map(|v| typed(StatusCode::OK, &v))
         .ok_or_else(|| not_found(&id))
@@ -263,12 +264,14 @@ pub struct UpdateOptions {
 pub async fn update(
     State(s): State<Arc<Service>>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-    Query(options): Query<UpdateOptions>,
+    id: std::result::Result<Path<String>, PathRejection>,
+    options: std::result::Result<Query<UpdateOptions>, QueryRejection>,
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Reply {
     allow(&caller, Role::Admin)?;
+    let id = path_of(id)?;
+    let options = query_of(options)?;
     let expected = if_match(&headers)?;
     let body = body_of(body)?;
     if !s.projection().pipelines.contains_key(&id) {
@@ -336,10 +339,11 @@ pub async fn update(
 pub async fn command(
     State(s): State<Arc<Service>>,
     Extension(caller): Extension<Caller>,
-    Path((id, action)): Path<(String, String)>,
+    id: std::result::Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Reply {
     allow(&caller, Role::Operator)?;
+    let (id, action) = path_of(id)?;
     let expected = if_match(&headers)?;
     if !matches!(action.as_str(), "start" | "stop" | "restart") {
         return Err(answer(
@@ -403,10 +407,11 @@ pub struct Deleted {
 pub async fn delete(
     State(s): State<Arc<Service>>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    id: std::result::Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Reply {
     allow(&caller, Role::Admin)?;
+    let id = path_of(id)?;
     let expected = if_match(&headers)?;
     s.record(&id, expected, EventKind::Deleted, &caller.id, exists(&id))
         .await
