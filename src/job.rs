@@ -140,6 +140,46 @@ fn rule_paths(job: &mut Value, base: &Path) {
     }
 }
 
+/// Makes every relative file path of a job file's JSON relative to `base` (the job file's
+/// directory), before the job is sent somewhere else to run (`fluxion pipelines submit`).
+pub fn resolve_json_paths(job: &mut Value, base: &Path) {
+    rule_paths(job, base);
+    let fix = |v: Option<&mut Value>| {
+        if let Some(Value::String(p)) = v
+            && !p.contains("://")
+            && Path::new(p.as_str()).is_relative()
+        {
+            *p = base.join(p.as_str()).display().to_string();
+        }
+    };
+    let Value::Object(m) = job else { return };
+    if let Some(Value::Object(source)) = m.get_mut("source") {
+        if source.get("type").and_then(Value::as_str) == Some("file") {
+            fix(source.get_mut("path"));
+        }
+        fix(source.get_mut("logDir"));
+    }
+    for key in ["sink", "deadLetter"] {
+        if let Some(Value::Object(sink)) = m.get_mut(key)
+            && sink.get("type").and_then(Value::as_str) == Some("file")
+        {
+            fix(sink.get_mut("path"));
+        }
+    }
+    if let Some(Value::Object(cp)) = m.get_mut("checkpoint") {
+        fix(cp.get_mut("store"));
+    }
+    if let Some(Value::Object(routes)) = m.get_mut("routes") {
+        for sink in routes.values_mut() {
+            if let Value::Object(sink) = sink
+                && sink.get("type").and_then(Value::as_str) == Some("file")
+            {
+                fix(sink.get_mut("path"));
+            }
+        }
+    }
+}
+
 impl Job {
     /// Reads and checks the job file at `path`.
     pub fn load(path: &Path) -> Result<Job> {

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::service::{ADMIN, Server, call};
+use common::service::{ADMIN, Server, browser_scripts, call};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -39,9 +39,10 @@ async fn the_dashboard_shows_a_pipeline_move_and_stops_it() {
         200
     );
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/dashboard.cjs");
+    let script = browser_scripts().join("dashboard.cjs");
     let mut browser = Command::new("node")
-        .args([script, &server.base, ADMIN, "watched"])
+        .arg(script)
+        .args([&server.base, ADMIN, "watched"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::service::{ADMIN, Server, call, call_raw, lines, wait_for};
+use common::service::{ADMIN, Server, call, call_raw, lines, schemathesis, wait_for};
 use serde_json::{Value, json};
 
 /// A job that doubles `n` of every line of `input` into `output`, following the file.
@@ -560,7 +560,11 @@ async fn the_query_side_reads_registered_tables_and_judges_documents() {
     )
     .unwrap();
     let settings = format!("[tables.orders]\npath = \"{}\"\n", orders.display());
-    let server = Server::start_with(&data, Some(&settings), &[]);
+    let server = Server::start_with(
+        &data,
+        Some(&settings),
+        &[("TEST_SINK_TOKEN", "sink-token-value")],
+    );
     let url = |p: &str| server.url(p);
     let (status, t) = call("GET", url("/v1/tables"), Some(ADMIN), None).await;
     assert_eq!(
@@ -636,6 +640,27 @@ async fn the_query_side_reads_registered_tables_and_judges_documents() {
         .0,
         400
     );
+
+    // Secrets stay in the service's environment: a job names them, the API shows the name.
+    let job = json!({"name": "secretive", "source": {"type": "file", "path": orders},
+        "pipeline": [], "sink": {"type": "http", "endpoint": "http://127.0.0.1:9/x",
+        "headers": {"Authorization": "Bearer ${TEST_SINK_TOKEN}"}}});
+    assert_eq!(
+        call("POST", url("/v1/pipelines"), Some(ADMIN), Some(job))
+            .await
+            .0,
+        201
+    );
+    let (_, got) = call("GET", url("/v1/pipelines/secretive"), Some(ADMIN), None).await;
+    assert_eq!(
+        got["job"]["sink"]["headers"]["Authorization"],
+        "Bearer ${TEST_SINK_TOKEN}"
+    );
+    let (_, list) = call("GET", url("/v1/pipelines"), Some(ADMIN), None).await;
+    let (_, log) = call("GET", url("/v1/events"), Some(ADMIN), None).await;
+    for answer in [&got, &list, &log] {
+        assert!(!answer.to_string().contains("sink-token-value"), "{answer}");
+    }
 
     // A rule set over posted documents, evaluated and executed.
     let rule_set = json!({"id": "big-orders", "version": "1.2.0", "hitPolicy": "first", "rules": [
@@ -996,7 +1021,7 @@ async fn the_openapi_document_holds_under_fuzzing() {
     );
     // schemathesis generates requests from the document (valid and invalid ones) and checks
     // that none is a 5xx and every answer matches its documented status, type and schema.
-    let out = std::process::Command::new("schemathesis")
+    let out = std::process::Command::new(schemathesis())
         .args(["run", &server.url("/v1/openapi.json")])
         .args(["-H", &format!("Authorization: Bearer {ADMIN}")])
         .args([
@@ -1016,4 +1041,88 @@ async fn the_openapi_document_holds_under_fuzzing() {
     assert!(report.contains("Tested: 14"), "{report}");
     // The service is still fine.
     assert_eq!(call("GET", server.url("/readyz"), None, None).await.0, 200);
+}
+
+#[tokio::test]
+async fn the_example_settings_and_quickstart_job_run_as_documented() {
+    // As docs/service.md shows: the example settings from the repository's root, the
+    // quickstart job submitted with the CLI (its relative paths made absolute by the CLI).
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut settings = std::fs::read_to_string(root.join("examples/service/fluxion.toml")).unwrap();
+    settings = settings
+        .replace("\"examples/", &format!("\"{}/examples/", root.display()))
+        .replace(
+            "examples/out/service",
+            &dir.path().join("unused").display().to_string(),
+        );
+    let data = dir.path().join("service");
+    let server = Server::start_with(&data, Some(&settings), &[]);
+    // The job writes next to a copy of itself, so the repository stays clean.
+    std::fs::create_dir_all(dir.path().join("service-example")).unwrap();
+    let job = dir.path().join("service-example/quickstart.json");
+    let text = std::fs::read_to_string(root.join("examples/service/quickstart.json")).unwrap();
+    std::fs::write(
+        &job,
+        text.replace(
+            "../data/orders.jsonl",
+            &root
+                .join("examples/data/orders.jsonl")
+                .display()
+                .to_string(),
+        ),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fluxion"))
+            .args(["--server", &server.base, "--token", ADMIN])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    cli(&["pipelines", "submit", job.to_str().unwrap()]);
+    cli(&["pipelines", "start", "orders-ltv"]);
+    let out = dir.path().join("service-example/out/orders-ltv.jsonl");
+    let expected: Vec<Value> =
+        std::fs::read_to_string(root.join("examples/orders-ltv.expected.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    wait_for("every customer's total", || {
+        common::last_per_id(lines(&out)).len() == expected.len()
+    })
+    .await;
+    wait_for("the input read", || {
+        let got: Value = serde_json::from_str(&cli(&["pipelines", "get", "orders-ltv"])).unwrap();
+        got["counters"]["input"] == 600
+    })
+    .await;
+    let got = common::last_per_id(lines(&out));
+    common::same_documents(&got, &expected, false).unwrap();
+    // The query side reads the configured table; the registry's rule set judges a document.
+    let (status, r) = call(
+        "POST",
+        server.url("/v1/query"),
+        Some(ADMIN),
+        Some(json!({"sql": "SELECT COUNT(*) AS n FROM orders WHERE status = 'PAID'"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    let paid = std::fs::read_to_string(root.join("examples/data/orders.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| serde_json::from_str::<Value>(l).unwrap()["status"] == "PAID")
+        .count();
+    assert_eq!(r["rows"][0]["n"], paid);
+    let (status, d) = call("POST", server.url("/v1/rules/evaluate"), Some(ADMIN),
+        Some(json!({"ruleSet": "order-approval@1", "documents": [{"status": "CANCELLED", "orderValue": 10}]}))).await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["decisions"][0]["passed"], json!(["cancelled"]), "{d}");
 }

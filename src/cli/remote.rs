@@ -80,8 +80,18 @@ fn print(v: &Value) {
     let _ = writeln!(std::io::stdout().lock(), "{v}");
 }
 
+/// The job file's JSON with its relative paths made absolute (the service runs elsewhere).
 fn job_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::config(path.display().to_string(), e.to_string()))
+    let what = path.display().to_string();
+    let text = std::fs::read(path).map_err(|e| Error::config(&what, e.to_string()))?;
+    let mut job: Value = serde_json::from_slice(&text)
+        .map_err(|e| Error::config(&what, format!("not valid JSON: {e}")))?;
+    let base = std::fs::canonicalize(path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    crate::job::resolve_json_paths(&mut job, &base);
+    Ok(job.to_string().into_bytes())
 }
 
 fn segment(id: &str) -> String {

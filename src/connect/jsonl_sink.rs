@@ -23,9 +23,14 @@ pub struct JsonlFileSink {
 }
 
 impl JsonlFileSink {
-    /// Opens (or creates) `path`; its content is settled by [`Sink::restore`].
+    /// Opens (or creates, with its directory) `path`; its content is settled by
+    /// [`Sink::restore`].
     pub fn open(path: impl Into<PathBuf>) -> Result<Self> {
         let path = path.into();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::external(format!("creating {}", dir.display()), e))?;
+        }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

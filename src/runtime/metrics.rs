@@ -267,6 +267,15 @@ impl PrometheusMetrics {
             .cloned()
     }
 
+    /// `f` of the totals of `pipeline` (`None` before its first batch), without copying them.
+    pub fn with_totals<R>(&self, pipeline: &str, f: impl FnOnce(&Totals) -> R) -> Option<R> {
+        self.totals
+            .lock()
+            .expect("metrics lock")
+            .get(pipeline)
+            .map(f)
+    }
+
     /// Drops what is known of `pipeline` (a pipeline deleted from a service).
     pub fn forget(&self, pipeline: &str) {
         self.totals.lock().expect("metrics lock").remove(pipeline);

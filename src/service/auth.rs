@@ -118,7 +118,15 @@ impl Limits {
 
     /// `Ok` when `caller` may make a request now, else how many seconds to wait.
     pub fn take(&self, caller: &Caller) -> std::result::Result<(), u64> {
-        let bucket = {
+        let known = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&caller.id)
+            .cloned();
+        let bucket = if let Some(b) = known {
+            b
+        } else {
             let mut all = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
             all.entry(caller.id.clone())
                 .or_insert_with(|| {

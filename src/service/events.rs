@@ -62,6 +62,19 @@ pub enum Status {
     Failed,
 }
 
+impl Status {
+    /// The status as the API spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Submitted => "submitted",
+            Status::Running => "running",
+            Status::Stopped => "stopped",
+            Status::Finished => "finished",
+            Status::Failed => "failed",
+        }
+    }
+}
+
 /// One pipeline in the projection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelineView {

@@ -171,3 +171,52 @@ pub fn lines(path: &Path) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// The `schemathesis` command, installed from PyPI first if it is missing (`.ci/run` installs
+/// it too).
+pub fn schemathesis() -> &'static str {
+    static READY: std::sync::Once = std::sync::Once::new();
+    READY.call_once(|| {
+        let found = Command::new("schemathesis")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            let ok = Command::new("python3")
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--disable-pip-version-check",
+                    "schemathesis==4.*",
+                ])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "schemathesis is missing and pip could not install it");
+        }
+    });
+    "schemathesis"
+}
+
+/// The directory of the browser test script, with playwright-core installed (`npm ci`) the
+/// first time. Chromium itself comes from Debian's `chromium` package (`.ci/run` installs it).
+pub fn browser_scripts() -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    static READY: std::sync::Once = std::sync::Once::new();
+    READY.call_once(|| {
+        if !dir.join("node_modules/playwright-core").exists() {
+            let ok = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--silent"])
+                .current_dir(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "npm ci in tests/browser failed");
+        }
+    });
+    assert!(
+        Path::new("/usr/bin/chromium").exists() || std::env::var_os("CHROMIUM").is_some(),
+        "the dashboard test needs Debian's chromium (apt-get install chromium; .ci/run does)"
+    );
+    dir
+}

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::middleware;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -24,19 +25,19 @@ use super::state::Service;
 use crate::Error;
 
 /// An answer of the API: a status and a JSON body.
-pub type Answer = (StatusCode, axum::Json<Value>);
+pub type Answer = axum::response::Response;
 
 /// A handler's result: an answer either way (`Err` for the failures, so `?` works).
 pub type Reply = std::result::Result<Answer, Answer>;
 
 /// An answer with `body`.
 pub fn answer(status: StatusCode, body: Value) -> Answer {
-    (status, axum::Json(body))
+    (status, axum::Json(body)).into_response()
 }
 
-/// An answer with a typed body.
+/// An answer with a typed body, serialized straight to bytes.
 pub fn typed(status: StatusCode, body: &impl Serialize) -> Answer {
-    answer(status, serde_json::to_value(body).unwrap_or(Value::Null))
+    (status, axum::Json(body)).into_response()
 }
 
 /// The body of every failure.

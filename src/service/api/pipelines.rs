@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::{Answer, ErrorBody, Reply, answer, bad_request, failure, path_of, query_of, typed};
 use crate::Error;
 use crate::service::auth::{Caller, allow};
-use crate::service::events::EventKind;
+use crate::service::events::{EventKind, PipelineView};
 use crate::service::keys::Role;
 use crate::service::state::{Service, exists};
 
@@ -176,34 +176,37 @@ pub async fn submit(
     ))
 }
 
-/// Pipeline `id` as the API shows it, with its job if asked.
-pub fn state_of(s: &Service, id: &str, with_job: bool) -> Option<PipelineState> {
-    let p = s.projection();
-    let v = p.pipelines.get(id)?;
-    let totals = s.pipeline_metrics.totals(id);
-    let t = totals.as_ref();
-    Some(PipelineState {
+/// A pipeline of the projection as the API shows it, with its job if asked.
+fn state_of(s: &Service, v: &PipelineView, with_job: bool) -> PipelineState {
+    let (counters, lag, last_checkpoint) = s
+        .pipeline_metrics
+        .with_totals(&v.id, |t| {
+            let counters = Counters {
+                batches: t.batches,
+                input: t.input,
+                output: t.output,
+                dead_lettered: t.dead_lettered,
+                checkpoints: t.checkpoints,
+            };
+            (
+                Some(counters),
+                Some(t.lag).filter(|l| l.is_finite()),
+                t.last_checkpoint_ms,
+            )
+        })
+        .unwrap_or((None, None, None));
+    PipelineState {
         id: v.id.clone(),
         version: v.version,
-        status: serde_json::to_value(v.status)
-            .ok()
-            .and_then(|s| s.as_str().map(str::to_string))
-            .unwrap_or_default(),
+        status: v.status.name().to_string(),
         last_error: v.last_error.clone(),
-        counters: t.map(|t| Counters {
-            batches: t.batches,
-            input: t.input,
-            output: t.output,
-            dead_lettered: t.dead_lettered,
-            checkpoints: t.checkpoints,
-        }),
-        lag: t.map(|t| t.lag).filter(|l| l.is_finite()),
-        last_checkpoint: t
-            .and_then(|t| t.last_checkpoint_ms)
+        counters,
+        lag,
+        last_checkpoint: last_checkpoint
             .and_then(chrono::DateTime::from_timestamp_millis)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         job: with_job.then(|| v.job.clone()),
-    })
+    }
 }
 
 /// List the pipelines with their statuses and counters.
@@ -212,10 +215,11 @@ pub fn state_of(s: &Service, id: &str, with_job: bool) -> Option<PipelineState> 
               (status = 429, body = ErrorBody)))]
 pub async fn list(State(s): State<Arc<Service>>, Extension(caller): Extension<Caller>) -> Reply {
     allow(&caller, Role::Viewer)?;
-    let ids: Vec<String> = s.projection().pipelines.keys().cloned().collect();
-    let pipelines = ids
-        .iter()
-        .filter_map(|id| state_of(&s, id, false))
+    let pipelines = s
+        .projection()
+        .pipelines
+        .values()
+        .map(|v| state_of(&s, v, false))
         .collect();
     Ok(typed(StatusCode::OK, &PipelineList { pipelines }))
 }
@@ -232,7 +236,12 @@ pub async fn one(
 ) -> Reply {
     allow(&caller, Role::Viewer)?;
     let id = path_of(id)?;
-    state_of(&s, &id, true)
+    let state = s
+        .projection()
+        .pipelines
+        .get(&id)
+        .map(|v| state_of(&s, v, true));
+    state
         .map(|v| typed(StatusCode::OK, &v))
         .ok_or_else(|| not_found(&id))
 }
