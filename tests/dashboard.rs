@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::service::{ADMIN, Server, browser_scripts, call};
+use common::service::{ADMIN, Server, browser_scripts, call, submit_and_start};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -21,23 +21,7 @@ async fn the_dashboard_shows_a_pipeline_move_and_stops_it() {
     let job = json!({"name": "watched", "source": {"type": "file", "path": input, "follow": true},
                      "pipeline": [{"$match": {"n": {"$gte": 0}}}], "sink": {"type": "null"},
                      "runtime": {"microBatchSize": 50, "maxBatchDelayMs": 20}});
-    assert_eq!(
-        call("POST", server.url("/v1/pipelines"), Some(ADMIN), Some(job))
-            .await
-            .0,
-        201
-    );
-    assert_eq!(
-        call(
-            "POST",
-            server.url("/v1/pipelines/watched/start"),
-            Some(ADMIN),
-            None
-        )
-        .await
-        .0,
-        200
-    );
+    submit_and_start(&server, job).await;
 
     let script = browser_scripts().join("dashboard.cjs");
     let mut browser = Command::new("node")

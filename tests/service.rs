@@ -8,7 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::service::{ADMIN, Server, call, call_raw, lines, schemathesis, wait_for};
+use common::service::{
+    ADMIN, Server, call, call_raw, lines, schemathesis, submit_and_start, wait_for,
+};
 use serde_json::{Value, json};
 
 /// A job that doubles `n` of every line of `input` into `output`, following the file.
@@ -951,23 +953,7 @@ async fn the_event_log_in_postgres_survives_a_crash() {
     );
     assert!(!ready.to_string().contains("password"));
     let job = doubles_job("pg", &input, &output);
-    assert_eq!(
-        call("POST", server.url("/v1/pipelines"), Some(ADMIN), Some(job))
-            .await
-            .0,
-        201
-    );
-    assert_eq!(
-        call(
-            "POST",
-            server.url("/v1/pipelines/pg/start"),
-            Some(ADMIN),
-            None
-        )
-        .await
-        .0,
-        200
-    );
+    submit_and_start(&server, job).await;
     let (status, _, _) = call_raw(
         "POST",
         server.url("/v1/pipelines/pg/stop"),
@@ -1002,6 +988,32 @@ async fn the_event_log_in_postgres_survives_a_crash() {
     );
     let (_, log) = call("GET", server.url("/v1/events"), Some(ADMIN), None).await;
     assert_eq!(log["events"].as_array().unwrap().len(), 2);
+    // Without its event store the service is not ready, and says why; then it is again.
+    pg.stop();
+    let (status, ready) = call("GET", server.url("/readyz"), None, None).await;
+    assert_eq!(
+        (status, ready["status"].clone()),
+        (503, json!("unavailable")),
+        "{ready}"
+    );
+    let (status, e) = call(
+        "POST",
+        server.url("/v1/pipelines/pg/stop"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 503, "a store that is down is worth retrying: {e}");
+    pg.start_again();
+    let mut status = 0;
+    for _ in 0..100 {
+        status = call("GET", server.url("/readyz"), None, None).await.0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]

@@ -51,6 +51,37 @@ pub struct Event {
     pub at: String,
 }
 
+impl Event {
+    /// The event that follows a subject at version `current`, at position `seq`: refused
+    /// with [`Error::Conflict`](crate::Error::Conflict) when the change was made against an
+    /// `expected` version that is no longer the current one.
+    pub fn next(
+        seq: u64,
+        subject: &str,
+        current: u64,
+        expected: Option<u64>,
+        kind: EventKind,
+        actor: &str,
+    ) -> crate::Result<Event> {
+        if let Some(v) = expected
+            && v != current
+        {
+            return Err(crate::Error::Conflict {
+                context: format!("pipeline {subject}"),
+                message: format!("version {v} is stale: the pipeline is at version {current}"),
+            });
+        }
+        Ok(Event {
+            seq,
+            pipeline: subject.to_string(),
+            version: current + 1,
+            kind,
+            actor: actor.to_string(),
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        })
+    }
+}
+
 /// Where a pipeline stands, as the log says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

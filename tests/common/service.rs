@@ -220,3 +220,13 @@ pub fn browser_scripts() -> std::path::PathBuf {
     );
     dir
 }
+
+/// Submits `job` as an admin and starts it, checking both answers.
+pub async fn submit_and_start(server: &Server, job: Value) {
+    let id = job["name"].as_str().expect("a named job").to_string();
+    let (status, body) = call("POST", server.url("/v1/pipelines"), Some(ADMIN), Some(job)).await;
+    assert_eq!(status, 201, "{body}");
+    let path = format!("/v1/pipelines/{id}/start");
+    let (status, body) = call("POST", server.url(&path), Some(ADMIN), None).await;
+    assert_eq!(status, 200, "{body}");
+}

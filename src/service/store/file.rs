@@ -194,22 +194,8 @@ impl EventStore for FileEventStore {
     ) -> Result<Event> {
         let mut log = self.log();
         let current = log.versions.get(subject).copied().unwrap_or(0);
-        if let Some(v) = expected
-            && v != current
-        {
-            return Err(Error::Conflict {
-                context: format!("pipeline {subject}"),
-                message: format!("version {v} is stale: the pipeline is at version {current}"),
-            });
-        }
-        let event = Event {
-            seq: log.base + log.tail.len() as u64 + 1,
-            pipeline: subject.to_string(),
-            version: current + 1,
-            kind,
-            actor: actor.to_string(),
-            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        };
+        let seq = log.base + log.tail.len() as u64 + 1;
+        let event = Event::next(seq, subject, current, expected, kind, actor)?;
         let mut line = serde_json::to_vec(&event)
             .map_err(|e| Error::internal(format!("an event that is not JSON: {e}")))?;
         line.push(b'\n');

@@ -85,23 +85,14 @@ impl EventStore for PgEventStore {
             .await
             .map_err(&failed)?;
         let (seq, current): (i64, i64) = (row.get(0), row.get(1));
-        let current = current as u64;
-        if let Some(v) = expected
-            && v != current
-        {
-            return Err(Error::Conflict {
-                context: format!("pipeline {subject}"),
-                message: format!("version {v} is stale: the pipeline is at version {current}"),
-            });
-        }
-        let event = Event {
-            seq: seq as u64 + 1,
-            pipeline: subject.to_string(),
-            version: current + 1,
+        let event = Event::next(
+            seq as u64 + 1,
+            subject,
+            current as u64,
+            expected,
             kind,
-            actor: actor.to_string(),
-            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        };
+            actor,
+        )?;
         let text = serde_json::to_string(&event)
             .map_err(|e| Error::internal(format!("an event that is not JSON: {e}")))?;
         tx.execute(
