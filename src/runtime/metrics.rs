@@ -220,11 +220,15 @@ type StageMetric = (&'static str, &'static str, fn(&StageTotals) -> f64);
 #[derive(Debug, Default)]
 pub struct PrometheusMetrics {
     totals: Mutex<BTreeMap<String, Totals>>,
+    /// Bumped whenever any totals change, so a reader can tell its copy is current.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl MetricsListener for PrometheusMetrics {
     fn on_batch(&self, b: &BatchMetrics) {
         let mut all = self.totals.lock().expect("metrics lock");
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let t = all.entry(b.pipeline.clone()).or_default();
         t.batches += 1;
         t.input += b.input_rows;
@@ -279,6 +283,13 @@ impl PrometheusMetrics {
     /// Drops what is known of `pipeline` (a pipeline deleted from a service).
     pub fn forget(&self, pipeline: &str) {
         self.totals.lock().expect("metrics lock").remove(pipeline);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A number that changes whenever any totals change.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The metrics as Prometheus text.

@@ -61,6 +61,9 @@ pub struct Service {
     /// The tables of the query side, registered once.
     pub(super) tables: Engine,
     pub(super) rules: Option<Registry>,
+    /// The last pipeline list served, as (projection seq, metrics generation, JSON): reads
+    /// of an unchanged list send the same bytes again instead of building them anew.
+    pub(super) list_cache: Mutex<Option<(u64, u64, bytes::Bytes)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -120,6 +123,7 @@ impl Service {
             http: HttpMetrics::default(),
             tables,
             rules,
+            list_cache: Mutex::new(None),
         }))
     }
 

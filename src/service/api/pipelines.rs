@@ -10,6 +10,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -215,13 +216,35 @@ fn state_of(s: &Service, v: &PipelineView, with_job: bool) -> PipelineState {
               (status = 429, body = ErrorBody)))]
 pub async fn list(State(s): State<Arc<Service>>, Extension(caller): Extension<Caller>) -> Reply {
     allow(&caller, Role::Viewer)?;
-    let pipelines = s
-        .projection()
+    let json = |bytes: Bytes| {
+        (
+            StatusCode::OK,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            bytes,
+        )
+            .into_response()
+    };
+    // The generation is read before the list is built: a batch committed meanwhile makes
+    // the cached copy stale at once.
+    let generation = s.pipeline_metrics.generation();
+    let projection = s.projection();
+    if let Some((seq, g, bytes)) = &*s.list_cache.lock().unwrap_or_else(|p| p.into_inner())
+        && *seq == projection.seq
+        && *g == generation
+    {
+        return Ok(json(bytes.clone()));
+    }
+    let pipelines = projection
         .pipelines
         .values()
         .map(|v| state_of(&s, v, false))
         .collect();
-    Ok(typed(StatusCode::OK, &PipelineList { pipelines }))
+    let seq = projection.seq;
+    drop(projection);
+    let bytes = Bytes::from(serde_json::to_vec(&PipelineList { pipelines }).unwrap_or_default());
+    *s.list_cache.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some((seq, generation, bytes.clone()));
+    Ok(json(bytes))
 }
 
 /// One pipeline, with its job file.
