@@ -4,7 +4,6 @@
 //! and checkpoint, and the log still shows them running so they resume at the next start.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use super::api::router;
 use super::config::Config;
@@ -102,10 +101,6 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
                 .map_err(|e| Error::external("serving", e))?;
         }
     }
-    stop_pipelines(&service).await;
-    Ok(())
-}
-
-async fn stop_pipelines(service: &Arc<Service>) {
     service.halt_all().await;
+    Ok(())
 }

@@ -188,7 +188,7 @@ impl Service {
     }
 
     /// Records that pipeline `id` failed, by the service.
-    async fn record_failure(&self, id: &str, error: &Error) {
+    pub async fn record_failure(&self, id: &str, error: &Error) {
         let kind = EventKind::Failed {
             error: error.to_string(),
         };

@@ -106,8 +106,7 @@ fn if_match(headers: &HeaderMap) -> std::result::Result<Option<u64>, Answer> {
 }
 
 /// The job in a request body, validated.
-fn job_in(s: &Service, id: &str, body: &[u8]) -> std::result::Result<Value, Answer> {
-    let job: Value = super::json_body(body)?;
+fn job_in(s: &Service, id: &str, job: Value) -> std::result::Result<Value, Answer> {
     if !job.is_object() {
         return Err(bad_request("the body: expected a job file (a JSON object)"));
     }
@@ -140,15 +139,15 @@ pub async fn submit(
 ) -> Reply {
     allow(&caller, Role::Admin)?;
     let body = body_of(body)?;
-    let named: Value = super::json_body(&body)?;
-    let id = match named.get("name") {
+    let job: Value = super::json_body(&body)?;
+    let id = match job.get("name") {
         Some(Value::String(n)) if valid_id(n) => n.clone(),
         Some(_) => {
             return Err(bad_request("name: 1 to 128 letters, digits, '-' and '_'"));
         }
         None => format!("p-{}", s.projection().seq + 1),
     };
-    let job = job_in(&s, &id, &body)?;
+    let job = job_in(&s, &id, job)?;
     let event = s
         .record(
             &id,
@@ -309,7 +308,7 @@ pub async fn update(
     if !s.projection().pipelines.contains_key(&id) {
         return Err(not_found(&id));
     }
-    let job = job_in(&s, &id, &body)?;
+    let job = job_in(&s, &id, super::json_body(&body)?)?;
     let event = s
         .record(
             &id,
@@ -329,17 +328,7 @@ pub async fn update(
             s.launch(&id).await
         };
         if let Err(e) = resumed.await {
-            let _ = s
-                .record(
-                    &id,
-                    None,
-                    EventKind::Failed {
-                        error: e.to_string(),
-                    },
-                    "service",
-                    exists(&id),
-                )
-                .await;
+            s.record_failure(&id, &e).await;
             return Err(failure(&e));
         }
     } else if options.reset_checkpoint {
