@@ -12,10 +12,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{Value, json};
 
 use super::source::{Position, Rejected, Source, SourceBatch};
-use crate::document::decode::{JsonlOptions, infer_schema, read_lines_parallel};
+use crate::document::decode::{JsonlOptions, ReadLines, infer_schema, read_lines_parallel};
 use crate::{Error, Result};
 
 /// Bytes read per attempt (a micro-batch never waits for more than this much text).
@@ -158,6 +159,37 @@ impl JsonlFileSource {
     }
 }
 
+/// Text from which a micro-batch is decoded on threads of its own rather than on the async
+/// task: the step that fetches also delivers, so the last batch's output is written while
+/// the next one is read.
+const DECODE_APART: usize = 1 << 20;
+
+/// The documents in `buf[..len]`, read into one batch of `schema`; gives `buf` back. A big
+/// micro-batch is read on every core, off the async task.
+async fn decode(
+    buf: Vec<u8>,
+    len: usize,
+    schema: &SchemaRef,
+) -> (Vec<u8>, Result<(ReadLines, RecordBatch)>) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let read = move |buf: Vec<u8>, schema: SchemaRef| {
+        let read = read_lines_parallel(&buf[..len], &schema, false, 8192, threads).and_then(|r| {
+            let batch = concat_batches(&schema, &r.batches)?;
+            Ok((r, batch))
+        });
+        (buf, read)
+    };
+    if len < DECODE_APART {
+        return read(buf, schema.clone());
+    }
+    let schema = schema.clone();
+    match tokio::task::spawn_blocking(move || read(buf, schema)).await {
+        Ok(done) => done,
+        // The buffer went with the thread: it is read from the file again.
+        Err(e) => (Vec::new(), Err(Error::external("decoding JSON lines", e))),
+    }
+}
+
 #[async_trait]
 impl Source for JsonlFileSource {
     fn schema(&self) -> SchemaRef {
@@ -244,10 +276,10 @@ impl Source for JsonlFileSource {
         }
         // Every line is checked strictly; the ones that are not documents of the schema go
         // to the error policy with their byte offset and why.
-        // A big micro-batch is read on every core (the pipeline runs beside it).
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (buf, decoded) = decode(std::mem::take(&mut self.buf), consumed, &self.schema).await;
+        self.buf = buf;
+        let (read, batch) = decoded?;
         let text = &self.buf[..consumed];
-        let read = read_lines_parallel(text, &self.schema, false, 8192, threads)?;
         let rejected = read
             .invalid
             .into_iter()
@@ -257,7 +289,6 @@ impl Source for JsonlFileSource {
                 raw: String::from_utf8_lossy(&text[bad.offset..bad.offset + bad.len]).into_owned(),
             })
             .collect();
-        let batch = concat_batches(&self.schema, &read.batches)?;
         self.buf.drain(..consumed);
         self.offset += consumed as u64;
         Ok(Some(SourceBatch {
@@ -292,6 +323,43 @@ mod tests {
             out.extend(values(&b));
         }
         out
+    }
+
+    /// A micro-batch of more text than is decoded on the async task is decoded apart, with
+    /// the same documents, rejections and positions; what was read ahead stays for the next.
+    #[tokio::test]
+    async fn a_big_batch_is_decoded_apart_with_its_bad_lines_placed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        let mut text = String::new();
+        let mut bad_at = 0;
+        for i in 0..120_000i64 {
+            if i == 70_000 {
+                bad_at = text.len();
+                text.push_str("{\"a\": 1,,}\n");
+            } else {
+                // Fields the schema does not name are ignored (here, to make the text long).
+                text.push_str(&format!("{{\"a\": {i}, \"pad\": \"................\"}}\n"));
+            }
+        }
+        assert!(
+            text.len() / 2 > DECODE_APART,
+            "the first batch is decoded apart"
+        );
+        std::fs::write(&path, &text).unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
+        let mut s = JsonlFileSource::open(&path, Some(schema), false).unwrap();
+        let first = s.next_batch(100_000).await.unwrap().unwrap();
+        assert_eq!(first.batch.num_rows(), 99_999);
+        assert_eq!(first.rejected.len(), 1);
+        assert_eq!(first.rejected[0].position.0, json!({ "offset": bad_at }));
+        assert_eq!(first.rejected[0].raw, "{\"a\": 1,,}");
+        let v = values(&first);
+        assert_eq!((v[0], v[69_999], v[70_000]), (0, 69_999, 70_001));
+        let rest = s.next_batch(100_000).await.unwrap().unwrap();
+        assert_eq!(values(&rest), (100_000..120_000).collect::<Vec<_>>());
+        assert_eq!(s.position().0, json!({ "offset": text.len() }));
+        assert!(s.next_batch(100_000).await.unwrap().is_none());
     }
 
     /// A file read to its end gives its last line even without a newline after it; a followed

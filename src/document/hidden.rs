@@ -51,6 +51,9 @@ pub const UNWIND_INDEX: &str = "\u{0}unwind_index";
 pub const DENSIFY_LO: &str = "\u{0}densify_lo";
 pub const DENSIFY_HI: &str = "\u{0}densify_hi";
 pub const DENSIFY_STEPS: &str = "\u{0}densify_k";
+/// A continuous `$group`'s merge key: the number of the batch's partial row a state row or
+/// partial row belongs to.
+pub const GROUP_SLOT: &str = "\u{0}group_slot";
 /// `$group`'s count of rows per group (for `$avg` merging and empty groups).
 pub const GROUP_ROWS: &str = "\u{0}rows";
 /// `$fill`'s next non-null value.

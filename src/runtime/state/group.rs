@@ -5,7 +5,10 @@
 //! Each accumulator is split in two `$group`s: a *partial* one over the micro-batch and a
 //! *merge* one over the touched groups' state rows followed by the batch's partial rows (one
 //! table in that order, so `$first` keeps the earliest and `$last` takes the latest, and the
-//! upserts come out in the same order whenever a batch is merged): `$sum`
+//! upserts come out in the same order whenever a batch is merged). The merge groups by the
+//! number of the partial row a row belongs to (its slot) rather than by `_id` again: a number
+//! hashes cheaply whatever the key's type, and the slot tells the state where each merged row
+//! goes without looking its key up a second time. `$sum`
 //! `$count` `$min` `$max` `$first` `$last` merge as themselves (`$count` as a `$sum`);
 //! `$push` `$addToSet` `$firstN` `$lastN` `$maxN` `$minN` keep arrays, concatenated and then
 //! cut (first / last n, n largest / smallest, without repeats); `$mergeObjects` merges the
@@ -22,7 +25,8 @@
 use datafusion::arrow::compute::concat_batches;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::array::UInt32Array;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Column;
 use datafusion::functions::expr_fn::{greatest, sqrt};
@@ -139,7 +143,7 @@ impl ContinuousGroup {
         // The touched groups' state rows and then the batch's partial rows are one table
         // read in one partition: their order (and so the upserts') is the same every time the
         // batch is merged, which re-forming a batch after a crash relies on.
-        let merge_stages = vec![parts.merge_stage()];
+        let merge_stages = vec![parts.merge_stage_by(hidden::GROUP_SLOT)];
         Ok(Some(ContinuousGroup {
             partial: Pipeline {
                 stages: partial_stages,
@@ -194,34 +198,44 @@ impl ContinuousGroup {
         // split, against the state as it was).
         let partial_rows = concat_batches(&schema, &partial)?;
         let partial_count = partial_rows.num_rows();
-        let touched = self.state.rows_for(&partial_rows)?;
-        let touched_rows = touched.as_ref().map_or(0, |t| t.num_rows());
-        let touched = match touched {
-            Some(t) if t.num_columns() == schema.fields().len() => {
-                vec![RecordBatch::try_new(schema.clone(), t.columns().to_vec())?]
-            }
-            // State of an older version, without the columns added since (a sum's residual):
-            // by name, the missing ones null.
-            Some(t) => vec![by_name(&t, &schema)?],
-            None => Vec::new(),
-        };
-        if !self
-            .plans
-            .merge
-            .as_ref()
-            .is_some_and(|m| m.state.rows_schema() == &schema)
-        {
+        // Each partial row and the state row of its key (if any) are merged by the partial
+        // row's number (a slot), not by `_id`: grouping by a number is cheaper than by a key
+        // of any type, and the numbers say which located key each merged row is.
+        let mut located = self.state.locate(&partial_rows)?;
+        let touched = self.state.rows_at(&located)?;
+        let touched_rows = touched.as_ref().map_or(0, |t| t.0.num_rows());
+        let mut rows = Vec::with_capacity(2);
+        if let Some((t, of)) = touched {
+            let t = if t.num_columns() == schema.fields().len() {
+                RecordBatch::try_new(schema.clone(), t.columns().to_vec())?
+            } else {
+                // State of an older version, without the columns added since (a sum's
+                // residual): by name, the missing ones null.
+                by_name(&t, &schema)?
+            };
+            rows.push(with_slots(&t, UInt32Array::from(of))?);
+        }
+        rows.push(with_slots(
+            &partial_rows,
+            UInt32Array::from_iter_values(0..partial_count as u32),
+        )?);
+        if !self.plans.merge.as_ref().is_some_and(|m| m.rows == schema) {
             self.plans.merge = Some(self.plan_merge(engine, schema.clone()).await?);
         }
         let Some(plans) = self.plans.merge.as_mut() else {
             return Err(crate::Error::internal("the $group merge was not planned"));
         };
-        let mut rows = touched;
-        rows.push(partial_rows);
         plans.state.bind(rows, 0);
         let merged = plans.merge.run(0, &mut Vec::new()).await;
         plans.state.clear();
-        let new_rows = merged?;
+        // The merged rows come keyed by slot: their `_id`s are the partial rows'.
+        let mut new_rows = Vec::new();
+        let mut slots = Vec::new();
+        for b in merged? {
+            let (b, s) = keyed_by_id(b, &partial_rows)?;
+            new_rows.push(b);
+            slots.push(s);
+        }
         // The upserts: the merged groups in their output form, then the stages after $group.
         let merged_rows: usize = new_rows.iter().map(|b| b.num_rows()).sum();
         let upserts = match new_rows.first() {
@@ -258,8 +272,9 @@ impl ContinuousGroup {
             }
             None => Vec::new(),
         };
-        for rows in new_rows {
-            self.state.upsert(rows)?;
+        for (rows, slots) in new_rows.into_iter().zip(&slots) {
+            self.state
+                .upsert_located(rows, slots.values(), &mut located)?;
         }
         stages.push(StageMetrics {
             stage: "$group merge".to_string(),
@@ -271,15 +286,23 @@ impl ContinuousGroup {
     }
 
     /// The merge plan over partial rows of `schema`: the touched groups' state rows, then
-    /// the batch's partial rows, grouped by `_id` again, in state form.
+    /// the batch's partial rows, each with its slot, grouped by slot, in state form (the
+    /// slot as `_id`).
     async fn plan_merge(&self, engine: &Engine, schema: SchemaRef) -> Result<MergePlans> {
         let ctx = engine.context();
-        let state = register_numbered(ctx, STATE, schema)?;
+        let mut fields = schema.fields().to_vec();
+        fields.push(Arc::new(Field::new(
+            hidden::GROUP_SLOT,
+            DataType::UInt32,
+            false,
+        )));
+        let state = register_numbered(ctx, STATE, Arc::new(Schema::new(fields)))?;
         let df = engine
             .pipeline(STATE, &self.merge)
             .await?
             .select(self.parts.state_exprs())?;
         Ok(MergePlans {
+            rows: schema,
             state,
             merge: Prepared::new(ctx, df).await?,
         })
@@ -309,6 +332,8 @@ impl ContinuousGroup {
 
 /// The plans merging a batch's partial rows into the touched groups, and the tables they read.
 struct MergePlans {
+    /// The partial rows' schema it was planned for.
+    rows: SchemaRef,
     state: Arc<BoundTable>,
     merge: Prepared,
 }
@@ -479,9 +504,14 @@ impl GroupParts {
 
     /// The merge `$group`: partial (or merged) rows grouped by `_id` again.
     pub fn merge_stage(&self) -> Stage {
+        self.merge_stage_by("_id")
+    }
+
+    /// The merge `$group` with the rows grouped by the field `key`.
+    fn merge_stage_by(&self, key: &str) -> Stage {
         Stage {
             kind: StageKind::Group(Group {
-                id: Expression::Field(FieldPath::parse("_id", &self.at).expect("plain")),
+                id: Expression::Field(FieldPath::parse(key, &self.at).expect("plain")),
                 fields: self.merge.clone(),
             }),
             path: self.at.clone(),
@@ -566,6 +596,44 @@ impl GroupParts {
         }
         Ok(out)
     }
+}
+
+/// `rows` with their slots as one more column.
+fn with_slots(rows: &RecordBatch, slots: UInt32Array) -> Result<RecordBatch> {
+    let mut fields = rows.schema().fields().to_vec();
+    fields.push(Arc::new(Field::new(
+        hidden::GROUP_SLOT,
+        DataType::UInt32,
+        false,
+    )));
+    let mut columns = rows.columns().to_vec();
+    columns.push(Arc::new(slots));
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+/// Merged rows whose `_id` is their slot, with the `_id`s of those `partial` rows instead;
+/// and the slots.
+fn keyed_by_id(merged: RecordBatch, partial: &RecordBatch) -> Result<(RecordBatch, UInt32Array)> {
+    let schema = merged.schema();
+    let at = schema.index_of("_id")?;
+    let slots = datafusion::arrow::compute::cast(merged.column(at), &DataType::UInt32)?;
+    let slots = slots
+        .as_any()
+        .downcast_ref::<UInt32Array>()
+        .cloned()
+        .ok_or_else(|| crate::Error::internal("the $group merge lost its slots"))?;
+    let id = partial.schema().index_of("_id")?;
+    let mut fields = schema.fields().to_vec();
+    fields[at] = partial.schema().fields()[id].clone();
+    let mut columns = merged.columns().to_vec();
+    columns[at] = datafusion::arrow::compute::take(partial.column(id), &slots, None)?;
+    Ok((
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?,
+        slots,
+    ))
 }
 
 /// `batch`'s columns in the layout of `schema`, by name; the ones it lacks null.

@@ -36,8 +36,26 @@ pub struct KeyedState {
     /// Changes when the batches are packed or replaced: a mark of another epoch cannot be
     /// followed.
     epoch: u64,
-    index: HashMap<Box<[u8]>, (usize, usize), foldhash::fast::RandomState>,
+    /// Each key's entry: the number of its place in `places`. Entries stay as long as the
+    /// state, so a [`Located`] batch can be upserted without hashing its keys again.
+    index: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
+    /// Where each entry's live row is: (batch, row).
+    places: Vec<(u32, u32)>,
     dead: usize,
+}
+
+/// Where the keys of a batch are in a [`KeyedState`] ([`KeyedState::locate`]): their
+/// converted form and, for each, its entry if the state has it.
+pub struct Located {
+    keys: datafusion::arrow::row::Rows,
+    at: Vec<Option<u32>>,
+}
+
+impl Located {
+    /// How many of the keys the state has.
+    pub fn found(&self) -> usize {
+        self.at.iter().filter(|e| e.is_some()).count()
+    }
 }
 
 /// Where a keyed state stood at a snapshot: later snapshots of the same state can give the
@@ -188,13 +206,14 @@ impl KeyedState {
             next_generation: 0,
             epoch: new_epoch(),
             index: HashMap::default(),
+            places: Vec::new(),
             dead: 0,
         }
     }
 
     /// How many live rows.
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.places.len()
     }
 
     /// Memory held by the batches (dead rows included, until they are packed away).
@@ -207,7 +226,7 @@ impl KeyedState {
 
     /// True without live rows.
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.places.is_empty()
     }
 
     fn keys(&mut self, batch: &RecordBatch) -> Result<datafusion::arrow::row::Rows> {
@@ -229,26 +248,67 @@ impl KeyedState {
         Ok(converter.convert_columns(&[column])?)
     }
 
-    /// The live rows whose keys are in `keys`' key column (in that order; keys without a row
-    /// are left out), or `None` if there are none.
-    pub fn rows_for(&mut self, keys: &RecordBatch) -> Result<Option<RecordBatch>> {
-        if self.index.is_empty() {
-            return Ok(None);
+    /// Where the keys in `batch`'s key column are (each key once in `batch`).
+    pub fn locate(&mut self, batch: &RecordBatch) -> Result<Located> {
+        let keys = self.keys(batch)?;
+        let at = if self.index.is_empty() {
+            vec![None; keys.num_rows()]
+        } else {
+            keys.iter()
+                .map(|k| self.index.get(k.as_ref()).copied())
+                .collect()
+        };
+        Ok(Located { keys, at })
+    }
+
+    /// The live rows of the keys `located` found, in the order of its keys, and for each the
+    /// number of its key; `None` if it found none.
+    pub fn rows_at(&self, located: &Located) -> Result<Option<(RecordBatch, Vec<u32>)>> {
+        let mut at = Vec::new();
+        let mut of = Vec::new();
+        for (i, e) in located.at.iter().enumerate() {
+            if let Some(e) = e {
+                let (b, r) = self.places[*e as usize];
+                at.push((b as usize, r as usize));
+                of.push(i as u32);
+            }
         }
-        let rows = self.keys(keys)?;
-        let at: Vec<(usize, usize)> = rows
-            .iter()
-            .filter_map(|r| self.index.get(r.as_ref()).copied())
-            .collect();
         if at.is_empty() {
             return Ok(None);
         }
         let sources: Vec<&RecordBatch> = self.batches.iter().collect();
-        Ok(Some(interleave_record_batch(&sources, &at)?))
+        Ok(Some((interleave_record_batch(&sources, &at)?, of)))
+    }
+
+    /// The live rows whose keys are in `keys`' key column (in that order; keys without a row
+    /// are left out), or `None` if there are none.
+    pub fn rows_for(&mut self, keys: &RecordBatch) -> Result<Option<RecordBatch>> {
+        let located = self.locate(keys)?;
+        Ok(self.rows_at(&located)?.map(|(rows, _)| rows))
     }
 
     /// Puts `rows` in, replacing the rows of their keys (each key once in `rows`).
     pub fn upsert(&mut self, rows: RecordBatch) -> Result<()> {
+        let mut located = self.locate(&rows)?;
+        let order: Vec<u32> = (0..rows.num_rows() as u32).collect();
+        self.upsert_located(rows, &order, &mut located)
+    }
+
+    /// Puts `rows` in, replacing the rows of their keys, where row `i`'s key is key
+    /// `order[i]` of `located` (located in this state: entries stay, so upserts since do not
+    /// matter, and `located` learns the entries of keys new to the state): the keys are not
+    /// converted or looked up again.
+    pub fn upsert_located(
+        &mut self,
+        rows: RecordBatch,
+        order: &[u32],
+        located: &mut Located,
+    ) -> Result<()> {
+        if order.len() != rows.num_rows() || order.iter().any(|&k| k as usize >= located.at.len()) {
+            return Err(Error::internal(
+                "keyed state: upserted rows do not match their located keys",
+            ));
+        }
         if rows.num_rows() == 0 {
             return Ok(());
         }
@@ -263,28 +323,37 @@ impl KeyedState {
                 rows
             }
         };
-        let keys = self.keys(&rows)?;
-        let b = self.batches.len();
-        for (i, k) in keys.iter().enumerate() {
-            // A key already there keeps its entry (no new allocation): most upserts replace.
-            match self.index.get_mut(k.as_ref()) {
-                Some(at) => {
-                    let (ob, or) = std::mem::replace(at, (b, i));
-                    self.live[ob].set_bit(or, false);
-                    self.dead += 1;
-                }
-                None => {
-                    self.index.insert(k.as_ref().into(), (b, i));
-                }
-            }
-        }
+        let b = self.batches.len() as u32;
         let mut live = BooleanBufferBuilder::new(rows.num_rows());
         live.append_n(rows.num_rows(), true);
         self.live.push(live);
         self.batches.push(rows);
         self.generations.push(self.next_generation);
         self.next_generation += 1;
-        if self.dead > self.index.len() {
+        for (i, &k) in order.iter().enumerate() {
+            let k = k as usize;
+            let entry = match located.at[k] {
+                Some(e) => Some(e),
+                // Not there when located; there now if the same key came earlier in `rows`.
+                None => self.index.get(located.keys.row(k).as_ref()).copied(),
+            };
+            match entry {
+                // A key already there keeps its entry (no new allocation): most upserts replace.
+                Some(e) => {
+                    let (ob, or) = std::mem::replace(&mut self.places[e as usize], (b, i as u32));
+                    self.live[ob as usize].set_bit(or as usize, false);
+                    self.dead += 1;
+                    located.at[k] = Some(e);
+                }
+                None => {
+                    let e = self.places.len() as u32;
+                    self.places.push((b, i as u32));
+                    self.index.insert(located.keys.row(k).as_ref().into(), e);
+                    located.at[k] = Some(e);
+                }
+            }
+        }
+        if self.dead > self.places.len() {
             self.compact()?;
         }
         Ok(())
@@ -309,8 +378,8 @@ impl KeyedState {
             }
             new_at.push(at);
         }
-        for at in self.index.values_mut() {
-            *at = (0, new_at[at.0][at.1] as usize);
+        for at in &mut self.places {
+            *at = (0, new_at[at.0 as usize][at.1 as usize]);
         }
         let all = concat_batches(&schema, &rows)?;
         let mut live = BooleanBufferBuilder::new(all.num_rows());
@@ -333,7 +402,7 @@ impl KeyedState {
                 .iter()
                 .map(|l| BooleanArray::new(l.finish_cloned(), None))
                 .collect(),
-            rows: self.index.len() as u64,
+            rows: self.places.len() as u64,
             schema: self.schema.clone(),
             meta: Vec::new(),
             generations: self.generations.clone(),
@@ -415,6 +484,46 @@ mod tests {
             .unwrap()
             .values()
             .to_vec()
+    }
+
+    /// Rows upserted by located keys, in another order than the keys were located in, land
+    /// under the right keys; a key new to the state and repeated is kept once (its last row);
+    /// the located entries stay right across a packing.
+    #[test]
+    fn rows_upserted_by_located_keys_land_under_their_keys() {
+        let mut s = KeyedState::new("_id");
+        s.upsert(rows(&["a", "b", "c"], &[1, 2, 3])).unwrap();
+        let asked = rows(&["c", "x", "a"], &[0, 0, 0]);
+        let mut located = s.locate(&asked).unwrap();
+        assert_eq!(located.found(), 2);
+        let (found, of) = s.rows_at(&located).unwrap().unwrap();
+        assert_eq!((ns(&found), of), (vec![3, 1], vec![0, 2]));
+        // Merged rows for a, x, c and x again, in that order.
+        s.upsert_located(
+            rows(&["a", "x", "c", "x"], &[10, 60, 30, 61]),
+            &[2, 1, 0, 1],
+            &mut located,
+        )
+        .unwrap();
+        assert_eq!(s.len(), 4);
+        // Packed now (more dead rows than live would be), then upserted by the same entries.
+        s.upsert(rows(&["b"], &[20])).unwrap();
+        s.upsert(rows(&["b"], &[21])).unwrap();
+        s.upsert_located(rows(&["x"], &[62]), &[1], &mut located)
+            .unwrap();
+        let all = rows(&["a", "b", "c", "x"], &[0, 0, 0, 0]);
+        assert_eq!(ns(&s.rows_for(&all).unwrap().unwrap()), [10, 21, 30, 62]);
+        assert_eq!(s.len(), 4);
+        // Rows that do not match their keys are refused, the state left as it was.
+        assert!(
+            s.upsert_located(rows(&["a"], &[0]), &[7], &mut located)
+                .is_err()
+        );
+        assert!(
+            s.upsert_located(rows(&["a"], &[0]), &[], &mut located)
+                .is_err()
+        );
+        assert_eq!(ns(&s.rows_for(&all).unwrap().unwrap()), [10, 21, 30, 62]);
     }
 
     #[test]
