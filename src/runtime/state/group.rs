@@ -291,11 +291,7 @@ impl ContinuousGroup {
     async fn plan_merge(&self, engine: &Engine, schema: SchemaRef) -> Result<MergePlans> {
         let ctx = engine.context();
         let mut fields = schema.fields().to_vec();
-        fields.push(Arc::new(Field::new(
-            hidden::GROUP_SLOT,
-            DataType::UInt32,
-            false,
-        )));
+        fields.push(slot_field());
         let state = register_numbered(ctx, STATE, Arc::new(Schema::new(fields)))?;
         let df = engine
             .pipeline(STATE, &self.merge)
@@ -598,14 +594,15 @@ impl GroupParts {
     }
 }
 
+/// The column of a merge row's slot.
+fn slot_field() -> Arc<Field> {
+    Arc::new(Field::new(hidden::GROUP_SLOT, DataType::UInt32, false))
+}
+
 /// `rows` with their slots as one more column.
 fn with_slots(rows: &RecordBatch, slots: UInt32Array) -> Result<RecordBatch> {
     let mut fields = rows.schema().fields().to_vec();
-    fields.push(Arc::new(Field::new(
-        hidden::GROUP_SLOT,
-        DataType::UInt32,
-        false,
-    )));
+    fields.push(slot_field());
     let mut columns = rows.columns().to_vec();
     columns.push(Arc::new(slots));
     Ok(RecordBatch::try_new(
