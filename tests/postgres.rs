@@ -129,7 +129,8 @@ async fn rows_land_exactly_once_through_kill_9() {
     let pg = Postgres::start();
     pg.execute("CREATE TABLE events (id bigint, v text)").await;
     let dir = tempfile::tempdir().unwrap();
-    let n = 20_000;
+    // Enough batches (1 500) that a run outlasts the first kill on a fast machine.
+    let n = 60_000;
     let docs: String = (0..n)
         .map(|i| format!("{{\"id\": {i}, \"v\": \"value-{i}\"}}\n"))
         .collect();
@@ -158,7 +159,7 @@ async fn rows_land_exactly_once_through_kill_9() {
         }
     };
     let killed =
-        tokio::task::spawn_blocking(move || common::run_with_kills(&job, &[700, 900, 1100]))
+        tokio::task::spawn_blocking(move || common::run_with_kills(&job, &[400, 700, 1000]))
             .await
             .unwrap();
     assert!(killed >= 1, "no run was killed: the test proves nothing");
