@@ -174,7 +174,11 @@ async fn decode(
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let read = move |buf: Vec<u8>, schema: SchemaRef| {
         let read = read_lines_parallel(&buf[..len], &schema, false, 8192, threads).and_then(|r| {
-            let batch = concat_batches(&schema, &r.batches)?;
+            // One batch is taken as it is (concatenating would copy it).
+            let batch = match r.batches.as_slice() {
+                [one] => one.clone(),
+                many => concat_batches(&schema, many)?,
+            };
             Ok((r, batch))
         });
         (buf, read)

@@ -200,7 +200,12 @@ pub(super) async fn fetch(
             let _ = tx.send(Err(e)).await;
             return;
         }
-        let batch = match concat_batches(&schema, &parts) {
+        // One read is the batch as it is (concatenating would copy it).
+        let joined = match parts.as_slice() {
+            [one] if one.schema() == schema => Ok(one.clone()),
+            _ => concat_batches(&schema, &parts),
+        };
+        let batch = match joined {
             Ok(b) if partitioned => match by_partition(b, &mut partitions) {
                 Ok(b) => b,
                 Err(e) => {

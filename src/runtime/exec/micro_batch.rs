@@ -339,7 +339,16 @@ pub async fn run_with_dead_letters(
         checkpoint_interval: options.checkpoint_interval,
         last_checkpoint: Instant::now(),
     };
-    let transform = tokio::spawn(transformer.run(fetched_rx, done_tx, counters.clone()));
+    // The transform step runs on a thread of its own (driven there, on the runtime, by
+    // `Handle::block_on`), not as a task: a task woken by a task is run next by the same
+    // worker thread (tokio's LIFO slot, which other workers cannot steal from), so passing
+    // every micro-batch from step to step would run the steps one after the other on one
+    // core instead of side by side.
+    let runtime = tokio::runtime::Handle::current();
+    let counted = counters.clone();
+    let transform = tokio::task::spawn_blocking(move || {
+        runtime.block_on(transformer.run(fetched_rx, done_tx, counted))
+    });
     let fetching = crate::runtime::exec::fetch::fetch(
         source, fetched_tx, options, &counters, ticks, records, again,
     );

@@ -74,14 +74,27 @@ impl Prepared {
         batch_rows: usize,
         stages: &mut Vec<StageMetrics>,
     ) -> Result<Vec<RecordBatch>> {
+        let (out, plan) = self.execute().await?;
+        self.measured = measure(&plan, batch_rows, stages, &self.measured);
+        self.last = Some(plan);
+        Ok(out)
+    }
+
+    /// Runs the plan like [`Prepared::run`], for a step whose operators are not reported
+    /// (a plan always run this way: the counts it would subtract are not kept).
+    pub async fn run_unmeasured(&mut self) -> Result<Vec<RecordBatch>> {
+        let (out, plan) = self.execute().await?;
+        self.last = Some(plan);
+        Ok(out)
+    }
+
+    async fn execute(&mut self) -> Result<(Vec<RecordBatch>, Arc<dyn ExecutionPlan>)> {
         let (plan, task) = match &self.physical {
             Some((plan, task)) => (reset(plan)?, task.clone()),
             None => plan(&self.ctx, &self.logical).await?,
         };
         let out = datafusion::physical_plan::collect(plan.clone(), task).await?;
-        self.measured = measure(&plan, batch_rows, stages, &self.measured);
-        self.last = Some(plan);
-        Ok(out)
+        Ok((out, plan))
     }
 }
 

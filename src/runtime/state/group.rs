@@ -226,7 +226,7 @@ impl ContinuousGroup {
             return Err(crate::Error::internal("the $group merge was not planned"));
         };
         plans.state.bind(rows, 0);
-        let merged = plans.merge.run(0, &mut Vec::new()).await;
+        let merged = plans.merge.run_unmeasured().await;
         plans.state.clear();
         // The merged rows come keyed by slot: their `_id`s are the partial rows'.
         let mut new_rows = Vec::new();
@@ -266,7 +266,7 @@ impl ContinuousGroup {
                     return Err(crate::Error::internal("the $group output was not planned"));
                 };
                 merged_table.bind(new_rows.clone(), 0);
-                let out = output.run(0, &mut Vec::new()).await;
+                let out = output.run_unmeasured().await;
                 merged_table.clear();
                 out?
             }
