@@ -61,7 +61,7 @@ impl JsonlFileSource {
                 }
                 // Inferred from the lines that parse: the unreadable ones are for the error
                 // policy to deal with when they are read.
-                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let threads = crate::document::decode::cores();
                 infer_schema(&data, JsonlOptions::default().infer_records, threads)?
             }
         };
@@ -171,7 +171,7 @@ async fn decode(
     len: usize,
     schema: &SchemaRef,
 ) -> (Vec<u8>, Result<(ReadLines, RecordBatch)>) {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = crate::document::decode::cores();
     let read = move |buf: Vec<u8>, schema: SchemaRef| {
         let read = read_lines_parallel(&buf[..len], &schema, false, 8192, threads).and_then(|r| {
             // One batch is taken as it is (concatenating would copy it).

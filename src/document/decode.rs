@@ -30,12 +30,19 @@ pub struct JsonlOptions {
     pub schema: Option<SchemaRef>,
 }
 
+/// The cores this process may use, asked of the system once: asking reads the cgroup files
+/// each time, which a stream of small micro-batches would do for every batch.
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 impl Default for JsonlOptions {
     fn default() -> Self {
         JsonlOptions {
             infer_records: 10_000,
             batch_size: 8192,
-            max_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_partitions: cores().max(2),
             schema: None,
         }
     }

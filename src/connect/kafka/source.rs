@@ -698,7 +698,7 @@ impl KafkaSource {
                     }
                 }
                 let threads = if text.len() > 4 << 20 {
-                    std::thread::available_parallelism().map_or(1, |n| n.get())
+                    crate::document::decode::cores()
                 } else {
                     1
                 };
