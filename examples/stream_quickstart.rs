@@ -38,6 +38,7 @@ async fn main() -> fluxion::Result<()> {
         queue_capacity: Some(4),
         source_queue_capacity: Some(2),
         worker_threads: Some(2),
+        group_upserts: None,
         scale_out: false,
     };
     // 3. The pipeline definition, run by the orchestrator; the handle has its metrics.

@@ -267,29 +267,37 @@ async fn a_continuous_group_ends_in_the_batch_group() {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             let size = 1 + (seed >> 33) as usize % 25;
-            let engine = Engine::new();
-            let mut source = MemorySource::from_jsonl(data.as_bytes()).unwrap();
-            let mut sink = MemorySink::default();
-            let mut checkpoints = MemoryCheckpoints::default();
-            let options = RuntimeOptions {
-                micro_batch_size: size,
-                ..Default::default()
-            };
-            run(
-                &engine,
-                &pipeline,
-                &mut source,
-                &mut sink,
-                &mut checkpoints,
-                &options,
-            )
-            .await
-            .unwrap();
-            // Upserts: the last document per _id is the group's value.
-            let got = common::last_per_id(to_documents(&sink.committed).unwrap());
-            assert_eq!(got.len(), expected.len(), "batches of {size}");
-            for (g, e) in got.iter().zip(&expected) {
-                assert!(common::same_value(g, e), "batches of {size}:\n{g}\n{e}");
+            // Merged at every batch (a checkpoint after each), and held until the one
+            // checkpoint at the end (a key then comes in many batches' aggregates at once).
+            for interval in [None, Some(std::time::Duration::from_secs(3600))] {
+                let engine = Engine::new();
+                let mut source = MemorySource::from_jsonl(data.as_bytes()).unwrap();
+                let mut sink = MemorySink::default();
+                let mut checkpoints = MemoryCheckpoints::default();
+                let options = RuntimeOptions {
+                    micro_batch_size: size,
+                    checkpoint_interval: interval,
+                    ..Default::default()
+                };
+                run(
+                    &engine,
+                    &pipeline,
+                    &mut source,
+                    &mut sink,
+                    &mut checkpoints,
+                    &options,
+                )
+                .await
+                .unwrap();
+                // Upserts: the last document per _id is the group's value.
+                let got = common::last_per_id(to_documents(&sink.committed).unwrap());
+                assert_eq!(got.len(), expected.len(), "batches of {size}, {interval:?}");
+                for (g, e) in got.iter().zip(&expected) {
+                    assert!(
+                        common::same_value(g, e),
+                        "batches of {size}, {interval:?}:\n{g}\n{e}"
+                    );
+                }
             }
         }
     }
@@ -360,6 +368,48 @@ async fn a_continuous_group_emits_only_the_groups_a_batch_changed() {
     // One document per batch changes one group: one upsert per kept document.
     assert_eq!(stats.output_rows as usize, kept);
     assert_eq!(to_documents(&sink.committed).unwrap().len(), kept);
+}
+
+/// With checkpoints spaced out, a continuous `$group` merges the batches since the last
+/// checkpoint at once: each group they changed is emitted once. `groupUpserts: "everyBatch"`
+/// emits the groups each batch changed, as without a checkpoint interval.
+#[tokio::test]
+async fn a_continuous_group_emits_its_groups_once_per_checkpoint() {
+    use fluxion::runtime::exec::micro_batch::GroupUpserts;
+    let data = std::fs::read_to_string(ORDERS).unwrap();
+    let pipeline = Pipeline::from_value(&json!([
+        {"$group": {"_id": "$customerId", "n": {"$sum": 1}, "last": {"$last": "$orderId"}}}
+    ]))
+    .unwrap();
+    let expected = common::batch_result(&data, &pipeline).await;
+    let mut emitted = Vec::new();
+    for when in [GroupUpserts::AtCheckpoint, GroupUpserts::EveryBatch] {
+        let mut source = MemorySource::from_jsonl(data.as_bytes()).unwrap();
+        let mut sink = MemorySink::default();
+        let options = RuntimeOptions {
+            micro_batch_size: 7,
+            checkpoint_interval: Some(std::time::Duration::from_secs(3600)),
+            group_upserts: when,
+            ..Default::default()
+        };
+        let stats = run(
+            &Engine::new(),
+            &pipeline,
+            &mut source,
+            &mut sink,
+            &mut MemoryCheckpoints::default(),
+            &options,
+        )
+        .await
+        .unwrap();
+        assert_eq!((stats.input_rows, stats.checkpoints), (80, 1), "{when:?}");
+        let upserts = to_documents(&sink.committed).unwrap();
+        assert_eq!(stats.output_rows as usize, upserts.len());
+        common::assert_same_groups(upserts.clone(), &expected);
+        emitted.push(upserts.len());
+    }
+    assert_eq!(emitted[0], expected.len(), "once per group");
+    assert!(emitted[1] > expected.len(), "{emitted:?}");
 }
 
 #[tokio::test]
@@ -933,14 +983,17 @@ async fn the_closing_checkpoint_holds_the_groups_after_the_last_batch() {
         .unwrap();
         assert_eq!(stats.checkpoints, 1);
         if max.is_some() {
-            assert_eq!(stats.batches, 4);
+            // Four micro-batches, whose aggregates were held (no checkpoint was due), then
+            // the commit of the groups they changed, merged as the run stopped.
+            assert_eq!(stats.batches, 5);
+            assert_eq!(stats.input_rows, 36);
             let cp = DirCheckpoints::new(dir.path().join("cp"))
                 .unwrap()
                 .load()
                 .await
                 .unwrap()
                 .unwrap();
-            assert_eq!(cp.batches, 4);
+            assert_eq!(cp.batches, 5);
             assert!(
                 cp.state.is_some_and(|s| !s.is_empty()),
                 "the groups are saved"

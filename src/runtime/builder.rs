@@ -30,7 +30,9 @@ use crate::connect::config::{SinkConfig, SourceConfig};
 use crate::connect::config::{open_partitioned, open_sink, open_source};
 use crate::connect::source::{Position, Sink, Source, TaskPositions};
 use crate::job::{Job, Query, RuntimeConfig};
-use crate::runtime::exec::micro_batch::{RunStats, RuntimeOptions, run_with_dead_letters};
+use crate::runtime::exec::micro_batch::{
+    GroupUpserts, RunStats, RuntimeOptions, run_with_dead_letters,
+};
 use crate::runtime::exec::tasks::{OpenTask, TaskParts, run_tasks};
 use crate::runtime::metrics::{MetricsListener, PrometheusMetrics, Totals};
 use crate::runtime::policy::error_policy::{ErrorPolicy, OnFailure};
@@ -315,6 +317,13 @@ impl StreamBuilder {
         self
     }
 
+    /// When a continuous `$group` merges micro-batches into its groups and emits their
+    /// upserts (default [`GroupUpserts::AtCheckpoint`]).
+    pub fn group_upserts(mut self, when: GroupUpserts) -> Self {
+        self.options.group_upserts = when;
+        self
+    }
+
     /// How long a micro-batch may wait for more documents after its first one (default: it
     /// closes as soon as the source has nothing more right now).
     pub fn max_batch_delay(mut self, delay: std::time::Duration) -> Self {
@@ -525,5 +534,8 @@ fn apply_runtime(config: &RuntimeConfig, options: &mut RuntimeOptions) {
     }
     if let Some(n) = config.source_queue_capacity {
         options.source_queue_capacity = n.max(1);
+    }
+    if let Some(when) = config.group_upserts {
+        options.group_upserts = when;
     }
 }

@@ -955,7 +955,11 @@ fn watch_ends(consumer: std::sync::Weak<BaseConsumer<Context>>, shared: std::syn
                 }
             }
             let known = !held.is_empty() && highs.len() == held.len();
-            *shared.highs.lock().expect("not poisoned") = highs;
+            // Merged, not replaced: an end that could not be asked for this time, or one the
+            // source noted while this round ran (it reads the ends it stops at itself), stays
+            // until a newer answer comes. Ends of partitions no longer held are never read:
+            // the lag only counts the partitions held.
+            shared.highs.lock().expect("not poisoned").extend(highs);
             drop((consumer, shared));
             // Soon again while partitions are still being assigned, so even a short run
             // reports its lag.

@@ -25,7 +25,7 @@ use tracing::Instrument;
 use crate::connect::source::{CheckpointHook, Position, Sink, Source};
 use crate::runtime::exec::deliver::Deliverer;
 use crate::runtime::exec::options::Counters;
-pub use crate::runtime::exec::options::RuntimeOptions;
+pub use crate::runtime::exec::options::{GroupUpserts, RuntimeOptions};
 use crate::runtime::exec::transform::{Operator, Transformer};
 use crate::runtime::metrics::BatchMetrics;
 use crate::runtime::policy::error_policy::{ErrorPolicy, OnFailure, with_retries};
@@ -312,6 +312,17 @@ pub async fn run_with_dead_letters(
     if !again.is_empty() {
         deliverer.recover().await?;
     }
+    // A continuous $group holds micro-batches' aggregates until a checkpoint when
+    // checkpoints are spaced out — unless the sink recognises its output after a crash: the
+    // batches formed again must then give the same output each, which merges at times chosen
+    // by the clock would not.
+    if let Some(Operator::Group(g)) = operator.as_mut() {
+        g.hold(
+            options.checkpoint_interval.is_some()
+                && options.group_upserts == GroupUpserts::AtCheckpoint
+                && !recognises,
+        );
+    }
     let counters = Arc::new(Counters::default());
     let schema = source.schema();
     let hook = source.on_checkpoint();
@@ -338,6 +349,7 @@ pub async fn run_with_dead_letters(
         bound: None,
         checkpoint_interval: options.checkpoint_interval,
         last_checkpoint: Instant::now(),
+        last_position: None,
     };
     // The transform step runs on a thread of its own (driven there, on the runtime, by
     // `Handle::block_on`), not as a task: a task woken by a task is run next by the same

@@ -44,7 +44,33 @@ pub struct RuntimeOptions {
     /// How often a quiet source's windows are stepped anyway, when the clock alone can close
     /// them (processing time, idle timeouts).
     pub tick_interval: Duration,
+    /// When a continuous `$group` merges its micro-batches into its groups and emits their
+    /// upserts.
+    pub group_upserts: GroupUpserts,
 }
+
+/// When a continuous `$group` merges micro-batches into its groups and emits the upserts of
+/// the groups they changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum GroupUpserts {
+    /// Each micro-batch is aggregated on its own as it comes; the aggregates are merged into
+    /// the groups — and the changed groups emitted, once each — when a checkpoint is taken
+    /// (at most every checkpoint interval, and at the end of the input or of the run), or
+    /// when [`HELD_ROWS`] aggregates wait. Without a checkpoint interval that is after every
+    /// micro-batch. Sinks that recognise their output after a crash (Kafka, PostgreSQL,
+    /// HTTP) need every micro-batch formed again to give the same output, so with them the
+    /// merge is always [`GroupUpserts::EveryBatch`].
+    #[default]
+    AtCheckpoint,
+    /// Every micro-batch is merged into the groups and the groups it changed emitted.
+    EveryBatch,
+}
+
+/// Aggregates of micro-batches a continuous `$group` holds at most before merging them into
+/// its groups (under [`GroupUpserts::AtCheckpoint`]): bounds the memory they take and how long
+/// upserts wait when checkpoints are far apart.
+pub const HELD_ROWS: usize = 65_536;
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
@@ -62,6 +88,7 @@ impl Default for RuntimeOptions {
             time_field: None,
             clock: crate::runtime::window::clock::system(),
             tick_interval: Duration::from_millis(100),
+            group_upserts: GroupUpserts::default(),
         }
     }
 }

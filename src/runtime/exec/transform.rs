@@ -117,6 +117,8 @@ pub(super) struct Transformer {
     /// Checkpoint at most this often (`None`: after every batch), and when the last was due.
     pub checkpoint_interval: Option<Duration>,
     pub last_checkpoint: Instant,
+    /// Where the last batch ended.
+    pub last_position: Option<Position>,
 }
 
 /// The operator whose state a stream carries from batch to batch.
@@ -199,6 +201,35 @@ impl Transformer {
                 return;
             }
             counters.add_wait(waiting.elapsed());
+        }
+        // The run is stopping with aggregates of a continuous $group held: they are merged
+        // and their upserts delivered as one more commit (at the last batch's position, no
+        // input of its own), checkpointed with the state they give.
+        if let Some(Operator::Group(g)) = &mut self.operator
+            && g.held_rows() > 0
+            && let Some(position) = self.last_position.clone()
+        {
+            self.stages.clear();
+            let began = Instant::now();
+            let out = g
+                .merge(&self.engine, &mut self.stages)
+                .await
+                .map(|output| Transformed {
+                    output,
+                    start: position.clone(),
+                    position,
+                    state: Some(g.snapshot()),
+                    state_rows: g.state_rows(),
+                    state_bytes: g.state_bytes(),
+                    checkpoint: true,
+                    transform_time: began.elapsed(),
+                    stages: std::mem::take(&mut self.stages),
+                    ..Transformed::empty()
+                });
+            let failed = out.is_err();
+            if tx.send(out).await.is_err() || failed {
+                return;
+            }
         }
         // The input ended (or the run is stopping): the state after the last batch, for the
         // closing checkpoint.
@@ -341,6 +372,25 @@ impl Transformer {
         if checkpoint {
             self.last_checkpoint = Instant::now();
         }
+        // A continuous $group holding micro-batches' aggregates merges them when the state is
+        // saved (a checkpoint has all of it), or when it holds many. Only a bug or memory
+        // running out fails a merge: it is retried when that may help, else it fails the run
+        // (the batches it held are read again from the last checkpoint).
+        let mut output = output;
+        if let Some(Operator::Group(g)) = &mut self.operator
+            && g.held_rows() > 0
+            && (checkpoint || g.held_rows() >= crate::runtime::exec::options::HELD_ROWS)
+        {
+            let stages = &mut self.stages;
+            let merged: Result<_> = with_retries!(
+                self.policy,
+                "the $group merge",
+                counters.retries,
+                g.merge(&self.engine, stages).await
+            );
+            output.extend(merged?);
+        }
+        self.last_position = Some(f.position.clone());
         let state = match &self.operator {
             Some(Operator::Group(_)) if !checkpoint => None,
             Some(op) => Some(op.snapshot()?),

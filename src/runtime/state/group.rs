@@ -18,6 +18,13 @@
 //! costs what it holds, not what the state holds. The state is saved with checkpoints (Arrow
 //! IPC), so a restarted stream continues with the groups as they were.
 //!
+//! The partial rows of several micro-batches can be held and merged at once
+//! ([`ContinuousGroup::hold`], the runtime's `groupUpserts: "atCheckpoint"`): then a group
+//! several of them touched is read, merged and emitted once, and the per-merge work (locating
+//! keys, the merge plan, the state's writes) is paid once for them all. A key may then come in
+//! several partial rows: the slots number the keys, not the rows, and the rows of a key merge
+//! in the order their batches came.
+//!
 //! Stages after the `$group` may change each upsert on its own — `$project`, `$addFields` /
 //! `$set`, `$unset` that leave `_id` alone; a `$match` there could not take back an upsert it
 //! drops, so it is rejected (as are stages that need every group).
@@ -96,6 +103,11 @@ pub struct ContinuousGroup {
     state: KeyedState,
     /// The plans, made at the first batch and kept while the tables they read stay the same.
     plans: Box<Plans>,
+    /// Micro-batches' aggregates not merged into the state yet, and their rows.
+    held: Vec<RecordBatch>,
+    held_rows: usize,
+    /// Whether aggregates are held until [`ContinuousGroup::merge`] (else merged at once).
+    hold: bool,
 }
 
 /// The plans of a continuous `$group`: the partial `$group` over the stream's table, the
@@ -157,11 +169,15 @@ impl ContinuousGroup {
             parts,
             state: KeyedState::new("_id"),
             plans: Box::default(),
+            held: Vec::new(),
+            held_rows: 0,
+            hold: false,
         }))
     }
 
-    /// Folds the micro-batch bound to `stream` (registered as `table`, `batch_rows`
-    /// documents) into the state; returns the upserts of the groups it changed.
+    /// Aggregates the micro-batch bound to `stream` (registered as `table`, `batch_rows`
+    /// documents) and, unless its aggregates are held for later ([`ContinuousGroup::hold`]),
+    /// merges them into the state; returns the upserts of the groups that changed.
     pub async fn step(
         &mut self,
         engine: &Engine,
@@ -170,6 +186,7 @@ impl ContinuousGroup {
         batch_rows: usize,
         stages: &mut Vec<StageMetrics>,
     ) -> Result<Vec<RecordBatch>> {
+        let mut upserts = Vec::new();
         // The partial plan reads the stream's table: planned again only when that changed.
         if !self
             .plans
@@ -177,6 +194,9 @@ impl ContinuousGroup {
             .as_ref()
             .is_some_and(|(t, _)| Arc::ptr_eq(t, stream))
         {
+            // Aggregates held from the old plan are merged first: the new plan's may have
+            // another form.
+            upserts = self.merge(engine, stages).await?;
             let df = engine.pipeline(table, &self.partial).await?;
             self.plans.partial = Some((stream.clone(), Prepared::new(engine.context(), df).await?));
             self.plans.merge = None;
@@ -185,23 +205,87 @@ impl ContinuousGroup {
             return Err(crate::Error::internal("the partial $group was not planned"));
         };
         let partial = partial_plan.run(batch_rows, stages).await?;
-        let merging = std::time::Instant::now();
-        let Some(first) = partial.first() else {
+        let mut partial: Vec<RecordBatch> =
+            partial.into_iter().filter(|b| b.num_rows() > 0).collect();
+        if partial.is_empty() {
+            return Ok(upserts);
+        }
+        let partial = if partial.len() == 1 {
+            partial.swap_remove(0)
+        } else {
+            concat_batches(&partial[0].schema(), &partial)?
+        };
+        if self
+            .held
+            .first()
+            .is_some_and(|h| h.schema() != partial.schema())
+        {
+            upserts.extend(self.merge(engine, stages).await?);
+        }
+        self.held_rows += partial.num_rows();
+        self.held.push(partial);
+        if !self.hold {
+            match self.merge(engine, stages).await {
+                Ok(merged) => upserts.extend(merged),
+                // Nothing was held before this batch: it is let go, so the batch can be tried
+                // again (or split) against the state as it was.
+                Err(e) => {
+                    self.held.clear();
+                    self.held_rows = 0;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(upserts)
+    }
+
+    /// Holds each micro-batch's aggregates until [`ContinuousGroup::merge`] instead of
+    /// merging them at once (see [`crate::runtime::exec::options::GroupUpserts`]).
+    pub fn hold(&mut self, hold: bool) {
+        self.hold = hold;
+    }
+
+    /// Aggregate rows held, not merged into the state yet.
+    pub fn held_rows(&self) -> usize {
+        self.held_rows
+    }
+
+    /// Merges the aggregates held into the state; returns the upserts of the groups they
+    /// changed (each group once). The state and what is held change only when the whole merge
+    /// succeeds, so a failed merge can be tried again.
+    pub async fn merge(
+        &mut self,
+        engine: &Engine,
+        stages: &mut Vec<StageMetrics>,
+    ) -> Result<Vec<RecordBatch>> {
+        let Some(first) = self.held.first() else {
             return Ok(Vec::new());
         };
+        let merging = std::time::Instant::now();
         let schema = first.schema();
-        if partial.iter().all(|b| b.num_rows() == 0) {
-            return Ok(Vec::new());
-        }
-        // Only the groups this batch touches are read from the state and merged; the state
-        // is changed only when the whole step succeeds (a failed batch can be retried, or
-        // split, against the state as it was).
-        let partial_rows = concat_batches(&schema, &partial)?;
+        // Only the groups the aggregates touch are read from the state and merged.
+        let partial_rows = if self.held.len() == 1 {
+            first.clone()
+        } else {
+            concat_batches(&schema, &self.held)?
+        };
         let partial_count = partial_rows.num_rows();
-        // Each partial row and the state row of its key (if any) are merged by the partial
-        // row's number (a slot), not by `_id`: grouping by a number is cheaper than by a key
-        // of any type, and the numbers say which located key each merged row is.
-        let mut located = self.state.locate(&partial_rows)?;
+        // Each partial row and the state row of its key (if any) are merged by the number of
+        // the key (a slot), not by `_id`: grouping by a number is cheaper than by a key of any
+        // type, and the numbers say which located key each merged row is. One batch's
+        // aggregates have each key once; several batches' may repeat a key.
+        let id = partial_rows.schema().index_of("_id")?;
+        let (mut located, slots, ids) = if self.held.len() == 1 {
+            let located = self.state.locate(&partial_rows)?;
+            let slots = UInt32Array::from_iter_values(0..partial_count as u32);
+            (located, slots, partial_rows.column(id).clone())
+        } else {
+            let (located, slots) = self.state.locate_grouped(&partial_rows)?;
+            let firsts = UInt32Array::from(located.first_rows().unwrap_or_default().to_vec());
+            let ids = datafusion::arrow::compute::take(partial_rows.column(id), &firsts, None)?;
+            (located, UInt32Array::from(slots), ids)
+        };
+        let id_field = partial_rows.schema().fields()[id].clone();
         let touched = self.state.rows_at(&located)?;
         let touched_rows = touched.as_ref().map_or(0, |t| t.0.num_rows());
         let mut rows = Vec::with_capacity(2);
@@ -215,10 +299,7 @@ impl ContinuousGroup {
             };
             rows.push(with_slots(&t, UInt32Array::from(of))?);
         }
-        rows.push(with_slots(
-            &partial_rows,
-            UInt32Array::from_iter_values(0..partial_count as u32),
-        )?);
+        rows.push(with_slots(&partial_rows, slots)?);
         if !self.plans.merge.as_ref().is_some_and(|m| m.rows == schema) {
             self.plans.merge = Some(self.plan_merge(engine, schema.clone()).await?);
         }
@@ -228,11 +309,11 @@ impl ContinuousGroup {
         plans.state.bind(rows, 0);
         let merged = plans.merge.run_unmeasured().await;
         plans.state.clear();
-        // The merged rows come keyed by slot: their `_id`s are the partial rows'.
+        // The merged rows come keyed by slot: their `_id`s are the located keys'.
         let mut new_rows = Vec::new();
         let mut slots = Vec::new();
         for b in merged? {
-            let (b, s) = keyed_by_id(b, &partial_rows)?;
+            let (b, s) = keyed_by_id(b, &id_field, &ids)?;
             new_rows.push(b);
             slots.push(s);
         }
@@ -276,6 +357,8 @@ impl ContinuousGroup {
             self.state
                 .upsert_located(rows, slots.values(), &mut located)?;
         }
+        self.held.clear();
+        self.held_rows = 0;
         stages.push(StageMetrics {
             stage: "$group merge".to_string(),
             input_rows: (touched_rows + partial_count) as u64,
@@ -611,9 +694,13 @@ fn with_slots(rows: &RecordBatch, slots: UInt32Array) -> Result<RecordBatch> {
     )?)
 }
 
-/// Merged rows whose `_id` is their slot, with the `_id`s of those `partial` rows instead;
-/// and the slots.
-fn keyed_by_id(merged: RecordBatch, partial: &RecordBatch) -> Result<(RecordBatch, UInt32Array)> {
+/// Merged rows whose `_id` is their slot, with the `_id`s of those slots (`ids`, a column of
+/// `id_field`) instead; and the slots.
+fn keyed_by_id(
+    merged: RecordBatch,
+    id_field: &Arc<Field>,
+    ids: &datafusion::arrow::array::ArrayRef,
+) -> Result<(RecordBatch, UInt32Array)> {
     let schema = merged.schema();
     let at = schema.index_of("_id")?;
     let slots = datafusion::arrow::compute::cast(merged.column(at), &DataType::UInt32)?;
@@ -622,11 +709,10 @@ fn keyed_by_id(merged: RecordBatch, partial: &RecordBatch) -> Result<(RecordBatc
         .downcast_ref::<UInt32Array>()
         .cloned()
         .ok_or_else(|| crate::Error::internal("the $group merge lost its slots"))?;
-    let id = partial.schema().index_of("_id")?;
     let mut fields = schema.fields().to_vec();
-    fields[at] = partial.schema().fields()[id].clone();
+    fields[at] = id_field.clone();
     let mut columns = merged.columns().to_vec();
-    columns[at] = datafusion::arrow::compute::take(partial.column(id), &slots, None)?;
+    columns[at] = datafusion::arrow::compute::take(ids, &slots, None)?;
     Ok((
         RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?,
         slots,

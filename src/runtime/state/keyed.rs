@@ -49,9 +49,24 @@ pub struct KeyedState {
 pub struct Located {
     keys: datafusion::arrow::row::Rows,
     at: Vec<Option<u32>>,
+    /// Which of `keys` each key is, when the batch had keys more than once
+    /// ([`KeyedState::locate_grouped`]); `None`: key `k` is `keys.row(k)`.
+    rows: Option<Vec<u32>>,
 }
 
 impl Located {
+    /// Key `k` in its converted form.
+    fn key(&self, k: usize) -> datafusion::arrow::row::Row<'_> {
+        self.keys
+            .row(self.rows.as_ref().map_or(k, |r| r[k] as usize))
+    }
+
+    /// For each key, the first row of the located batch that has it (`None` when each row
+    /// was a key of its own).
+    pub fn first_rows(&self) -> Option<&[u32]> {
+        self.rows.as_deref()
+    }
+
     /// How many of the keys the state has.
     pub fn found(&self) -> usize {
         self.at.iter().filter(|e| e.is_some()).count()
@@ -258,7 +273,44 @@ impl KeyedState {
                 .map(|k| self.index.get(k.as_ref()).copied())
                 .collect()
         };
-        Ok(Located { keys, at })
+        Ok(Located {
+            keys,
+            at,
+            rows: None,
+        })
+    }
+
+    /// Where the keys in `batch`'s key column are, when a key may come more than once: each
+    /// key once (in the order of their first rows), and for each row the number of its key.
+    pub fn locate_grouped(&mut self, batch: &RecordBatch) -> Result<(Located, Vec<u32>)> {
+        let keys = self.keys(batch)?;
+        let mut numbers: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState> =
+            HashMap::with_capacity_and_hasher(keys.num_rows(), Default::default());
+        let mut of_row = Vec::with_capacity(keys.num_rows());
+        let mut rows = Vec::new();
+        let mut at = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let k = k.as_ref();
+            let n = match numbers.get(k) {
+                Some(n) => *n,
+                None => {
+                    let n = rows.len() as u32;
+                    numbers.insert(k.into(), n);
+                    rows.push(i as u32);
+                    at.push(self.index.get(k).copied());
+                    n
+                }
+            };
+            of_row.push(n);
+        }
+        Ok((
+            Located {
+                keys,
+                at,
+                rows: Some(rows),
+            },
+            of_row,
+        ))
     }
 
     /// The live rows of the keys `located` found, in the order of its keys, and for each the
@@ -335,7 +387,7 @@ impl KeyedState {
             let entry = match located.at[k] {
                 Some(e) => Some(e),
                 // Not there when located; there now if the same key came earlier in `rows`.
-                None => self.index.get(located.keys.row(k).as_ref()).copied(),
+                None => self.index.get(located.key(k).as_ref()).copied(),
             };
             match entry {
                 // A key already there keeps its entry (no new allocation): most upserts replace.
@@ -348,7 +400,7 @@ impl KeyedState {
                 None => {
                     let e = self.places.len() as u32;
                     self.places.push((b, i as u32));
-                    self.index.insert(located.keys.row(k).as_ref().into(), e);
+                    self.index.insert(located.key(k).as_ref().into(), e);
                     located.at[k] = Some(e);
                 }
             }
