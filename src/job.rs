@@ -91,7 +91,7 @@ pub struct RuntimeConfig {
     pub source_queue_capacity: Option<usize>,
     /// Threads the job runs on (default: one per core).
     pub worker_threads: Option<usize>,
-    /// When a continuous `$group` emits upserts: `"atCheckpoint"` (default) or `"everyBatch"`.
+    /// When a continuous `$group` emits upserts: `"everyBatch"` (default) or `"atCheckpoint"`.
     pub group_upserts: Option<crate::runtime::exec::options::GroupUpserts>,
     /// Run each partition of the source as a task with its own checkpoint, so processes of
     /// the job sharing a consumer group (and the checkpoint store) share the partitions.

@@ -10,7 +10,9 @@ use fluxion::connect::jsonl_sink::JsonlFileSink;
 use fluxion::connect::jsonl_source::JsonlFileSource;
 use fluxion::connect::memory::{MemorySink, MemorySource};
 use fluxion::document::encode::to_documents;
-use fluxion::runtime::exec::micro_batch::{RuntimeOptions, run, run_with_dead_letters};
+use fluxion::runtime::exec::micro_batch::{
+    GroupUpserts, RuntimeOptions, run, run_with_dead_letters,
+};
 use fluxion::runtime::policy::error_policy::ErrorPolicy;
 use fluxion::runtime::state::checkpoint::{CheckpointStore, DirCheckpoints, MemoryCheckpoints};
 use fluxion::{Engine, Pipeline};
@@ -267,8 +269,8 @@ async fn a_continuous_group_ends_in_the_batch_group() {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             let size = 1 + (seed >> 33) as usize % 25;
-            // Merged at every batch (a checkpoint after each), and held until the one
-            // checkpoint at the end (a key then comes in many batches' aggregates at once).
+            // Merged at every batch, and held until the one checkpoint at the end (a key
+            // then comes in many batches' aggregates at once).
             for interval in [None, Some(std::time::Duration::from_secs(3600))] {
                 let engine = Engine::new();
                 let mut source = MemorySource::from_jsonl(data.as_bytes()).unwrap();
@@ -277,6 +279,7 @@ async fn a_continuous_group_ends_in_the_batch_group() {
                 let options = RuntimeOptions {
                     micro_batch_size: size,
                     checkpoint_interval: interval,
+                    group_upserts: GroupUpserts::AtCheckpoint,
                     ..Default::default()
                 };
                 run(
@@ -370,12 +373,11 @@ async fn a_continuous_group_emits_only_the_groups_a_batch_changed() {
     assert_eq!(to_documents(&sink.committed).unwrap().len(), kept);
 }
 
-/// With checkpoints spaced out, a continuous `$group` merges the batches since the last
-/// checkpoint at once: each group they changed is emitted once. `groupUpserts: "everyBatch"`
-/// emits the groups each batch changed, as without a checkpoint interval.
+/// With checkpoints spaced out and `groupUpserts: "atCheckpoint"`, a continuous `$group`
+/// merges the batches since the last checkpoint at once: each group they changed is emitted
+/// once. By default (`"everyBatch"`) it emits the groups each batch changed.
 #[tokio::test]
 async fn a_continuous_group_emits_its_groups_once_per_checkpoint() {
-    use fluxion::runtime::exec::micro_batch::GroupUpserts;
     let data = std::fs::read_to_string(ORDERS).unwrap();
     let pipeline = Pipeline::from_value(&json!([
         {"$group": {"_id": "$customerId", "n": {"$sum": 1}, "last": {"$last": "$orderId"}}}
@@ -957,48 +959,59 @@ async fn the_closing_checkpoint_holds_the_groups_after_the_last_batch() {
     ]))
     .unwrap();
     let expected = common::batch_result(&data, &pipeline).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
-    std::fs::write(&input, &data).unwrap();
-    let engine = Engine::new();
-    for max in [Some(4), None] {
-        let mut source = JsonlFileSource::open(&input, None, false).unwrap();
-        let mut sink = JsonlFileSink::open(&output).unwrap();
-        let mut checkpoints = DirCheckpoints::new(dir.path().join("cp")).unwrap();
-        let options = RuntimeOptions {
-            micro_batch_size: 9,
-            max_batches: max,
-            checkpoint_interval: Some(std::time::Duration::from_secs(3600)),
-            ..Default::default()
-        };
-        let stats = run(
-            &engine,
-            &pipeline,
-            &mut source,
-            &mut sink,
-            &mut checkpoints,
-            &options,
-        )
-        .await
-        .unwrap();
-        assert_eq!(stats.checkpoints, 1);
-        if max.is_some() {
-            // Four micro-batches, whose aggregates were held (no checkpoint was due), then
-            // the commit of the groups they changed, merged as the run stopped.
-            assert_eq!(stats.batches, 5);
-            assert_eq!(stats.input_rows, 36);
-            let cp = DirCheckpoints::new(dir.path().join("cp"))
-                .unwrap()
-                .load()
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(cp.batches, 5);
-            assert!(
-                cp.state.is_some_and(|s| !s.is_empty()),
-                "the groups are saved"
-            );
+    // Held aggregates (`atCheckpoint`) are merged as the run stops, and committed as one more
+    // commit (without input of its own) before the closing checkpoint.
+    for (when, commits) in [
+        (GroupUpserts::EveryBatch, 4),
+        (GroupUpserts::AtCheckpoint, 5),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
+        std::fs::write(&input, &data).unwrap();
+        let engine = Engine::new();
+        for max in [Some(4), None] {
+            let mut source = JsonlFileSource::open(&input, None, false).unwrap();
+            let mut sink = JsonlFileSink::open(&output).unwrap();
+            let mut checkpoints = DirCheckpoints::new(dir.path().join("cp")).unwrap();
+            let options = RuntimeOptions {
+                micro_batch_size: 9,
+                max_batches: max,
+                checkpoint_interval: Some(std::time::Duration::from_secs(3600)),
+                group_upserts: when,
+                ..Default::default()
+            };
+            let stats = run(
+                &engine,
+                &pipeline,
+                &mut source,
+                &mut sink,
+                &mut checkpoints,
+                &options,
+            )
+            .await
+            .unwrap();
+            assert_eq!(stats.checkpoints, 1);
+            if max.is_some() {
+                assert_eq!((stats.batches, stats.input_rows), (commits, 36), "{when:?}");
+                let cp = DirCheckpoints::new(dir.path().join("cp"))
+                    .unwrap()
+                    .load()
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(cp.batches, commits);
+                assert!(
+                    cp.state.is_some_and(|s| !s.is_empty()),
+                    "the groups are saved"
+                );
+                // The groups of the first 36 documents were emitted before the stop.
+                let first: String = data.lines().take(36).map(|l| format!("{l}\n")).collect();
+                common::assert_same_groups(
+                    read_docs(&output),
+                    &common::batch_result(&first, &pipeline).await,
+                );
+            }
         }
+        common::assert_same_groups(read_docs(&output), &expected);
     }
-    common::assert_same_groups(read_docs(&output), &expected);
 }

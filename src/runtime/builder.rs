@@ -318,7 +318,7 @@ impl StreamBuilder {
     }
 
     /// When a continuous `$group` merges micro-batches into its groups and emits their
-    /// upserts (default [`GroupUpserts::AtCheckpoint`]).
+    /// upserts (default [`GroupUpserts::EveryBatch`]).
     pub fn group_upserts(mut self, when: GroupUpserts) -> Self {
         self.options.group_upserts = when;
         self

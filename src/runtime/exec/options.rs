@@ -54,6 +54,9 @@ pub struct RuntimeOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum GroupUpserts {
+    /// Every micro-batch is merged into the groups and the groups it changed emitted.
+    #[default]
+    EveryBatch,
     /// Each micro-batch is aggregated on its own as it comes; the aggregates are merged into
     /// the groups — and the changed groups emitted, once each — when a checkpoint is taken
     /// (at most every checkpoint interval, and at the end of the input or of the run), or
@@ -61,10 +64,7 @@ pub enum GroupUpserts {
     /// micro-batch. Sinks that recognise their output after a crash (Kafka, PostgreSQL,
     /// HTTP) need every micro-batch formed again to give the same output, so with them the
     /// merge is always [`GroupUpserts::EveryBatch`].
-    #[default]
     AtCheckpoint,
-    /// Every micro-batch is merged into the groups and the groups it changed emitted.
-    EveryBatch,
 }
 
 /// Aggregates of micro-batches a continuous `$group` holds at most before merging them into

@@ -282,27 +282,39 @@ impl KeyedState {
 
     /// Where the keys in `batch`'s key column are, when a key may come more than once: each
     /// key once (in the order of their first rows), and for each row the number of its key.
+    /// A key the state has is told apart by its entry (a number: no second hash of its
+    /// bytes); only keys new to the state are compared by their bytes.
     pub fn locate_grouped(&mut self, batch: &RecordBatch) -> Result<(Located, Vec<u32>)> {
         let keys = self.keys(batch)?;
-        let mut numbers: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState> =
-            HashMap::with_capacity_and_hasher(keys.num_rows(), Default::default());
+        let mut by_entry = vec![u32::MAX; self.places.len()];
+        let mut new_keys: HashMap<&[u8], u32, foldhash::fast::RandomState> = HashMap::default();
         let mut of_row = Vec::with_capacity(keys.num_rows());
         let mut rows = Vec::new();
         let mut at = Vec::new();
-        for (i, k) in keys.iter().enumerate() {
-            let k = k.as_ref();
-            let n = match numbers.get(k) {
-                Some(n) => *n,
-                None => {
-                    let n = rows.len() as u32;
-                    numbers.insert(k.into(), n);
-                    rows.push(i as u32);
-                    at.push(self.index.get(k).copied());
-                    n
+        for i in 0..keys.num_rows() {
+            let k: &[u8] = keys.row(i).data();
+            let entry = self.index.get(k).copied();
+            let known = match entry {
+                Some(e) => by_entry[e as usize],
+                None => new_keys.get(k).copied().unwrap_or(u32::MAX),
+            };
+            let n = if known != u32::MAX {
+                known
+            } else {
+                let n = rows.len() as u32;
+                match entry {
+                    Some(e) => by_entry[e as usize] = n,
+                    None => {
+                        new_keys.insert(k, n);
+                    }
                 }
+                rows.push(i as u32);
+                at.push(entry);
+                n
             };
             of_row.push(n);
         }
+        drop(new_keys);
         Ok((
             Located {
                 keys,
