@@ -69,6 +69,85 @@ impl Sink for FlakySink {
     }
 }
 
+/// A sink that names every record by its batch and place in it, as the Kafka sink does, and
+/// cannot take back what it wrote: a failed write leaves its first half behind, and the retry
+/// recognises the names it already holds (the fault a real broker cannot stage on cue).
+#[derive(Default)]
+struct Naming {
+    /// Every name written, in order.
+    names: Vec<String>,
+    batch: Option<fluxion::connect::source::BatchId>,
+    index: u64,
+    failing: u32,
+}
+
+#[async_trait]
+impl Sink for Naming {
+    async fn write(&mut self, batches: &[RecordBatch]) -> fluxion::Result<()> {
+        let b = self.batch.clone().expect("begun");
+        let mut names = Vec::new();
+        for _ in 0..batches.iter().map(|b| b.num_rows()).sum::<usize>() {
+            names.push(format!("{}:{}:{}", b.job, b.number, self.index));
+            self.index += 1;
+        }
+        let kept = if self.failing > 0 {
+            names.len() / 2
+        } else {
+            names.len()
+        };
+        for n in names.into_iter().take(kept) {
+            if !self.names.contains(&n) {
+                self.names.push(n);
+            }
+        }
+        if self.failing > 0 {
+            self.failing -= 1;
+            return Err(fluxion::Error::external(
+                "naming sink",
+                std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset"),
+            ));
+        }
+        Ok(())
+    }
+    async fn commit(&mut self) -> fluxion::Result<Value> {
+        Ok(json!(self.names.len()))
+    }
+    async fn restore(&mut self, _: &Value) -> fluxion::Result<()> {
+        Ok(())
+    }
+    fn recognises_output(&self) -> bool {
+        true
+    }
+    fn begin(&mut self, batch: &fluxion::connect::source::BatchId) {
+        self.batch = Some(batch.clone());
+        self.index = 0;
+    }
+}
+
+/// A retried batch's records get the names they had in the failed try, so the records that
+/// try left behind are recognised and none is written under a second name.
+#[tokio::test]
+async fn a_retried_batch_names_its_records_as_before() {
+    let data = std::fs::read_to_string(ORDERS).unwrap();
+    let expected = common::batch_result(&data, &paid()).await;
+    let mut source = MemorySource::from_jsonl(data.as_bytes()).unwrap();
+    let mut sink = Naming {
+        failing: 2,
+        ..Default::default()
+    };
+    let stats = stream(
+        &mut source,
+        &mut sink,
+        None,
+        &paid(),
+        options(quick_retry(3)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stats.retries, 2);
+    assert_eq!(sink.names.len(), expected.len(), "{:?}", sink.names);
+}
+
 /// The in-memory source with faults and watchers: reads fail while `failing` is above
 /// zero; `one_per_read` gives one document per read (a trickle); `delivered` (shared with a
 /// [`Slow`] sink) lets it record how many batches it has read ahead of delivery.

@@ -119,7 +119,8 @@ pub trait Sink: Send {
     fn recognises_output(&self) -> bool {
         false
     }
-    /// Called before a micro-batch's output is written, with the batch's identity.
+    /// Called before a micro-batch's output is written, with the batch's identity — again
+    /// before each retry of it, which writes the same output anew.
     fn begin(&mut self, batch: &BatchId) {
         let _ = batch;
     }

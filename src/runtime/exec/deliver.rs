@@ -53,15 +53,15 @@ impl Deliverer<'_, '_> {
         counters: &Counters,
     ) -> Result<Delivered> {
         let rows: u64 = t.output.iter().map(|b| b.num_rows() as u64).sum();
-        self.sink.begin(&BatchId {
+        let batch = BatchId {
             job: self.job.clone(),
             number,
-        });
+        };
         let tried: Result<()> = with_retries!(
             self.policy,
             "delivery",
             counters.retries,
-            self.attempt(&t.output, &t.dead_letters).await
+            self.attempt(&batch, &t.output, &t.dead_letters).await
         );
         let Err(error) = tried else {
             return Ok(Delivered {
@@ -114,7 +114,16 @@ impl Deliverer<'_, '_> {
     }
 
     /// Writes and commits; after a failure, the sinks are back at their last commit.
-    async fn attempt(&mut self, output: &[RecordBatch], letters: &[DeadLetter]) -> Result<()> {
+    /// One try at writing and committing a batch. Every try begins the batch anew, so a sink
+    /// that names its records by batch and place gives a retried batch's records the names
+    /// they had (and recognises those a failed try wrote).
+    async fn attempt(
+        &mut self,
+        batch: &BatchId,
+        output: &[RecordBatch],
+        letters: &[DeadLetter],
+    ) -> Result<()> {
+        self.sink.begin(batch);
         let tried = self.write_and_commit(output, letters).await;
         if tried.is_err() {
             self.restore().await?;
