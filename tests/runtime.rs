@@ -252,6 +252,15 @@ async fn a_continuous_group_ends_in_the_batch_group() {
             {"$addFields": {"range": {"$subtract": ["$high", "$low"]}}},
             {"$project": {"high": 0}}
         ]),
+        // Fields that merge row by row (no merge query): counts, sums of doubles and of
+        // integers, averages, deviations, first and last values (some missing).
+        json!([
+            {"$group": {"_id": "$customerId", "n": {"$count": {}}, "orderTotal": {"$sum": "$orderValue"},
+                        "priorities": {"$sum": "$priority"}, "ones": {"$sum": 1},
+                        "avg": {"$avg": "$orderValue"}, "sd": {"$stdDevSamp": "$orderValue"},
+                        "firstCoupon": {"$first": "$coupon"}, "lastCoupon": {"$last": "$coupon"},
+                        "last": {"$last": "$orderId"}}}
+        ]),
         // Objects merged in order, fields set by some documents only.
         json!([
             {"$group": {"_id": "$customerId", "merged": {"$mergeObjects": {

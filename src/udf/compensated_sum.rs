@@ -175,6 +175,26 @@ impl AggregateUDFImpl for CompensatedSum {
     }
 }
 
+/// Each row's compensated sum of the non-null values of `columns` (aligned, added in column
+/// order) as (totals, residuals); a row without values is 0. Merging a stream's stored sums
+/// row by row gives what this function's aggregate gives over the same values.
+pub fn sum_across(columns: &[&Float64Array]) -> (Vec<f64>, Vec<f64>) {
+    let rows = columns.first().map_or(0, |c| c.len());
+    let mut totals = Vec::with_capacity(rows);
+    let mut residuals = Vec::with_capacity(rows);
+    for i in 0..rows {
+        let mut sum = Pair::default();
+        for c in columns {
+            if c.is_valid(i) {
+                sum.add(c.value(i));
+            }
+        }
+        totals.push(sum.total());
+        residuals.push(sum.residual());
+    }
+    (totals, residuals)
+}
+
 /// Every non-null value of `values`, with the row it is in.
 fn each(values: &[ArrayRef], mut f: impl FnMut(usize, f64)) {
     for column in values {

@@ -18,6 +18,11 @@
 //! costs what it holds, not what the state holds. The state is saved with checkpoints (Arrow
 //! IPC), so a restarted stream continues with the groups as they were.
 //!
+//! When every field merges elementwise (`$sum` `$count` `$avg` `$stdDevPop` `$stdDevSamp`
+//! `$first` `$last`), one batch's partial rows are merged without the merge query: each is
+//! combined with its key's state row ([`crate::runtime::state::row_merge`]), with the query's
+//! results, at a fraction of its cost for a small batch.
+//!
 //! The partial rows of several micro-batches can be held and merged at once
 //! ([`ContinuousGroup::hold`], the runtime's `groupUpserts: "atCheckpoint"`): then a group
 //! several of them touched is read, merged and emitted once, and the per-merge work (locating
@@ -51,6 +56,7 @@ use crate::plan::order;
 use crate::runtime::metrics::StageMetrics;
 use crate::runtime::prepared::{BoundTable, Prepared, register_numbered};
 use crate::runtime::state::keyed::{KeyedState, Snapshot};
+use crate::runtime::state::row_merge::{self, RowMerge};
 use crate::{Engine, Result};
 
 const STATE: &str = hidden::GROUP_STATE_TABLE;
@@ -129,6 +135,8 @@ pub struct GroupParts {
     pub partial: Vec<Accumulator>,
     merge: Vec<Accumulator>,
     fields: Vec<(String, Kept)>,
+    /// How each field merges row by row, when every one can (`runtime::state::row_merge`).
+    row_merges: Option<Vec<RowMerge>>,
     at: crate::dsl::JsonPath,
 }
 
@@ -285,38 +293,38 @@ impl ContinuousGroup {
             let ids = datafusion::arrow::compute::take(partial_rows.column(id), &firsts, None)?;
             (located, UInt32Array::from(slots), ids)
         };
-        let id_field = partial_rows.schema().fields()[id].clone();
         let touched = self.state.rows_at(&located)?;
         let touched_rows = touched.as_ref().map_or(0, |t| t.0.num_rows());
-        let mut rows = Vec::with_capacity(2);
-        if let Some((t, of)) = touched {
-            let t = if t.num_columns() == schema.fields().len() {
-                RecordBatch::try_new(schema.clone(), t.columns().to_vec())?
-            } else {
-                // State of an older version, without the columns added since (a sum's
-                // residual): by name, the missing ones null.
-                by_name(&t, &schema)?
-            };
-            rows.push(with_slots(&t, UInt32Array::from(of))?);
-        }
-        rows.push(with_slots(&partial_rows, slots)?);
-        if !self.plans.merge.as_ref().is_some_and(|m| m.rows == schema) {
-            self.plans.merge = Some(self.plan_merge(engine, schema.clone()).await?);
-        }
-        let Some(plans) = self.plans.merge.as_mut() else {
-            return Err(crate::Error::internal("the $group merge was not planned"));
+        let touched = match touched {
+            Some((t, of)) if t.num_columns() == schema.fields().len() => Some((
+                RecordBatch::try_new(schema.clone(), t.columns().to_vec())?,
+                of,
+            )),
+            // State of an older version, without the columns added since (a sum's residual):
+            // by name, the missing ones null.
+            Some((t, of)) => Some((by_name(&t, &schema)?, of)),
+            None => None,
         };
-        plans.state.bind(rows, 0);
-        let merged = plans.merge.run_unmeasured().await;
-        plans.state.clear();
-        // The merged rows come keyed by slot: their `_id`s are the located keys'.
-        let mut new_rows = Vec::new();
-        let mut slots = Vec::new();
-        for b in merged? {
-            let (b, s) = keyed_by_id(b, &id_field, &ids)?;
-            new_rows.push(b);
-            slots.push(s);
-        }
+        // One batch's aggregates (each key once) whose fields all merge row by row need no
+        // merge query: each is combined with its key's state row.
+        let by_rows = match (&self.parts.row_merges, self.held.len()) {
+            (Some(merges), 1) => {
+                let mut at = vec![None; partial_count];
+                for (j, &i) in touched.iter().flat_map(|(_, of)| of.iter().enumerate()) {
+                    at[i as usize] = Some(j as u32);
+                }
+                let state = touched.as_ref().map(|(t, _)| t);
+                row_merge::merge(merges, &partial_rows, state, &at)?
+            }
+            _ => None,
+        };
+        let (new_rows, slots) = match by_rows {
+            Some(rows) => (vec![rows], vec![slots]),
+            None => {
+                self.merge_by_query(engine, touched, &partial_rows, slots, ids)
+                    .await?
+            }
+        };
         // The upserts: the merged groups in their output form, then the stages after $group.
         let merged_rows: usize = new_rows.iter().map(|b| b.num_rows()).sum();
         let upserts = match new_rows.first() {
@@ -366,6 +374,45 @@ impl ContinuousGroup {
             duration: merging.elapsed(),
         });
         Ok(upserts)
+    }
+
+    /// The merge query over the touched groups' state rows (`touched`, in the partial rows'
+    /// schema, with the slot of each) followed by the aggregates `partial_rows` (with theirs):
+    /// the merged rows keyed by `_id` (`ids`, one per slot), and the slot of each.
+    async fn merge_by_query(
+        &mut self,
+        engine: &Engine,
+        touched: Option<(RecordBatch, Vec<u32>)>,
+        partial_rows: &RecordBatch,
+        slots: UInt32Array,
+        ids: datafusion::arrow::array::ArrayRef,
+    ) -> Result<(Vec<RecordBatch>, Vec<UInt32Array>)> {
+        let schema = partial_rows.schema();
+        let id_field = schema.field_with_name("_id")?.clone();
+        let id_field = Arc::new(id_field);
+        let mut rows = Vec::with_capacity(2);
+        if let Some((t, of)) = touched {
+            rows.push(with_slots(&t, UInt32Array::from(of))?);
+        }
+        rows.push(with_slots(partial_rows, slots)?);
+        if !self.plans.merge.as_ref().is_some_and(|m| m.rows == schema) {
+            self.plans.merge = Some(self.plan_merge(engine, schema.clone()).await?);
+        }
+        let Some(plans) = self.plans.merge.as_mut() else {
+            return Err(crate::Error::internal("the $group merge was not planned"));
+        };
+        plans.state.bind(rows, 0);
+        let merged = plans.merge.run_unmeasured().await;
+        plans.state.clear();
+        // The merged rows come keyed by slot: their `_id`s are the located keys'.
+        let mut new_rows = Vec::new();
+        let mut slots = Vec::new();
+        for b in merged? {
+            let (b, s) = keyed_by_id(b, &id_field, &ids)?;
+            new_rows.push(b);
+            slots.push(s);
+        }
+        Ok((new_rows, slots))
     }
 
     /// The merge plan over partial rows of `schema`: the touched groups' state rows, then
@@ -460,7 +507,22 @@ impl GroupParts {
         let mut partial = Vec::new();
         let mut merge = Vec::new();
         let mut fields = Vec::new();
+        let mut row_merges = Some(Vec::new());
         for a in &g.fields {
+            let row_merge = match a.op {
+                Acc::Sum => vec![RowMerge::Sum],
+                Acc::Count => vec![RowMerge::Add],
+                Acc::First => vec![RowMerge::First],
+                Acc::Last => vec![RowMerge::Last],
+                Acc::Avg => vec![RowMerge::Add; 2],
+                Acc::StdDevPop | Acc::StdDevSamp => vec![RowMerge::Add; 3],
+                _ => Vec::new(),
+            };
+            if row_merge.is_empty() {
+                row_merges = None;
+            } else if let Some(m) = &mut row_merges {
+                m.extend(row_merge);
+            }
             let kept = match a.op {
                 // `$mergeObjects` merges partial objects in order as it merges documents.
                 // Sums keep what rounding left out, so batches merge without losing it.
@@ -577,6 +639,7 @@ impl GroupParts {
             partial,
             merge,
             fields,
+            row_merges,
             at: at.clone(),
         })
     }
